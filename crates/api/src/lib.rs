@@ -1,0 +1,11 @@
+//! cacheserver api: rate limiting on a Redis Cluster, job registration, chaos, health, metrics.
+//!
+//! `startup::Application::build` wires everything; `main` and the tests both use it.
+
+pub mod error;
+pub mod ratelimit;
+pub mod redis_cluster;
+pub mod routes;
+pub mod startup;
+pub mod state;
+pub mod telemetry;

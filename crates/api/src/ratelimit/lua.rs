@@ -1,0 +1,149 @@
+//! The Redis backend: one EVALSHA decides both windows atomically.
+//!
+//! Keys share the client's hash tag so both live on one slot: `rl:{<ip>}:m:<minute>` and
+//! `rl:{<ip>}:h:<hour>`. Refused requests are not counted. `units` lets one call decide a batch of
+//! concurrent requests of the same client (see `coalesce`).
+
+use super::coalesce::Coalescer;
+use super::deny_cache::DenyCache;
+use super::{Backend, Counts, Decision, Limits, Windows, HOUR_SECS, MINUTE_SECS};
+use crate::redis_cluster::{RedisCluster, RedisError};
+use fred::interfaces::LuaInterface;
+use std::net::IpAddr;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+/// KEYS: minute counter, hour counter. ARGV: minute limit, hour limit, minute ttl (s), hour ttl (s),
+/// units wanted. Returns {units allowed, minute count, hour count}.
+pub(crate) const SCRIPT: &str = r"
+local m = tonumber(redis.call('GET', KEYS[1]) or '0')
+local h = tonumber(redis.call('GET', KEYS[2]) or '0')
+local allowed = math.min(tonumber(ARGV[5]), tonumber(ARGV[1]) - m, tonumber(ARGV[2]) - h)
+if allowed > 0 then
+  m = redis.call('INCRBY', KEYS[1], allowed)
+  if m == allowed then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
+  h = redis.call('INCRBY', KEYS[2], allowed)
+  if h == allowed then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
+else
+  allowed = 0
+end
+return {allowed, m, h}
+";
+
+static SCRIPT_SHA: LazyLock<String> = LazyLock::new(|| fred::util::sha1_hash(SCRIPT));
+
+/// Result of one Lua call: units allowed and the counts after it.
+pub(crate) type CallResult = Result<(u64, Counts), Arc<RedisError>>;
+
+#[derive(Clone)]
+pub(crate) struct RedisLimiter {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    cluster: RedisCluster,
+    limits: Limits,
+    budget: Duration,
+    denied: DenyCache,
+    coalescer: Coalescer,
+}
+
+impl RedisLimiter {
+    pub fn new(cluster: RedisCluster, limits: Limits, budget: Duration) -> Self {
+        let inner = Inner {
+            cluster,
+            limits,
+            budget,
+            denied: DenyCache::default(),
+            coalescer: Coalescer::default(),
+        };
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    pub fn is_usable(&self) -> bool {
+        self.inner.cluster.is_connected()
+    }
+
+    pub async fn check(
+        &self,
+        client: IpAddr,
+        windows: Windows,
+    ) -> Result<Decision, Arc<RedisError>> {
+        let inner = &self.inner;
+        if let Some(refused) = inner.denied.lookup(client, windows, inner.limits) {
+            return Ok(refused);
+        }
+        if !inner.cluster.is_connected() {
+            return Err(Arc::new(RedisError::NotConnected));
+        }
+        let (allowed, counts) = Coalescer::decide(self.inner.clone(), client).await?;
+        let decision = inner
+            .limits
+            .decision(allowed, counts, windows, Backend::Redis);
+        inner.denied.remember(client, windows, counts, inner.limits);
+        Ok(decision)
+    }
+}
+
+impl Inner {
+    pub(crate) fn coalescer(&self) -> &Coalescer {
+        &self.coalescer
+    }
+
+    /// One bounded EVALSHA for `units` requests of `client`; reloads the script once on NOSCRIPT.
+    pub(crate) async fn call(&self, client: IpAddr, units: u64) -> CallResult {
+        let windows = Windows::now();
+        let keys = vec![
+            format!("rl:{{{client}}}:m:{}", windows.minute),
+            format!("rl:{{{client}}}:h:{}", windows.hour),
+        ];
+        let limits = self.limits;
+        let args: Vec<i64> = [
+            limits.per_minute,
+            limits.per_hour,
+            windows.minute_reset + 1,
+            windows.hour_reset + 1,
+            units,
+        ]
+        .iter()
+        .map(|&v| i64::try_from(v).unwrap_or(i64::MAX))
+        .collect();
+        debug_assert!(MINUTE_SECS < HOUR_SECS);
+        let reply: Vec<i64> = self
+            .cluster
+            .call(self.budget, |c| async move {
+                match c
+                    .evalsha(SCRIPT_SHA.as_str(), keys.clone(), args.clone())
+                    .await
+                {
+                    Err(e) if e.details().starts_with("NOSCRIPT") => {
+                        tracing::info!(
+                            "rate limit script not loaded (restart or failover); loading it"
+                        );
+                        c.script_load_cluster::<(), _>(SCRIPT).await?;
+                        c.evalsha(SCRIPT_SHA.as_str(), keys, args).await
+                    }
+                    other => other,
+                }
+            })
+            .await
+            .map_err(Arc::new)?;
+        match reply.as_slice() {
+            &[allowed, minute, hour] => {
+                let to_u64 = |v: i64| u64::try_from(v).unwrap_or(0);
+                Ok((
+                    to_u64(allowed),
+                    Counts {
+                        minute: to_u64(minute),
+                        hour: to_u64(hour),
+                    },
+                ))
+            }
+            _ => Err(Arc::new(RedisError::Config(format!(
+                "unexpected rate limit reply {reply:?}"
+            )))),
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! The one Redis Cluster client of the api (fred). It owns the pool, maps our settings onto fred's
+//! options, connects lazily (start-up never waits for Redis), bounds every call by a timeout,
+//! logs connection events with timings and keeps counters for them.
+
+use cacheserver_config::{ClusterRedisSettings, ExposeSecret};
+use fred::prelude::{
+    ClientLike, Config, ConnectionConfig, EventInterface, PerformanceConfig, Pool, ReconnectPolicy,
+    Server, ServerConfig,
+};
+use fred::types::config::{ClusterDiscoveryPolicy, UnresponsiveConfig};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RedisError {
+    #[error("no connection to the Redis cluster")]
+    NotConnected,
+    #[error("Redis call timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("Redis error: {0}")]
+    Redis(#[from] fred::error::Error),
+    #[error("invalid Redis settings: {0}")]
+    Config(String),
+}
+
+/// fred's options built from `cache_server.redis.default` (see README "Redis options").
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    pub config: Config,
+    pub performance: PerformanceConfig,
+    pub connection: ConnectionConfig,
+    pub reconnect: ReconnectPolicy,
+    pub pool_size: usize,
+}
+
+/// Map the go-redis style settings onto fred:
+/// - `cluster.addrs` → clustered seed nodes; `username`/`password`/`tls` → the same in fred.
+/// - `dial_timeout` → `connection_timeout` and `internal_command_timeout` (AUTH, CLUSTER SLOTS).
+/// - `read_timeout` → `default_command_timeout` (fred has no separate write timeout), and the
+///   interval after which a silent connection counts as unresponsive and is replaced.
+/// - `max_retries` → `max_command_attempts = max_retries + 1`.
+/// - `min/max_retry_backoff` → exponential reconnect policy, retried forever.
+/// - `pool_size` → clients in the pool (each multiplexes its connections).
+/// - `pool_timeout` → no fred equivalent: fred never waits for a free connection. Commands queued
+///   while reconnecting are bounded by the command timeout instead.
+pub fn client_options(settings: &ClusterRedisSettings) -> Result<ClientOptions, RedisError> {
+    let hosts = settings
+        .cluster
+        .addrs
+        .iter()
+        .map(|a| parse_server(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let tls = if settings.tls {
+        Some(
+            fred::types::config::TlsConnector::default_rustls()
+                .map_err(|e| RedisError::Config(e.to_string()))?
+                .into(),
+        )
+    } else {
+        None
+    };
+    let config = Config {
+        server: ServerConfig::Clustered {
+            hosts,
+            policy: ClusterDiscoveryPolicy::default(),
+        },
+        username: settings.username.clone(),
+        password: settings
+            .password
+            .as_ref()
+            .map(|p| p.expose_secret().to_owned()),
+        // Commands wait for a reconnect instead of failing at once; the timeouts bound the wait.
+        fail_fast: false,
+        tls,
+        ..Config::default()
+    };
+    let performance = PerformanceConfig {
+        default_command_timeout: settings.read_timeout,
+        ..PerformanceConfig::default()
+    };
+    let connection = ConnectionConfig {
+        connection_timeout: settings.dial_timeout,
+        internal_command_timeout: settings.dial_timeout,
+        max_command_attempts: u32::try_from(settings.max_retries + 1).unwrap_or(3),
+        unresponsive: UnresponsiveConfig {
+            max_timeout: Some(settings.read_timeout),
+            interval: Duration::from_millis(500),
+        },
+        ..ConnectionConfig::default()
+    };
+    let millis = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX).max(1);
+    let reconnect = ReconnectPolicy::new_exponential(
+        0,
+        millis(settings.min_retry_backoff),
+        millis(settings.max_retry_backoff),
+        2,
+    );
+    let pool_size = usize::try_from(settings.pool_size).unwrap_or(2).max(1);
+    Ok(ClientOptions {
+        config,
+        performance,
+        connection,
+        reconnect,
+        pool_size,
+    })
+}
+
+fn parse_server(addr: &str) -> Result<Server, RedisError> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| RedisError::Config(format!("`{addr}` is not host:port")))?;
+    let port = port
+        .parse()
+        .map_err(|_| RedisError::Config(format!("bad port in `{addr}`")))?;
+    Ok(Server::new(host, port))
+}
+
+/// Counters and timings of connection events, shared with the event tasks.
+#[derive(Debug, Default)]
+pub struct ConnectionStats {
+    pub connects: AtomicU64,
+    pub reconnects: AtomicU64,
+    pub errors: AtomicU64,
+    pub cluster_changes: AtomicU64,
+    /// When the pool lost its connection (or was created), until the next successful connect.
+    down_since: Mutex<Option<Instant>>,
+}
+
+impl ConnectionStats {
+    fn mark_down(&self) {
+        if let Ok(mut since) = self.down_since.lock() {
+            since.get_or_insert_with(Instant::now);
+        }
+    }
+
+    fn take_down_time(&self) -> Option<Duration> {
+        self.down_since
+            .lock()
+            .ok()
+            .and_then(|mut s| s.take())
+            .map(|t| t.elapsed())
+    }
+}
+
+/// The api's Redis Cluster pool.
+#[derive(Clone)]
+pub struct RedisCluster {
+    pool: Pool,
+    stats: Arc<ConnectionStats>,
+    command_timeout: Duration,
+}
+
+impl RedisCluster {
+    /// Build the pool and start connecting in the background. Never waits for Redis.
+    pub fn connect_lazy(settings: &ClusterRedisSettings) -> Result<Self, RedisError> {
+        let opts = client_options(settings)?;
+        let pool = Pool::new(
+            opts.config,
+            Some(opts.performance),
+            Some(opts.connection),
+            Some(opts.reconnect),
+            opts.pool_size,
+        )?;
+        let stats = Arc::new(ConnectionStats::default());
+        stats.mark_down();
+        let cluster = Self {
+            pool,
+            stats,
+            command_timeout: settings.read_timeout,
+        };
+        for (index, client) in cluster.pool.clients().iter().enumerate() {
+            cluster.watch_events(index, client);
+            // The handle ends only when the client quits; it is not needed.
+            drop(client.connect());
+        }
+        Ok(cluster)
+    }
+
+    fn watch_events(&self, index: usize, client: &fred::prelude::Client) {
+        let stats = self.stats.clone();
+        drop(client.on_reconnect(move |server| {
+            let stats = stats.clone();
+            async move {
+                let first = stats.connects.fetch_add(1, Ordering::Relaxed) == 0;
+                let down = stats.take_down_time();
+                let ms = down.map_or(0, |d| d.as_millis() as u64);
+                if first {
+                    tracing::info!(client = index, %server, "redis connected after {ms} ms");
+                } else {
+                    stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(client = index, %server, "redis reconnected after {ms} ms");
+                }
+                metrics::counter!("redis_connects_total").increment(1);
+                if let Some(down) = down {
+                    metrics::histogram!("redis_reconnect_seconds").record(down.as_secs_f64());
+                }
+                Ok(())
+            }
+        }));
+        let stats = self.stats.clone();
+        drop(client.on_error(move |(error, server)| {
+            let stats = stats.clone();
+            async move {
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+                stats.mark_down();
+                metrics::counter!("redis_errors_total").increment(1);
+                let server = server.map(|s| s.to_string()).unwrap_or_default();
+                tracing::warn!(client = index, %server, %error, "redis connection error");
+                Ok(())
+            }
+        }));
+        let stats = self.stats.clone();
+        drop(client.on_cluster_change(move |changes| {
+            let stats = stats.clone();
+            async move {
+                stats.cluster_changes.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(client = index, ?changes, "redis cluster topology changed");
+                Ok(())
+            }
+        }));
+    }
+
+    /// The next connected client of the pool, or `NotConnected` at once (fail fast).
+    pub fn client(&self) -> Result<&fred::prelude::Client, RedisError> {
+        let client = self.pool.next_connected();
+        if client.is_connected() {
+            Ok(client)
+        } else {
+            Err(RedisError::NotConnected)
+        }
+    }
+
+    /// Run `call` on a connected client within `budget` (fails fast when none is connected).
+    pub async fn call<T, F, Fut>(&self, budget: Duration, call: F) -> Result<T, RedisError>
+    where
+        F: FnOnce(fred::prelude::Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, fred::error::Error>>,
+    {
+        let client = self.client()?.clone();
+        match tokio::time::timeout(budget, call(client)).await {
+            Ok(result) => result.map_err(RedisError::from),
+            Err(_) => Err(RedisError::Timeout(budget)),
+        }
+    }
+
+    /// The default bound for calls that are not on the hot path.
+    pub fn command_timeout(&self) -> Duration {
+        self.command_timeout
+    }
+
+    /// Whether at least one client of the pool is fully connected.
+    pub fn is_connected(&self) -> bool {
+        self.pool.clients().iter().any(ClientLike::is_connected)
+    }
+
+    /// Open connections to cluster nodes, summed over the pool.
+    pub fn connection_count(&self) -> usize {
+        self.pool
+            .clients()
+            .iter()
+            .map(|c| c.active_connections().len())
+            .sum()
+    }
+
+    pub fn stats(&self) -> &ConnectionStats {
+        &self.stats
+    }
+
+    /// Close every connection now (chaos). Restarting each client's connection task drops the old
+    /// sockets; fred's `force_reconnection` would keep healthy ones. Returns how many were open.
+    pub fn close_all(&self) -> usize {
+        let count = self.connection_count();
+        self.stats.mark_down();
+        for client in self.pool.clients() {
+            drop(client.connect());
+        }
+        count
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn settings() -> ClusterRedisSettings {
+        ClusterRedisSettings {
+            cluster: cacheserver_config::ClusterAddrs {
+                addrs: vec!["127.0.0.1:7100".into(), "127.0.0.1:7101".into()],
+            },
+            max_retries: 2,
+            min_retry_backoff: Duration::from_millis(8),
+            max_retry_backoff: Duration::from_millis(512),
+            dial_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(3),
+            pool_size: 4,
+            pool_timeout: Duration::from_secs(4),
+            ..ClusterRedisSettings::default()
+        }
+    }
+
+    #[test]
+    fn maps_every_option() {
+        let o = client_options(&settings()).unwrap();
+        let ServerConfig::Clustered { hosts, .. } = &o.config.server else {
+            panic!("not clustered")
+        };
+        assert_eq!(hosts.len(), 2);
+        assert_eq!(hosts[1].port, 7101);
+        assert!(!o.config.fail_fast);
+        assert_eq!(
+            o.performance.default_command_timeout,
+            Duration::from_secs(3)
+        );
+        assert_eq!(o.connection.connection_timeout, Duration::from_secs(5));
+        assert_eq!(
+            o.connection.internal_command_timeout,
+            Duration::from_secs(5)
+        );
+        assert_eq!(o.connection.max_command_attempts, 3);
+        assert_eq!(
+            o.connection.unresponsive.max_timeout,
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(o.pool_size, 4);
+        let ReconnectPolicy::Exponential {
+            max_attempts,
+            min_delay,
+            max_delay,
+            base,
+            ..
+        } = o.reconnect
+        else {
+            panic!("not exponential")
+        };
+        assert_eq!((max_attempts, min_delay, max_delay, base), (0, 8, 512, 2));
+    }
+
+    #[test]
+    fn credentials_are_passed_on() {
+        let mut s = settings();
+        s.username = Some("app".into());
+        s.password = Some("pw".to_owned().into());
+        let o = client_options(&s).unwrap();
+        assert_eq!(o.config.username.as_deref(), Some("app"));
+        assert_eq!(o.config.password.as_deref(), Some("pw"));
+    }
+
+    #[test]
+    fn bad_address_is_a_config_error() {
+        let mut s = settings();
+        s.cluster.addrs = vec!["nowhere".into()];
+        assert!(matches!(client_options(&s), Err(RedisError::Config(_))));
+    }
+}

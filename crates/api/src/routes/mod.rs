@@ -1,0 +1,27 @@
+//! Every route of the api, registered in one place.
+//!
+//! `/api/...` and `/chaos/...` are rate limited; health, readiness, metrics and docs are not.
+
+pub mod health;
+pub mod ping;
+
+use crate::error::ApiError;
+use crate::ratelimit::rate_limit;
+use actix_web::middleware::from_fn;
+use actix_web::web;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(health::health)
+        .service(health::ready)
+        .service(health::metrics)
+        .service(
+            web::scope("/api")
+                .wrap(from_fn(rate_limit))
+                .service(ping::ping),
+        )
+        .default_service(web::to(not_found));
+}
+
+async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::NotFound("no such route".into()))
+}

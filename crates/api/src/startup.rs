@@ -1,0 +1,133 @@
+//! `Application::build`: the one place that wires clients, state, middleware and routes.
+//! `main` and the tests both use it (tests bind port 0).
+
+use crate::error::{json_error_handler, path_error_handler, query_error_handler};
+use crate::ratelimit::Limiter;
+use crate::redis_cluster::RedisCluster;
+use crate::routes;
+use crate::state::AppState;
+use actix_web::dev::Server;
+use actix_web::{web, App, HttpServer};
+use cacheserver_config::{Settings, StorageType};
+use cacheserver_jobqueue::JobQueue;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use tracing_actix_web::TracingLogger;
+
+/// Largest accepted request body (JSON); larger ones get 413.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("redis cluster client: {0}")]
+    Redis(#[from] crate::redis_cluster::RedisError),
+    #[error("rate limiter: {0}")]
+    Limiter(String),
+    #[error("jobqueue: {0}")]
+    Jobqueue(#[from] cacheserver_jobqueue::JobQueueError),
+}
+
+pub struct Application {
+    addr: SocketAddr,
+    server: Server,
+    state: web::Data<AppState>,
+}
+
+impl Application {
+    /// Build everything and bind the listener. Never waits for Redis: clients connect lazily.
+    pub async fn build(
+        settings: Settings,
+        metrics: PrometheusHandle,
+    ) -> Result<Self, StartupError> {
+        let redis = cluster_client(&settings)?;
+        let limiter =
+            Limiter::new(&settings.api.rate_limit, redis.clone()).map_err(StartupError::Limiter)?;
+        let jobs = JobQueue::new(&settings.cache_server.redis.jobqueue, &settings.jobqueue)?;
+        let bind = format!("{}:{}", settings.server.host, settings.server.port);
+        let listener = TcpListener::bind(&bind).map_err(|source| StartupError::Bind {
+            addr: bind.clone(),
+            source,
+        })?;
+        let addr = listener.local_addr().map_err(|source| StartupError::Bind {
+            addr: bind.clone(),
+            source,
+        })?;
+        let state = web::Data::new(AppState {
+            settings: Arc::new(settings),
+            redis,
+            limiter: limiter.clone(),
+            jobs,
+            metrics,
+        });
+        let server = serve(listener, state.clone(), web::Data::new(limiter))
+            .map_err(|source| StartupError::Bind { addr: bind, source })?;
+        Ok(Self {
+            addr,
+            server,
+            state,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
+    /// A handle to stop the server (tests).
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+fn cluster_client(settings: &Settings) -> Result<Option<RedisCluster>, StartupError> {
+    let cluster = &settings.cache_server.redis.default;
+    let limiting_in_redis = settings.api.rate_limit.enabled
+        && settings.api.rate_limit.storage_type != StorageType::Memory;
+    if !cluster.is_enabled() || !limiting_in_redis {
+        tracing::info!("rate limiting in memory (no Redis cluster in use)");
+        return Ok(None);
+    }
+    Ok(Some(RedisCluster::connect_lazy(cluster)?))
+}
+
+fn serve(
+    listener: TcpListener,
+    state: web::Data<AppState>,
+    limiter: web::Data<Limiter>,
+) -> std::io::Result<Server> {
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(TracingLogger::default())
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(MAX_BODY_BYTES)
+                    .error_handler(json_error_handler),
+            )
+            .app_data(web::PathConfig::default().error_handler(path_error_handler))
+            .app_data(web::QueryConfig::default().error_handler(query_error_handler))
+            .app_data(state.clone())
+            .app_data(limiter.clone())
+            .configure(routes::configure)
+    })
+    .listen(listener)?
+    .shutdown_timeout(10)
+    .run();
+    Ok(server)
+}

@@ -1,0 +1,292 @@
+//! Settings for every cacheserver service.
+//!
+//! Loaded from `config/{APP_ENV}/cacheserver.yaml` (Redis connections) and
+//! `config/{APP_ENV}/config.yaml` (everything else), then `APP__SECTION__KEY` environment
+//! overrides. `APP_ENV` is develop | staging | production | test (default develop);
+//! `APP_CONFIG_DIR` moves the `config` root. Each service reads only its own sections.
+
+mod duration;
+mod error;
+mod redis;
+mod sections;
+
+pub use duration::parse as parse_duration;
+pub use error::ConfigError;
+pub use redis::{
+    default_pool_size, CacheServerSettings, ClusterAddrs, ClusterRedisSettings, RedisSettings,
+    SingleRedisSettings,
+};
+pub use secrecy::{ExposeSecret, SecretString};
+pub use sections::{
+    ApiSettings, ChaosSettings, JobqueueSettings, LogFormat, LoggingSettings, RateLimitSettings,
+    ServerSettings, StorageType, WorkerSettings,
+};
+
+use config::{Config, Environment, File, FileFormat};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Longest delay a job may be registered with.
+pub const MAX_DELAY_SECONDS: i64 = 30 * 24 * 3600;
+/// Largest `max_retry` a job may ask for.
+pub const MAX_RETRY_LIMIT: i64 = 100;
+
+const CACHE_SERVER_FILE: &str = "cacheserver.yaml";
+const CONFIG_FILE: &str = "config.yaml";
+/// Keys that hold secrets: they may only come from the environment.
+const SECRET_KEYS: [&str; 4] = [
+    "cache_server.redis.default.password",
+    "cache_server.redis.jobqueue.password",
+    "chaos.token",
+    "jobqueue.api_key",
+];
+/// Keys whose environment value is a comma separated list.
+const LIST_KEYS: [&str; 2] = [
+    "cache_server.redis.default.cluster.addrs",
+    "api.rate_limit.trusted_proxies",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppEnv {
+    Develop,
+    Staging,
+    Production,
+    Test,
+}
+
+impl AppEnv {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Develop => "develop",
+            Self::Staging => "staging",
+            Self::Production => "production",
+            Self::Test => "test",
+        }
+    }
+}
+
+impl std::str::FromStr for AppEnv {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "" | "develop" => Ok(Self::Develop),
+            "staging" => Ok(Self::Staging),
+            "production" => Ok(Self::Production),
+            "test" => Ok(Self::Test),
+            _ => Err(ConfigError::UnknownEnvironment(s.to_owned())),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub api: ApiSettings,
+    pub chaos: ChaosSettings,
+    pub jobqueue: JobqueueSettings,
+    pub logging: LoggingSettings,
+    pub cache_server: CacheServerSettings,
+}
+
+impl Settings {
+    /// Load with `APP_ENV`, `APP_CONFIG_DIR` and `APP__*` from the process environment.
+    pub fn load() -> Result<Self, ConfigError> {
+        let env: AppEnv = std::env::var("APP_ENV").unwrap_or_default().parse()?;
+        let root =
+            std::env::var_os("APP_CONFIG_DIR").map_or_else(default_config_root, PathBuf::from);
+        Self::load_from(&root, env, None)
+    }
+
+    /// Load from `root/{env}/`. `env_vars`, when given, replaces the process environment for
+    /// the `APP__*` overrides (tests use it).
+    pub fn load_from(
+        root: &Path,
+        env: AppEnv,
+        env_vars: Option<HashMap<String, String>>,
+    ) -> Result<Self, ConfigError> {
+        let dir = root.join(env.as_str());
+        let files = [dir.join(CACHE_SERVER_FILE), dir.join(CONFIG_FILE)];
+        for file in &files {
+            if !file.is_file() {
+                return Err(ConfigError::MissingFile(file.clone()));
+            }
+        }
+        let load_err = |source| ConfigError::Load {
+            files: source_of(&dir, &source),
+            source,
+        };
+        let from_files = files
+            .iter()
+            .fold(Config::builder(), |b, f| {
+                b.add_source(File::from(f.as_path()).format(FileFormat::Yaml))
+            })
+            .build()
+            .map_err(load_err)?;
+        reject_secrets_in_files(&from_files, &dir)?;
+
+        let environment = LIST_KEYS.iter().fold(
+            Environment::with_prefix("APP")
+                .prefix_separator("__")
+                .separator("__")
+                .list_separator(",")
+                .try_parsing(true)
+                .source(env_vars),
+            |e, key| e.with_list_parse_key(key),
+        );
+        let mut settings: Settings = Config::builder()
+            .add_source(from_files)
+            .add_source(environment)
+            .build()
+            .and_then(Config::try_deserialize)
+            .map_err(load_err)?;
+        settings.apply_defaults();
+        settings.validate(&dir)?;
+        Ok(settings)
+    }
+
+    fn apply_defaults(&mut self) {
+        self.api.rate_limit.apply_defaults();
+        self.chaos.apply_defaults();
+        self.jobqueue.apply_defaults();
+        self.cache_server.redis.default.apply_defaults();
+        self.cache_server.redis.jobqueue.apply_defaults();
+    }
+
+    /// Reject values that parse but cannot work. The error names the file and the key.
+    pub fn validate(&self, dir: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, reason: String| {
+            Err(ConfigError::Invalid {
+                file: file_for_key(dir, key),
+                key,
+                reason,
+            })
+        };
+        let rl = &self.api.rate_limit;
+        if self.server.host.trim().is_empty() {
+            return invalid("server.host", "must not be empty".into());
+        }
+        if rl.requests_per_minute < 1 {
+            return invalid(
+                "api.rate_limit.requests_per_minute",
+                format!("must be ≥ 1, got {}", rl.requests_per_minute),
+            );
+        }
+        if rl.requests_per_hour < 1 {
+            return invalid(
+                "api.rate_limit.requests_per_hour",
+                format!("must be ≥ 1, got {}", rl.requests_per_hour),
+            );
+        }
+        if let Err(reason) = rl.trusted_networks() {
+            return invalid("api.rate_limit.trusted_proxies", reason);
+        }
+        let cluster = &self.cache_server.redis.default;
+        if rl.storage_type == StorageType::Redis && !cluster.is_enabled() {
+            return invalid(
+                "cache_server.redis.default.cluster.addrs",
+                "storage_type `redis` needs at least one cluster address".into(),
+            );
+        }
+        if let Some(bad) = cluster.cluster.addrs.iter().find(|a| !is_host_port(a)) {
+            return invalid(
+                "cache_server.redis.default.cluster.addrs",
+                format!("`{bad}` is not host:port"),
+            );
+        }
+        if !is_host_port(&self.cache_server.redis.jobqueue.addr) {
+            let addr = &self.cache_server.redis.jobqueue.addr;
+            return invalid(
+                "cache_server.redis.jobqueue.addr",
+                format!("`{addr}` is not host:port"),
+            );
+        }
+        self.validate_jobqueue(invalid)
+    }
+
+    fn validate_jobqueue(
+        &self,
+        invalid: impl Fn(&'static str, String) -> Result<(), ConfigError>,
+    ) -> Result<(), ConfigError> {
+        let jq = &self.jobqueue;
+        if jq.queue.is_empty()
+            || jq
+                .queue
+                .contains(|c: char| c.is_whitespace() || c == '{' || c == '}')
+        {
+            return invalid(
+                "jobqueue.queue",
+                format!("`{}` must be non-empty, without spaces or braces", jq.queue),
+            );
+        }
+        if !(0..=MAX_DELAY_SECONDS).contains(&jq.default_delay_seconds) {
+            return invalid(
+                "jobqueue.default_delay_seconds",
+                format!("must be 0..={MAX_DELAY_SECONDS}"),
+            );
+        }
+        if !(0..=MAX_RETRY_LIMIT).contains(&jq.default_max_retry) {
+            return invalid(
+                "jobqueue.default_max_retry",
+                format!("must be 0..={MAX_RETRY_LIMIT}"),
+            );
+        }
+        if jq.worker.concurrency > 1024 {
+            return invalid("jobqueue.worker.concurrency", "must be ≤ 1024".into());
+        }
+        Ok(())
+    }
+}
+
+fn reject_secrets_in_files(from_files: &Config, dir: &Path) -> Result<(), ConfigError> {
+    for key in SECRET_KEYS {
+        if from_files.get_string(key).is_ok_and(|v| !v.is_empty()) {
+            let env_name = format!("APP__{}", key.to_ascii_uppercase().replace('.', "__"));
+            return Err(ConfigError::Invalid {
+                file: dir.display().to_string(),
+                key,
+                reason: format!(
+                    "secrets may not be written in config files; set {env_name} instead"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Where a bad value came from: the file named by the `config` crate, else the file that holds
+/// the key's section (the value may also come from its APP__ override).
+fn source_of(dir: &Path, error: &config::ConfigError) -> String {
+    match error {
+        config::ConfigError::At {
+            origin: Some(origin),
+            ..
+        } => origin.clone(),
+        config::ConfigError::At { key: Some(key), .. } => file_for_key(dir, key),
+        _ => dir.display().to_string(),
+    }
+}
+
+fn file_for_key(dir: &Path, key: &str) -> String {
+    let file = if key.starts_with("cache_server") {
+        CACHE_SERVER_FILE
+    } else {
+        CONFIG_FILE
+    };
+    format!("{} (or its APP__ override)", dir.join(file).display())
+}
+
+fn is_host_port(addr: &str) -> bool {
+    addr.rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0))
+}
+
+/// `./config`, or the workspace's `config` when run from a crate directory (cargo test).
+fn default_config_root() -> PathBuf {
+    let here = PathBuf::from("config");
+    if here.is_dir() {
+        return here;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config")
+}

@@ -1,0 +1,222 @@
+//! Sections of `config.yaml`. Defaults are the documented ones; zero durations mean "default".
+
+use crate::duration::{self, or_default};
+use serde::Deserialize;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    pub host: String,
+    /// 0 picks a free port (tests use this).
+    pub port: u16,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 8080,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSettings {
+    pub rate_limit: RateLimitSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageType {
+    /// Redis Cluster while it answers, in-memory while it does not.
+    Auto,
+    /// Redis Cluster only; requests are let through (and counted) while it is down.
+    Redis,
+    /// In process; never touches Redis.
+    Memory,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitSettings {
+    pub enabled: bool,
+    pub requests_per_minute: i64,
+    pub requests_per_hour: i64,
+    pub storage_type: StorageType,
+    /// Peers (IPs or CIDRs) whose `X-Forwarded-For` / `Forwarded` headers are believed.
+    pub trusted_proxies: Vec<String>,
+    /// Budget for one limiter call to Redis before falling back (default 150ms).
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub redis_timeout: Duration,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            requests_per_minute: 60,
+            requests_per_hour: 1000,
+            storage_type: StorageType::Auto,
+            trusted_proxies: Vec::new(),
+            redis_timeout: Duration::ZERO,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChaosSettings {
+    pub enabled: bool,
+    /// When set, chaos routes need `Authorization: Bearer <token>`.
+    pub token: Option<secrecy::SecretString>,
+    /// Resets closer together than this answer 429 unless `force` (default 1s).
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub cooldown: Duration,
+}
+
+impl Default for ChaosSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            token: None,
+            cooldown: Duration::ZERO,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobqueueSettings {
+    /// apalis queue (namespace of the Redis keys).
+    pub queue: String,
+    pub default_delay_seconds: i64,
+    pub default_max_retry: i64,
+    /// How long finished jobs stay inspectable (default 24h). Dead jobs stay until deleted.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub done_retention: Duration,
+    /// Budget for one enqueue before the api answers 503 (default 2s).
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub enqueue_timeout: Duration,
+    /// When set, the job routes need `Authorization: Bearer <key>`.
+    pub api_key: Option<secrecy::SecretString>,
+    pub worker: WorkerSettings,
+}
+
+impl Default for JobqueueSettings {
+    fn default() -> Self {
+        Self {
+            queue: "dm-jobqueue".into(),
+            default_delay_seconds: 180,
+            default_max_retry: 10,
+            done_retention: Duration::ZERO,
+            enqueue_timeout: Duration::ZERO,
+            api_key: None,
+            worker: WorkerSettings::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerSettings {
+    /// Jobs run at once by one worker (≤ 0: default 8).
+    pub concurrency: i64,
+    /// Unique, stable worker name; empty: `<hostname>-<pid>`.
+    pub name: String,
+    /// Port of the worker's `/health` and `/metrics`; 0 picks a free one.
+    pub health_port: u16,
+    /// How often an idle worker looks for due jobs (default 50ms).
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub poll_interval: Duration,
+    /// On SIGTERM, how long in-flight jobs may take to finish (default 30s).
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            concurrency: 0,
+            name: String::new(),
+            health_port: 8082,
+            poll_interval: Duration::ZERO,
+            shutdown_grace: Duration::ZERO,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingSettings {
+    /// A `tracing` filter, e.g. `info` or `info,cacheserver_api=debug`. `RUST_LOG` wins when set.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LoggingSettings {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Pretty,
+        }
+    }
+}
+
+impl RateLimitSettings {
+    pub(crate) fn apply_defaults(&mut self) {
+        or_default(&mut self.redis_timeout, Duration::from_millis(150));
+        self.trusted_proxies.retain(|p| !p.trim().is_empty());
+    }
+
+    /// Trusted proxies as networks; a bare IP is a /32 (or /128).
+    pub fn trusted_networks(&self) -> Result<Vec<ipnet::IpNet>, String> {
+        self.trusted_proxies.iter().map(|p| parse_net(p)).collect()
+    }
+}
+
+fn parse_net(text: &str) -> Result<ipnet::IpNet, String> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("`{text}` is not an IP address or CIDR"))
+}
+
+impl ChaosSettings {
+    pub(crate) fn apply_defaults(&mut self) {
+        or_default(&mut self.cooldown, Duration::from_secs(1));
+        drop_empty_secret(&mut self.token);
+    }
+}
+
+impl JobqueueSettings {
+    pub(crate) fn apply_defaults(&mut self) {
+        or_default(&mut self.done_retention, Duration::from_secs(24 * 3600));
+        or_default(&mut self.enqueue_timeout, Duration::from_secs(2));
+        drop_empty_secret(&mut self.api_key);
+        let worker = &mut self.worker;
+        if worker.concurrency <= 0 {
+            worker.concurrency = 8;
+        }
+        or_default(&mut worker.poll_interval, Duration::from_millis(50));
+        or_default(&mut worker.shutdown_grace, Duration::from_secs(30));
+    }
+}
+
+fn drop_empty_secret(secret: &mut Option<secrecy::SecretString>) {
+    use secrecy::ExposeSecret;
+    if secret
+        .as_ref()
+        .is_some_and(|s| s.expose_secret().is_empty())
+    {
+        *secret = None;
+    }
+}

@@ -1,0 +1,300 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use cacheserver_config::{AppEnv, ConfigError, ExposeSecret, LogFormat, Settings, StorageType};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const MINIMAL_CACHE: &str = "cache_server: {}\n";
+const MINIMAL_CONFIG: &str = "{}\n";
+
+fn write_env(dir: &Path, cache_server: &str, config: &str) -> PathBuf {
+    let env_dir = dir.join("test");
+    std::fs::create_dir_all(&env_dir).unwrap();
+    std::fs::write(env_dir.join("cacheserver.yaml"), cache_server).unwrap();
+    std::fs::write(env_dir.join("config.yaml"), config).unwrap();
+    dir.to_path_buf()
+}
+
+fn load(cache_server: &str, config: &str, vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    let root = write_env(dir.path(), cache_server, config);
+    let vars: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Settings::load_from(&root, AppEnv::Test, Some(vars))
+}
+
+fn load_err(cache_server: &str, config: &str, vars: &[(&str, &str)]) -> String {
+    load(cache_server, config, vars)
+        .expect_err("config should be rejected")
+        .to_string()
+}
+
+#[test]
+fn every_shipped_environment_loads() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+    for env in [
+        AppEnv::Develop,
+        AppEnv::Staging,
+        AppEnv::Production,
+        AppEnv::Test,
+    ] {
+        let s = Settings::load_from(&root, env, Some(HashMap::new()))
+            .unwrap_or_else(|e| panic!("{}: {e}", env.as_str()));
+        assert_eq!(s.cache_server.redis.default.cluster.addrs.len(), 3);
+    }
+    let prod = Settings::load_from(&root, AppEnv::Production, Some(HashMap::new())).unwrap();
+    assert!(!prod.chaos.enabled, "production ships with chaos disabled");
+    assert_eq!(prod.logging.format, LogFormat::Json);
+}
+
+#[test]
+fn defaults_apply_to_empty_files() {
+    let s = load(MINIMAL_CACHE, MINIMAL_CONFIG, &[]).unwrap();
+    assert_eq!((s.server.host.as_str(), s.server.port), ("127.0.0.1", 8080));
+    let rl = &s.api.rate_limit;
+    assert!(rl.enabled);
+    assert_eq!((rl.requests_per_minute, rl.requests_per_hour), (60, 1000));
+    assert_eq!(rl.storage_type, StorageType::Auto);
+    assert_eq!(rl.redis_timeout, Duration::from_millis(150));
+    let c = &s.cache_server.redis.default;
+    assert!(c.cluster.addrs.is_empty() && !c.is_enabled());
+    assert_eq!(c.max_retries, 2);
+    assert_eq!(c.min_retry_backoff, Duration::from_millis(8));
+    assert_eq!(c.max_retry_backoff, Duration::from_millis(512));
+    assert_eq!(c.dial_timeout, Duration::from_secs(5));
+    assert_eq!(c.read_timeout, Duration::from_secs(3));
+    assert_eq!(c.pool_timeout, Duration::from_secs(4));
+    assert!(c.pool_size >= 2);
+    let j = &s.cache_server.redis.jobqueue;
+    assert_eq!(j.addr, "127.0.0.1:6379");
+    assert_eq!(j.write_timeout, Duration::from_secs(3));
+    assert_eq!(s.jobqueue.default_delay_seconds, 180);
+    assert_eq!(s.jobqueue.default_max_retry, 10);
+    assert_eq!(s.jobqueue.done_retention, Duration::from_secs(86_400));
+    assert_eq!(s.jobqueue.worker.health_port, 8082);
+    assert_eq!(s.jobqueue.worker.concurrency, 8);
+    assert!(!s.chaos.enabled);
+    assert_eq!(s.chaos.cooldown, Duration::from_secs(1));
+    assert_eq!(s.logging.format, LogFormat::Pretty);
+}
+
+#[test]
+fn zero_and_negative_values_mean_default() {
+    let cache = r#"
+cache_server:
+  redis:
+    default:
+      cluster: { addrs: ["127.0.0.1:7100"] }
+      max_retries: -1
+      min_retry_backoff: 0
+      max_retry_backoff: -5s
+      dial_timeout: 0s
+      read_timeout: -1
+      pool_size: -3
+    jobqueue:
+      addr: ""
+      dial_timeout: 0
+      pool_size: 0
+"#;
+    let s = load(cache, MINIMAL_CONFIG, &[]).unwrap();
+    let c = &s.cache_server.redis.default;
+    assert_eq!(c.max_retries, 2);
+    assert_eq!(c.min_retry_backoff, Duration::from_millis(8));
+    assert_eq!(c.max_retry_backoff, Duration::from_millis(512));
+    assert_eq!(c.dial_timeout, Duration::from_secs(5));
+    assert_eq!(c.read_timeout, Duration::from_secs(3));
+    assert!(c.pool_size >= 2);
+    assert_eq!(s.cache_server.redis.jobqueue.addr, "127.0.0.1:6379");
+    assert_eq!(
+        s.cache_server.redis.jobqueue.dial_timeout,
+        Duration::from_secs(5)
+    );
+}
+
+#[test]
+fn environment_overrides_every_kind_of_key() {
+    let s = load(
+        MINIMAL_CACHE,
+        MINIMAL_CONFIG,
+        &[
+            ("APP__SERVER__PORT", "9000"),
+            ("APP__CACHE_SERVER__REDIS__JOBQUEUE__ADDR", "127.0.0.1:6390"),
+            (
+                "APP__CACHE_SERVER__REDIS__DEFAULT__CLUSTER__ADDRS",
+                "127.0.0.1:7100,127.0.0.1:7101",
+            ),
+            ("APP__CACHE_SERVER__REDIS__DEFAULT__READ_TIMEOUT", "250ms"),
+            ("APP__CACHE_SERVER__REDIS__DEFAULT__PASSWORD", "s3cret"),
+            ("APP__API__RATE_LIMIT__REQUESTS_PER_MINUTE", "5"),
+            ("APP__API__RATE_LIMIT__STORAGE_TYPE", "memory"),
+            (
+                "APP__API__RATE_LIMIT__TRUSTED_PROXIES",
+                "10.0.0.0/8,127.0.0.1",
+            ),
+            ("APP__CHAOS__ENABLED", "true"),
+            ("APP__CHAOS__TOKEN", "tok"),
+            ("APP__JOBQUEUE__WORKER__NAME", "worker-a"),
+            ("APP__LOGGING__FORMAT", "json"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(s.server.port, 9000);
+    assert_eq!(s.cache_server.redis.jobqueue.addr, "127.0.0.1:6390");
+    assert_eq!(
+        s.cache_server.redis.default.cluster.addrs,
+        ["127.0.0.1:7100", "127.0.0.1:7101"]
+    );
+    assert_eq!(
+        s.cache_server.redis.default.read_timeout,
+        Duration::from_millis(250)
+    );
+    assert_eq!(
+        s.cache_server
+            .redis
+            .default
+            .password
+            .as_ref()
+            .unwrap()
+            .expose_secret(),
+        "s3cret"
+    );
+    assert_eq!(s.api.rate_limit.requests_per_minute, 5);
+    assert_eq!(s.api.rate_limit.storage_type, StorageType::Memory);
+    assert_eq!(s.api.rate_limit.trusted_networks().unwrap().len(), 2);
+    assert!(s.chaos.enabled);
+    assert_eq!(s.chaos.token.as_ref().unwrap().expose_secret(), "tok");
+    assert_eq!(s.jobqueue.worker.name, "worker-a");
+    assert_eq!(s.logging.format, LogFormat::Json);
+}
+
+#[test]
+fn secrets_are_never_printed() {
+    let s = load(
+        MINIMAL_CACHE,
+        MINIMAL_CONFIG,
+        &[("APP__CACHE_SERVER__REDIS__DEFAULT__PASSWORD", "hunter2")],
+    )
+    .unwrap();
+    assert!(!format!("{s:?}").contains("hunter2"));
+}
+
+#[test]
+fn secrets_in_files_are_rejected() {
+    let cache = "cache_server: { redis: { default: { password: hunter2 } } }\n";
+    let err = load_err(cache, MINIMAL_CONFIG, &[]);
+    assert!(err.contains("cache_server.redis.default.password"), "{err}");
+    assert!(
+        err.contains("APP__CACHE_SERVER__REDIS__DEFAULT__PASSWORD"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+}
+
+#[test]
+fn bad_yaml_names_the_file() {
+    let err = load_err(MINIMAL_CACHE, "server: [unclosed\n", &[]);
+    assert!(err.contains("config.yaml"), "{err}");
+}
+
+#[test]
+fn unknown_storage_type_names_the_key() {
+    let err = load_err(
+        MINIMAL_CACHE,
+        "api: { rate_limit: { storage_type: disk } }\n",
+        &[],
+    );
+    assert!(err.contains("storage_type"), "{err}");
+    assert!(err.contains("disk"), "{err}");
+}
+
+#[test]
+fn negative_limit_names_the_key() {
+    let err = load_err(
+        MINIMAL_CACHE,
+        "api: { rate_limit: { requests_per_minute: -5 } }\n",
+        &[],
+    );
+    assert!(err.contains("api.rate_limit.requests_per_minute"), "{err}");
+    assert!(err.contains("config.yaml"), "{err}");
+    let err = load_err(
+        MINIMAL_CACHE,
+        MINIMAL_CONFIG,
+        &[("APP__API__RATE_LIMIT__REQUESTS_PER_HOUR", "0")],
+    );
+    assert!(err.contains("api.rate_limit.requests_per_hour"), "{err}");
+}
+
+#[test]
+fn unparsable_duration_names_the_key_and_file() {
+    let cache = "cache_server: { redis: { default: { dial_timeout: five } } }\n";
+    let err = load_err(cache, MINIMAL_CONFIG, &[]);
+    assert!(err.contains("dial_timeout"), "{err}");
+    assert!(err.contains("cacheserver.yaml"), "{err}");
+    let err = load_err(cache.replace("five", "5").as_str(), MINIMAL_CONFIG, &[]);
+    assert!(err.contains("no unit"), "{err}");
+}
+
+#[test]
+fn unknown_keys_are_rejected() {
+    let err = load_err(MINIMAL_CACHE, "server: { prot: 80 }\n", &[]);
+    assert!(err.contains("prot"), "{err}");
+}
+
+#[test]
+fn bad_values_name_the_key() {
+    for (config, key) in [
+        (
+            "api: { rate_limit: { trusted_proxies: [not-an-ip] } }\n",
+            "api.rate_limit.trusted_proxies",
+        ),
+        (
+            "jobqueue: { default_max_retry: 101 }\n",
+            "jobqueue.default_max_retry",
+        ),
+        (
+            "jobqueue: { default_delay_seconds: -1 }\n",
+            "jobqueue.default_delay_seconds",
+        ),
+        ("jobqueue: { queue: 'a b' }\n", "jobqueue.queue"),
+    ] {
+        let err = load_err(MINIMAL_CACHE, config, &[]);
+        assert!(err.contains(key), "{key}: {err}");
+    }
+    let err = load_err(
+        MINIMAL_CACHE,
+        "api: { rate_limit: { storage_type: redis } }\n",
+        &[],
+    );
+    assert!(err.contains("cluster.addrs"), "{err}");
+    let err = load_err(
+        "cache_server: { redis: { jobqueue: { addr: nowhere } } }\n",
+        MINIMAL_CONFIG,
+        &[],
+    );
+    assert!(
+        err.contains("cache_server.redis.jobqueue.addr") && err.contains("cacheserver.yaml"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_app_env_is_an_error() {
+    let err = "qa".parse::<AppEnv>().unwrap_err().to_string();
+    assert!(err.contains("qa") && err.contains("develop"), "{err}");
+    assert_eq!("".parse::<AppEnv>().unwrap(), AppEnv::Develop);
+}
+
+#[test]
+fn missing_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = Settings::load_from(dir.path(), AppEnv::Staging, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("staging") && err.contains("cacheserver.yaml"),
+        "{err}"
+    );
+}

@@ -1,0 +1,29 @@
+//! Real `redis-server` processes for tests: a single server and a 3-master + 3-replica cluster,
+//! on free loopback ports in temp dirs, killed on drop. No mocks.
+//!
+//! Needs `redis-server` and `redis-cli` on PATH (`just test` and `.ci/run` install them).
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod cluster;
+mod ports;
+mod server;
+
+pub use cluster::RedisCluster;
+pub use ports::{free_cluster_port, free_port};
+pub use server::{redis_cli, RedisServer};
+
+use std::time::{Duration, Instant};
+
+/// Poll `check` every 50 ms until it returns true or `timeout` passes. Returns whether it did.
+pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
