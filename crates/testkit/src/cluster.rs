@@ -36,6 +36,9 @@ impl RedisCluster {
                 format!("nodes-{p}.conf"),
                 "--cluster-node-timeout".into(),
                 NODE_TIMEOUT_MS.into(),
+                // A replica may take over however stale its data looks (tests kill masters early).
+                "--cluster-replica-validity-factor".into(),
+                "0".into(),
             ]
         };
         Self {
@@ -81,6 +84,13 @@ impl RedisCluster {
             })
         });
         assert!(ok, "cluster did not reach cluster_state:ok");
+        let synced = wait_until(Duration::from_secs(30), || {
+            self.nodes.iter().filter(|n| n.is_running()).all(|n| {
+                redis_cli(n.port(), &["INFO", "replication"])
+                    .is_ok_and(|i| i.contains("role:master") || i.contains("master_link_status:up"))
+            })
+        });
+        assert!(synced, "replicas did not finish their first sync");
     }
 
     /// Seed addresses `127.0.0.1:<port>` of all six nodes.

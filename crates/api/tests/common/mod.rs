@@ -1,0 +1,146 @@
+//! Shared helpers for the api's integration tests: build the real app on port 0 with the test
+//! config plus overrides, and talk to it over HTTP like a user.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use cacheserver_api::startup::Application;
+use cacheserver_api::state::AppState;
+use cacheserver_config::{AppEnv, Settings};
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub state: actix_web::web::Data<AppState>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request failed")
+    }
+
+    pub async fn ping(&self) -> reqwest::Response {
+        self.get("/api/ping").await
+    }
+
+    pub async fn ping_as(&self, forwarded_for: &str) -> reqwest::Response {
+        self.http
+            .get(self.url("/api/ping"))
+            .header("X-Forwarded-For", forwarded_for)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// `checks.rate_limit_backend` of `/ready`: redis, memory or fail_open.
+    pub async fn limiter_backend(&self) -> String {
+        let body: serde_json::Value = self.get("/ready").await.json().await.expect("ready json");
+        body["checks"]["rate_limit_backend"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    pub async fn stop(&self) {
+        self.handle.stop(false).await;
+    }
+}
+
+/// Settings of `config/test` with `APP__...` overrides (the process environment is not read).
+pub fn settings(overrides: &[(&str, &str)]) -> Settings {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+    let mut vars: HashMap<String, String> = HashMap::from([
+        ("APP__SERVER__PORT".into(), "0".into()),
+        // No jobqueue Redis unless a test gives one: a closed loopback port.
+        (
+            "APP__CACHE_SERVER__REDIS__JOBQUEUE__ADDR".into(),
+            "127.0.0.1:1".into(),
+        ),
+        (
+            "APP__CACHE_SERVER__REDIS__DEFAULT__CLUSTER__ADDRS".into(),
+            String::new(),
+        ),
+    ]);
+    vars.extend(
+        overrides
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    Settings::load_from(&root, AppEnv::Test, Some(vars)).expect("test settings")
+}
+
+/// Build the app exactly as `main` does and serve it on a free port.
+pub async fn spawn_app(overrides: &[(&str, &str)]) -> TestApp {
+    let app = Application::build(
+        settings(overrides),
+        cacheserver_api::telemetry::metrics_recorder(),
+    )
+    .await
+    .expect("app builds");
+    let base = format!("http://{}", app.addr());
+    let state = app.state();
+    let handle = app.handle();
+    tokio::spawn(app.run_until_stopped());
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    TestApp {
+        base,
+        http,
+        state,
+        handle,
+    }
+}
+
+/// Cluster seed list for `APP__CACHE_SERVER__REDIS__DEFAULT__CLUSTER__ADDRS`.
+pub fn seeds(cluster: &cacheserver_testkit::RedisCluster) -> String {
+    cluster.addrs()[..3].join(",")
+}
+
+/// Sleep past the next minute boundary when one is near, so counts do not reset mid-test.
+pub async fn avoid_minute_boundary(needed: Duration) {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let left = 60 - secs % 60;
+    if left <= needed.as_secs() + 1 {
+        tokio::time::sleep(Duration::from_secs(left + 1)).await;
+    }
+}
+
+/// Poll `check` every 100 ms until it is true or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub fn header(resp: &reqwest::Response, name: &str) -> String {
+    resp.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}

@@ -1,0 +1,140 @@
+# cacheserver developer commands. `just` lists them.
+# Redis: native redis-server processes, or docker-compose.redis.yml when a Docker engine answers
+# (see scripts/start-redis.sh). Ports: jobqueue 6379, cluster 7100-7105, api 8080.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+set positional-arguments := true
+
+api_pidfile := "redis/run/api.pid"
+
+# List the recipes
+default:
+    @{{just_executable()}} --justfile {{justfile()}} --list
+
+# Start Redis, build and run the api (Ctrl-C stops the api; `just down` stops everything)
+up:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    scripts/start-redis.sh start
+    cargo build --release -p cacheserver-api --bin api
+    host="${APP__SERVER__HOST:-127.0.0.1}"
+    case "$host" in "" | 0.0.0.0 | "::" | "[::]") host=127.0.0.1 ;; esac
+    url="http://${host}:${APP__SERVER__PORT:-8080}"
+    mkdir -p redis/run
+    if [ -f "{{api_pidfile}}" ] && kill -0 "$(cat "{{api_pidfile}}")" 2>/dev/null; then
+        echo "an api started by 'just up' is still running (pid $(cat "{{api_pidfile}}")); run: just down" >&2
+        exit 1
+    fi
+    if curl -fsS -o /dev/null --max-time 2 "$url/health" 2>/dev/null; then
+        echo "something already answers at $url/health; stop it first (just down)" >&2
+        exit 1
+    fi
+    # `cargo run` execs the binary, so $! is the api itself once it is built (it is, above).
+    cargo run --release -p cacheserver-api --bin api &
+    api_pid=$!
+    echo "$api_pid" >"{{api_pidfile}}"
+    cleanup() {
+        trap - EXIT INT TERM
+        if kill -0 "$api_pid" 2>/dev/null; then
+            echo "stopping api (pid $api_pid)"
+            kill -TERM "$api_pid" 2>/dev/null || true
+            wait "$api_pid" 2>/dev/null || true
+        fi
+        rm -f "{{api_pidfile}}"
+    }
+    trap cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    deadline=$((SECONDS + 120))
+    until curl -fsS -o /dev/null --max-time 2 "$url/health" 2>/dev/null; do
+        if ! kill -0 "$api_pid" 2>/dev/null; then
+            rc=0
+            wait "$api_pid" || rc=$?
+            echo "the api exited (status $rc) before $url/health answered" >&2
+            exit 1
+        fi
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            echo "the api did not answer $url/health within 120s" >&2
+            exit 1
+        fi
+        sleep 1
+    done
+    echo "cacheserver api: ready at $url (jobs page /, docs /swagger-ui/, worker: just worker)"
+    rc=0
+    wait "$api_pid" || rc=$?
+    # 143/130: stopped by SIGTERM/SIGINT (e.g. `just down`), a normal way to end.
+    case "$rc" in 130 | 143) echo "api stopped"; rc=0 ;; esac
+    exit "$rc"
+
+# Stop the api left by `just up` (if any) and the Redis stack (data is kept)
+down:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    pidfile="{{api_pidfile}}"
+    if [ -f "$pidfile" ]; then
+        pid="$(cat "$pidfile")"
+        if [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null &&
+            tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -Eq '(^|/)(api|cargo)( |$)'; then
+            echo "stopping api (pid $pid)"
+            kill -TERM "$pid" 2>/dev/null || true
+            for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+            if kill -0 "$pid" 2>/dev/null; then
+                echo "api still running after 40s; sending SIGKILL"
+                kill -KILL "$pid" 2>/dev/null || true
+            fi
+        fi
+        rm -f "$pidfile"
+    fi
+    scripts/start-redis.sh stop
+
+# Run the api only (expects Redis to be up: just redis)
+api:
+    cargo run --release -p cacheserver-api --bin api
+
+# Run a jobqueue worker; arguments are passed to it (just worker --help)
+worker *ARGS:
+    cargo run --release -p cacheserver-jobqueue --bin worker -- "$@"
+
+# Start the local Redis stack (jobqueue :6379, cluster :7100-7105)
+redis:
+    scripts/start-redis.sh start
+
+# Show which Redis nodes are up and the cluster state
+redis-status:
+    scripts/start-redis.sh status
+
+# Stop Redis and DELETE all local Redis data (redis/data)
+redis-reset:
+    scripts/start-redis.sh reset
+
+# Start Redis Insight (needs a Docker engine) at http://localhost:5540
+insight:
+    scripts/start-redis-insight.sh start
+
+# Run the test suite (tests start their own Redis processes; the stack is not needed)
+test:
+    scripts/ensure-redis.sh
+    if cargo nextest --version >/dev/null 2>&1; then \
+        cargo nextest run --workspace --no-fail-fast; \
+    else \
+        cargo test --workspace --no-fail-fast; \
+    fi
+
+# Benchmarks
+bench:
+    @echo "benchmarks: coming with issue 7"
+
+# Format the code
+fmt:
+    cargo fmt --all
+
+# Check formatting without changing files
+fmt-check:
+    cargo fmt --all -- --check
+
+# Clippy with warnings as errors
+lint:
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Everything CI cares about: formatting, lints, tests
+check: fmt-check lint test
