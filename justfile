@@ -111,14 +111,33 @@ redis-reset:
 insight:
     scripts/start-redis-insight.sh start
 
-# Run the test suite (tests start their own Redis processes; the stack is not needed)
-test:
+# Run the test suite, then the browser test (tests start their own Redis processes)
+test: && e2e
     scripts/ensure-redis.sh
     if cargo nextest --version >/dev/null 2>&1; then \
         cargo nextest run --workspace --no-fail-fast; \
     else \
         cargo test --workspace --no-fail-fast; \
     fi
+
+# Browser test of the jobs page: real Redis, api and worker, headless Debian Chromium
+e2e:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ ! -x /usr/bin/chromium ]; then
+        if [ -n "${CI:-}" ]; then
+            echo "e2e: /usr/bin/chromium is missing (.ci/run installs it)" >&2
+            exit 1
+        fi
+        echo "e2e: SKIPPED: no /usr/bin/chromium here (apt-get install -y chromium chromium-driver)"
+        exit 0
+    fi
+    cargo build -p cacheserver-api --bin api -p cacheserver-jobqueue --bin worker
+    if [ ! -d e2e/node_modules/playwright-core ]; then
+        (cd e2e && npm ci --no-audit --no-fund)
+    fi
+    # The script bounds itself (180 s); the outer timeout only guards against a hung node.
+    timeout 300 node e2e/jobs-page.test.mjs
 
 # Benchmarks
 bench:

@@ -107,3 +107,17 @@ pub fn query_error_handler(
 ) -> actix_web::Error {
     ApiError::BadRequest(format!("invalid query: {err}")).into()
 }
+
+/// Jobqueue failures: outage → 503, caller mistakes → 400/404/409, the rest → opaque 500.
+impl From<cacheserver_jobqueue::JobQueueError> for ApiError {
+    fn from(e: cacheserver_jobqueue::JobQueueError) -> Self {
+        use cacheserver_jobqueue::JobQueueError as E;
+        match e {
+            E::Unavailable(_) => Self::Unavailable(e.into()),
+            E::Invalid(m) => Self::BadRequest(m),
+            E::NotFound(id) => Self::NotFound(format!("job {id} not found")),
+            E::NotDead { .. } => Self::Conflict(e.to_string()),
+            E::Config(_) | E::Internal(_) => Self::Internal(e.into()),
+        }
+    }
+}

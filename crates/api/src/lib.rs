@@ -3,6 +3,7 @@
 //! `startup::Application::build` wires everything; `main` and the tests both use it.
 
 pub mod error;
+pub mod http_metrics;
 pub mod ratelimit;
 pub mod redis_cluster;
 pub mod routes;

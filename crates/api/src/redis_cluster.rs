@@ -8,7 +8,7 @@ use fred::prelude::{
     Server, ServerConfig,
 };
 use fred::types::config::{ClusterDiscoveryPolicy, UnresponsiveConfig};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -123,6 +123,10 @@ pub struct ConnectionStats {
     pub reconnects: AtomicU64,
     pub errors: AtomicU64,
     pub cluster_changes: AtomicU64,
+    /// The current outage was logged at WARN already; later errors go to DEBUG (no log storm
+    /// while the reconnect policy retries).
+    outage_logged: AtomicBool,
+    ever_connected: AtomicBool,
     /// When the pool lost its connection (or was created), until the next successful connect.
     down_since: Mutex<Option<Instant>>,
 }
@@ -140,6 +144,25 @@ impl ConnectionStats {
             .ok()
             .and_then(|mut s| s.take())
             .map(|t| t.elapsed())
+    }
+
+    /// One connection (client × node) came up. The first after an outage logs how long it took.
+    fn record_connect(&self, client: usize, server: &Server) {
+        self.connects.fetch_add(1, Ordering::Relaxed);
+        self.outage_logged.store(false, Ordering::Relaxed);
+        metrics::counter!("redis_connects_total").increment(1);
+        let Some(down) = self.take_down_time() else {
+            tracing::debug!(client, %server, "redis connection up");
+            return;
+        };
+        let ms = down.as_millis();
+        metrics::histogram!("redis_reconnect_seconds").record(down.as_secs_f64());
+        if self.ever_connected.swap(true, Ordering::Relaxed) {
+            self.reconnects.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(client, %server, "redis reconnected after {ms} ms");
+        } else {
+            tracing::info!(client, %server, "redis connected after {ms} ms");
+        }
     }
 }
 
@@ -182,19 +205,7 @@ impl RedisCluster {
         drop(client.on_reconnect(move |server| {
             let stats = stats.clone();
             async move {
-                let first = stats.connects.fetch_add(1, Ordering::Relaxed) == 0;
-                let down = stats.take_down_time();
-                let ms = down.map_or(0, |d| d.as_millis() as u64);
-                if first {
-                    tracing::info!(client = index, %server, "redis connected after {ms} ms");
-                } else {
-                    stats.reconnects.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(client = index, %server, "redis reconnected after {ms} ms");
-                }
-                metrics::counter!("redis_connects_total").increment(1);
-                if let Some(down) = down {
-                    metrics::histogram!("redis_reconnect_seconds").record(down.as_secs_f64());
-                }
+                stats.record_connect(index, &server);
                 Ok(())
             }
         }));
@@ -206,7 +217,11 @@ impl RedisCluster {
                 stats.mark_down();
                 metrics::counter!("redis_errors_total").increment(1);
                 let server = server.map(|s| s.to_string()).unwrap_or_default();
-                tracing::warn!(client = index, %server, %error, "redis connection error");
+                if stats.outage_logged.swap(true, Ordering::Relaxed) {
+                    tracing::debug!(client = index, %server, %error, "redis connection error (still down)");
+                } else {
+                    tracing::warn!(client = index, %server, %error, "redis connection lost; reconnecting in the background");
+                }
                 Ok(())
             }
         }));

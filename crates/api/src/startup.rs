@@ -7,6 +7,7 @@ use crate::redis_cluster::RedisCluster;
 use crate::routes;
 use crate::state::AppState;
 use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use cacheserver_config::{Settings, StorageType};
 use cacheserver_jobqueue::JobQueue;
@@ -64,6 +65,7 @@ impl Application {
             limiter: limiter.clone(),
             jobs,
             metrics,
+            chaos: Default::default(),
         });
         let server = serve(listener, state.clone(), web::Data::new(limiter))
             .map_err(|source| StartupError::Bind { addr: bind, source })?;
@@ -114,6 +116,8 @@ fn serve(
 ) -> std::io::Result<Server> {
     let server = HttpServer::new(move || {
         App::new()
+            // Innermost wrap runs last: metrics see the final status, tracing sees everything.
+            .wrap(from_fn(crate::http_metrics::record))
             .wrap(TracingLogger::default())
             .app_data(
                 web::JsonConfig::default()

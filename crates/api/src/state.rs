@@ -14,4 +14,6 @@ pub struct AppState {
     pub limiter: Limiter,
     pub jobs: JobQueue,
     pub metrics: PrometheusHandle,
+    /// Cooldown, serialization and history of chaos resets.
+    pub chaos: crate::routes::chaos::ChaosState,
 }

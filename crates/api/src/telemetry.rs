@@ -2,6 +2,7 @@
 
 use cacheserver_config::{LogFormat, LoggingSettings};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
 use tracing_subscriber::{fmt, EnvFilter};
 
 /// Install the global tracing subscriber and metrics recorder once. Returns the handle that
@@ -18,9 +19,15 @@ pub fn init(logging: &LoggingSettings) -> anyhow::Result<PrometheusHandle> {
     Ok(metrics_recorder())
 }
 
-/// A Prometheus handle: the global recorder when this is the first call in the process, else a
-/// detached one (tests build many apps in one process).
+/// The process-wide Prometheus handle. The first call installs the global recorder; later calls
+/// (tests build many apps in one process) get clones of the same handle, so every app's
+/// `/metrics` renders what the process recorded.
 pub fn metrics_recorder() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(install_recorder).clone()
+}
+
+fn install_recorder() -> PrometheusHandle {
     let recorder = PrometheusBuilder::new()
         .set_buckets(&[
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -30,7 +37,9 @@ pub fn metrics_recorder() -> PrometheusHandle {
             PrometheusBuilder::build_recorder,
         );
     let handle = recorder.handle();
-    // A second install fails harmlessly; its handle then renders nothing, which tests accept.
-    let _ = metrics::set_global_recorder(recorder);
+    if metrics::set_global_recorder(recorder).is_err() {
+        // Only another library installing its own recorder first can cause this.
+        tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
+    }
     handle
 }

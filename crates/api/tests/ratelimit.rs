@@ -32,7 +32,7 @@ fn redis_count(cluster: &RedisCluster, ip: &str) -> Option<u64> {
     String::from_utf8_lossy(&out.stdout).trim().parse().ok()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_over_the_minute_limit_gets_429_with_headers() {
     let cluster = RedisCluster::start();
     let seeds = seeds(&cluster);
@@ -92,7 +92,7 @@ async fn request_over_the_minute_limit_gets_429_with_headers() {
     assert_eq!(app.get("/metrics").await.status(), 200);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hour_limit_applies_across_minutes() {
     let cluster = RedisCluster::start();
     let seeds = seeds(&cluster);
@@ -126,7 +126,7 @@ async fn hour_limit_applies_across_minutes() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_api_instances_share_one_quota() {
     let cluster = RedisCluster::start();
     let seeds = seeds(&cluster);
@@ -156,7 +156,7 @@ async fn two_api_instances_share_one_quota() {
     assert_eq!(b.ping().await.status(), 429);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn starts_with_the_cluster_down_then_moves_to_redis() {
     let mut cluster = RedisCluster::reserve();
     let seeds = seeds(&cluster);
@@ -186,7 +186,7 @@ async fn starts_with_the_cluster_down_then_moves_to_redis() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_cluster_falls_back_without_hanging() {
     let mut cluster = RedisCluster::start();
     let seeds = seeds(&cluster);
@@ -223,7 +223,7 @@ async fn killed_cluster_falls_back_without_hanging() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_mode_fails_open_while_the_cluster_is_down() {
     let cluster = RedisCluster::reserve();
     let seeds = seeds(&cluster);
@@ -240,7 +240,7 @@ async fn redis_mode_fails_open_while_the_cluster_is_down() {
     assert_eq!(app.get("/ready").await.status(), 503);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limiting_continues_after_a_master_failover() {
     let mut cluster = RedisCluster::start();
     let seeds = cluster.addrs().join(",");
@@ -283,7 +283,7 @@ async fn limiting_continues_after_a_master_failover() {
     let _ = redis_cli(cluster.node(promoted).port(), &["PING"]);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_for_is_believed_only_from_trusted_proxies() {
     // Untrusted peer: X-Forwarded-For is ignored, so every request counts against 127.0.0.1.
     let app = spawn_app(&[("APP__API__RATE_LIMIT__REQUESTS_PER_MINUTE", "2")]).await;

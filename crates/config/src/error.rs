@@ -15,7 +15,7 @@ pub enum ConfigError {
     Load {
         files: String,
         #[source]
-        source: config::ConfigError,
+        source: Box<config::ConfigError>,
     },
 
     /// A value that parsed but makes no sense.

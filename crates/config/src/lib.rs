@@ -115,7 +115,7 @@ impl Settings {
         }
         let load_err = |source| ConfigError::Load {
             files: source_of(&dir, &source),
-            source,
+            source: Box::new(source),
         };
         let from_files = files
             .iter()

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 /// A loopback port that was free a moment ago. Ports come from a per-process rotating range so
 /// that tests running in parallel (and nextest's many processes) rarely collide.
 pub fn free_port() -> u16 {
-    pick(|port| is_free(port))
+    pick(is_free)
 }
 
 /// A port whose cluster bus port (port + 10000) is free too.

@@ -6,7 +6,7 @@
 
 use super::coalesce::Coalescer;
 use super::deny_cache::DenyCache;
-use super::{Backend, Counts, Decision, Limits, Windows, HOUR_SECS, MINUTE_SECS};
+use super::{Backend, Counts, Decision, Limits, Windows};
 use crate::redis_cluster::{RedisCluster, RedisError};
 use fred::interfaces::LuaInterface;
 use std::net::IpAddr;
@@ -110,7 +110,6 @@ impl Inner {
         .iter()
         .map(|&v| i64::try_from(v).unwrap_or(i64::MAX))
         .collect();
-        debug_assert!(MINUTE_SECS < HOUR_SECS);
         let reply: Vec<i64> = self
             .cluster
             .call(self.budget, |c| async move {

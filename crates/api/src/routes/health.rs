@@ -6,12 +6,27 @@ use actix_web::{get, web, HttpResponse};
 use serde_json::json;
 
 /// Liveness: 200 while the process runs.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "health",
+    responses((status = 200, description = "the process runs", body = crate::routes::docs::HealthBody))
+)]
 #[get("/health")]
 pub async fn health() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
 /// Readiness: 200 when the jobqueue Redis answers and the rate limiter has a usable backend.
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = "health",
+    responses(
+        (status = 200, description = "ready", body = crate::routes::docs::ReadyBody),
+        (status = 503, description = "not ready; `checks` says why", body = crate::routes::docs::ReadyBody),
+    )
+)]
 #[get("/ready")]
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let jobqueue = state.jobs.ping().await;
@@ -32,9 +47,16 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-/// Prometheus text format.
+/// Prometheus text format. Gauges read from Redis (queue depth) are refreshed first.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"))
+)]
 #[get("/metrics")]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    crate::http_metrics::refresh_gauges(&state).await;
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(state.metrics.render())

@@ -2,8 +2,12 @@
 //!
 //! `/api/...` and `/chaos/...` are rate limited; health, readiness, metrics and docs are not.
 
+pub mod chaos;
+pub mod docs;
 pub mod health;
+pub mod jobs;
 pub mod ping;
+pub mod ui;
 
 use crate::error::ApiError;
 use crate::ratelimit::rate_limit;
@@ -17,8 +21,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(
             web::scope("/api")
                 .wrap(from_fn(rate_limit))
-                .service(ping::ping),
+                .service(ping::ping)
+                .configure(jobs::configure),
         )
+        .service(
+            web::scope("/chaos")
+                .wrap(from_fn(rate_limit))
+                .service(chaos::redis_reset)
+                .service(chaos::status),
+        )
+        .service(ui::index)
+        .service(ui::app_js)
+        .service(ui::app_css)
+        .service(docs::swagger_ui())
         .default_service(web::to(not_found));
 }
 

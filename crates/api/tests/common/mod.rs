@@ -81,6 +81,13 @@ pub fn settings(overrides: &[(&str, &str)]) -> Settings {
 
 /// Build the app exactly as `main` does and serve it on a free port.
 pub async fn spawn_app(overrides: &[(&str, &str)]) -> TestApp {
+    // Logs show up with a failing test's output (RUST_LOG=debug for more).
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
     let app = Application::build(
         settings(overrides),
         cacheserver_api::telemetry::metrics_recorder(),

@@ -1,1 +1,121 @@
-fn main() {}
+//! The `worker` binary: settings, logging, `/health` + `/metrics`, then the supervised apalis
+//! worker until SIGTERM / Ctrl-C (in-flight jobs finish within `shutdown_grace`, exit 0).
+
+use anyhow::Context;
+use cacheserver_config::{LogFormat, LoggingSettings, Settings};
+use cacheserver_jobqueue::{health, Backoff, Supervisor, WorkerOptions};
+use clap::Parser;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "worker",
+    about = "Runs cacheserver jobs (apalis on the jobqueue Redis)"
+)]
+struct Args {
+    /// Unique, stable worker name (default: jobqueue.worker.name, else <hostname>-<pid>).
+    #[arg(long)]
+    name: Option<String>,
+    /// Jobs run at once (default: jobqueue.worker.concurrency).
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Port of /health and /metrics; 0 picks a free one (default: jobqueue.worker.health_port).
+    #[arg(long)]
+    health_port: Option<u16>,
+    /// First retry delay after a failed job; doubles per failure (e.g. `1s`, `100ms`).
+    #[arg(long, env = "WORKER_RETRY_BACKOFF", default_value = "1s", value_parser = cacheserver_config::parse_duration)]
+    retry_backoff: Duration,
+    /// Longest retry delay.
+    #[arg(long, env = "WORKER_RETRY_BACKOFF_MAX", default_value = "5m", value_parser = cacheserver_config::parse_duration)]
+    retry_backoff_max: Duration,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let settings = Settings::load().context("cannot load settings")?;
+    init_tracing(&settings.logging)?;
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("cannot install the metrics recorder")?;
+
+    let options = options(&args, &settings);
+    let supervisor = Supervisor::new(
+        &settings.cache_server.redis.jobqueue,
+        &settings.jobqueue,
+        options.clone(),
+    )?;
+    let port = args
+        .health_port
+        .unwrap_or(settings.jobqueue.worker.health_port);
+    let (listener, addr) = health::bind(&settings.server.host, port)
+        .await
+        .with_context(|| format!("cannot bind the health port {port}"))?;
+    tracing::info!(worker = %options.name, health = %addr, "worker starting");
+    let render: health::RenderMetrics = Arc::new(move || metrics.render());
+    let health_server = tokio::spawn(health::serve(listener, supervisor.state(), render));
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown signal received");
+        let _ = stop_tx.send(true);
+    });
+    supervisor.run(stop_rx).await;
+    health_server.abort();
+    Ok(())
+}
+
+fn options(args: &Args, settings: &Settings) -> WorkerOptions {
+    let mut options = WorkerOptions::from_settings(&settings.jobqueue);
+    if let Some(name) = args.name.as_ref().filter(|n| !n.trim().is_empty()) {
+        options.name = name.clone();
+    }
+    if let Some(concurrency) = args.concurrency {
+        options.concurrency = concurrency.clamp(1, 1024);
+    }
+    options.backoff = Backoff {
+        base: args.retry_backoff.max(Duration::from_millis(1)),
+        max: args.retry_backoff_max.max(args.retry_backoff),
+    };
+    options
+}
+
+fn init_tracing(logging: &LoggingSettings) -> anyhow::Result<()> {
+    use tracing_subscriber::{fmt, EnvFilter};
+    let filter =
+        EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&logging.level))?;
+    // Logs go to stderr: stdout carries the demo job's printed lines.
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_target(true)
+        .with_writer(std::io::stderr);
+    match logging.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Pretty => builder.compact().try_init(),
+    }
+    .map_err(|e| anyhow::anyhow!("cannot install the tracing subscriber: {e}"))
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,272 @@
+//! Chaos: close every Redis connection the api holds (rate-limit cluster pool and jobqueue), to
+//! show that the next Redis call reconnects by itself. Off in production (`chaos.enabled`).
+//!
+//! Guard order: disabled → 404 (the routes look absent), then the bearer token → 401. Resets are
+//! serialized by one async mutex; a reset within `chaos.cooldown` of the last one → 429 unless
+//! `force`.
+
+use crate::error::{ApiError, ErrorBody};
+use crate::state::AppState;
+use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use cacheserver_config::ExposeSecret;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use utoipa::ToSchema;
+
+/// What the chaos routes remember between calls; lives in [`AppState`].
+#[derive(Default)]
+pub struct ChaosState {
+    /// Held for the whole reset so concurrent resets run one after the other; holds when the
+    /// last reset finished (for the cooldown).
+    reset_lock: tokio::sync::Mutex<Option<Instant>>,
+    /// Wall-clock time of the last reset, readable by `status` while a reset runs.
+    last_reset: Mutex<Option<DateTime<Utc>>>,
+    /// Times the jobqueue connection came back after a reset. `JobQueue` reconnects lazily and
+    /// exposes no counter, so a comeback is noticed when it is connected again after a reset.
+    jobqueue_reconnects: AtomicU64,
+    jobqueue_reset_pending: AtomicBool,
+}
+
+impl ChaosState {
+    fn last_reset(&self) -> Option<DateTime<Utc>> {
+        self.last_reset.lock().ok().and_then(|t| *t)
+    }
+
+    fn jobqueue_reconnects(&self, connected: bool) -> u64 {
+        if connected && self.jobqueue_reset_pending.swap(false, Ordering::Relaxed) {
+            self.jobqueue_reconnects.fetch_add(1, Ordering::Relaxed);
+        }
+        self.jobqueue_reconnects.load(Ordering::Relaxed)
+    }
+}
+
+/// Body of `POST /chaos/redis-reset`; may be empty.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResetRequest {
+    /// Reset even within the cooldown of the previous reset.
+    #[serde(default)]
+    pub force: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ResetResponse {
+    #[schema(example = "redis_connections_reset")]
+    pub status: String,
+    /// Connections open right before the reset (cluster pool + jobqueue).
+    #[schema(example = 4)]
+    pub connections_closed: usize,
+    /// RFC 3339, UTC.
+    #[schema(example = "2026-11-28T12:00:00.000Z")]
+    pub timestamp: String,
+}
+
+/// One Redis client's connection state.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ConnectionStatus {
+    pub connected: bool,
+    pub connection_count: usize,
+    /// RFC 3339 time of the last chaos reset, `null` if none.
+    pub last_reset: Option<String>,
+    /// Reconnections seen since start.
+    pub reconnects: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ChaosStatus {
+    /// The rate-limit Redis Cluster pool (all zero when rate limiting runs in memory).
+    pub redis: ConnectionStatus,
+    /// The jobqueue's single Redis.
+    pub jobqueue: ConnectionStatus,
+}
+
+/// Close every Redis connection the api holds; the next Redis call reconnects.
+#[utoipa::path(
+    post,
+    path = "/chaos/redis-reset",
+    tag = "chaos",
+    request_body(content = Option<ResetRequest>, description = "optional; `{}` or empty is `force: false`"),
+    responses(
+        (status = 200, description = "connections closed", body = ResetResponse),
+        (status = 400, description = "malformed body", body = ErrorBody),
+        (status = 401, description = "missing or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "chaos is disabled", body = ErrorBody),
+        (status = 429, description = "within the cooldown, or rate limited", body = ErrorBody),
+    ),
+    security((), ("chaos_token" = []))
+)]
+#[post("/redis-reset")]
+pub async fn redis_reset(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    guard(&state, &req)?;
+    let request = parse_body(&body)?;
+    let chaos = &state.chaos;
+    let mut last = chaos.reset_lock.lock().await;
+    check_cooldown(*last, state.settings.chaos.cooldown, request.force)?;
+    let closed = close_all(&state).await;
+    let now = Utc::now();
+    *last = Some(Instant::now());
+    if let Ok(mut at) = chaos.last_reset.lock() {
+        *at = Some(now);
+    }
+    drop(last);
+    crate::http_metrics::chaos_reset(closed);
+    tracing::warn!(
+        connections_closed = closed,
+        "chaos: every Redis connection closed"
+    );
+    Ok(HttpResponse::Ok().json(ResetResponse {
+        status: "redis_connections_reset".into(),
+        connections_closed: closed,
+        timestamp: rfc3339(now),
+    }))
+}
+
+/// Connection state of both Redis clients.
+#[utoipa::path(
+    get,
+    path = "/chaos/status",
+    tag = "chaos",
+    responses(
+        (status = 200, description = "connection state", body = ChaosStatus),
+        (status = 401, description = "missing or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "chaos is disabled", body = ErrorBody),
+        (status = 429, description = "rate limited", body = ErrorBody),
+    ),
+    security((), ("chaos_token" = []))
+)]
+#[get("/status")]
+pub async fn status(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    guard(&state, &req)?;
+    let last_reset = state.chaos.last_reset().map(rfc3339);
+    let redis = state.redis.as_ref().map_or(
+        ConnectionStatus {
+            connected: false,
+            connection_count: 0,
+            last_reset: None,
+            reconnects: 0,
+        },
+        |r| ConnectionStatus {
+            connected: r.is_connected(),
+            connection_count: r.connection_count(),
+            last_reset: last_reset.clone(),
+            reconnects: r.stats().reconnects.load(Ordering::Relaxed),
+        },
+    );
+    let connected = state.jobs.is_connected();
+    let jobqueue = ConnectionStatus {
+        connected,
+        connection_count: state.jobs.connection_count(),
+        last_reset,
+        reconnects: state.chaos.jobqueue_reconnects(connected),
+    };
+    Ok(HttpResponse::Ok().json(ChaosStatus { redis, jobqueue }))
+}
+
+/// 404 while chaos is disabled; 401 unless the bearer token matches when one is configured.
+fn guard(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
+    let settings = &state.settings.chaos;
+    if !settings.enabled {
+        return Err(ApiError::NotFound("no such route".into()));
+    }
+    let Some(token) = &settings.token else {
+        return Ok(());
+    };
+    let presented = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if constant_time_eq(presented.as_bytes(), token.expose_secret().as_bytes()) {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized)
+    }
+}
+
+/// Compares without stopping at the first difference, so timing does not reveal the prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Empty (or blank) body means defaults; anything else must be the JSON object.
+fn parse_body(body: &[u8]) -> Result<ResetRequest, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(ResetRequest::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+}
+
+fn check_cooldown(last: Option<Instant>, cooldown: Duration, force: bool) -> Result<(), ApiError> {
+    let Some(last) = last else { return Ok(()) };
+    let since = last.elapsed();
+    if force || since >= cooldown {
+        return Ok(());
+    }
+    let left = cooldown - since;
+    Err(ApiError::TooManyRequests {
+        retry_after_secs: left.as_secs() + u64::from(left.subsec_nanos() > 0),
+    })
+}
+
+/// Close both clients' connections; returns how many were open.
+async fn close_all(state: &AppState) -> usize {
+    let cluster = state.redis.as_ref().map_or(0, |r| r.close_all());
+    let jobqueue = state.jobs.reset_connections().await;
+    state
+        .chaos
+        .jobqueue_reset_pending
+        .store(true, Ordering::Relaxed);
+    cluster + jobqueue
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cooldown_refuses_early_resets_unless_forced() {
+        let just_now = Some(Instant::now());
+        let second = Duration::from_secs(1);
+        assert!(check_cooldown(None, second, false).is_ok());
+        assert!(matches!(
+            check_cooldown(just_now, second, false),
+            Err(ApiError::TooManyRequests {
+                retry_after_secs: 1
+            })
+        ));
+        assert!(check_cooldown(just_now, second, true).is_ok());
+        assert!(check_cooldown(just_now, Duration::ZERO, false).is_ok());
+    }
+
+    #[test]
+    fn body_may_be_empty_but_not_malformed() {
+        assert!(!parse_body(b"").is_ok_and(|r| r.force));
+        assert!(!parse_body(b" \n").is_ok_and(|r| r.force));
+        assert!(parse_body(br#"{"force": true}"#).is_ok_and(|r| r.force));
+        assert!(parse_body(b"{force").is_err());
+        assert!(parse_body(br#"{"forse": true}"#).is_err());
+    }
+
+    #[test]
+    fn tokens_compare_exactly() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+    }
+}

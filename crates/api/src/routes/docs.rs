@@ -1,0 +1,109 @@
+//! OpenAPI 3.1 description of every route (utoipa) and Swagger UI (vendored, works offline).
+//!
+//! Spec: `GET /api-docs/openapi.json`; UI: `/swagger-ui/`. A handler joins the spec by carrying
+//! `#[utoipa::path]` and being listed in `paths(...)` below; `tests/docs.rs` fails when a
+//! registered route is missing here.
+
+use super::{chaos, health, jobs, ping, ui};
+use crate::error::ErrorBody;
+use serde::Serialize;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa_swagger_ui::SwaggerUi;
+
+pub const SPEC_PATH: &str = "/api-docs/openapi.json";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "cacheserver api",
+        description = "Rate limiting on a Redis Cluster, delayed jobs, chaos, health and metrics. \
+            `/api/...` and `/chaos/...` are rate limited per client IP (429 with `Retry-After`). \
+            Every error is `{\"code\": <status>, \"message\": \"...\"}`."
+    ),
+    paths(
+        health::health,
+        health::ready,
+        health::metrics,
+        ping::ping,
+        chaos::redis_reset,
+        chaos::status,
+        ui::index,
+    ),
+    // The jobs handlers are declared relative to their `/api` scope.
+    nest((path = "/api", api = ApiScope)),
+    components(schemas(ErrorBody, HealthBody, ReadyBody, ReadyChecks)),
+    modifiers(&BearerTokens),
+    tags(
+        (name = "health", description = "liveness, readiness, Prometheus metrics"),
+        (name = "chaos", description = "close Redis connections on purpose (disabled in production)"),
+        (name = "jobs", description = "register and inspect delayed jobs"),
+        (name = "ui", description = "the built-in jobs page"),
+    )
+)]
+pub struct ApiDoc;
+
+/// Routes registered inside `web::scope("/api")` whose `#[utoipa::path]` omits the prefix.
+#[derive(OpenApi)]
+#[openapi(paths(
+    jobs::register,
+    jobs::register_batch,
+    jobs::get_job,
+    jobs::stats,
+    jobs::retry_job,
+    jobs::delete_job,
+))]
+struct ApiScope;
+
+/// Bearer schemes referenced by `security(...)` in the route docs.
+struct BearerTokens;
+
+impl Modify for BearerTokens {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        for name in ["chaos_token", "jobs_api_key"] {
+            components.add_security_scheme(
+                name,
+                SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+            );
+        }
+    }
+}
+
+/// The spec as served.
+pub fn spec() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// Swagger UI at `/swagger-ui/` and the spec at [`SPEC_PATH`].
+pub fn swagger_ui() -> SwaggerUi {
+    SwaggerUi::new("/swagger-ui/{_:.*}").url(SPEC_PATH, spec())
+}
+
+/// `GET /health` body (documentation only; the handler writes the same JSON).
+#[derive(Serialize, ToSchema)]
+pub struct HealthBody {
+    #[schema(example = "ok")]
+    pub status: String,
+}
+
+/// `GET /ready` body (documentation only; the handler writes the same JSON).
+#[derive(Serialize, ToSchema)]
+pub struct ReadyBody {
+    /// `ready` or `not_ready`.
+    #[schema(example = "ready")]
+    pub status: String,
+    pub checks: ReadyChecks,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ReadyChecks {
+    #[schema(example = "ok")]
+    pub config: String,
+    /// `ok` or the error reaching the jobqueue Redis.
+    #[schema(example = "ok")]
+    pub jobqueue_redis: String,
+    /// `redis`, `memory` or `fail_open` (then not ready).
+    #[schema(example = "redis")]
+    pub rate_limit_backend: String,
+}

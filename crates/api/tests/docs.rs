@@ -1,0 +1,170 @@
+//! The OpenAPI spec documents every route the app serves, and Swagger UI is served offline.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::spawn_app;
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::path::Path;
+
+/// Every route of the app, as a user calls it. Static assets of the page and the docs routes
+/// themselves (`/static/*`, `/swagger-ui/*`, `/api-docs/openapi.json`) are not API routes.
+const ROUTES: &[(&str, &str)] = &[
+    ("get", "/"),
+    ("get", "/health"),
+    ("get", "/ready"),
+    ("get", "/metrics"),
+    ("get", "/api/ping"),
+    ("post", "/api/dm-jobqueue/register"),
+    ("post", "/api/dm-jobqueue/register/batch"),
+    ("get", "/api/dm-jobqueue/jobs/{id}"),
+    ("delete", "/api/dm-jobqueue/jobs/{id}"),
+    ("post", "/api/dm-jobqueue/jobs/{id}/retry"),
+    ("get", "/api/dm-jobqueue/stats"),
+    ("post", "/chaos/redis-reset"),
+    ("get", "/chaos/status"),
+];
+
+/// Handlers that are deliberately not in the spec (assets of the jobs page).
+const UNDOCUMENTED_HANDLERS: &[&str] = &["app_js", "app_css"];
+
+fn operations(spec: &Value) -> BTreeSet<(String, String)> {
+    spec["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .map(move |method| (method.clone(), path.clone()))
+        })
+        .collect()
+}
+
+/// `{id}` → a concrete value, so the route can be called.
+fn concrete(path: &str) -> String {
+    path.split('/')
+        .map(|seg| {
+            if seg.starts_with('{') {
+                "01ARZ3NDEKTSV4RRFFQ69G5FAV"
+            } else {
+                seg
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[tokio::test]
+async fn spec_lists_exactly_the_routes_the_app_serves() {
+    let app = spawn_app(&[]).await;
+    let resp = app.get("/api-docs/openapi.json").await;
+    assert_eq!(resp.status(), 200);
+    let spec: Value = resp.json().await.unwrap();
+    assert!(spec["openapi"].as_str().unwrap().starts_with("3."));
+    let documented = operations(&spec);
+    let expected: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(documented, expected, "spec paths vs the routes listed here");
+
+    // Each documented operation is really served: not the default "no such route" 404.
+    for (method, path) in &documented {
+        let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let resp = app
+            .http
+            .request(method.clone(), app.url(&concrete(path)))
+            .send()
+            .await
+            .unwrap();
+        let unmatched = resp.status() == 404
+            && resp
+                .json::<Value>()
+                .await
+                .is_ok_and(|b| b["message"] == "no such route");
+        assert!(!unmatched, "{method} {path} is documented but not served");
+    }
+    assert!(spec["components"]["schemas"]["ErrorBody"].is_object());
+}
+
+/// Every actix handler in `src/routes` carries `#[utoipa::path]`, and the spec holds as many
+/// operations as there are such handlers: a new route cannot be left out of `docs.rs`.
+#[tokio::test]
+async fn every_handler_is_documented() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/routes");
+    let mut documented_handlers = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let source = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        let mut attributes = String::new();
+        for line in source.lines().map(str::trim) {
+            if line.starts_with("pub async fn ") || line.starts_with("async fn ") {
+                let name = line
+                    .split(['(', '<'])
+                    .next()
+                    .unwrap()
+                    .rsplit(' ')
+                    .next()
+                    .unwrap();
+                let is_handler = ["#[get(", "#[post(", "#[put(", "#[delete(", "#[patch("]
+                    .iter()
+                    .any(|m| attributes.contains(m));
+                if is_handler && !UNDOCUMENTED_HANDLERS.contains(&name) {
+                    assert!(
+                        attributes.contains("#[utoipa::path("),
+                        "{name} has no #[utoipa::path]"
+                    );
+                    documented_handlers += 1;
+                }
+                attributes.clear();
+            } else {
+                attributes.push_str(line);
+            }
+            if line.is_empty() || line.starts_with("}") {
+                attributes.clear();
+            }
+        }
+    }
+    let app = spawn_app(&[]).await;
+    let spec: Value = app
+        .get("/api-docs/openapi.json")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(operations(&spec).len(), documented_handlers);
+}
+
+#[tokio::test]
+async fn swagger_ui_is_served_without_a_cdn() {
+    let app = spawn_app(&[]).await;
+    let resp = app.get("/swagger-ui/").await;
+    assert_eq!(resp.status(), 200);
+    let html = resp.text().await.unwrap();
+    assert!(html.contains("swagger-ui"));
+    assert!(!html.contains("https://"), "assets must be local");
+    assert_eq!(
+        app.get("/swagger-ui/swagger-ui-bundle.js").await.status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn jobs_page_and_its_assets_are_served() {
+    let app = spawn_app(&[]).await;
+    let resp = app.get("/").await;
+    assert_eq!(resp.status(), 200);
+    assert!(common::header(&resp, "content-type").starts_with("text/html"));
+    let html = resp.text().await.unwrap();
+    assert!(html.contains("/static/app.js") && !html.contains("https://"));
+    for (path, kind) in [
+        ("/static/app.js", "text/javascript"),
+        ("/static/app.css", "text/css"),
+    ] {
+        let resp = app.get(path).await;
+        assert_eq!(resp.status(), 200);
+        assert!(common::header(&resp, "content-type").starts_with(kind));
+    }
+}

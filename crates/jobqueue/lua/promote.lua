@@ -1,0 +1,32 @@
+-- One scheduling step, at most ARGV[2] jobs per part, so no Lua unpack ever sees more than that
+-- (apalis' fetch_next unpacks every due job at once and dies at ~8,000).
+-- 1. Retries that apalis parked in {q}:scheduled (score = whole seconds + attempt) move to our
+--    {q}:delayed at the millisecond time the handler chose (meta next_run_ms); `attempts` is reset
+--    so apalis' hard-coded limit of 25 never applies (we count failures ourselves).
+-- 2. Due jobs move from {q}:delayed to apalis' {q}:active list and the signal is raised.
+-- KEYS[1]: {q}:delayed  KEYS[2]: {q}:active  KEYS[3]: {q}:signal  KEYS[4]: {q}:scheduled  KEYS[5]: meta prefix
+-- ARGV[1]: now (ms)  ARGV[2]: limit
+-- Returns {due_moved, retries_parked}
+local now = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+
+local retries = redis.call("zrange", KEYS[4], 0, limit - 1)
+for _, id in ipairs(retries) do
+    local meta_key = KEYS[5] .. ":" .. id
+    local next_run = tonumber(redis.call("hget", meta_key, "next_run_ms")) or now
+    redis.call("zadd", KEYS[1], next_run, id)
+    redis.call("zrem", KEYS[4], id)
+    redis.call("hset", meta_key, "attempts", 0)
+end
+
+local due = redis.call("zrangebyscore", KEYS[1], "-inf", now, "LIMIT", 0, limit)
+if #due > 0 then
+    redis.call("rpush", KEYS[2], unpack(due))
+    redis.call("zrem", KEYS[1], unpack(due))
+    for _, id in ipairs(due) do
+        redis.call("hset", KEYS[5] .. ":" .. id, "status", "Pending")
+    end
+    redis.call("del", KEYS[3])
+    redis.call("lpush", KEYS[3], 1)
+end
+return {#due, #retries}

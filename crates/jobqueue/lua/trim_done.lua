@@ -1,0 +1,18 @@
+-- apalis keeps finished jobs forever in the {q}:done SET (no timestamp). Move them into our
+-- {q}:finished zset stamped with the time we saw them, and delete the ones older than the retention.
+-- KEYS[1]: {q}:done  KEYS[2]: {q}:finished  KEYS[3]: {q}:data  KEYS[4]: meta prefix
+-- ARGV[1]: now (ms)  ARGV[2]: retention (ms)  ARGV[3]: limit
+-- Returns {stamped, deleted}
+local now = tonumber(ARGV[1])
+local limit = tonumber(ARGV[3])
+local fresh = redis.call("spop", KEYS[1], limit)
+for _, id in ipairs(fresh) do
+    redis.call("zadd", KEYS[2], now, id)
+end
+local old = redis.call("zrangebyscore", KEYS[2], "-inf", now - tonumber(ARGV[2]), "LIMIT", 0, limit)
+for _, id in ipairs(old) do
+    redis.call("hdel", KEYS[3], id)
+    redis.call("del", KEYS[4] .. ":" .. id)
+    redis.call("zrem", KEYS[2], id)
+end
+return {#fresh, #old}

@@ -1,0 +1,47 @@
+//! The one error type of the jobqueue library.
+
+/// What can go wrong with the job queue. The api maps each variant to a status code.
+#[derive(Debug, thiserror::Error)]
+pub enum JobQueueError {
+    /// Redis did not answer in time or refused the connection (api: 503).
+    #[error("jobqueue Redis unavailable: {0}")]
+    Unavailable(String),
+    /// A caller mistake: empty message, too many jobs in a batch, … (api: 400).
+    #[error("{0}")]
+    Invalid(String),
+    /// No job with this id (api: 404).
+    #[error("job {0} not found")]
+    NotFound(String),
+    /// The job exists but is not dead, so it cannot be retried (api: 409).
+    #[error("job {id} is {status}, only dead jobs can be retried")]
+    NotDead { id: String, status: String },
+    /// Settings that cannot work (bad address).
+    #[error("jobqueue configuration: {0}")]
+    Config(String),
+    /// Redis answered with an error, or data we cannot read (api: 500).
+    #[error("jobqueue internal error: {0}")]
+    Internal(String),
+}
+
+impl From<redis::RedisError> for JobQueueError {
+    fn from(e: redis::RedisError) -> Self {
+        // Connection trouble is an outage; a script or type error is a bug on our side.
+        if e.is_io_error()
+            || e.is_timeout()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+            || e.is_unrecoverable_error()
+            || e.code() == Some("LOADING")
+        {
+            Self::Unavailable(e.to_string())
+        } else {
+            Self::Internal(e.to_string())
+        }
+    }
+}
+
+impl From<serde_json::Error> for JobQueueError {
+    fn from(e: serde_json::Error) -> Self {
+        Self::Internal(format!("json: {e}"))
+    }
+}

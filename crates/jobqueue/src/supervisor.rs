@@ -1,0 +1,269 @@
+//! Keeps a worker alive across Redis outages and drains it on shutdown.
+//!
+//! apalis-redis ends its worker on the first Redis error and `run()` simply returns
+//! (apalis-redis#76), so a process would exit 0 on a Redis blip. The supervisor restarts it with
+//! backoff and logs each outage and recovery with timings. Beside the apalis worker it runs the
+//! scheduling loop (`storage.rs`: promote due jobs, park retries, reap dead workers, trim done jobs).
+
+use crate::error::JobQueueError;
+use crate::jobs::{self, Backoff, HandlerContext, Job};
+use crate::queue::JobQueue;
+use crate::storage;
+use apalis::prelude::{BackendExt, WorkerBuilder, WorkerBuilderExt, WorkerError};
+use cacheserver_config::{JobqueueSettings, SingleRedisSettings};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Reap, heartbeat and trim every this many scheduling ticks.
+const HOUSEKEEPING_EVERY: u32 = 20;
+/// At most this many promotion calls per tick (× `PROMOTE_CHUNK` jobs).
+const MAX_CHUNKS_PER_TICK: usize = 20;
+
+/// How one worker process runs.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    pub name: String,
+    pub concurrency: usize,
+    pub poll_interval: Duration,
+    pub shutdown_grace: Duration,
+    pub done_retention: Duration,
+    pub backoff: Backoff,
+}
+
+impl WorkerOptions {
+    /// From `jobqueue.worker`; `name` empty means `<hostname>-<pid>`.
+    pub fn from_settings(settings: &JobqueueSettings) -> Self {
+        let w = &settings.worker;
+        Self {
+            name: if w.name.trim().is_empty() {
+                default_worker_name()
+            } else {
+                w.name.clone()
+            },
+            concurrency: w.concurrency.clamp(1, 1024) as usize,
+            poll_interval: w.poll_interval,
+            shutdown_grace: w.shutdown_grace,
+            done_retention: settings.done_retention,
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+/// `<hostname>-<pid>`: unique per process, which apalis needs (apalis#504).
+pub fn default_worker_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// What `/health` and `/metrics` read.
+#[derive(Debug, Default)]
+pub struct WorkerState {
+    /// The apalis worker is running (not between restarts).
+    pub running: AtomicBool,
+    /// The last Redis call of the scheduling loop succeeded.
+    pub connected: AtomicBool,
+    pub restarts: AtomicU64,
+}
+
+impl WorkerState {
+    pub fn healthy(&self) -> bool {
+        self.running.load(Ordering::Relaxed) && self.connected.load(Ordering::Relaxed)
+    }
+}
+
+pub struct Supervisor {
+    redis: SingleRedisSettings,
+    queue: JobQueue,
+    options: WorkerOptions,
+    state: Arc<WorkerState>,
+}
+
+impl Supervisor {
+    pub fn new(
+        redis: &SingleRedisSettings,
+        settings: &JobqueueSettings,
+        options: WorkerOptions,
+    ) -> Result<Self, JobQueueError> {
+        Ok(Self {
+            redis: redis.clone(),
+            queue: JobQueue::new(redis, settings)?,
+            options,
+            state: Arc::new(WorkerState::default()),
+        })
+    }
+
+    pub fn state(&self) -> Arc<WorkerState> {
+        self.state.clone()
+    }
+
+    /// Run until `shutdown` turns true, then stop fetching, let in-flight jobs finish within
+    /// `shutdown_grace` and return.
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+        let scheduler = tokio::spawn(scheduling_loop(
+            self.queue.clone(),
+            self.options.clone(),
+            self.state.clone(),
+            shutdown.clone(),
+        ));
+        self.supervise(shutdown).await;
+        scheduler.abort();
+        tracing::info!(worker = %self.options.name, "worker stopped");
+    }
+
+    async fn supervise(&self, mut shutdown: watch::Receiver<bool>) {
+        let mut backoff = RESTART_BACKOFF_MIN;
+        let mut outage_since: Option<Instant> = None;
+        while !*shutdown.borrow() {
+            let started = Instant::now();
+            match self.run_once(shutdown.clone()).await {
+                Ok(()) if *shutdown.borrow() => return,
+                Ok(()) => tracing::warn!("apalis worker ended without error; restarting"),
+                Err(e) => {
+                    let since = *outage_since.get_or_insert_with(Instant::now);
+                    tracing::warn!(error = %e, outage_for = ?since.elapsed(), retry_in = ?backoff, "worker lost Redis; restarting");
+                }
+            }
+            self.state.running.store(false, Ordering::Relaxed);
+            self.state.restarts.fetch_add(1, Ordering::Relaxed);
+            if started.elapsed() > Duration::from_secs(10) {
+                backoff = RESTART_BACKOFF_MIN;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = shutdown.changed() => return,
+            }
+            backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
+            if let Some(since) =
+                outage_since.take_if(|_| self.state.connected.load(Ordering::Relaxed))
+            {
+                tracing::info!(outage_for = ?since.elapsed(), "Redis reachable again");
+            }
+        }
+    }
+
+    /// One life of the apalis worker: connect, reclaim our own orphans, run until error or shutdown.
+    async fn run_once(&self, mut shutdown: watch::Receiver<bool>) -> Result<(), JobQueueError> {
+        let mut conn = storage::connect(&self.redis).await?;
+        let keys = self.queue.keys().clone();
+        let name = &self.options.name;
+        let requeued = storage::requeue_worker(&mut conn, &keys, Some(name)).await?;
+        if requeued > 0 {
+            tracing::info!(requeued, worker = %name, "re-queued jobs left in flight by a previous run");
+        }
+        let opts = &self.options;
+        let storage = storage::apalis_storage::<Job>(conn.clone(), &keys.queue, opts.concurrency)
+            .poll_with_interval(opts.poll_interval);
+        let context = HandlerContext {
+            conn,
+            keys,
+            backoff: opts.backoff,
+        };
+        let worker = WorkerBuilder::new(name.as_str())
+            .backend(storage)
+            .data(context)
+            .concurrency(opts.concurrency)
+            .build(jobs::handle);
+        self.state.running.store(true, Ordering::Relaxed);
+        tracing::info!(worker = %name, concurrency = self.options.concurrency, "apalis worker started");
+        let mut signal = shutdown.clone();
+        let run = worker.run_until(async move {
+            let _ = signal.wait_for(|stop| *stop).await;
+            Ok::<(), WorkerError>(())
+        });
+        tokio::pin!(run);
+        let result = tokio::select! {
+            res = &mut run => res,
+            _ = shutdown.wait_for(|stop| *stop) => self.drain(run).await,
+        };
+        result.map_err(|e| JobQueueError::Unavailable(e.to_string()))
+    }
+
+    /// After the stop signal: wait for in-flight jobs at most `shutdown_grace`.
+    async fn drain(
+        &self,
+        run: std::pin::Pin<&mut impl std::future::Future<Output = Result<(), WorkerError>>>,
+    ) -> Result<(), WorkerError> {
+        tracing::info!(grace = ?self.options.shutdown_grace, "stopping: finishing in-flight jobs");
+        match tokio::time::timeout(self.options.shutdown_grace, run).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!("shutdown grace elapsed; unfinished jobs will be re-queued");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Every `poll_interval`: promote due jobs (in chunks) and park retries; every
+/// `HOUSEKEEPING_EVERY` ticks: heartbeat, reap dead workers, trim done jobs.
+async fn scheduling_loop(
+    queue: JobQueue,
+    options: WorkerOptions,
+    state: Arc<WorkerState>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(options.poll_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut n: u32 = 0;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        let housekeeping = n.is_multiple_of(HOUSEKEEPING_EVERY);
+        n = n.wrapping_add(1);
+        let result = schedule_once(&queue, &options, housekeeping).await;
+        let ok = result.is_ok();
+        if let Err(e) = result {
+            if state.connected.load(Ordering::Relaxed) {
+                tracing::warn!(error = %e, "scheduling loop lost Redis");
+            }
+        }
+        state.connected.store(ok, Ordering::Relaxed);
+    }
+}
+
+async fn schedule_once(
+    queue: &JobQueue,
+    options: &WorkerOptions,
+    housekeeping: bool,
+) -> Result<(), JobQueueError> {
+    let budget = Duration::from_secs(3);
+    let keys = queue.keys().clone();
+    let name = options.name.clone();
+    let retention = options.done_retention;
+    queue
+        .with_connection(budget, |mut c| async move {
+            for _ in 0..MAX_CHUNKS_PER_TICK {
+                let (due, parked) = storage::promote_step(&mut c, &keys).await?;
+                if due > 0 || parked > 0 {
+                    tracing::debug!(due, parked, "promoted");
+                }
+                if due < storage::PROMOTE_CHUNK && parked < storage::PROMOTE_CHUNK {
+                    break;
+                }
+            }
+            if housekeeping {
+                storage::heartbeat(&mut c, &keys, &name).await?;
+                let reaped = storage::requeue_worker(&mut c, &keys, None).await?;
+                if reaped > 0 {
+                    tracing::warn!(reaped, "re-queued jobs of workers with a stale heartbeat");
+                }
+                let (_, trimmed) = storage::trim_done(&mut c, &keys, retention).await?;
+                if trimmed > 0 {
+                    tracing::debug!(trimmed, "trimmed finished jobs");
+                }
+            }
+            Ok(())
+        })
+        .await
+}

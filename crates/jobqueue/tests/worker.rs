@@ -1,0 +1,459 @@
+//! The job queue against real Redis and the real `worker` binary. Every wait is bounded.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use cacheserver_config::{AppEnv, Settings};
+use cacheserver_jobqueue::{JobQueue, JobQueueError, JobStatus, NewJob};
+use cacheserver_testkit::{free_port, RedisServer};
+use chrono::{DateTime, Utc};
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn settings(redis: &RedisServer, extra: &[(&str, &str)]) -> Settings {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+    let mut vars: HashMap<String, String> = HashMap::new();
+    vars.insert(
+        "APP__CACHE_SERVER__REDIS__JOBQUEUE__ADDR".into(),
+        redis.addr(),
+    );
+    vars.insert("APP__JOBQUEUE__ENQUEUE_TIMEOUT".into(), "500ms".into());
+    for (k, v) in extra {
+        vars.insert((*k).into(), (*v).into());
+    }
+    Settings::load_from(&root, AppEnv::Test, Some(vars)).unwrap()
+}
+
+fn queue(redis: &RedisServer) -> JobQueue {
+    let s = settings(redis, &[]);
+    JobQueue::new(&s.cache_server.redis.jobqueue, &s.jobqueue).unwrap()
+}
+
+fn job(message: &str, delay_ms: u64, max_retry: u32) -> NewJob {
+    NewJob {
+        message: message.into(),
+        delay: Duration::from_millis(delay_ms),
+        max_retry,
+    }
+}
+
+/// Printed lines with the time each arrived.
+type Lines = Arc<Mutex<Vec<(DateTime<Utc>, String)>>>;
+
+/// A `worker` process whose stdout lines are collected with the time they arrived.
+struct Worker {
+    child: Child,
+    lines: Lines,
+    health_port: u16,
+}
+
+impl Worker {
+    fn start(redis: &RedisServer, name: &str, extra_env: &[(&str, &str)]) -> Self {
+        let health_port = free_port();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_worker"))
+            .args(["--name", name])
+            .env("APP_ENV", "test")
+            .env("APP_CONFIG_DIR", root)
+            .env("APP__CACHE_SERVER__REDIS__JOBQUEUE__ADDR", redis.addr())
+            .env(
+                "APP__JOBQUEUE__WORKER__HEALTH_PORT",
+                health_port.to_string(),
+            )
+            .env("APP__LOGGING__LEVEL", "info")
+            .env("WORKER_RETRY_BACKOFF", "100ms")
+            .envs(extra_env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn worker");
+        let stdout = child.stdout.take().unwrap();
+        let lines: Lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push((Utc::now(), line));
+            }
+        });
+        Self {
+            child,
+            lines,
+            health_port,
+        }
+    }
+
+    fn messages(&self) -> Vec<String> {
+        let lines = self.lines.lock().unwrap();
+        lines
+            .iter()
+            .map(|(_, l)| message_of(l).to_owned())
+            .collect()
+    }
+
+    fn seen_at(&self, message: &str) -> Option<(DateTime<Utc>, String)> {
+        let lines = self.lines.lock().unwrap();
+        lines
+            .iter()
+            .find(|(_, l)| message_of(l) == message)
+            .cloned()
+    }
+
+    async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let url = format!("http://127.0.0.1:{}{path}", self.health_port);
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        let resp = client.get(url).send().await.ok()?;
+        Some((resp.status().as_u16(), resp.text().await.ok()?))
+    }
+
+    fn sigkill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn sigterm_and_wait(&mut self, timeout: Duration) -> Option<i32> {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    fn is_alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.sigkill();
+    }
+}
+
+/// `[YYYY-MM-DD HH:MM:SS] message` → `message`.
+fn message_of(line: &str) -> &str {
+    line.split_once("] ").map_or(line, |(_, m)| m)
+}
+
+async fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    check()
+}
+
+async fn wait_for_status(q: &JobQueue, id: &str, want: JobStatus, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if q.status(id)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|i| i.status == want)
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn delayed_jobs_run_after_their_delay_never_early_and_done_jobs_are_trimmed() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let worker = Worker::start(
+        &redis,
+        "w-delay",
+        &[("APP__JOBQUEUE__DONE_RETENTION", "1s")],
+    );
+    let mut expected = Vec::new();
+    for i in 0..20u64 {
+        let message = format!("hello {i}");
+        let enqueued = q.enqueue(job(&message, 1000 + i * 37, 0)).await.unwrap();
+        assert_eq!(
+            q.status(&enqueued.job_id).await.unwrap().unwrap().status,
+            JobStatus::Scheduled
+        );
+        expected.push((message, enqueued));
+    }
+    assert!(
+        wait_for(Duration::from_secs(10), || worker.messages().len() >= 20).await,
+        "only {:?} ran",
+        worker.messages()
+    );
+    let line_format = |l: &str| {
+        l.len() > 22
+            && l.starts_with('[')
+            && chrono::NaiveDateTime::parse_from_str(&l[1..20], "%Y-%m-%d %H:%M:%S").is_ok()
+            && &l[20..22] == "] "
+    };
+    let mut late_ms = Vec::new();
+    for (message, enqueued) in &expected {
+        let (at, line) = worker.seen_at(message).expect("line printed");
+        assert!(line_format(&line), "bad line {line:?}");
+        let late = (at - enqueued.run_at).num_milliseconds();
+        assert!(late >= 0, "{message} ran {late} ms early");
+        late_ms.push(late);
+    }
+    late_ms.sort_unstable();
+    println!("lateness ms: {late_ms:?}");
+    assert!(*late_ms.last().unwrap() < 500, "too late: {late_ms:?}");
+    assert_eq!(worker.messages().len(), 20, "a job ran twice");
+
+    // Done, then trimmed after done_retention (1 s) by the worker's housekeeping.
+    let id = &expected[0].1.job_id;
+    let info = q.status(id).await.unwrap();
+    assert!(info.is_none_or(|i| i.status == JobStatus::Done && i.attempts == 1));
+    let mut gone = false;
+    for _ in 0..100 {
+        if q.status(id).await.unwrap().is_none() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "done job not trimmed");
+    let (code, _) = worker.get("/health").await.unwrap();
+    assert_eq!(code, 200);
+}
+
+#[tokio::test]
+async fn failing_job_runs_exactly_1_plus_max_retry_times_then_is_dead_and_retry_revives_it() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let worker = Worker::start(&redis, "w-fail", &[]);
+    let id = q.enqueue(job("fail: boom", 0, 3)).await.unwrap().job_id;
+    assert!(wait_for_status(&q, &id, JobStatus::Dead, Duration::from_secs(15)).await);
+    let info = q.status(&id).await.unwrap().unwrap();
+    assert_eq!(info.attempts, 4, "{info:?}");
+    assert!(info.last_error.unwrap().contains("boom"));
+    // No further run after dead.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (_, metrics) = worker.get("/metrics").await.unwrap();
+    assert!(
+        metrics.contains("jobqueue_jobs_failed_total 4"),
+        "metrics: {metrics}"
+    );
+    assert!(metrics.contains("jobqueue_jobs_dead_total 1"));
+    assert_eq!(q.stats().await.unwrap().dead, 1);
+
+    // Retry: dead → pending → runs 4 more times → dead again.
+    let retried = q.retry(&id).await.unwrap();
+    assert_eq!(retried.status, JobStatus::Pending);
+    assert!(matches!(
+        q.retry(&id).await,
+        Err(JobQueueError::NotDead { .. })
+    ));
+    assert!(matches!(
+        q.retry("01NOTAJOB").await,
+        Err(JobQueueError::NotFound(_))
+    ));
+    assert!(wait_for_status(&q, &id, JobStatus::Dead, Duration::from_secs(15)).await);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (_, metrics) = worker.get("/metrics").await.unwrap();
+    assert!(
+        metrics.contains("jobqueue_jobs_failed_total 8"),
+        "{metrics}"
+    );
+
+    assert!(q.delete(&id).await.unwrap());
+    assert!(!q.delete(&id).await.unwrap());
+    assert!(q.status(&id).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn sigkilled_worker_jobs_complete_on_a_worker_with_another_name() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let mut first = Worker::start(
+        &redis,
+        "w-doomed",
+        &[("APP__JOBQUEUE__WORKER__CONCURRENCY", "1")],
+    );
+    let jobs: Vec<NewJob> = (0..300).map(|i| job(&format!("k{i}"), 500, 0)).collect();
+    q.enqueue_batch(jobs).await.unwrap();
+    assert!(wait_for(Duration::from_secs(10), || !first.messages().is_empty()).await);
+    first.sigkill();
+    let orphaned: u64 = redis
+        .cli(&["SCARD", "dm-jobqueue:inflight:w-doomed"])
+        .parse()
+        .unwrap();
+    assert!(orphaned > 0, "no job was in flight when the worker died");
+    let ran_first: HashSet<String> = first.messages().into_iter().collect();
+    let second = Worker::start(&redis, "w-heir", &[]);
+    let all_printed = wait_for(Duration::from_secs(25), || {
+        let mut seen = ran_first.clone();
+        seen.extend(second.messages());
+        seen.len() == 300
+    })
+    .await;
+    assert!(
+        all_printed,
+        "first {} second {}",
+        ran_first.len(),
+        second.messages().len()
+    );
+    // Every job, including those the dead worker held, is finished (acked) by the heir.
+    let mut stats = q.stats().await.unwrap();
+    for _ in 0..200 {
+        if stats.done == 300 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stats = q.stats().await.unwrap();
+    }
+    assert_eq!(stats.done, 300, "{stats:?}");
+    assert_eq!(redis.cli(&["EXISTS", "dm-jobqueue:inflight:w-doomed"]), "0");
+}
+
+#[tokio::test]
+async fn enqueue_is_unavailable_within_its_timeout_while_redis_is_down_and_reconnects() {
+    let mut redis = RedisServer::reserve();
+    let q = queue(&redis); // enqueue_timeout 500ms
+    let started = Instant::now();
+    let err = q.enqueue(job("x", 0, 0)).await.unwrap_err();
+    assert!(matches!(err, JobQueueError::Unavailable(_)), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(q.ping().await.is_err());
+    assert!(!q.is_connected());
+
+    redis.restart();
+    let mut ok = false;
+    for _ in 0..50 {
+        if q.enqueue(job("x", 0, 0)).await.is_ok() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "did not reconnect");
+    assert!(q.is_connected());
+
+    // Chaos reset: the server sees the connections go, the next call reconnects.
+    for _ in 0..4 {
+        q.ping().await.unwrap();
+    }
+    let clients = || redis.cli(&["CLIENT", "LIST"]).lines().count();
+    let before = clients();
+    let closed = q.reset_connections().await;
+    assert!(
+        closed >= 1 && closed == before - 1,
+        "closed {closed}, clients before {before}"
+    );
+    assert!(
+        wait_for(Duration::from_secs(2), || clients() == 1).await,
+        "{}",
+        redis.cli(&["CLIENT", "LIST"])
+    );
+    assert_eq!(q.connection_count(), 0);
+    q.ping().await.unwrap();
+    assert!(q.connection_count() >= 1);
+}
+
+#[tokio::test]
+async fn worker_process_survives_a_redis_restart_and_drains_on_sigterm() {
+    let mut redis = RedisServer::start();
+    let q = queue(&redis);
+    let mut worker = Worker::start(&redis, "w-survivor", &[]);
+    q.enqueue(job("before", 0, 0)).await.unwrap();
+    assert!(
+        wait_for(Duration::from_secs(10), || worker
+            .seen_at("before")
+            .is_some())
+        .await
+    );
+
+    redis.kill();
+    let mut unhealthy = false;
+    for _ in 0..60 {
+        if worker.get("/health").await.is_some_and(|(c, _)| c == 503) {
+            unhealthy = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(unhealthy, "health stayed 200 while Redis was down");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(worker.is_alive(), "worker exited during the outage");
+
+    redis.restart();
+    let mut enqueued = false;
+    for _ in 0..50 {
+        if q.enqueue(job("after", 0, 0)).await.is_ok() {
+            enqueued = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(enqueued);
+    assert!(
+        wait_for(Duration::from_secs(15), || worker
+            .seen_at("after")
+            .is_some())
+        .await,
+        "worker did not resume: {:?}",
+        worker.messages()
+    );
+    let mut healthy = false;
+    for _ in 0..50 {
+        if worker.get("/health").await.is_some_and(|(c, _)| c == 200) {
+            healthy = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(healthy);
+    assert_eq!(worker.sigterm_and_wait(Duration::from_secs(10)), Some(0));
+}
+
+#[tokio::test]
+async fn a_backlog_of_10000_jobs_due_at_once_is_processed() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    for chunk in 0..10 {
+        let jobs = (0..1000)
+            .map(|i| job(&format!("b{}", chunk * 1000 + i), 0, 0))
+            .collect();
+        q.enqueue_batch(jobs).await.unwrap();
+    }
+    assert_eq!(q.stats().await.unwrap().scheduled, 10_000);
+    let started = Instant::now();
+    let worker = Worker::start(
+        &redis,
+        "w-backlog",
+        &[
+            ("APP__JOBQUEUE__WORKER__CONCURRENCY", "64"),
+            ("APP__LOGGING__LEVEL", "warn"),
+        ],
+    );
+    let done = wait_for(Duration::from_secs(40), || {
+        worker.messages().len() >= 10_000
+    })
+    .await;
+    let unique: HashSet<String> = worker.messages().into_iter().collect();
+    println!("10,000 jobs in {:?}", started.elapsed());
+    assert!(
+        done && unique.len() == 10_000,
+        "ran {} stats {:?}",
+        unique.len(),
+        q.stats().await
+    );
+}

@@ -1,0 +1,244 @@
+// Browser test of the jobs page in headless Chromium (Debian's /usr/bin/chromium, driven by
+// playwright-core). Starts a real redis-server, the api and a worker on free loopback ports,
+// registers a job through the page and waits until the page shows it `done`; then a failing job
+// becomes dead and is retried from the page. Every wait is bounded; every process is killed on
+// exit. Needs the binaries built first (`just e2e` builds them).
+//
+// Env: API_BIN, WORKER_BIN (default target/debug/{api,worker}), CHROMIUM (default
+// /usr/bin/chromium), E2E_ARTIFACTS (screenshots; default target/e2e).
+
+import { spawn } from "node:child_process";
+import { mkdtempSync, mkdirSync, rmSync, existsSync } from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const API_BIN = process.env.API_BIN || path.join(ROOT, "target/debug/api");
+const WORKER_BIN = process.env.WORKER_BIN || path.join(ROOT, "target/debug/worker");
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const ARTIFACTS = process.env.E2E_ARTIFACTS || path.join(ROOT, "target/e2e");
+const WHOLE_TEST_MS = 180_000;
+const STEP_MS = 30_000;
+
+const children = [];
+const tempDirs = [];
+
+function log(...args) {
+  console.log("[e2e]", ...args);
+}
+
+/** A loopback port that was free a moment ago. */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+function tempDir(prefix) {
+  const dir = mkdtempSync(path.join(os.tmpdir(), prefix));
+  tempDirs.push(dir);
+  return dir;
+}
+
+/** Spawn a child whose output is kept (and echoed on failure). */
+function start(name, cmd, args, env = {}) {
+  const child = spawn(cmd, args, {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  child.output = "";
+  const keep = (chunk) => {
+    child.output += chunk.toString();
+  };
+  child.stdout.on("data", keep);
+  child.stderr.on("data", keep);
+  child.exited = new Promise((resolve) => child.once("exit", resolve));
+  child.label = name;
+  children.push(child);
+  return child;
+}
+
+/** Poll `check` every 200 ms until truthy or `ms` passes; throws with `what` on timeout. */
+async function waitFor(what, check, ms = STEP_MS) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value) return value;
+    } catch {
+      // not yet
+    }
+    if (Date.now() >= deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/** True when something answers 2xx at `url` within 2 s. */
+async function answers(url) {
+  const resp = await fetch(url, { signal: AbortSignal.timeout(2000) });
+  return resp.ok;
+}
+
+/** Redis answers PING (raw RESP over TCP, no client library needed). */
+function redisPing(port) {
+  return new Promise((resolve) => {
+    const sock = net.connect(port, "127.0.0.1");
+    sock.setTimeout(1000, () => {
+      sock.destroy();
+      resolve(false);
+    });
+    sock.on("error", () => resolve(false));
+    sock.on("data", (d) => {
+      sock.destroy();
+      resolve(d.toString().startsWith("+PONG"));
+    });
+    sock.write("PING\r\n");
+  });
+}
+
+async function startStack() {
+  for (const bin of [API_BIN, WORKER_BIN, CHROMIUM]) {
+    if (!existsSync(bin)) throw new Error(`${bin} is missing (build with: just e2e)`);
+  }
+  const [redisPort, apiPort, healthPort] = [await freePort(), await freePort(), await freePort()];
+  start("redis", "redis-server", [
+    "--port", String(redisPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+    "--dir", tempDir("cacheserver-e2e-redis-"),
+  ]);
+  await waitFor("redis-server", () => redisPing(redisPort));
+  const env = {
+    APP_ENV: "test",
+    APP_CONFIG_DIR: path.join(ROOT, "config"),
+    APP__SERVER__HOST: "127.0.0.1",
+    APP__SERVER__PORT: String(apiPort),
+    APP__CACHE_SERVER__REDIS__JOBQUEUE__ADDR: `127.0.0.1:${redisPort}`,
+    // Empty: rate limiting in memory, no cluster needed.
+    APP__CACHE_SERVER__REDIS__DEFAULT__CLUSTER__ADDRS: "",
+    APP__JOBQUEUE__WORKER__HEALTH_PORT: String(healthPort),
+    APP__LOGGING__LEVEL: "info",
+  };
+  start("api", API_BIN, [], env);
+  const worker = start("worker", WORKER_BIN, ["--name", `e2e-${process.pid}`], env);
+  const base = `http://127.0.0.1:${apiPort}`;
+  await waitFor("api /ready", () => answers(`${base}/ready`));
+  await waitFor("worker /health", () => answers(`http://127.0.0.1:${healthPort}/health`));
+  return { base, worker };
+}
+
+async function launchBrowser() {
+  return chromium.launchPersistentContext(tempDir("cacheserver-e2e-chromium-"), {
+    executablePath: CHROMIUM,
+    headless: true,
+    timeout: STEP_MS,
+    args: [
+      "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync",
+      "--no-first-run",
+    ],
+    viewport: { width: 1100, height: 900 },
+  });
+}
+
+/** Fill the form and register; returns the new job's id as the page shows it. */
+async function registerThroughPage(page, message, delay, maxRetry) {
+  await page.fill("#message", message);
+  await page.fill("#delay", String(delay));
+  await page.fill("#max-retry", String(maxRetry));
+  await page.click("#register");
+  const alert = page.locator("#alert.success");
+  await alert.waitFor({ timeout: STEP_MS });
+  const text = await alert.textContent();
+  const id = /Job (\S+) registered/.exec(text)?.[1];
+  if (!id) throw new Error(`no job id in the page's message: ${text}`);
+  return id;
+}
+
+async function jobStatusBecomes(page, id, status) {
+  const badge = page.locator(`#jobs-body tr[data-job-id="${id}"] .badge`);
+  await waitFor(`job ${id} shown as ${status}`, async () => (await badge.textContent()) === status);
+}
+
+async function scenario(base, worker) {
+  const context = await launchBrowser();
+  try {
+    const page = context.pages()[0] || (await context.newPage());
+    page.setDefaultTimeout(STEP_MS);
+    const pageErrors = [];
+    page.on("pageerror", (e) => pageErrors.push(String(e)));
+    await page.goto(`${base}/`, { timeout: STEP_MS });
+
+    const message = `hello from the e2e test ${Date.now()}`;
+    const id = await registerThroughPage(page, message, 1, 0);
+    log(`registered ${id}; waiting for done`);
+    await jobStatusBecomes(page, id, "done");
+    await waitFor("the worker's printed line", () => worker.output.includes(message));
+    await waitFor("queue counts showing the done job", async () =>
+      Number(await page.locator('[data-stat="done"]').textContent()) >= 1);
+
+    const failing = await registerThroughPage(page, `fail: on purpose ${Date.now()}`, 0, 0);
+    await jobStatusBecomes(page, failing, "dead");
+    const retry = page.locator("#dead-body button", { hasText: "Retry" }).first();
+    await retry.waitFor({ timeout: STEP_MS });
+    mkdirSync(ARTIFACTS, { recursive: true });
+    await page.screenshot({ path: path.join(ARTIFACTS, "jobs-page.png"), fullPage: true });
+    await retry.click();
+    await page.locator("#alert.success", { hasText: "queued again" }).waitFor({ timeout: STEP_MS });
+    // The retried job fails again (it always does) and is dead once more.
+    await jobStatusBecomes(page, failing, "dead");
+    await page.screenshot({ path: path.join(ARTIFACTS, "jobs-page-after-retry.png"), fullPage: true });
+    if (pageErrors.length) throw new Error(`errors in the page: ${pageErrors.join("; ")}`);
+    log(`ok; screenshots in ${ARTIFACTS}`);
+  } finally {
+    await context.close().catch(() => {});
+  }
+}
+
+/** SIGTERM every child, SIGKILL what is left after 5 s. */
+async function stopAll() {
+  for (const child of children) if (child.exitCode === null) child.kill("SIGTERM");
+  const grace = new Promise((r) => setTimeout(r, 5000));
+  await Promise.race([Promise.all(children.map((c) => c.exited)), grace]);
+  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
+}
+
+async function main() {
+  const watchdog = setTimeout(async () => {
+    console.error(`[e2e] FAILED: the whole test took longer than ${WHOLE_TEST_MS} ms`);
+    await stopAll();
+    process.exit(1);
+  }, WHOLE_TEST_MS);
+  let failed = false;
+  try {
+    const { base, worker } = await startStack();
+    await scenario(base, worker);
+  } catch (e) {
+    failed = true;
+    console.error("[e2e] FAILED:", e);
+    for (const child of children) {
+      console.error(`--- ${child.label} output (last 3000 chars) ---\n${child.output.slice(-3000)}`);
+    }
+  } finally {
+    clearTimeout(watchdog);
+    await stopAll();
+  }
+  process.exit(failed ? 1 : 0);
+}
+
+for (const signal of ["SIGINT", "SIGTERM"]) {
+  process.on(signal, async () => {
+    await stopAll();
+    process.exit(130);
+  });
+}
+
+main();
