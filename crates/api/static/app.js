@@ -172,10 +172,11 @@ async function refreshStats() {
   }
 }
 
-/** Dead jobs: from the api's list when it has one, else the dead jobs registered here. */
+/** Dead jobs of the whole queue (one extra call, only when there are any). */
 async function deadJobs(stats) {
-  if (stats.dead_jobs) return stats.dead_jobs;
-  return [...jobs.values()].filter((j) => j.status === "dead");
+  if (!stats.dead) return [];
+  const list = await api("GET", `${API}/jobs?status=dead&limit=20`);
+  return list.jobs;
 }
 
 async function onRetry(id, button) {

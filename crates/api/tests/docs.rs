@@ -18,6 +18,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/ping"),
     ("post", "/api/dm-jobqueue/register"),
     ("post", "/api/dm-jobqueue/register/batch"),
+    ("get", "/api/dm-jobqueue/jobs"),
     ("get", "/api/dm-jobqueue/jobs/{id}"),
     ("delete", "/api/dm-jobqueue/jobs/{id}"),
     ("post", "/api/dm-jobqueue/jobs/{id}/retry"),

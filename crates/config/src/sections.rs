@@ -133,6 +133,12 @@ pub struct WorkerSettings {
     /// On SIGTERM, how long in-flight jobs may take to finish (default 30s).
     #[serde(deserialize_with = "duration::deserialize")]
     pub shutdown_grace: Duration,
+    /// Delay before the first retry of a failed job; doubles per failure (default 1s).
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub retry_backoff: Duration,
+    /// Longest delay between retries (default 5m).
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub retry_backoff_max: Duration,
 }
 
 impl Default for WorkerSettings {
@@ -143,6 +149,8 @@ impl Default for WorkerSettings {
             health_port: 8082,
             poll_interval: Duration::ZERO,
             shutdown_grace: Duration::ZERO,
+            retry_backoff: Duration::ZERO,
+            retry_backoff_max: Duration::ZERO,
         }
     }
 }
@@ -208,6 +216,9 @@ impl JobqueueSettings {
         }
         or_default(&mut worker.poll_interval, Duration::from_millis(50));
         or_default(&mut worker.shutdown_grace, Duration::from_secs(30));
+        or_default(&mut worker.retry_backoff, Duration::from_secs(1));
+        or_default(&mut worker.retry_backoff_max, Duration::from_secs(300));
+        worker.retry_backoff_max = worker.retry_backoff_max.max(worker.retry_backoff);
     }
 }
 

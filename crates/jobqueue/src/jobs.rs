@@ -2,7 +2,8 @@
 //!
 //! `demo:delay_print {message}` prints `[YYYY-MM-DD HH:MM:SS] <message>` (local time) on the
 //! worker's stdout. A message starting with [`FAIL_PREFIX`] (`fail:`) fails on every run, so tests
-//! and demos can watch retries and dead jobs.
+//! and demos can watch retries and dead jobs. `slow:<ms>:<text>` sleeps that long (at most 60 s)
+//! before printing, so drills can kill a worker mid-job.
 
 use crate::storage::{self, Keys};
 use apalis::prelude::{AbortError, BoxDynError, Data, MetadataStore, TaskId};
@@ -12,6 +13,8 @@ use std::time::Duration;
 
 /// Messages starting with this fail on every run (for tests and demos).
 pub const FAIL_PREFIX: &str = "fail:";
+/// Messages `slow:<ms>:<text>` take `<ms>` to run (for tests and drills).
+pub const SLOW_PREFIX: &str = "slow:";
 /// A job seen this much early (or less) waits inside the handler; more is sent back to wait.
 const MAX_IN_HANDLER_WAIT_MS: u64 = 2_000;
 
@@ -79,7 +82,7 @@ pub async fn handle(
     let started_ms = storage::now_ms();
     metrics::histogram!("jobqueue_job_start_delay_seconds")
         .record(started_ms.saturating_sub(next_run_ms) as f64 / 1000.0);
-    match run(&job) {
+    match run(&job).await {
         Ok(()) => {
             metrics::counter!("jobqueue_jobs_processed_total").increment(1);
             Ok(())
@@ -102,10 +105,21 @@ async fn wait_if_early(next_run_ms: u64) -> Result<(), RunError> {
     Ok(())
 }
 
-fn run(job: &Job) -> Result<(), RunError> {
+async fn run(job: &Job) -> Result<(), RunError> {
     match job {
-        Job::DelayPrint { message } => delay_print(message),
+        Job::DelayPrint { message } => {
+            if let Some(duration) = slow_duration(message) {
+                tokio::time::sleep(duration).await;
+            }
+            delay_print(message)
+        }
     }
+}
+
+/// `slow:<ms>:...` → how long to take, capped at 60 s.
+fn slow_duration(message: &str) -> Option<Duration> {
+    let (ms, _) = message.strip_prefix(SLOW_PREFIX)?.split_once(':')?;
+    Some(Duration::from_millis(ms.parse::<u64>().ok()?.min(60_000)))
 }
 
 /// The demo job: print the line (by design) and log it.

@@ -15,7 +15,7 @@ mod supervisor;
 mod types;
 
 pub use error::JobQueueError;
-pub use jobs::{Backoff, Job, FAIL_PREFIX};
+pub use jobs::{Backoff, Job, FAIL_PREFIX, SLOW_PREFIX};
 pub use queue::JobQueue;
 pub use supervisor::{default_worker_name, Supervisor, WorkerOptions, WorkerState};
 pub use types::{EnqueuedJob, JobInfo, JobStatus, NewJob, QueueStats, RetriedJob, MAX_BATCH};

@@ -17,6 +17,9 @@ use std::time::Duration;
 /// Budget for reads and admin calls (ping, status, stats, retry, delete).
 const CALL_TIMEOUT_CAP: Duration = Duration::from_secs(2);
 
+/// Most jobs one list call returns.
+pub const MAX_LIST: usize = 200;
+
 /// A handle to the queue; cheap to clone.
 #[derive(Clone)]
 pub struct JobQueue {
@@ -163,6 +166,31 @@ impl JobQueue {
                 done: done + finished,
                 dead,
             })
+        })
+        .await
+    }
+
+    /// Up to `limit` dead jobs, newest due time first (the dead set is small: dead jobs wait for
+    /// a person to retry or delete them).
+    pub async fn dead_jobs(&self, limit: usize) -> Result<Vec<JobInfo>, JobQueueError> {
+        let keys = self.inner.keys.clone();
+        let limit = limit.clamp(1, MAX_LIST);
+        self.with_connection(self.inner.call_timeout, |mut c| async move {
+            let ids: Vec<String> = redis::cmd("SRANDMEMBER")
+                .arg(keys.apalis.dead_jobs_set())
+                .arg(limit)
+                .query_async(&mut c)
+                .await?;
+            let mut pipe = redis::pipe();
+            for id in &ids {
+                pipe.hgetall(keys.meta_of(id));
+            }
+            let metas: Vec<HashMap<String, String>> =
+                if ids.is_empty() { Vec::new() } else { pipe.query_async(&mut c).await? };
+            let mut jobs: Vec<JobInfo> =
+                ids.iter().zip(&metas).filter_map(|(id, meta)| job_info(id, meta, false, true)).collect();
+            jobs.sort_by(|a, b| b.run_at.cmp(&a.run_at));
+            Ok(jobs)
         })
         .await
     }

@@ -63,7 +63,7 @@ impl Worker {
                 health_port.to_string(),
             )
             .env("APP__LOGGING__LEVEL", "info")
-            .env("WORKER_RETRY_BACKOFF", "100ms")
+            .env("APP__JOBQUEUE__WORKER__RETRY_BACKOFF", "100ms")
             .envs(extra_env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -250,6 +250,9 @@ async fn failing_job_runs_exactly_1_plus_max_retry_times_then_is_dead_and_retry_
     );
     assert!(metrics.contains("jobqueue_jobs_dead_total 1"));
     assert_eq!(q.stats().await.unwrap().dead, 1);
+    let dead = q.dead_jobs(50).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!((dead[0].job_id.as_str(), dead[0].status), (id.as_str(), JobStatus::Dead));
 
     // Retry: dead → pending → runs 4 more times → dead again.
     let retried = q.retry(&id).await.unwrap();
@@ -284,7 +287,8 @@ async fn sigkilled_worker_jobs_complete_on_a_worker_with_another_name() {
         "w-doomed",
         &[("APP__JOBQUEUE__WORKER__CONCURRENCY", "1")],
     );
-    let jobs: Vec<NewJob> = (0..300).map(|i| job(&format!("k{i}"), 500, 0)).collect();
+    // Each job takes 20 ms, so the single-slot worker always holds one when it is killed.
+    let jobs: Vec<NewJob> = (0..300).map(|i| job(&format!("slow:20:k{i}"), 500, 0)).collect();
     q.enqueue_batch(jobs).await.unwrap();
     assert!(wait_for(Duration::from_secs(10), || !first.messages().is_empty()).await);
     first.sigkill();

@@ -13,7 +13,11 @@ pub async fn rate_limit(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let Some(limiter) = req.app_data::<web::Data<Limiter>>().cloned() else {
+    let limiter = req
+        .app_data::<web::Data<Limiter>>()
+        .filter(|l| l.is_enabled())
+        .cloned();
+    let Some(limiter) = limiter else {
         return next
             .call(req)
             .await

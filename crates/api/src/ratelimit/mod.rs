@@ -14,6 +14,9 @@ mod middleware;
 pub use client_ip::client_ip;
 pub use middleware::rate_limit;
 
+/// The Lua script the Redis backend runs (benchmarks load it into `redis-benchmark`).
+pub const LUA_SCRIPT: &str = lua::SCRIPT;
+
 use crate::redis_cluster::RedisCluster;
 use cacheserver_config::{RateLimitSettings, StorageType};
 use std::net::IpAddr;
@@ -143,6 +146,8 @@ impl Limits {
 /// The limiter the middleware calls. Cheap to clone.
 #[derive(Clone)]
 pub struct Limiter {
+    /// `api.rate_limit.enabled`: when false the middleware lets every request through untouched.
+    enabled: bool,
     mode: StorageType,
     limits: Limits,
     redis: Option<lua::RedisLimiter>,
@@ -162,12 +167,17 @@ impl Limiter {
             _ => redis.map(|r| lua::RedisLimiter::new(r, limits, settings.redis_timeout)),
         };
         Ok(Self {
+            enabled: settings.enabled,
             mode: settings.storage_type,
             limits,
             redis,
             memory: memory::MemoryLimiter::new(limits),
             trusted_proxies: settings.trusted_networks()?.into(),
         })
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
     }
 
     pub fn trusted_proxies(&self) -> &[ipnet::IpNet] {

@@ -48,6 +48,7 @@ pub struct ApiDoc;
 #[openapi(paths(
     jobs::register,
     jobs::register_batch,
+    jobs::list_jobs,
     jobs::get_job,
     jobs::stats,
     jobs::retry_job,

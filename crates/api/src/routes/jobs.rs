@@ -20,6 +20,7 @@ pub const MAX_MESSAGE_BYTES: usize = 10 * 1024;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(register)
         .service(register_batch)
+        .service(list_jobs)
         .service(get_job)
         .service(stats)
         .service(retry_job)
@@ -182,6 +183,46 @@ pub async fn get_job(
         .await?
         .ok_or_else(|| not_found(&id))?;
     Ok(HttpResponse::Ok().json(job_body(info)))
+}
+
+/// `GET /api/dm-jobqueue/jobs` query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Only `dead` can be listed (the other states are counted by `/stats`).
+    pub status: String,
+    /// How many, 1..=200 (default 50).
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobList {
+    pub jobs: Vec<JobBody>,
+}
+
+#[utoipa::path(
+    tag = "jobs",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "dead jobs, newest first", body = JobList),
+        (status = 400, description = "status other than dead", body = ErrorBody),
+        (status = 401, description = "missing or wrong API key", body = ErrorBody),
+        (status = 503, description = "jobqueue Redis unavailable", body = ErrorBody),
+    ),
+    security((), ("jobs_api_key" = []))
+)]
+#[get("/dm-jobqueue/jobs")]
+pub async fn list_jobs(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&state, &req)?;
+    if query.status != "dead" {
+        return Err(ApiError::BadRequest("only status=dead can be listed".into()));
+    }
+    let jobs = state.jobs.dead_jobs(query.limit.unwrap_or(50)).await?;
+    Ok(HttpResponse::Ok().json(JobList { jobs: jobs.into_iter().map(job_body).collect() }))
 }
 
 #[utoipa::path(

@@ -24,12 +24,13 @@ struct Args {
     /// Port of /health and /metrics; 0 picks a free one (default: jobqueue.worker.health_port).
     #[arg(long)]
     health_port: Option<u16>,
-    /// First retry delay after a failed job; doubles per failure (e.g. `1s`, `100ms`).
-    #[arg(long, env = "WORKER_RETRY_BACKOFF", default_value = "1s", value_parser = cacheserver_config::parse_duration)]
-    retry_backoff: Duration,
-    /// Longest retry delay.
-    #[arg(long, env = "WORKER_RETRY_BACKOFF_MAX", default_value = "5m", value_parser = cacheserver_config::parse_duration)]
-    retry_backoff_max: Duration,
+    /// First retry delay after a failed job; doubles per failure, e.g. `100ms`
+    /// (default: jobqueue.worker.retry_backoff).
+    #[arg(long, value_parser = cacheserver_config::parse_duration)]
+    retry_backoff: Option<Duration>,
+    /// Longest retry delay (default: jobqueue.worker.retry_backoff_max).
+    #[arg(long, value_parser = cacheserver_config::parse_duration)]
+    retry_backoff_max: Option<Duration>,
 }
 
 #[tokio::main]
@@ -76,10 +77,9 @@ fn options(args: &Args, settings: &Settings) -> WorkerOptions {
     if let Some(concurrency) = args.concurrency {
         options.concurrency = concurrency.clamp(1, 1024);
     }
-    options.backoff = Backoff {
-        base: args.retry_backoff.max(Duration::from_millis(1)),
-        max: args.retry_backoff_max.max(args.retry_backoff),
-    };
+    let base = args.retry_backoff.unwrap_or(options.backoff.base).max(Duration::from_millis(1));
+    let max = args.retry_backoff_max.unwrap_or(options.backoff.max).max(base);
+    options.backoff = Backoff { base, max };
     options
 }
 

@@ -1,0 +1,81 @@
+//! `cacheserver-bench`: benchmarks and a fault drill on real processes.
+//!
+//! Everything runs on loopback: its own `redis-server`s (testkit: a single one for the jobqueue and
+//! a 3+3 cluster for rate limiting), the release `api` and `worker` binaries as child processes,
+//! `wrk` and `redis-benchmark` as load generators. Results are ratios within one run (the machine
+//! is shared), printed as a table and written to `docs/benchmarks.md`.
+//!
+//! Every child process is owned by a [`procs::Proc`] guard that kills it on drop (also on panic).
+
+pub mod drill;
+pub mod machine;
+pub mod procs;
+pub mod report;
+pub mod sections;
+pub mod stack;
+pub mod stats;
+pub mod wrk;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How long and how big each load is. `smoke` shrinks everything so CI runs it in seconds.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub smoke: bool,
+    /// Length of one wrk run.
+    pub load: Duration,
+    /// wrk runs per configuration (the median is reported).
+    pub rounds: usize,
+    /// Jobs per in-process enqueue measurement and per worker run.
+    pub jobs: usize,
+    /// Jobs of the timeliness run.
+    pub timely_jobs: usize,
+    /// Requests of the redis-benchmark run.
+    pub redis_requests: usize,
+    /// Length of the failover probe.
+    pub failover: Duration,
+    /// Where `api`, `worker` (and `cacheserver-bench`) live.
+    pub bin_dir: PathBuf,
+}
+
+impl Plan {
+    pub fn full(bin_dir: PathBuf) -> Self {
+        Self {
+            smoke: false,
+            load: Duration::from_secs(5),
+            rounds: 3,
+            jobs: 20_000,
+            timely_jobs: 1_000,
+            redis_requests: 200_000,
+            failover: Duration::from_secs(8),
+            bin_dir,
+        }
+    }
+
+    /// Tiny loads: checks that every step still works, asserts no speed.
+    pub fn smoke(bin_dir: PathBuf) -> Self {
+        Self {
+            smoke: true,
+            load: Duration::from_secs(1),
+            rounds: 1,
+            jobs: 300,
+            timely_jobs: 30,
+            redis_requests: 2_000,
+            failover: Duration::from_secs(2),
+            bin_dir,
+        }
+    }
+}
+
+/// The workspace root (config files, docs, bench scripts).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Milliseconds since the Unix epoch (the same clock the worker uses for due times).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

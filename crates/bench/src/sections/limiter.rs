@@ -1,0 +1,167 @@
+//! 1. Limiter cost: `GET /api/ping` with the Redis limiter vs rate limiting disabled, one hot
+//!    client and many distinct clients. 2. The backend's ceiling: `redis-benchmark` running the
+//!    limiter's own script on the node owning the hot client's slot.
+
+use super::{api_rss, prometheus_sum};
+use crate::report::Report;
+use crate::stack::{Api, Stack, HIGH_LIMIT};
+use crate::stats::median;
+use crate::wrk::{self, WrkResult};
+use crate::Plan;
+use anyhow::{bail, Context};
+use cacheserver_testkit::redis_cli;
+use std::process::Command;
+
+const CONNS: usize = 64;
+
+/// Both apis: the same binary, one with the limiter off and one deciding in Redis.
+async fn start_apis(stack: &Stack) -> anyhow::Result<(Api, Api)> {
+    let off = stack
+        .api("api-limiter-off", 0, &[("APP__API__RATE_LIMIT__ENABLED", "false")])
+        .await?;
+    let on = stack
+        .api(
+            "api-limiter-redis",
+            0,
+            &[
+                ("APP__API__RATE_LIMIT__STORAGE_TYPE", "redis"),
+                ("APP__API__RATE_LIMIT__REQUESTS_PER_MINUTE", HIGH_LIMIT),
+                ("APP__API__RATE_LIMIT__REQUESTS_PER_HOUR", HIGH_LIMIT),
+                ("APP__API__RATE_LIMIT__TRUSTED_PROXIES", "127.0.0.1"),
+            ],
+        )
+        .await?;
+    Ok((off, on))
+}
+
+pub async fn run(stack: &Stack, plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
+    let ceiling = redis_ceiling(stack, plan)?;
+    report.info(
+        "2 backend",
+        "redis-benchmark EVALSHA limiter script, hot key, 50 clients",
+        format!("{ceiling:.0} calls/s"),
+    );
+    let (off, on) = start_apis(stack).await?;
+    // Warm-up: connections, script cache, allocator.
+    for api in [&off, &on] {
+        wrk::run(&ping(api), Some("ping_many.lua"), CONNS, plan.load)?;
+    }
+    for (label, script) in [("one hot client", None), ("many clients", Some("ping_many.lua"))] {
+        let (off_r, on_r) = alternate(&off, &on, script, plan)?;
+        compare(report, label, &off_r, &on_r);
+        if script.is_some() {
+            report.info(
+                "2 backend",
+                "api rate-limited req/s (many clients) / redis-benchmark ceiling",
+                format!("{:.2}", on_r.ok_rps / ceiling.max(1.0)),
+            );
+        }
+    }
+    check_redis_decided(stack, &on, report).await?;
+    api_rss(report, &on, "the ping loads (Redis limiter)");
+    Ok(())
+}
+
+/// Off, on, off, on, …: each configuration sees the same background noise. Medians.
+fn alternate(
+    off: &Api,
+    on: &Api,
+    script: Option<&str>,
+    plan: &Plan,
+) -> anyhow::Result<(WrkResult, WrkResult)> {
+    let mut runs: [Vec<WrkResult>; 2] = [Vec::new(), Vec::new()];
+    for _ in 0..plan.rounds {
+        for (i, api) in [off, on].into_iter().enumerate() {
+            runs[i].push(wrk::run(&ping(api), script, CONNS, plan.load)?);
+        }
+    }
+    Ok((median_of(&runs[0]), median_of(&runs[1])))
+}
+
+/// The run with the median req/s (its latencies come with it).
+fn median_of(runs: &[WrkResult]) -> WrkResult {
+    let m = median(&runs.iter().map(|r| r.ok_rps).collect::<Vec<_>>());
+    runs.iter()
+        .copied()
+        .find(|r| r.ok_rps == m)
+        .unwrap_or_default()
+}
+
+fn compare(report: &mut Report, label: &str, off: &WrkResult, on: &WrkResult) {
+    let fmt = |r: &WrkResult| {
+        format!(
+            "{:.0} req/s, p50 {:.2} ms, p99 {:.2} ms",
+            r.ok_rps, r.p50_ms, r.p99_ms
+        )
+    };
+    report.info("1 limiter", &format!("{label}: limiter off"), fmt(off));
+    report.info("1 limiter", &format!("{label}: Redis limiter"), fmt(on));
+    let ratio = on.ok_rps / off.ok_rps.max(1.0);
+    report.goal(
+        "1 limiter",
+        &format!("{label}: req/s ratio Redis limiter / off"),
+        format!("{ratio:.2}"),
+        "≥ 0.90",
+        ratio >= 0.90,
+    );
+    let overhead = on.p99_ms - off.p99_ms;
+    report.goal(
+        "1 limiter",
+        &format!("{label}: p99 overhead"),
+        format!("{overhead:.2} ms"),
+        "< 1 ms",
+        overhead < 1.0,
+    );
+    if on.non_2xx > 0 || on.socket_errors > 0 {
+        report.note(format!(
+            "{label}: {} non-2xx and {} socket errors with the Redis limiter",
+            on.non_2xx, on.socket_errors
+        ));
+    }
+}
+
+/// The Redis limiter must really have decided in Redis (not failed open).
+async fn check_redis_decided(stack: &Stack, on: &Api, report: &mut Report) -> anyhow::Result<()> {
+    let metric = "ratelimit_decisions_total";
+    let redis = prometheus_sum(stack, on, metric, "backend=\"redis\"").await;
+    let failopen = prometheus_sum(stack, on, metric, "backend=\"fail_open\"").await;
+    if redis <= 0.0 {
+        bail!("the Redis limiter decided nothing in Redis ({failopen} failed open)");
+    }
+    report.info(
+        "1 limiter",
+        "decisions made in Redis / failed open",
+        format!("{redis:.0} / {failopen:.0}"),
+    );
+    Ok(())
+}
+
+/// `redis-benchmark` EVALSHA of the limiter script with the api's key shape, on the slot owner.
+fn redis_ceiling(stack: &Stack, plan: &Plan) -> anyhow::Result<f64> {
+    let tag = "127.0.0.1";
+    let node = stack.cluster.master_for_key(&format!("rl:{{{tag}}}:m:1"));
+    let port = stack.cluster.node(node).port();
+    let sha = redis_cli(port, &["SCRIPT", "LOAD", cacheserver_api::ratelimit::LUA_SCRIPT])
+        .map_err(anyhow::Error::msg)?;
+    let minute = format!("rl:{{{tag}}}:m:bench");
+    let hour = format!("rl:{{{tag}}}:h:bench");
+    let output = Command::new("redis-benchmark")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-c", "50", "-q"])
+        .args(["-n", &plan.redis_requests.to_string()])
+        .args(["EVALSHA", &sha, "2", &minute, &hour])
+        .args([HIGH_LIMIT, HIGH_LIMIT, "61", "3601", "1"])
+        .output()
+        .context("run redis-benchmark")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    // `-q` prints progress with \r, then `EVALSHA ...: 41152.26 requests per second, p50=...`.
+    text.rsplit(['\r', '\n'])
+        .find_map(|l| {
+            let (head, _) = l.split_once(" requests per second")?;
+            head.rsplit(' ').next()?.parse::<f64>().ok()
+        })
+        .with_context(|| format!("unexpected redis-benchmark output: {text}"))
+}
+
+fn ping(api: &Api) -> String {
+    format!("{}/api/ping", api.base)
+}
