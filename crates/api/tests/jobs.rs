@@ -233,7 +233,10 @@ async fn job_lifecycle_routes_answer_201_200_404_409_204() {
     let (status, dead) = app.get("/jobs?status=dead").await;
     assert_eq!((status, dead), (StatusCode::OK, json!({"jobs": []})));
     let (status, body) = app.get("/jobs?status=pending").await;
-    assert_eq!((status, body["code"].clone()), (StatusCode::BAD_REQUEST, json!(400)));
+    assert_eq!(
+        (status, body["code"].clone()),
+        (StatusCode::BAD_REQUEST, json!(400))
+    );
 
     let unknown = "01ARZ3NDEKTSV4RRFFQ69G5FAV";
     assert_eq!(

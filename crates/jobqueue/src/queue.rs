@@ -185,10 +185,16 @@ impl JobQueue {
             for id in &ids {
                 pipe.hgetall(keys.meta_of(id));
             }
-            let metas: Vec<HashMap<String, String>> =
-                if ids.is_empty() { Vec::new() } else { pipe.query_async(&mut c).await? };
-            let mut jobs: Vec<JobInfo> =
-                ids.iter().zip(&metas).filter_map(|(id, meta)| job_info(id, meta, false, true)).collect();
+            let metas: Vec<HashMap<String, String>> = if ids.is_empty() {
+                Vec::new()
+            } else {
+                pipe.query_async(&mut c).await?
+            };
+            let mut jobs: Vec<JobInfo> = ids
+                .iter()
+                .zip(&metas)
+                .filter_map(|(id, meta)| job_info(id, meta, false, true))
+                .collect();
             jobs.sort_by(|a, b| b.run_at.cmp(&a.run_at));
             Ok(jobs)
         })

@@ -48,7 +48,10 @@ impl WorkerOptions {
             poll_interval: w.poll_interval,
             shutdown_grace: w.shutdown_grace,
             done_retention: settings.done_retention,
-            backoff: Backoff { base: w.retry_backoff, max: w.retry_backoff_max },
+            backoff: Backoff {
+                base: w.retry_backoff,
+                max: w.retry_backoff_max,
+            },
         }
     }
 }

@@ -252,7 +252,10 @@ async fn failing_job_runs_exactly_1_plus_max_retry_times_then_is_dead_and_retry_
     assert_eq!(q.stats().await.unwrap().dead, 1);
     let dead = q.dead_jobs(50).await.unwrap();
     assert_eq!(dead.len(), 1);
-    assert_eq!((dead[0].job_id.as_str(), dead[0].status), (id.as_str(), JobStatus::Dead));
+    assert_eq!(
+        (dead[0].job_id.as_str(), dead[0].status),
+        (id.as_str(), JobStatus::Dead)
+    );
 
     // Retry: dead → pending → runs 4 more times → dead again.
     let retried = q.retry(&id).await.unwrap();
@@ -287,10 +290,20 @@ async fn sigkilled_worker_jobs_complete_on_a_worker_with_another_name() {
         "w-doomed",
         &[("APP__JOBQUEUE__WORKER__CONCURRENCY", "1")],
     );
-    // Each job takes 20 ms, so the single-slot worker always holds one when it is killed.
-    let jobs: Vec<NewJob> = (0..300).map(|i| job(&format!("slow:20:k{i}"), 500, 0)).collect();
+    // Each job takes 100 ms, so the single-slot worker is killed while it holds one.
+    let jobs: Vec<NewJob> = (0..300)
+        .map(|i| job(&format!("slow:100:k{i}"), 500, 0))
+        .collect();
     q.enqueue_batch(jobs).await.unwrap();
+    let inflight = || {
+        redis
+            .cli(&["SCARD", "dm-jobqueue:inflight:w-doomed"])
+            .parse::<u64>()
+            .unwrap_or(0)
+            > 0
+    };
     assert!(wait_for(Duration::from_secs(10), || !first.messages().is_empty()).await);
+    assert!(wait_for(Duration::from_secs(5), inflight).await);
     first.sigkill();
     let orphaned: u64 = redis
         .cli(&["SCARD", "dm-jobqueue:inflight:w-doomed"])

@@ -219,10 +219,14 @@ pub async fn list_jobs(
 ) -> Result<HttpResponse, ApiError> {
     authorize(&state, &req)?;
     if query.status != "dead" {
-        return Err(ApiError::BadRequest("only status=dead can be listed".into()));
+        return Err(ApiError::BadRequest(
+            "only status=dead can be listed".into(),
+        ));
     }
     let jobs = state.jobs.dead_jobs(query.limit.unwrap_or(50)).await?;
-    Ok(HttpResponse::Ok().json(JobList { jobs: jobs.into_iter().map(job_body).collect() }))
+    Ok(HttpResponse::Ok().json(JobList {
+        jobs: jobs.into_iter().map(job_body).collect(),
+    }))
 }
 
 #[utoipa::path(

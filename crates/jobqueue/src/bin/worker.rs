@@ -77,8 +77,14 @@ fn options(args: &Args, settings: &Settings) -> WorkerOptions {
     if let Some(concurrency) = args.concurrency {
         options.concurrency = concurrency.clamp(1, 1024);
     }
-    let base = args.retry_backoff.unwrap_or(options.backoff.base).max(Duration::from_millis(1));
-    let max = args.retry_backoff_max.unwrap_or(options.backoff.max).max(base);
+    let base = args
+        .retry_backoff
+        .unwrap_or(options.backoff.base)
+        .max(Duration::from_millis(1));
+    let max = args
+        .retry_backoff_max
+        .unwrap_or(options.backoff.max)
+        .max(base);
     options.backoff = Backoff { base, max };
     options
 }
