@@ -231,6 +231,8 @@ async function main() {
     clearTimeout(watchdog);
     await stopAll();
   }
+  // The closing line test runners print, so CI logs read the same as cargo's.
+  console.log(failed ? "e2e: 0 passed, 1 failed" : "e2e: 1 passed, 0 failed");
   process.exit(failed ? 1 : 0);
 }
 
