@@ -2,6 +2,7 @@
 //!
 //! `startup::Application::build` wires everything; `main` and the tests both use it.
 
+pub mod auth;
 pub mod error;
 pub mod http_metrics;
 pub mod ratelimit;

@@ -195,7 +195,7 @@ impl JobQueue {
                 .zip(&metas)
                 .filter_map(|(id, meta)| job_info(id, meta, false, true))
                 .collect();
-            jobs.sort_by(|a, b| b.run_at.cmp(&a.run_at));
+            jobs.sort_by_key(|job| std::cmp::Reverse(job.run_at));
             Ok(jobs)
         })
         .await

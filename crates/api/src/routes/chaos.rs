@@ -8,7 +8,6 @@
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
-use cacheserver_config::ExposeSecret;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -178,25 +177,7 @@ fn guard(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
     if !settings.enabled {
         return Err(ApiError::NotFound("no such route".into()));
     }
-    let Some(token) = &settings.token else {
-        return Ok(());
-    };
-    let presented = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    if constant_time_eq(presented.as_bytes(), token.expose_secret().as_bytes()) {
-        Ok(())
-    } else {
-        Err(ApiError::Unauthorized)
-    }
-}
-
-/// Compares without stopping at the first difference, so timing does not reveal the prefix.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    crate::auth::require_bearer(req, settings.token.as_ref())
 }
 
 /// Empty (or blank) body means defaults; anything else must be the JSON object.
@@ -261,12 +242,5 @@ mod tests {
         assert!(parse_body(br#"{"force": true}"#).is_ok_and(|r| r.force));
         assert!(parse_body(b"{force").is_err());
         assert!(parse_body(br#"{"forse": true}"#).is_err());
-    }
-
-    #[test]
-    fn tokens_compare_exactly() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
     }
 }

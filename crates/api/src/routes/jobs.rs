@@ -7,7 +7,7 @@
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 use actix_web::{delete, get, post, web, HttpRequest, HttpResponse};
-use cacheserver_config::{ExposeSecret, MAX_DELAY_SECONDS, MAX_RETRY_LIMIT};
+use cacheserver_config::{MAX_DELAY_SECONDS, MAX_RETRY_LIMIT};
 use cacheserver_jobqueue::{EnqueuedJob, JobInfo, NewJob, QueueStats, MAX_BATCH};
 use chrono::SecondsFormat;
 use serde::{Deserialize, Serialize};
@@ -331,29 +331,7 @@ fn validate(state: &AppState, body: RegisterRequest) -> Result<NewJob, String> {
 
 /// 401 unless the bearer token matches `jobqueue.api_key` (when one is set).
 fn authorize(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
-    let Some(key) = &state.settings.jobqueue.api_key else {
-        return Ok(());
-    };
-    let presented = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if constant_time_eq(presented.as_bytes(), key.expose_secret().as_bytes()) {
-        Ok(())
-    } else {
-        Err(ApiError::Unauthorized)
-    }
-}
-
-/// Compares every byte (no early exit on the first difference).
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let diff = a
-        .iter()
-        .zip(b)
-        .fold(a.len() ^ b.len(), |acc, (x, y)| acc | usize::from(x ^ y));
-    diff == 0
+    crate::auth::require_bearer(req, state.settings.jobqueue.api_key.as_ref())
 }
 
 fn not_found(id: &str) -> ApiError {
@@ -376,18 +354,5 @@ fn job_body(info: JobInfo) -> JobBody {
         max_retry: info.max_retry,
         run_at: info.run_at.to_rfc3339_opts(SecondsFormat::Millis, true),
         last_error: info.last_error,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_compare_exactly() {
-        assert!(constant_time_eq(b"k3y", b"k3y"));
-        assert!(!constant_time_eq(b"k3y", b"k3Y"));
-        assert!(!constant_time_eq(b"k3y", b"k3y!"));
-        assert!(!constant_time_eq(b"", b"k"));
     }
 }
