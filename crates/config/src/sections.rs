@@ -125,6 +125,8 @@ pub struct WorkerSettings {
     pub concurrency: i64,
     /// Unique, stable worker name; empty: `<hostname>-<pid>`.
     pub name: String,
+    /// Address of the worker's `/health` and `/metrics` (default 127.0.0.1).
+    pub health_host: String,
     /// Port of the worker's `/health` and `/metrics`; 0 picks a free one.
     pub health_port: u16,
     /// How often an idle worker looks for due jobs (default 50ms).
@@ -146,6 +148,7 @@ impl Default for WorkerSettings {
         Self {
             concurrency: 0,
             name: String::new(),
+            health_host: "127.0.0.1".into(),
             health_port: 8082,
             poll_interval: Duration::ZERO,
             shutdown_grace: Duration::ZERO,

@@ -51,7 +51,7 @@ async fn main() -> anyhow::Result<()> {
     let port = args
         .health_port
         .unwrap_or(settings.jobqueue.worker.health_port);
-    let (listener, addr) = health::bind(&settings.server.host, port)
+    let (listener, addr) = health::bind(&settings.jobqueue.worker.health_host, port)
         .await
         .with_context(|| format!("cannot bind the health port {port}"))?;
     tracing::info!(worker = %options.name, health = %addr, "worker starting");
