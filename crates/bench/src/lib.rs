@@ -6,11 +6,14 @@
 //! is shared), printed as a table and written to `docs/benchmarks.md`.
 //!
 //! Every child process is owned by a [`procs::Proc`] guard that kills it on drop (also on panic).
+// Progress and results go to stdout: printing is this crate's job.
+#![allow(clippy::print_stdout)]
 
 pub mod drill;
 pub mod machine;
 pub mod procs;
 pub mod report;
+pub mod runner;
 pub mod sections;
 pub mod stack;
 pub mod stats;
@@ -29,8 +32,11 @@ pub struct Plan {
     pub rounds: usize,
     /// Jobs per in-process enqueue measurement and per worker run.
     pub jobs: usize,
-    /// Jobs of the timeliness run.
+    /// Jobs of the timeliness run, and their longest delay in seconds (delays are 1..=max).
     pub timely_jobs: usize,
+    pub timely_max_delay: usize,
+    /// Warm each api up with one load before measuring.
+    pub warm_up: bool,
     /// Requests of the redis-benchmark run.
     pub redis_requests: usize,
     /// Length of the failover probe.
@@ -47,6 +53,8 @@ impl Plan {
             rounds: 3,
             jobs: 20_000,
             timely_jobs: 1_000,
+            timely_max_delay: 5,
+            warm_up: true,
             redis_requests: 200_000,
             failover: Duration::from_secs(8),
             bin_dir,
@@ -61,6 +69,8 @@ impl Plan {
             rounds: 1,
             jobs: 300,
             timely_jobs: 30,
+            timely_max_delay: 2,
+            warm_up: false,
             redis_requests: 2_000,
             failover: Duration::from_secs(2),
             bin_dir,

@@ -94,7 +94,10 @@ impl Report {
         let mut s = String::new();
         let _ = writeln!(s, "{BEGIN}");
         if smoke {
-            let _ = writeln!(s, "\n**Smoke run (tiny loads): these numbers mean nothing.**");
+            let _ = writeln!(
+                s,
+                "\n**Smoke run (tiny loads): these numbers mean nothing.**"
+            );
         }
         let _ = writeln!(s, "\n### Machine and run\n");
         let _ = writeln!(s, "| | |\n|---|---|");
@@ -111,7 +114,10 @@ impl Report {
             let _ = writeln!(s, "| {k} | {v} |");
         }
         let _ = writeln!(s, "\n### Results\n");
-        let _ = writeln!(s, "| # | measure | result | goal | |\n|---|---|---|---|---|");
+        let _ = writeln!(
+            s,
+            "| # | measure | result | goal | |\n|---|---|---|---|---|"
+        );
         for r in &self.rows {
             let _ = writeln!(
                 s,
@@ -139,10 +145,18 @@ impl Report {
         let old = std::fs::read_to_string(path).unwrap_or_default();
         let new = match (old.find(BEGIN), old.find(END)) {
             (Some(b), Some(e)) if b < e => {
-                format!("{}{}{}", &old[..b], generated.trim_end(), &old[e + END.len()..])
+                format!(
+                    "{}{}{}",
+                    &old[..b],
+                    generated.trim_end(),
+                    &old[e + END.len()..]
+                )
             }
             _ => format!("# Benchmarks\n\nRun with `just bench`.\n\n{generated}"),
         };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
         std::fs::write(path, new)?;
         Ok(())
     }

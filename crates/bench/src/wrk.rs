@@ -86,7 +86,9 @@ fn millis(value: &str) -> anyhow::Result<f64> {
         .find(|c: char| c.is_ascii_alphabetic())
         .unwrap_or(value.len());
     let (number, unit) = value.split_at(split);
-    let n: f64 = number.parse().with_context(|| format!("number in {value}"))?;
+    let n: f64 = number
+        .parse()
+        .with_context(|| format!("number in {value}"))?;
     Ok(match unit {
         "us" => n / 1000.0,
         "ms" => n,

@@ -17,7 +17,11 @@ const CONNS: usize = 64;
 /// Both apis: the same binary, one with the limiter off and one deciding in Redis.
 async fn start_apis(stack: &Stack) -> anyhow::Result<(Api, Api)> {
     let off = stack
-        .api("api-limiter-off", 0, &[("APP__API__RATE_LIMIT__ENABLED", "false")])
+        .api(
+            "api-limiter-off",
+            0,
+            &[("APP__API__RATE_LIMIT__ENABLED", "false")],
+        )
         .await?;
     let on = stack
         .api(
@@ -43,10 +47,13 @@ pub async fn run(stack: &Stack, plan: &Plan, report: &mut Report) -> anyhow::Res
     );
     let (off, on) = start_apis(stack).await?;
     // Warm-up: connections, script cache, allocator.
-    for api in [&off, &on] {
+    for api in [&off, &on].into_iter().filter(|_| plan.warm_up) {
         wrk::run(&ping(api), Some("ping_many.lua"), CONNS, plan.load)?;
     }
-    for (label, script) in [("one hot client", None), ("many clients", Some("ping_many.lua"))] {
+    for (label, script) in [
+        ("one hot client", None),
+        ("many clients", Some("ping_many.lua")),
+    ] {
         let (off_r, on_r) = alternate(&off, &on, script, plan)?;
         compare(report, label, &off_r, &on_r);
         if script.is_some() {
@@ -141,8 +148,11 @@ fn redis_ceiling(stack: &Stack, plan: &Plan) -> anyhow::Result<f64> {
     let tag = "127.0.0.1";
     let node = stack.cluster.master_for_key(&format!("rl:{{{tag}}}:m:1"));
     let port = stack.cluster.node(node).port();
-    let sha = redis_cli(port, &["SCRIPT", "LOAD", cacheserver_api::ratelimit::LUA_SCRIPT])
-        .map_err(anyhow::Error::msg)?;
+    let sha = redis_cli(
+        port,
+        &["SCRIPT", "LOAD", cacheserver_api::ratelimit::LUA_SCRIPT],
+    )
+    .map_err(anyhow::Error::msg)?;
     let minute = format!("rl:{{{tag}}}:m:bench");
     let hour = format!("rl:{{{tag}}}:h:bench");
     let output = Command::new("redis-benchmark")

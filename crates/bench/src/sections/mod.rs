@@ -22,7 +22,12 @@ pub fn api_rss(report: &mut Report, api: &Api, after: &str) {
 
 /// Sum of a Prometheus counter over the series whose labels contain `label` (e.g. `backend="redis"`).
 pub async fn prometheus_sum(stack: &Stack, api: &Api, metric: &str, label: &str) -> f64 {
-    let Ok(resp) = stack.http().get(format!("{}/metrics", api.base)).send().await else {
+    let Ok(resp) = stack
+        .http()
+        .get(format!("{}/metrics", api.base))
+        .send()
+        .await
+    else {
         return 0.0;
     };
     let text = resp.text().await.unwrap_or_default();

@@ -1,0 +1,57 @@
+//! One benchmark run: start the stack, run each section, collect the report.
+
+use crate::machine::Machine;
+use crate::report::Report;
+use crate::stack::Stack;
+use crate::{sections, Plan};
+use anyhow::bail;
+use std::path::Path;
+
+/// Run every section. A failing section becomes a MISSED row (full run) or an error (smoke).
+pub async fn bench(plan: &Plan, out: Option<&Path>) -> anyhow::Result<Report> {
+    if !crate::wrk::available() {
+        bail!("wrk is not installed (apt-get install -y wrk)");
+    }
+    let machine = Machine::probe();
+    let mut report = Report::default();
+    let mut stack = tokio::task::block_in_place(|| Stack::start(&plan.bin_dir))?;
+    println!(
+        "bench: redis and cluster up; logs in {}",
+        stack.dir.path().display()
+    );
+    let r = sections::limiter::run(&stack, plan, &mut report).await;
+    check(plan, &mut report, "limiter", r)?;
+    let raw = sections::enqueue::run(&stack, plan, &mut report).await;
+    let raw = check(plan, &mut report, "enqueue", raw)?.unwrap_or(0.0);
+    let r = sections::worker::run(&stack, plan, &mut report, raw).await;
+    check(plan, &mut report, "worker", r)?;
+    let r = sections::reconnect::run(&mut stack, plan, &mut report).await;
+    check(plan, &mut report, "reconnect", r)?;
+    if let Some(out) = out {
+        report.write(out, &machine, plan.smoke)?;
+        println!("bench: wrote {}", out.display());
+    }
+    Ok(report)
+}
+
+fn check<T>(
+    plan: &Plan,
+    report: &mut Report,
+    section: &str,
+    result: anyhow::Result<T>,
+) -> anyhow::Result<Option<T>> {
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if plan.smoke => Err(e.context(format!("section {section}"))),
+        Err(e) => {
+            report.goal(
+                section,
+                "section ran to the end",
+                format!("{e:#}"),
+                "no error",
+                false,
+            );
+            Ok(None)
+        }
+    }
+}
