@@ -308,3 +308,40 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
     assert_eq!(app.ping_as("1.1.1.1").await.status(), 429);
     assert_eq!(app.ping_as("9.9.9.9").await.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_client_in_parallel_never_exceeds_its_limit() {
+    let cluster = RedisCluster::start();
+    let seeds = seeds(&cluster);
+    let app = spawn_app(&[
+        ("APP__CACHE_SERVER__REDIS__DEFAULT__CLUSTER__ADDRS", &seeds),
+        ("APP__API__RATE_LIMIT__STORAGE_TYPE", "redis"),
+        ("APP__API__RATE_LIMIT__REQUESTS_PER_MINUTE", "200"),
+        ("APP__API__RATE_LIMIT__REQUESTS_PER_HOUR", "100000"),
+    ])
+    .await;
+    assert!(
+        eventually(10 * SECS, || async {
+            app.limiter_backend().await == "redis"
+        })
+        .await
+    );
+    avoid_minute_boundary(15 * SECS).await;
+    // 400 requests, 32 at a time: batches and spare units (leases) are used.
+    let mut allowed = 0;
+    for _ in 0..(400 / 32) + 1 {
+        let batch = (0..32).map(|_| app.ping());
+        for resp in futures::future::join_all(batch).await {
+            match resp.status().as_u16() {
+                200 => allowed += 1,
+                429 => {}
+                other => panic!("unexpected status {other}"),
+            }
+        }
+    }
+    let counted = redis_count(&cluster, "127.0.0.1").expect("counted in Redis");
+    assert!(counted <= 200, "Redis counted {counted} > limit");
+    assert!(allowed <= 200, "allowed {allowed} > limit");
+    // Spare units of the last batches may be left unused, never more than a few per batch.
+    assert!(allowed >= 200 - 2 * 12, "allowed only {allowed}");
+}

@@ -1,76 +1,88 @@
-//! Concurrent requests of one client share Redis calls: while a call for a client is in flight,
-//! later requests queue, and the queue is decided by the next call with `units = queue length`.
-//! One hot client then costs one Redis round trip per batch, not per request.
+//! Concurrent requests of one client share Redis calls. Up to [`MAX_CALLS_IN_FLIGHT`] calls per
+//! client run at once; later requests queue, and each call that ends hands the whole queue to the
+//! next call as one batch (`units = queue length`). One hot client then costs one Redis round trip
+//! per batch, and a few overlapping round trips hide the latency. The Lua call is atomic, so
+//! overlapping calls stay exact.
 
+use super::lease::spare_units;
 use super::lua::{CallResult, Inner};
+use super::Counts;
+use crate::redis_cluster::RedisError;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::oneshot;
 
-type Waiter = oneshot::Sender<Result<(bool, super::Counts), Arc<crate::redis_cluster::RedisError>>>;
+/// Calls of one client that may be in flight together.
+const MAX_CALLS_IN_FLIGHT: usize = 4;
+
+type Reply = Result<(bool, Counts), Arc<RedisError>>;
+type Waiter = oneshot::Sender<Reply>;
+
+#[derive(Default)]
+struct ClientState {
+    calls_in_flight: usize,
+    queue: Vec<Waiter>,
+}
 
 #[derive(Default)]
 pub(crate) struct Coalescer {
-    /// Clients with a call in flight, and the requests waiting for the next one.
-    queues: Mutex<HashMap<IpAddr, Vec<Waiter>>>,
+    clients: Mutex<HashMap<IpAddr, ClientState>>,
 }
 
 impl Coalescer {
     /// Decide one request of `client`: `(allowed, counts after)`.
-    pub async fn decide(
-        inner: Arc<Inner>,
-        client: IpAddr,
-    ) -> Result<(bool, super::Counts), Arc<crate::redis_cluster::RedisError>> {
+    pub async fn decide(inner: Arc<Inner>, client: IpAddr) -> Reply {
         let waiting = {
-            let mut queues = inner.coalescer().lock();
-            match queues.get_mut(&client) {
-                Some(queue) => {
-                    let (tx, rx) = oneshot::channel();
-                    queue.push(tx);
-                    Some(rx)
-                }
-                None => {
-                    queues.insert(client, Vec::new());
-                    None
-                }
+            let mut clients = inner.coalescer().lock();
+            let state = clients.entry(client).or_default();
+            if state.calls_in_flight < MAX_CALLS_IN_FLIGHT {
+                state.calls_in_flight += 1;
+                None
+            } else {
+                let (tx, rx) = oneshot::channel();
+                state.queue.push(tx);
+                Some(rx)
             }
         };
         if let Some(rx) = waiting {
             return rx
                 .await
-                .unwrap_or_else(|_| Err(Arc::new(crate::redis_cluster::RedisError::NotConnected)));
+                .unwrap_or_else(|_| Err(Arc::new(RedisError::NotConnected)));
         }
-        // This request leads: it makes the call; the guard hands the queue on even if it is dropped.
+        // This request leads a call; the guard hands the queue on even if it is dropped.
         let guard = NextRound {
             inner: Some(inner.clone()),
             client,
         };
         let result = inner.call(client, 1).await;
         drop(guard);
-        result.map(|(allowed, counts)| (allowed >= 1, counts))
+        result.map(|o| (o.allowed >= 1, o.counts))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Vec<Waiter>>> {
-        self.queues
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, HashMap<IpAddr, ClientState>> {
+        self.clients.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Take the queued waiters of `client`, or forget the client when none wait.
-    fn take_queue(&self, client: IpAddr) -> Vec<Waiter> {
-        let mut queues = self.lock();
-        match queues.get_mut(&client) {
-            Some(queue) if !queue.is_empty() => std::mem::take(queue),
-            _ => {
-                queues.remove(&client);
-                Vec::new()
-            }
+    /// A call of `client` ended: take the queued waiters for the next call, or, when none wait,
+    /// release the call slot (and forget the client when it has none left).
+    fn next_batch(&self, client: IpAddr) -> Vec<Waiter> {
+        let mut clients = self.lock();
+        let Some(state) = clients.get_mut(&client) else {
+            return Vec::new();
+        };
+        if !state.queue.is_empty() {
+            return std::mem::take(&mut state.queue);
         }
+        state.calls_in_flight = state.calls_in_flight.saturating_sub(1);
+        if state.calls_in_flight == 0 {
+            clients.remove(&client);
+        }
+        Vec::new()
     }
 }
 
-/// Runs the queued rounds of a client after its leading call ends (or is cancelled).
+/// Runs the queued rounds of a client after a leading call ends (or is cancelled).
 struct NextRound {
     inner: Option<Arc<Inner>>,
     client: IpAddr,
@@ -81,19 +93,30 @@ impl Drop for NextRound {
         let Some(inner) = self.inner.take() else {
             return;
         };
-        let waiters = inner.coalescer().take_queue(self.client);
+        let waiters = inner.coalescer().next_batch(self.client);
         if waiters.is_empty() {
             return;
         }
         let client = self.client;
         tokio::spawn(async move {
             let mut waiters = waiters;
-            // Bounded: each round serves at least one request and new requests join only while
-            // a round is in flight.
+            // Bounded: each round serves at least one request, and requests queue only while
+            // calls are in flight.
             while !waiters.is_empty() {
-                let result = inner.call(client, waiters.len() as u64).await;
+                let waiting = waiters.len() as u64;
+                let spare = spare_units(waiting, inner.limits());
+                let result = inner.call(client, waiting + spare).await.map(|mut o| {
+                    // Units beyond this batch are kept for the next requests; the batch sees
+                    // the counts without them.
+                    let left = o.allowed.saturating_sub(waiting);
+                    inner.leases().store(client, o.windows, left, o.counts);
+                    o.allowed -= left;
+                    o.counts.minute = o.counts.minute.saturating_sub(left);
+                    o.counts.hour = o.counts.hour.saturating_sub(left);
+                    o
+                });
                 answer(waiters, &result);
-                waiters = inner.coalescer().take_queue(client);
+                waiters = inner.coalescer().next_batch(client);
             }
         });
     }
@@ -103,7 +126,7 @@ fn answer(waiters: Vec<Waiter>, result: &CallResult) {
     for (index, waiter) in waiters.into_iter().enumerate() {
         let reply = result
             .clone()
-            .map(|(allowed, counts)| ((index as u64) < allowed, counts));
+            .map(|o| ((index as u64) < o.allowed, o.counts));
         let _ = waiter.send(reply);
     }
 }

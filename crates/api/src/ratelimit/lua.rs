@@ -6,6 +6,7 @@
 
 use super::coalesce::Coalescer;
 use super::deny_cache::DenyCache;
+use super::lease::Leases;
 use super::{Backend, Counts, Decision, Limits, Windows};
 use crate::redis_cluster::{RedisCluster, RedisError};
 use fred::bytes::Bytes;
@@ -34,8 +35,18 @@ return {allowed, m, h}
 
 static SCRIPT_SHA: LazyLock<String> = LazyLock::new(|| fred::util::sha1_hash(SCRIPT));
 
-/// Result of one Lua call: units allowed and the counts after it.
-pub(crate) type CallResult = Result<(u64, Counts), Arc<RedisError>>;
+/// What one Lua call decided.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CallOutcome {
+    /// Units allowed (≤ units asked for).
+    pub allowed: u64,
+    /// Counts in Redis after the call.
+    pub counts: Counts,
+    /// The windows the call counted in.
+    pub windows: Windows,
+}
+
+pub(crate) type CallResult = Result<CallOutcome, Arc<RedisError>>;
 
 /// `rl:{<ip>}:m:<minute>` and `rl:{<ip>}:h:<hour>`, both slices of one buffer.
 fn keys(client: IpAddr, windows: Windows) -> (Key, Key) {
@@ -62,6 +73,7 @@ pub(crate) struct Inner {
     budget: Duration,
     denied: DenyCache,
     coalescer: Coalescer,
+    leases: Leases,
 }
 
 impl RedisLimiter {
@@ -72,6 +84,7 @@ impl RedisLimiter {
             budget,
             denied: DenyCache::default(),
             coalescer: Coalescer::default(),
+            leases: Leases::default(),
         };
         Self {
             inner: Arc::new(inner),
@@ -82,15 +95,40 @@ impl RedisLimiter {
         self.inner.cluster.is_connected()
     }
 
-    pub async fn check(
+    /// A decision without Redis: a spare unit of a hot client, or a known exhausted window.
+    pub fn check_local(&self, client: IpAddr, windows: Windows) -> Option<Decision> {
+        let inner = &self.inner;
+        if let Some(taken) = inner.leases.take(client, windows) {
+            if let Some(units) = taken.refill {
+                self.refill(client, units);
+            }
+            return Some(
+                inner
+                    .limits
+                    .decision(true, taken.counts, windows, Backend::Redis),
+            );
+        }
+        inner.denied.lookup(client, windows, inner.limits)
+    }
+
+    /// Take the next spare units of a hot client in the background, before it runs out.
+    fn refill(&self, client: IpAddr, units: u64) {
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            match inner.call(client, units).await {
+                Ok(o) => inner.leases.store(client, o.windows, o.allowed, o.counts),
+                Err(_) => inner.leases.refill_failed(client),
+            }
+        });
+    }
+
+    /// A decision by Redis (fails fast when no connection is up).
+    pub async fn check_remote(
         &self,
         client: IpAddr,
         windows: Windows,
     ) -> Result<Decision, Arc<RedisError>> {
         let inner = &self.inner;
-        if let Some(refused) = inner.denied.lookup(client, windows, inner.limits) {
-            return Ok(refused);
-        }
         if !inner.cluster.is_connected() {
             return Err(Arc::new(RedisError::NotConnected));
         }
@@ -106,6 +144,14 @@ impl RedisLimiter {
 impl Inner {
     pub(crate) fn coalescer(&self) -> &Coalescer {
         &self.coalescer
+    }
+
+    pub(crate) fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    pub(crate) fn leases(&self) -> &Leases {
+        &self.leases
     }
 
     /// One bounded EVALSHA for `units` requests of `client`; reloads the script once on NOSCRIPT.
@@ -145,13 +191,15 @@ impl Inner {
         match reply.as_slice() {
             &[allowed, minute, hour] => {
                 let to_u64 = |v: i64| u64::try_from(v).unwrap_or(0);
-                Ok((
-                    to_u64(allowed),
-                    Counts {
-                        minute: to_u64(minute),
-                        hour: to_u64(hour),
-                    },
-                ))
+                let counts = Counts {
+                    minute: to_u64(minute),
+                    hour: to_u64(hour),
+                };
+                Ok(CallOutcome {
+                    allowed: to_u64(allowed),
+                    counts,
+                    windows,
+                })
             }
             _ => Err(Arc::new(RedisError::Config(format!(
                 "unexpected rate limit reply {reply:?}"

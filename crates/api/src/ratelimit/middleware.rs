@@ -28,51 +28,81 @@ pub async fn rate_limit(
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
     let client = client_ip(peer, req.headers(), limiter.trusted_proxies());
     let decision = limiter.check(client).await;
-    metrics::counter!(
-        "ratelimit_decisions_total",
-        "decision" => if decision.allowed { "allowed" } else { "limited" },
-        "backend" => decision.backend.as_str()
-    )
-    .increment(1);
+    count(&decision);
     if !decision.allowed {
         let mut response = ApiError::TooManyRequests {
             retry_after_secs: decision.retry_after_secs(),
         }
         .error_response();
-        add_headers(response.headers_mut(), &decision);
+        add_headers(response.headers_mut(), &decision, limiter.policy_header());
         return Ok(req.into_response(response).map_into_right_body());
     }
     let mut response = next.call(req).await?;
-    add_headers(response.headers_mut(), &decision);
+    add_headers(response.headers_mut(), &decision, limiter.policy_header());
     Ok(response.map_into_left_body())
 }
 
-fn add_headers(headers: &mut HeaderMap, d: &Decision) {
-    let mut set = |name: &'static str, value: HeaderValue| {
-        headers.insert(HeaderName::from_static(name), value);
-    };
-    set("x-ratelimit-limit", d.minute.limit.into());
-    set("x-ratelimit-remaining", d.minute.remaining.into());
-    set("x-ratelimit-reset", d.minute.reset_secs.into());
-    set("x-ratelimit-hour-limit", d.hour.limit.into());
-    set("x-ratelimit-hour-remaining", d.hour.remaining.into());
-    set("x-ratelimit-hour-reset", d.hour.reset_secs.into());
+const LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+const REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+const RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+const HOUR_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-hour-limit");
+const HOUR_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-hour-remaining");
+const HOUR_RESET: HeaderName = HeaderName::from_static("x-ratelimit-hour-reset");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+
+fn add_headers(headers: &mut HeaderMap, d: &Decision, policy: &HeaderValue) {
+    headers.insert(LIMIT, d.minute.limit.into());
+    headers.insert(REMAINING, d.minute.remaining.into());
+    headers.insert(RESET, d.minute.reset_secs.into());
+    headers.insert(HOUR_LIMIT, d.hour.limit.into());
+    headers.insert(HOUR_REMAINING, d.hour.remaining.into());
+    headers.insert(HOUR_RESET, d.hour.reset_secs.into());
     // IETF draft-ietf-httpapi-ratelimit-headers: the policies, and the tighter window now.
-    let policy = format!(
-        "\"minute\";q={};w=60, \"hour\";q={};w=3600",
-        d.minute.limit, d.hour.limit
-    );
+    headers.insert(RATELIMIT_POLICY, policy.clone());
     let (name, tight) = if d.hour.remaining < d.minute.remaining {
         ("hour", d.hour)
     } else {
         ("minute", d.minute)
     };
     let current = format!("\"{name}\";r={};t={}", tight.remaining, tight.reset_secs);
-    if let (Ok(policy), Ok(current)) = (
-        HeaderValue::from_str(&policy),
-        HeaderValue::from_str(&current),
-    ) {
-        set("ratelimit-policy", policy);
-        set("ratelimit", current);
+    if let Ok(current) = HeaderValue::from_str(&current) {
+        headers.insert(RATELIMIT, current);
+    }
+}
+
+/// `RateLimit-Policy` for these limits (the same on every response).
+pub(crate) fn policy_header(limits: super::Limits) -> HeaderValue {
+    let policy = format!(
+        "\"minute\";q={};w=60, \"hour\";q={};w=3600",
+        limits.per_minute, limits.per_hour
+    );
+    HeaderValue::from_str(&policy).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// `ratelimit_decisions_total{decision,backend}`, with the counter handles looked up once.
+fn count(d: &Decision) {
+    use super::Backend;
+    const BACKENDS: [Backend; 4] = [
+        Backend::Redis,
+        Backend::Memory,
+        Backend::FailOpen,
+        Backend::Cached,
+    ];
+    static COUNTERS: std::sync::OnceLock<Vec<metrics::Counter>> = std::sync::OnceLock::new();
+    let counters = COUNTERS.get_or_init(|| {
+        [true, false]
+            .iter()
+            .flat_map(|&allowed| BACKENDS.iter().map(move |&b| (allowed, b)))
+            .map(|(allowed, b)| {
+                let decision = if allowed { "allowed" } else { "limited" };
+                metrics::counter!("ratelimit_decisions_total", "decision" => decision, "backend" => b.as_str())
+            })
+            .collect()
+    });
+    let backend = BACKENDS.iter().position(|&b| b == d.backend).unwrap_or(0);
+    let index = if d.allowed { 0 } else { BACKENDS.len() } + backend;
+    if let Some(counter) = counters.get(index) {
+        counter.increment(1);
     }
 }

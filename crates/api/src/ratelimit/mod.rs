@@ -7,6 +7,7 @@
 mod client_ip;
 mod coalesce;
 mod deny_cache;
+mod lease;
 mod lua;
 mod memory;
 mod middleware;
@@ -153,6 +154,7 @@ pub struct Limiter {
     redis: Option<lua::RedisLimiter>,
     memory: memory::MemoryLimiter,
     trusted_proxies: std::sync::Arc<[ipnet::IpNet]>,
+    policy_header: actix_web::http::header::HeaderValue,
 }
 
 impl Limiter {
@@ -173,6 +175,7 @@ impl Limiter {
             redis,
             memory: memory::MemoryLimiter::new(limits),
             trusted_proxies: settings.trusted_networks()?.into(),
+            policy_header: middleware::policy_header(limits),
         })
     }
 
@@ -182,6 +185,11 @@ impl Limiter {
 
     pub fn trusted_proxies(&self) -> &[ipnet::IpNet] {
         &self.trusted_proxies
+    }
+
+    /// `RateLimit-Policy` header value (fixed by the limits).
+    pub fn policy_header(&self) -> &actix_web::http::header::HeaderValue {
+        &self.policy_header
     }
 
     pub fn limits(&self) -> Limits {
@@ -203,7 +211,12 @@ impl Limiter {
         let Some(redis) = &self.redis else {
             return self.memory.check(client, windows);
         };
-        match redis.check(client, windows).await {
+        if let Some(decision) = redis.check_local(client, windows) {
+            return decision;
+        }
+        // Boxed: the Redis path's future is large, and actix moves each request's future into
+        // boxes; out of line, the common paths stay small and cheap to move.
+        match Box::pin(redis.check_remote(client, windows)).await {
             Ok(decision) => decision,
             Err(error) => self.fallback(client, windows, &error),
         }
