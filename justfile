@@ -141,11 +141,14 @@ e2e:
 
 # Benchmarks on real processes (release builds, own Redis, wrk); writes docs/benchmarks.md (~4 min)
 bench *ARGS:
+    scripts/ensure-redis.sh
+    command -v wrk >/dev/null 2>&1 || { apt-get update && apt-get install -y wrk; }
     cargo build --release -p cacheserver-api --bin api -p cacheserver-jobqueue --bin worker -p cacheserver-bench --bin cacheserver-bench
     target/release/cacheserver-bench "$@"
 
 # Fault drill: kill worker, api and Redis while registering 10,000 jobs; prints `drill: ... lost=0` (< 5 min)
 drill *ARGS:
+    scripts/ensure-redis.sh
     cargo build --release -p cacheserver-api --bin api -p cacheserver-jobqueue --bin worker -p cacheserver-bench --bin cacheserver-bench
     timeout 300 target/release/cacheserver-bench drill "$@"
 
