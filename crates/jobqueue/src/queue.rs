@@ -124,7 +124,9 @@ impl JobQueue {
                     .await?)
             })
             .await?;
-        Ok(job_info(id, &meta, delayed.is_some(), dead))
+        // Due jobs may wait in `delayed` while apalis' active list is full: they are pending.
+        let waiting = delayed.is_some_and(|due_ms| due_ms > storage::now_ms() as f64);
+        Ok(job_info(id, &meta, waiting, dead))
     }
 
     /// Counts by state from raw key sizes (apalis-redis' own stats are broken).
@@ -132,7 +134,8 @@ impl JobQueue {
         let keys = self.inner.keys.clone();
         self.with_connection(self.inner.call_timeout, |mut c| async move {
             let k = &keys.apalis;
-            let (delayed, retrying, pending, done, finished, dead, workers): (
+            let (delayed, due, retrying, pending, done, finished, dead, workers): (
+                u64,
                 u64,
                 u64,
                 u64,
@@ -142,6 +145,7 @@ impl JobQueue {
                 Vec<String>,
             ) = redis::pipe()
                 .zcard(&keys.delayed)
+                .zcount(&keys.delayed, "-inf", storage::now_ms())
                 .zcard(k.scheduled_jobs_set())
                 .llen(k.active_jobs_list())
                 .scard(k.done_jobs_set())
@@ -160,8 +164,9 @@ impl JobQueue {
                 active_pipe.query_async(&mut c).await?
             };
             Ok(QueueStats {
-                scheduled: delayed + retrying,
-                pending,
+                // Due jobs held back while apalis' active list is full count as pending.
+                scheduled: delayed.saturating_sub(due) + retrying,
+                pending: pending + due,
                 active: active.iter().sum(),
                 done: done + finished,
                 dead,

@@ -25,6 +25,8 @@
 //! 6. **Done jobs are kept forever** (no retention): `trim_done.lua` deletes them after
 //!    `jobqueue.done_retention`. Dead jobs stay until deleted.
 //! 7. **The library's stats/list queries are broken**: stats are raw ZCARD/LLEN/SCARD (`queue.rs`).
+//! 8. **Each fetched job is removed from `{q}:active` with LREM** (`acquire_leases.lua`), O(list
+//!    length): `promote.lua` keeps at most [`MAX_ACTIVE`] jobs there; the rest wait in `{q}:delayed`.
 
 use crate::error::JobQueueError;
 use apalis_redis::{Config, ConnectionManager, RedisStorage};
@@ -36,6 +38,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Jobs moved per Lua call: far below Lua's unpack limit (~8,000).
 pub const PROMOTE_CHUNK: usize = 1_000;
+/// Most jobs waiting in apalis' `{q}:active` list: apalis removes each fetched job with an
+/// O(length) LREM, so a long list makes every job slower (workaround 8).
+pub const MAX_ACTIVE: usize = 1_000;
 /// How often a worker writes its heartbeat (apalis' default is 30 s).
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// A worker whose heartbeat is older than this is dead: its in-flight jobs are re-queued.
@@ -181,6 +186,7 @@ pub async fn promote_step(
         .key(&keys.meta)
         .arg(now_ms())
         .arg(PROMOTE_CHUNK)
+        .arg(MAX_ACTIVE)
         .invoke_async(conn)
         .await?)
 }
