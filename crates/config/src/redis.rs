@@ -59,7 +59,7 @@ pub struct ClusterRedisSettings {
     #[serde(default)]
     pub pool_size: i64,
     /// go-redis waits this long for a free pooled connection. fred multiplexes and never waits for
-    /// one, so it caps the command timeout instead (default 4s).
+    /// one, so this is accepted for compatibility and unused (default 4s).
     #[serde(default, deserialize_with = "duration::deserialize")]
     pub pool_timeout: Duration,
     /// ACL user name (optional).
