@@ -98,7 +98,13 @@ impl Drop for NextRound {
             return;
         }
         let client = self.client;
-        tokio::spawn(async move {
+        // A request future may be dropped while its runtime shuts down: then nobody can make the
+        // call, and the waiters get an error (and fall back) instead of a panic in `drop`.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            answer(waiters, &Err(Arc::new(RedisError::NotConnected)));
+            return;
+        };
+        runtime.spawn(async move {
             let mut waiters = waiters;
             // Bounded: each round serves at least one request, and requests queue only while
             // calls are in flight.
