@@ -1,73 +1,65 @@
-//! The worker's tiny HTTP server: `GET /health` (200 running and connected, else 503) and
-//! `GET /metrics` (Prometheus text). Plain tokio: two fixed routes need no web framework.
+//! The worker's HTTP server (actix-web, one thread): `GET /health` (200 running and connected,
+//! else 503) and `GET /metrics` (Prometheus text). Anything else is a JSON 404.
 
 use crate::supervisor::WorkerState;
-use std::net::SocketAddr;
+use actix_web::dev::Server;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 /// Renders the Prometheus text for `/metrics`.
 pub type RenderMetrics = Arc<dyn Fn() -> String + Send + Sync>;
 
-/// Bind `127.0.0.1`-or-any `host:port` (port 0 picks one) and return the bound address.
-pub async fn bind(host: &str, port: u16) -> std::io::Result<(TcpListener, SocketAddr)> {
-    let listener = TcpListener::bind((host, port)).await?;
+/// Bind `host:port` (port 0 picks one) and return the bound address.
+pub fn bind(host: &str, port: u16) -> std::io::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind((host, port))?;
     let addr = listener.local_addr()?;
     Ok((listener, addr))
 }
 
-/// Serve until the task is dropped.
-pub async fn serve(listener: TcpListener, state: Arc<WorkerState>, metrics: RenderMetrics) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let (state, metrics) = (state.clone(), metrics.clone());
-        tokio::spawn(async move {
-            let answer =
-                tokio::time::timeout(Duration::from_secs(5), answer(stream, &state, &metrics));
-            if let Ok(Err(e)) = answer.await {
-                tracing::debug!(error = %e, "health request failed");
-            }
-        });
+/// The server on `listener`; run it by awaiting (or spawning) it, stop it with its handle.
+/// Signals are left to the worker binary, which drains jobs before it stops this server.
+pub fn serve(
+    listener: TcpListener,
+    state: Arc<WorkerState>,
+    metrics: RenderMetrics,
+) -> std::io::Result<Server> {
+    let state = web::Data::from(state);
+    let metrics = web::Data::new(metrics);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .app_data(metrics.clone())
+            .route("/health", web::get().to(health))
+            .route("/metrics", web::get().to(render_metrics))
+            .default_service(web::to(not_found))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)?
+    .run();
+    Ok(server)
+}
+
+async fn health(state: web::Data<WorkerState>) -> HttpResponse {
+    if state.healthy() {
+        HttpResponse::Ok().json(status_json(&state, "ok"))
+    } else {
+        HttpResponse::ServiceUnavailable().json(status_json(&state, "unavailable"))
     }
 }
 
-async fn answer(
-    mut stream: TcpStream,
-    state: &WorkerState,
-    metrics: &RenderMetrics,
-) -> std::io::Result<()> {
-    let mut buf = [0u8; 2048];
-    let n = stream.read(&mut buf).await?;
-    let request = String::from_utf8_lossy(&buf[..n]);
-    let path = request.split_whitespace().nth(1).unwrap_or("/");
-    let (status, kind, body) = match path {
-        "/health" if state.healthy() => ("200 OK", "application/json", status_json(state, "ok")),
-        "/health" => (
-            "503 Service Unavailable",
-            "application/json",
-            status_json(state, "unavailable"),
-        ),
-        "/metrics" => ("200 OK", "text/plain; version=0.0.4", metrics()),
-        _ => (
-            "404 Not Found",
-            "application/json",
-            r#"{"code":404,"message":"no such route"}"#.into(),
-        ),
-    };
-    let head = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    stream.shutdown().await
+async fn render_metrics(metrics: web::Data<RenderMetrics>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(metrics())
 }
 
-fn status_json(state: &WorkerState, status: &str) -> String {
+async fn not_found() -> HttpResponse {
+    HttpResponse::NotFound().json(serde_json::json!({"code": 404, "message": "no such route"}))
+}
+
+fn status_json(state: &WorkerState, status: &str) -> serde_json::Value {
     use std::sync::atomic::Ordering::Relaxed;
     serde_json::json!({
         "status": status,
@@ -75,5 +67,4 @@ fn status_json(state: &WorkerState, status: &str) -> String {
         "redis_connected": state.connected.load(Relaxed),
         "restarts": state.restarts.load(Relaxed),
     })
-    .to_string()
 }

@@ -52,11 +52,13 @@ async fn main() -> anyhow::Result<()> {
         .health_port
         .unwrap_or(settings.jobqueue.worker.health_port);
     let (listener, addr) = health::bind(&settings.jobqueue.worker.health_host, port)
-        .await
         .with_context(|| format!("cannot bind the health port {port}"))?;
     tracing::info!(worker = %options.name, health = %addr, "worker starting");
     let render: health::RenderMetrics = Arc::new(move || metrics.render());
-    let health_server = tokio::spawn(health::serve(listener, supervisor.state(), render));
+    let health_server = health::serve(listener, supervisor.state(), render)
+        .context("cannot start the health server")?;
+    let health_handle = health_server.handle();
+    tokio::spawn(health_server);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -65,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
     supervisor.run(stop_rx).await;
-    health_server.abort();
+    health_handle.stop(false).await;
     Ok(())
 }
 
