@@ -171,7 +171,6 @@ impl ConnectionStats {
 pub struct RedisCluster {
     pool: Pool,
     stats: Arc<ConnectionStats>,
-    command_timeout: Duration,
 }
 
 impl RedisCluster {
@@ -187,11 +186,7 @@ impl RedisCluster {
         )?;
         let stats = Arc::new(ConnectionStats::default());
         stats.mark_down();
-        let cluster = Self {
-            pool,
-            stats,
-            command_timeout: settings.read_timeout,
-        };
+        let cluster = Self { pool, stats };
         for (index, client) in cluster.pool.clients().iter().enumerate() {
             cluster.watch_events(index, client);
             // The handle ends only when the client quits; it is not needed.
@@ -237,7 +232,7 @@ impl RedisCluster {
     }
 
     /// The next connected client of the pool, or `NotConnected` at once (fail fast).
-    pub fn client(&self) -> Result<&fred::prelude::Client, RedisError> {
+    fn client(&self) -> Result<&fred::prelude::Client, RedisError> {
         let client = self.pool.next_connected();
         if client.is_connected() {
             Ok(client)
@@ -257,11 +252,6 @@ impl RedisCluster {
             Ok(result) => result.map_err(RedisError::from),
             Err(_) => Err(RedisError::Timeout(budget)),
         }
-    }
-
-    /// The default bound for calls that are not on the hot path.
-    pub fn command_timeout(&self) -> Duration {
-        self.command_timeout
     }
 
     /// Whether at least one client of the pool is fully connected.

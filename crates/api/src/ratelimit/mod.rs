@@ -192,10 +192,6 @@ impl Limiter {
         &self.policy_header
     }
 
-    pub fn limits(&self) -> Limits {
-        self.limits
-    }
-
     /// Which backend decides right now: `redis` or `memory`.
     pub fn active_backend(&self) -> Backend {
         match &self.redis {

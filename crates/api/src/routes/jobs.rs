@@ -177,12 +177,7 @@ pub async fn get_job(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&state, &req)?;
-    let info = state
-        .jobs
-        .status(&id)
-        .await?
-        .ok_or_else(|| not_found(&id))?;
-    Ok(HttpResponse::Ok().json(job_body(info)))
+    job_response(&state, &id).await
 }
 
 /// `GET /api/dm-jobqueue/jobs` query.
@@ -271,12 +266,7 @@ pub async fn retry_job(
 ) -> Result<HttpResponse, ApiError> {
     authorize(&state, &req)?;
     state.jobs.retry(&id).await?;
-    let info = state
-        .jobs
-        .status(&id)
-        .await?
-        .ok_or_else(|| not_found(&id))?;
-    Ok(HttpResponse::Ok().json(job_body(info)))
+    job_response(&state, &id).await
 }
 
 #[utoipa::path(
@@ -332,6 +322,12 @@ fn validate(state: &AppState, body: RegisterRequest) -> Result<NewJob, String> {
 /// 401 unless the bearer token matches `jobqueue.api_key` (when one is set).
 fn authorize(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
     crate::auth::require_bearer(req, state.settings.jobqueue.api_key.as_ref())
+}
+
+/// 200 with the job's current state, or 404.
+async fn job_response(state: &AppState, id: &str) -> Result<HttpResponse, ApiError> {
+    let info = state.jobs.status(id).await?.ok_or_else(|| not_found(id))?;
+    Ok(HttpResponse::Ok().json(job_body(info)))
 }
 
 fn not_found(id: &str) -> ApiError {
