@@ -148,17 +148,22 @@ async function launchBrowser() {
   });
 }
 
+/** Ids the page has announced so far: a success alert naming one of them is stale. */
+const announced = new Set();
+
 /** Fill the form and register; returns the new job's id as the page shows it. */
 async function registerThroughPage(page, message, delay, maxRetry) {
   await page.fill("#message", message);
   await page.fill("#delay", String(delay));
   await page.fill("#max-retry", String(maxRetry));
   await page.click("#register");
-  const alert = page.locator("#alert.success");
-  await alert.waitFor({ timeout: STEP_MS });
-  const text = await alert.textContent();
-  const id = /Job (\S+) registered/.exec(text)?.[1];
-  if (!id) throw new Error(`no job id in the page's message: ${text}`);
+  // The previous registration's alert may still be on screen: wait for one naming a new id.
+  const alert = page.locator("#alert.success", { hasText: "registered" });
+  const id = await waitFor("the page to announce a new job id", async () => {
+    const found = /Job (\S+) registered/.exec((await alert.textContent({ timeout: 1000 })) || "")?.[1];
+    return found && !announced.has(found) ? found : null;
+  });
+  announced.add(id);
   return id;
 }
 

@@ -103,6 +103,7 @@ async function onRegister(event) {
     max_retry: Number($("max-retry").value),
   };
   button.disabled = true;
+  clearAlert(); // a message left from an earlier action must not read as this one's answer
   try {
     const created = await api("POST", `${API}/register`, body);
     const id = created.job_id;
