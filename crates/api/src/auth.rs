@@ -4,6 +4,7 @@ use crate::error::ApiError;
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::HttpRequest;
 use cacheserver_config::{ExposeSecret, SecretString};
+use subtle::ConstantTimeEq;
 
 /// Ok when no secret is configured, or when `Authorization: Bearer <secret>` matches it.
 pub fn require_bearer(req: &HttpRequest, secret: Option<&SecretString>) -> Result<(), ApiError> {
@@ -21,14 +22,10 @@ pub fn require_bearer(req: &HttpRequest, secret: Option<&SecretString>) -> Resul
     }
 }
 
-/// Compares every byte (no early exit on the first difference), so timing does not reveal how
-/// much of a guess was right.
+/// No early exit on the first differing byte, so timing does not reveal how much of a guess
+/// was right (only whether the length was).
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let diff = a
-        .iter()
-        .zip(b)
-        .fold(a.len() ^ b.len(), |acc, (x, y)| acc | usize::from(x ^ y));
-    diff == 0
+    a.ct_eq(b).into()
 }
 
 #[cfg(test)]

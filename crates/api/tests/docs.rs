@@ -169,3 +169,31 @@ async fn jobs_page_and_its_assets_are_served() {
         assert!(common::header(&resp, "content-type").starts_with(kind));
     }
 }
+
+/// A documented path called with a method it does not have: 405, `Allow` listing the ones it has.
+#[tokio::test]
+async fn a_wrong_method_gets_405_with_allow() {
+    let app = spawn_app(&[]).await;
+    for (method, path, allow) in [
+        (reqwest::Method::POST, "/health", "GET"),
+        (reqwest::Method::GET, "/chaos/redis-reset", "POST"),
+        (
+            reqwest::Method::PUT,
+            "/api/dm-jobqueue/jobs/01ARZ3NDEKTSV4RRFFQ69G5FAV",
+            "DELETE, GET",
+        ),
+    ] {
+        let resp = app
+            .http
+            .request(method.clone(), app.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 405, "{method} {path}");
+        assert_eq!(common::header(&resp, "allow"), allow, "{method} {path}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["code"], 405);
+    }
+    let resp = app.get("/no/such/path").await;
+    assert_eq!(resp.status(), 404);
+}

@@ -4,12 +4,12 @@
 
 pub mod chaos;
 pub mod docs;
+mod fallback;
 pub mod health;
 pub mod jobs;
 pub mod ping;
 pub mod ui;
 
-use crate::error::ApiError;
 use crate::ratelimit::rate_limit;
 use actix_web::middleware::from_fn;
 use actix_web::web;
@@ -34,9 +34,5 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(ui::app_js)
         .service(ui::app_css)
         .service(docs::swagger_ui())
-        .default_service(web::to(not_found));
-}
-
-async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
-    Err(ApiError::NotFound("no such route".into()))
+        .default_service(web::to(fallback::unmatched));
 }
