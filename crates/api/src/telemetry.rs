@@ -28,12 +28,15 @@ pub fn metrics_recorder() -> PrometheusHandle {
 }
 
 fn install_recorder() -> PrometheusHandle {
-    let recorder = PrometheusBuilder::new()
+    // Recommended naming (0.18): counters are rendered with `_total` (our names already end in
+    // it, so they are unchanged) on the sample, HELP and TYPE lines alike.
+    let builder = || PrometheusBuilder::new().with_recommended_naming(true);
+    let recorder = builder()
         .set_buckets(&[
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
         ])
         .map_or_else(
-            |_| PrometheusBuilder::new().build_recorder(),
+            |_| builder().build_recorder(),
             PrometheusBuilder::build_recorder,
         );
     let handle = recorder.handle();
@@ -41,5 +44,52 @@ fn install_recorder() -> PrometheusHandle {
         // Only another library installing its own recorder first can cause this.
         tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
     }
+    describe();
     handle
+}
+
+/// HELP lines for every api metric, and unlabelled counters at 0, so that a series exists (and
+/// `rate()` / alerts work) before the first event rather than appearing with it.
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!("http_requests_total", "HTTP requests by method, route pattern and status");
+    describe_histogram!(
+        "http_request_duration_seconds",
+        Unit::Seconds,
+        "HTTP request duration by method and route pattern"
+    );
+    describe_counter!(
+        "ratelimit_decisions_total",
+        "Rate-limit decisions by decision (allowed, limited) and backend"
+    );
+    describe_counter!(
+        "ratelimit_redis_failures_total",
+        "Rate-limit Redis calls that failed (fallback to memory, or fail open)"
+    );
+    describe_counter!("redis_connects_total", "Redis Cluster connections established");
+    describe_counter!("redis_errors_total", "Redis Cluster connection errors");
+    describe_histogram!(
+        "redis_reconnect_seconds",
+        Unit::Seconds,
+        "Time from losing the Redis Cluster to the next connection"
+    );
+    describe_gauge!("redis_cluster_connected", "1 while the Redis Cluster client is connected");
+    describe_gauge!("redis_cluster_connections", "Open Redis Cluster connections");
+    describe_counter!("chaos_resets_total", "Chaos resets (every Redis connection closed)");
+    describe_counter!(
+        "chaos_connections_closed_total",
+        "Redis connections closed by chaos resets"
+    );
+    describe_counter!("jobs_registered_total", "Jobs registered through the api");
+    describe_gauge!("jobqueue_jobs", "Jobs in the queue by state, read at scrape time");
+    for counter in [
+        "ratelimit_redis_failures_total",
+        "redis_connects_total",
+        "redis_errors_total",
+        "chaos_resets_total",
+        "chaos_connections_closed_total",
+        "jobs_registered_total",
+    ] {
+        metrics::counter!(counter).increment(0);
+    }
 }

@@ -43,6 +43,11 @@ async fn http_requests_are_counted_by_route_pattern() {
         text.contains(r#"http_request_duration_seconds_bucket{method="GET",route="/api/ping",le="#)
     );
     assert!(text.contains(r#"ratelimit_decisions_total{decision="allowed",backend="memory"}"#));
+    // metrics-exporter-prometheus 0.18 recommended naming: `_total` once, on TYPE lines too.
+    assert!(text.contains("# TYPE http_requests_total counter"), "{text}");
+    assert!(!text.contains("_total_total"), "{text}");
+    // Counters exist at 0 before their first event, so rate() and alerts see them.
+    assert!(text.contains("redis_errors_total "), "{text}");
 }
 
 #[tokio::test]
