@@ -112,13 +112,19 @@ insight:
     scripts/start-redis-insight.sh start
 
 # Run the test suite, then the browser test (tests start their own Redis processes)
-test: && e2e
+test: && monitoring-check e2e
     scripts/ensure-redis.sh
+    scripts/ensure-monitoring.sh
     if cargo nextest --version >/dev/null 2>&1; then \
         cargo nextest run --workspace --no-fail-fast; \
     else \
         cargo test --workspace --no-fail-fast; \
     fi
+
+# Prometheus config, alert rules + their unit tests (promtool), monitoring compose file
+monitoring-check:
+    scripts/ensure-monitoring.sh
+    deploy/prometheus/check.sh
 
 # Browser test of the jobs page: real Redis, api and worker, headless Debian Chromium
 e2e:
