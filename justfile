@@ -107,9 +107,13 @@ redis-status:
 redis-reset:
     scripts/start-redis.sh reset
 
-# Start Redis Insight (needs a Docker engine) at http://localhost:5540
+# Web Redis browser: Redis Insight (Docker engine) at :5540, else redis-commander (npm, read-only) at 127.0.0.1:${INSIGHT_PORT:-8081}
 insight:
     scripts/start-redis-insight.sh start
+
+# Stop what `just insight` started
+insight-stop:
+    scripts/start-redis-insight.sh stop
 
 # Run the test suite, then the browser test (tests start their own Redis processes)
 test: && monitoring-check e2e
@@ -126,7 +130,7 @@ monitoring-check:
     scripts/ensure-monitoring.sh
     deploy/prometheus/check.sh
 
-# Browser test of the jobs page: real Redis, api and worker, headless Debian Chromium
+# Browser tests (headless Debian Chromium): the jobs page on real Redis, api and worker; the native Redis browser
 e2e:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -142,8 +146,12 @@ e2e:
     if [ ! -d e2e/node_modules/playwright-core ]; then
         (cd e2e && npm ci --no-audit --no-fund)
     fi
-    # The script bounds itself (180 s); the outer timeout only guards against a hung node.
+    if [ ! -x tools/redis-commander/node_modules/.bin/redis-commander ]; then
+        (cd tools/redis-commander && npm ci --no-audit --no-fund)
+    fi
+    # The scripts bound themselves (180 s, 120 s); the outer timeouts only guard against a hung node.
     timeout 300 node e2e/jobs-page.test.mjs
+    timeout 200 node e2e/redis-browser.test.mjs
 
 # Benchmarks on real processes (release builds, own Redis, wrk); writes docs/benchmarks.md (~4 min)
 bench *ARGS:
