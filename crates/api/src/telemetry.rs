@@ -52,7 +52,10 @@ fn install_recorder() -> PrometheusHandle {
 /// `rate()` / alerts work) before the first event rather than appearing with it.
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-    describe_counter!("http_requests_total", "HTTP requests by method, route pattern and status");
+    describe_counter!(
+        "http_requests_total",
+        "HTTP requests by method, route pattern and status"
+    );
     describe_histogram!(
         "http_request_duration_seconds",
         Unit::Seconds,
@@ -66,22 +69,37 @@ fn describe() {
         "ratelimit_redis_failures_total",
         "Rate-limit Redis calls that failed (fallback to memory, or fail open)"
     );
-    describe_counter!("redis_connects_total", "Redis Cluster connections established");
+    describe_counter!(
+        "redis_connects_total",
+        "Redis Cluster connections established"
+    );
     describe_counter!("redis_errors_total", "Redis Cluster connection errors");
     describe_histogram!(
         "redis_reconnect_seconds",
         Unit::Seconds,
         "Time from losing the Redis Cluster to the next connection"
     );
-    describe_gauge!("redis_cluster_connected", "1 while the Redis Cluster client is connected");
-    describe_gauge!("redis_cluster_connections", "Open Redis Cluster connections");
-    describe_counter!("chaos_resets_total", "Chaos resets (every Redis connection closed)");
+    describe_gauge!(
+        "redis_cluster_connected",
+        "1 while the Redis Cluster client is connected"
+    );
+    describe_gauge!(
+        "redis_cluster_connections",
+        "Open Redis Cluster connections"
+    );
+    describe_counter!(
+        "chaos_resets_total",
+        "Chaos resets (every Redis connection closed)"
+    );
     describe_counter!(
         "chaos_connections_closed_total",
         "Redis connections closed by chaos resets"
     );
     describe_counter!("jobs_registered_total", "Jobs registered through the api");
-    describe_gauge!("jobqueue_jobs", "Jobs in the queue by state, read at scrape time");
+    describe_gauge!(
+        "jobqueue_jobs",
+        "Jobs in the queue by state, read at scrape time"
+    );
     for counter in [
         "ratelimit_redis_failures_total",
         "redis_connects_total",
