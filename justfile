@@ -115,6 +115,14 @@ insight:
 insight-stop:
     scripts/start-redis-insight.sh stop
 
+# Prometheus + alerts (:9090) and prometheus-redis-exporter (:9121); with a Docker engine also Grafana (:3000)
+monitor:
+    scripts/start-monitoring.sh start
+
+# Stop what `just monitor` started
+monitor-stop:
+    scripts/start-monitoring.sh stop
+
 # Run the test suite, then the browser test (tests start their own Redis processes)
 test: && monitoring-check e2e
     scripts/ensure-redis.sh
