@@ -23,4 +23,5 @@ fi
 
 # The compose file needs the exporter password only at run time; any value validates it.
 REDIS_EXPORTER_PASSWORD=check docker-compose -f "$root/docker-compose.monitoring.yml" config --quiet
-echo "monitoring: prometheus.yml, alerts.yml ($(grep -c '^ *- alert:' alerts.yml) alerts, all tested), docker-compose.monitoring.yml OK"
+docker-compose -f "$root/docker-compose.redis-insight.yml" config --quiet
+echo "monitoring: prometheus.yml, alerts.yml ($(grep -c '^ *- alert:' alerts.yml) alerts, all tested), docker-compose.monitoring.yml, docker-compose.redis-insight.yml OK"
