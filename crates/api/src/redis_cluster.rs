@@ -51,7 +51,7 @@ pub fn client_options(settings: &ClusterRedisSettings) -> Result<ClientOptions, 
         .iter()
         .map(|a| parse_server(a))
         .collect::<Result<Vec<_>, _>>()?;
-    let tls = if settings.tls {
+    let tls = if settings.tls.enabled {
         Some(
             fred::types::config::TlsConnector::default_rustls()
                 .map_err(|e| RedisError::Config(e.to_string()))?

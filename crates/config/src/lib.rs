@@ -14,7 +14,7 @@ pub use duration::parse as parse_duration;
 pub use error::ConfigError;
 pub use redis::{
     default_pool_size, CacheServerSettings, ClusterAddrs, ClusterRedisSettings, RedisSettings,
-    SingleRedisSettings,
+    SentinelSettings, SingleRedisSettings, TlsSettings,
 };
 pub use secrecy::{ExposeSecret, SecretString};
 pub use sections::{
@@ -35,15 +35,17 @@ pub const MAX_RETRY_LIMIT: i64 = 100;
 const CACHE_SERVER_FILE: &str = "cacheserver.yaml";
 const CONFIG_FILE: &str = "config.yaml";
 /// Keys that hold secrets: they may only come from the environment.
-const SECRET_KEYS: [&str; 4] = [
+const SECRET_KEYS: [&str; 5] = [
     "cache_server.redis.default.password",
     "cache_server.redis.jobqueue.password",
+    "cache_server.redis.jobqueue.sentinel.password",
     "chaos.token",
     "jobqueue.api_key",
 ];
 /// Keys whose environment value is a comma separated list.
-const LIST_KEYS: [&str; 2] = [
+const LIST_KEYS: [&str; 3] = [
     "cache_server.redis.default.cluster.addrs",
+    "cache_server.redis.jobqueue.sentinel.addrs",
     "api.rate_limit.trusted_proxies",
 ];
 
@@ -202,7 +204,36 @@ impl Settings {
                 format!("`{addr}` is not host:port"),
             );
         }
+        self.validate_redis_security(&invalid)?;
         self.validate_jobqueue(invalid)
+    }
+
+    /// TLS tables that cannot work, and a Sentinel master without sentinels.
+    fn validate_redis_security(
+        &self,
+        invalid: &impl Fn(&'static str, String) -> Result<(), ConfigError>,
+    ) -> Result<(), ConfigError> {
+        let redis = &self.cache_server.redis;
+        if let Some(reason) = redis.default.tls.problem() {
+            return invalid("cache_server.redis.default.tls", reason.into());
+        }
+        if let Some(reason) = redis.jobqueue.tls.problem() {
+            return invalid("cache_server.redis.jobqueue.tls", reason.into());
+        }
+        let sentinel = &redis.jobqueue.sentinel;
+        if sentinel.is_enabled() && sentinel.addrs.is_empty() {
+            return invalid(
+                "cache_server.redis.jobqueue.sentinel.addrs",
+                "sentinel.master_name is set: list at least one sentinel host:port".into(),
+            );
+        }
+        if let Some(bad) = sentinel.addrs.iter().find(|a| !is_host_port(a)) {
+            return invalid(
+                "cache_server.redis.jobqueue.sentinel.addrs",
+                format!("`{bad}` is not host:port"),
+            );
+        }
+        Ok(())
     }
 
     fn validate_jobqueue(

@@ -7,6 +7,7 @@
 use crate::duration::{self, or_default};
 use secrecy::SecretString;
 use serde::Deserialize;
+use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -68,8 +69,9 @@ pub struct ClusterRedisSettings {
     /// Only from the environment: `APP__CACHE_SERVER__REDIS__DEFAULT__PASSWORD`.
     #[serde(default)]
     pub password: Option<SecretString>,
+    /// `tls: true|false` or a table (see [`TlsSettings`]).
     #[serde(default)]
-    pub tls: bool,
+    pub tls: TlsSettings,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -99,6 +101,116 @@ pub struct SingleRedisSettings {
     /// Only from the environment: `APP__CACHE_SERVER__REDIS__JOBQUEUE__PASSWORD`.
     #[serde(default)]
     pub password: Option<SecretString>,
+    /// `tls: true|false` or a table (see [`TlsSettings`]).
+    #[serde(default)]
+    pub tls: TlsSettings,
+    /// Find the master through Sentinel when `sentinel.master_name` is set (`addr` is then unused).
+    #[serde(default)]
+    pub sentinel: SentinelSettings,
+    /// When > 0, a registration is confirmed only after `WAIT` saw this many replicas acknowledge
+    /// it (bounded by `jobqueue.enqueue_timeout`). Default 0: no WAIT.
+    #[serde(default)]
+    pub min_replicas_acked: i64,
+}
+
+/// TLS for one Redis connection. YAML: `tls: true`, `tls: false`, or a table; a table means
+/// `enabled: true` unless it says otherwise.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub enabled: bool,
+    /// PEM CA bundle to verify the server with; `None` = the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS (needs `key_file`).
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// Name to verify the server certificate against instead of the address' host (fred only;
+    /// redis-rs always verifies the host of the address).
+    pub server_name: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for TlsSettings {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Table {
+            enabled: Option<bool>,
+            #[serde(default)]
+            ca_file: Option<PathBuf>,
+            #[serde(default)]
+            cert_file: Option<PathBuf>,
+            #[serde(default)]
+            key_file: Option<PathBuf>,
+            #[serde(default)]
+            server_name: Option<String>,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Flag(bool),
+            Table(Table),
+        }
+        Ok(match Raw::deserialize(deserializer)? {
+            Raw::Flag(enabled) => Self {
+                enabled,
+                ..Self::default()
+            },
+            Raw::Table(t) => Self {
+                enabled: t.enabled.unwrap_or(true),
+                ca_file: t.ca_file,
+                cert_file: t.cert_file,
+                key_file: t.key_file,
+                server_name: t.server_name,
+            },
+        })
+    }
+}
+
+impl TlsSettings {
+    fn apply_defaults(&mut self) {
+        let empty = |p: &Option<PathBuf>| p.as_ref().is_some_and(|p| p.as_os_str().is_empty());
+        for file in [&mut self.ca_file, &mut self.cert_file, &mut self.key_file] {
+            if empty(file) {
+                *file = None;
+            }
+        }
+        if self.server_name.as_deref().is_some_and(str::is_empty) {
+            self.server_name = None;
+        }
+    }
+
+    /// A reason when the table cannot work: a client certificate without its key, or the reverse.
+    pub fn problem(&self) -> Option<&'static str> {
+        match (&self.cert_file, &self.key_file) {
+            (Some(_), None) => Some("cert_file needs key_file (mutual TLS)"),
+            (None, Some(_)) => Some("key_file needs cert_file (mutual TLS)"),
+            _ => None,
+        }
+    }
+}
+
+/// `cache_server.redis.jobqueue.sentinel`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SentinelSettings {
+    /// The monitored master's name; empty = no Sentinel, connect to `addr`.
+    #[serde(default)]
+    pub master_name: String,
+    /// Sentinels `host:port` (a comma list in the environment).
+    #[serde(default)]
+    pub addrs: Vec<String>,
+    /// ACL user on the sentinels (optional).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Only from the environment: `APP__CACHE_SERVER__REDIS__JOBQUEUE__SENTINEL__PASSWORD`.
+    #[serde(default)]
+    pub password: Option<SecretString>,
+}
+
+impl SentinelSettings {
+    pub fn is_enabled(&self) -> bool {
+        !self.master_name.is_empty()
+    }
 }
 
 pub const DEFAULT_MAX_RETRIES: i64 = 2;
@@ -123,6 +235,7 @@ impl ClusterRedisSettings {
             self.pool_size = default_pool_size() as i64;
         }
         drop_empty(&mut self.username, &mut self.password);
+        self.tls.apply_defaults();
     }
 
     /// Rate limiting uses Redis only when at least one seed node is configured.
@@ -146,6 +259,12 @@ impl SingleRedisSettings {
             self.pool_size = default_pool_size() as i64;
         }
         drop_empty(&mut self.username, &mut self.password);
+        self.tls.apply_defaults();
+        let sentinel = &mut self.sentinel;
+        sentinel.master_name = sentinel.master_name.trim().to_owned();
+        sentinel.addrs.retain(|a| !a.trim().is_empty());
+        drop_empty(&mut sentinel.username, &mut sentinel.password);
+        self.min_replicas_acked = self.min_replicas_acked.max(0);
     }
 
     /// `redis://[user:pass@]addr` for clients that take a URL. Contains the password: never log it.
@@ -156,7 +275,8 @@ impl SingleRedisSettings {
             (None, Some(pass)) => format!(":{}@", pass.expose_secret()),
             _ => String::new(),
         };
-        format!("redis://{auth}{}", self.addr)
+        let scheme = if self.tls.enabled { "rediss" } else { "redis" };
+        format!("{scheme}://{auth}{}", self.addr)
     }
 }
 
