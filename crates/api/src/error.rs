@@ -117,7 +117,7 @@ impl From<cacheserver_jobqueue::JobQueueError> for ApiError {
     fn from(e: cacheserver_jobqueue::JobQueueError) -> Self {
         use cacheserver_jobqueue::JobQueueError as E;
         match e {
-            E::Unavailable(_) => Self::Unavailable(e.into()),
+            E::Unavailable(_) | E::Misconfigured(_) => Self::Unavailable(e.into()),
             E::Invalid(m) => Self::BadRequest(m),
             E::NotFound(id) => Self::NotFound(format!("job {id} not found")),
             E::NotDead { .. } => Self::Conflict(e.to_string()),

@@ -15,6 +15,10 @@ pub enum JobQueueError {
     /// The job exists but is not dead, so it cannot be retried (api: 409).
     #[error("job {id} is {status}, only dead jobs can be retried")]
     NotDead { id: String, status: String },
+    /// Redis refused us: wrong password, a missing ACL permission, an untrusted certificate
+    /// (api: 503, `/ready` names it). Retrying fast does not help (see `connection.rs`).
+    #[error("{0}")]
+    Misconfigured(String),
     /// Settings that cannot work (bad address).
     #[error("jobqueue configuration: {0}")]
     Config(String),
@@ -26,7 +30,11 @@ pub enum JobQueueError {
 impl From<redis::RedisError> for JobQueueError {
     fn from(e: redis::RedisError) -> Self {
         // Connection trouble is an outage; a script or type error is a bug on our side.
-        if e.is_io_error()
+        if let Some(why) = crate::connection::misconfiguration(&e) {
+            Self::Misconfigured(why)
+        } else if crate::connection::is_read_only(&e) {
+            Self::Unavailable(format!("failover in progress: {e}"))
+        } else if e.is_io_error()
             || e.is_timeout()
             || e.is_connection_dropped()
             || e.is_connection_refusal()

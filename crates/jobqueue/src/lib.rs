@@ -6,6 +6,7 @@
 //! - [`jobs`]: job types and their handler (`demo:delay_print`; messages starting with
 //!   [`jobs::FAIL_PREFIX`] fail on purpose).
 
+pub mod connection;
 mod error;
 pub mod health;
 pub mod jobs;

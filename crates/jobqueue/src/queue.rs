@@ -46,8 +46,7 @@ impl JobQueue {
         settings: &JobqueueSettings,
     ) -> Result<Self, JobQueueError> {
         // Validate the address now so a typo fails at startup, not at the first request.
-        redis::Client::open(redis.url())
-            .map_err(|e| JobQueueError::Config(format!("invalid jobqueue Redis address: {e}")))?;
+        crate::connection::client(redis)?;
         let pool = redis.pool_size.clamp(1, 8) as usize;
         let inner = Inner {
             redis: redis.clone(),

@@ -120,8 +120,7 @@ pub fn connection_config(redis: &SingleRedisSettings) -> ConnectionManagerConfig
 
 /// A connection manager that connects on first use (never blocks startup).
 pub fn lazy_connection(redis: &SingleRedisSettings) -> Result<ConnectionManager, JobQueueError> {
-    let client = redis::Client::open(redis.url())
-        .map_err(|e| JobQueueError::Config(format!("invalid jobqueue Redis address: {e}")))?;
+    let client = crate::connection::client(redis)?;
     ConnectionManager::new_lazy_with_config(client, connection_config(redis))
         .map_err(|e| JobQueueError::Config(format!("cannot create Redis client: {e}")))
 }

@@ -18,6 +18,8 @@ use tokio::sync::watch;
 
 const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A misconfiguration (wrong password, missing ACL permission, TLS trust) is said this often.
+const MISCONFIG_LOG_EVERY: Duration = Duration::from_secs(60);
 /// Reap, heartbeat and trim every this many scheduling ticks.
 const HOUSEKEEPING_EVERY: u32 = 20;
 /// At most this many promotion calls per tick (× `PROMOTE_CHUNK` jobs).
@@ -125,11 +127,19 @@ impl Supervisor {
     async fn supervise(&self, mut shutdown: watch::Receiver<bool>) {
         let mut backoff = RESTART_BACKOFF_MIN;
         let mut outage_since: Option<Instant> = None;
+        let mut misconfig = crate::connection::Throttle::new(MISCONFIG_LOG_EVERY);
         while !*shutdown.borrow() {
             let started = Instant::now();
             match self.run_once(shutdown.clone()).await {
                 Ok(()) if *shutdown.borrow() => return,
                 Ok(()) => tracing::warn!("apalis worker ended without error; restarting"),
+                Err(JobQueueError::Misconfigured(why)) => {
+                    // Not an outage: retry at the slowest pace, say why once per minute.
+                    backoff = RESTART_BACKOFF_MAX;
+                    if misconfig.ready(Instant::now()) {
+                        tracing::error!(error = %why, retry_every = ?backoff, "worker cannot use the jobqueue Redis (misconfiguration); repeating this once per minute");
+                    }
+                }
                 Err(e) => {
                     let since = *outage_since.get_or_insert_with(Instant::now);
                     tracing::warn!(error = %e, outage_for = ?since.elapsed(), retry_in = ?backoff, "worker lost Redis; restarting");
@@ -187,7 +197,7 @@ impl Supervisor {
             res = &mut run => res,
             _ = shutdown.wait_for(|stop| *stop) => self.drain(run).await,
         };
-        result.map_err(|e| JobQueueError::Unavailable(e.to_string()))
+        result.map_err(|e| crate::connection::worker_error(&e))
     }
 
     /// After the stop signal: wait for in-flight jobs at most `shutdown_grace`.

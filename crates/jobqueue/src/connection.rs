@@ -1,0 +1,227 @@
+//! How the jobqueue's redis-rs connections are built from `cache_server.redis.jobqueue`: the
+//! address, the ACL user and password, TLS (CA, client certificate for mutual TLS), and which
+//! Redis errors mean "misconfigured" rather than "down".
+//!
+//! A misconfiguration (wrong password, missing ACL permission, a certificate the client does not
+//! trust) does not heal by retrying fast: the api answers 503 naming the cause and the worker
+//! says why once per minute instead of restarting in a storm. The secret is never part of a
+//! message: redis-rs' errors carry the server's reply, and the reply never echoes the password.
+
+use crate::error::JobQueueError;
+use cacheserver_config::{ExposeSecret, SingleRedisSettings, TlsSettings};
+use redis::{
+    Client, ClientTlsConfig, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo,
+    TlsCertificates,
+};
+
+/// A redis-rs client for the jobqueue Redis (not connected yet). Reads the TLS files now, so a
+/// missing or unreadable file fails at start-up, naming the file.
+pub fn client(redis: &SingleRedisSettings) -> Result<Client, JobQueueError> {
+    let (host, port) = split_addr(&redis.addr)?;
+    let addr = if redis.tls.enabled {
+        ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure: false,
+            tls_params: None,
+        }
+    } else {
+        ConnectionAddr::Tcp(host, port)
+    };
+    let mut auth = RedisConnectionInfo::default();
+    if let Some(user) = &redis.username {
+        auth = auth.set_username(user);
+    }
+    if let Some(password) = &redis.password {
+        auth = auth.set_password(password.expose_secret());
+    }
+    let info = addr
+        .into_connection_info()
+        .map_err(|e| JobQueueError::Config(format!("jobqueue Redis address: {e}")))?
+        .set_redis_settings(auth);
+    let built = if redis.tls.enabled {
+        Client::build_with_tls(info, certificates(&redis.tls)?)
+    } else {
+        Client::open(info)
+    };
+    built.map_err(|e| JobQueueError::Config(format!("jobqueue Redis client: {e}")))
+}
+
+/// The PEM files of `tls`; no `ca_file` means the system roots.
+fn certificates(tls: &TlsSettings) -> Result<TlsCertificates, JobQueueError> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| {
+            JobQueueError::Config(format!(
+                "cache_server.redis.jobqueue.tls: cannot read {}: {e}",
+                path.display()
+            ))
+        })
+    };
+    let root_cert = tls.ca_file.as_deref().map(read).transpose()?;
+    let client_tls = match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => Some(ClientTlsConfig {
+            client_cert: read(cert)?,
+            client_key: read(key)?,
+        }),
+        _ => None,
+    };
+    Ok(TlsCertificates {
+        client_tls,
+        root_cert,
+    })
+}
+
+fn split_addr(addr: &str) -> Result<(String, u16), JobQueueError> {
+    let bad = || JobQueueError::Config(format!("invalid jobqueue Redis address `{addr}`"));
+    let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+    let port = port.parse().map_err(|_| bad())?;
+    Ok((host.trim_matches(['[', ']']).to_owned(), port))
+}
+
+/// Why `e` is a misconfiguration (credentials, ACL permissions, TLS trust), or `None` when it
+/// is an outage or a bug. The text names the refused command or script, never a secret.
+pub fn misconfiguration(e: &redis::RedisError) -> Option<String> {
+    let auth = e.kind() == redis::ErrorKind::AuthenticationFailed;
+    misconfiguration_in(&e.to_string(), auth)
+}
+
+/// The same for an error that reached us as text only (apalis wraps Redis errors in its own).
+fn misconfiguration_in(text: &str, auth_failed: bool) -> Option<String> {
+    if text.contains("NOPERM") {
+        return Some(format!(
+            "the jobqueue Redis user lacks a permission (see deploy/redis/cacheserver-jobqueue.acl): {text}"
+        ));
+    }
+    if auth_failed || text.contains("WRONGPASS") || text.contains("NOAUTH") {
+        return Some(format!(
+            "jobqueue Redis authentication failed (check username/password): {text}"
+        ));
+    }
+    if is_tls_failure(text) {
+        return Some(format!("jobqueue Redis TLS handshake failed: {text}"));
+    }
+    None
+}
+
+/// An error that ended the apalis worker: a misconfiguration, else an outage.
+pub fn worker_error(e: &impl std::fmt::Display) -> JobQueueError {
+    let text = e.to_string();
+    match misconfiguration_in(&text, false) {
+        Some(why) => JobQueueError::Misconfigured(why),
+        None => JobQueueError::Unavailable(text),
+    }
+}
+
+/// rustls' messages for an untrusted or mismatched certificate, or a server that does not
+/// speak TLS on this port.
+fn is_tls_failure(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    ["certificate", "tls handshake", "handshake", "corrupt message", "unknownissuer"]
+        .iter()
+        .any(|needle| lower.contains(needle))
+}
+
+/// Lets a message through at most once per `every` (the caller passes the clock).
+#[derive(Debug)]
+pub struct Throttle {
+    every: std::time::Duration,
+    last: Option<std::time::Instant>,
+}
+
+impl Throttle {
+    pub fn new(every: std::time::Duration) -> Self {
+        Self { every, last: None }
+    }
+
+    /// Whether to speak now; if so, the next time is `every` later.
+    pub fn ready(&mut self, now: std::time::Instant) -> bool {
+        let due = self.last.is_none_or(|t| now.duration_since(t) >= self.every);
+        if due {
+            self.last = Some(now);
+        }
+        due
+    }
+}
+
+/// `READONLY`: the node we talk to was demoted to a replica (a failover is under way).
+pub fn is_read_only(e: &redis::RedisError) -> bool {
+    e.code() == Some("READONLY")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn settings(addr: &str) -> SingleRedisSettings {
+        SingleRedisSettings {
+            addr: addr.into(),
+            ..SingleRedisSettings::default()
+        }
+    }
+
+    #[test]
+    fn builds_plain_and_tls_clients() {
+        let plain = client(&settings("127.0.0.1:6390")).unwrap();
+        assert!(matches!(
+            plain.get_connection_info().addr(),
+            ConnectionAddr::Tcp(h, 6390) if h == "127.0.0.1"
+        ));
+        let mut s = settings("localhost:6391");
+        s.tls.enabled = true;
+        let tls = client(&s).unwrap();
+        assert!(matches!(
+            tls.get_connection_info().addr(),
+            ConnectionAddr::TcpTls { port: 6391, insecure: false, .. }
+        ));
+    }
+
+    #[test]
+    fn a_missing_tls_file_is_named() {
+        let mut s = settings("127.0.0.1:6390");
+        s.tls.enabled = true;
+        s.tls.ca_file = Some("/nonexistent/ca.pem".into());
+        let err = client(&s).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+    }
+
+    #[test]
+    fn credentials_are_set_without_a_url() {
+        let mut s = settings("127.0.0.1:6390");
+        s.username = Some("app".into());
+        s.password = Some("p@ss:/word".to_owned().into());
+        let c = client(&s).unwrap();
+        let r = c.get_connection_info().redis_settings();
+        assert_eq!(r.username(), Some("app"));
+        assert_eq!(r.password(), Some("p@ss:/word"));
+    }
+
+    #[test]
+    fn classifies_misconfiguration_by_the_reply() {
+        let noperm = worker_error(&"NOPERM this user has no permissions to access one of the keys used as arguments, script: register_worker");
+        assert!(matches!(noperm, JobQueueError::Misconfigured(ref m) if m.contains("register_worker")));
+        assert!(matches!(
+            worker_error(&"WRONGPASS invalid username-password pair"),
+            JobQueueError::Misconfigured(_)
+        ));
+        assert!(matches!(
+            worker_error(&"invalid peer certificate: UnknownIssuer"),
+            JobQueueError::Misconfigured(_)
+        ));
+        assert!(matches!(
+            worker_error(&"Connection refused (os error 111)"),
+            JobQueueError::Unavailable(_)
+        ));
+    }
+
+    #[test]
+    fn throttle_speaks_once_per_period() {
+        let start = std::time::Instant::now();
+        let minute = std::time::Duration::from_secs(60);
+        let mut t = Throttle::new(minute);
+        assert!(t.ready(start));
+        assert!(!t.ready(start + minute / 2));
+        assert!(t.ready(start + minute));
+        assert!(!t.ready(start + minute + minute / 2));
+    }
+}
