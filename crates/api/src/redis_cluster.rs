@@ -51,14 +51,16 @@ pub fn client_options(settings: &ClusterRedisSettings) -> Result<ClientOptions, 
         .iter()
         .map(|a| parse_server(a))
         .collect::<Result<Vec<_>, _>>()?;
-    let tls = if settings.tls.enabled {
-        Some(
-            fred::types::config::TlsConnector::default_rustls()
-                .map_err(|e| RedisError::Config(e.to_string()))?
-                .into(),
-        )
-    } else {
-        None
+    let tls = tls_config(&settings.tls)?;
+    let hosts = match &settings.tls.server_name {
+        Some(name) if settings.tls.enabled => hosts
+            .into_iter()
+            .map(|mut h| {
+                h.tls_server_name = Some(name.as_str().into());
+                h
+            })
+            .collect(),
+        _ => hosts,
     };
     let config = Config {
         server: ServerConfig::Clustered {
@@ -106,6 +108,94 @@ pub fn client_options(settings: &ClusterRedisSettings) -> Result<ClientOptions, 
     })
 }
 
+/// fred's TLS from `tls`: the CA file (else the system roots), a client certificate for mutual
+/// TLS, and `server_name` for every node (discovered ones too, via the host mapping).
+fn tls_config(
+    tls: &cacheserver_config::TlsSettings,
+) -> Result<Option<fred::types::config::TlsConfig>, RedisError> {
+    use fred::types::config::{TlsConfig, TlsConnector, TlsHostMapping};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    if !tls.enabled {
+        return Ok(None);
+    }
+    let bad = |path: &std::path::Path, e: &dyn std::fmt::Display| {
+        RedisError::Config(format!(
+            "cache_server.redis.default.tls: {}: {e}",
+            path.display()
+        ))
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    match &tls.ca_file {
+        Some(ca) => {
+            for cert in CertificateDer::pem_file_iter(ca).map_err(|e| bad(ca, &e))? {
+                let cert = cert.map_err(|e| bad(ca, &e))?;
+                roots.add(cert).map_err(|e| bad(ca, &e))?;
+            }
+        }
+        None => {
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        }
+    }
+    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+    let config = match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| bad(cert, &e))?;
+            let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, &e))?;
+            builder
+                .with_client_auth_cert(chain, key_der)
+                .map_err(|e| bad(cert, &e))?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    let hostnames = match &tls.server_name {
+        Some(name) => TlsHostMapping::Custom(Arc::new(FixedServerName(name.clone()))),
+        None => TlsHostMapping::None,
+    };
+    Ok(Some(TlsConfig {
+        connector: TlsConnector::from(config),
+        hostnames,
+    }))
+}
+
+/// Every cluster node is verified against the one configured `server_name`.
+#[derive(Debug)]
+struct FixedServerName(String);
+
+impl fred::types::config::HostMapping for FixedServerName {
+    fn map(&self, _ip: &std::net::IpAddr, _default_host: &str) -> Option<String> {
+        Some(self.0.clone())
+    }
+}
+
+/// Why `error` is a misconfiguration (credentials, ACL permission, TLS trust) rather than an
+/// outage, or `None`. The server's reply never contains the password.
+pub fn misconfiguration(error: &fred::error::Error) -> Option<String> {
+    use fred::error::ErrorKind;
+    let text = error.to_string();
+    let lower = text.to_ascii_lowercase();
+    if text.contains("NOPERM") {
+        return Some(format!(
+            "the Redis Cluster user lacks a permission (see deploy/redis/cacheserver-api.acl): {text}"
+        ));
+    }
+    if *error.kind() == ErrorKind::Auth || text.contains("WRONGPASS") || text.contains("NOAUTH") {
+        return Some(format!(
+            "Redis Cluster authentication failed (check username/password): {text}"
+        ));
+    }
+    if *error.kind() == ErrorKind::Tls
+        || ["certificate", "handshake", "corrupt message"]
+            .iter()
+            .any(|n| lower.contains(n))
+    {
+        return Some(format!("Redis Cluster TLS handshake failed: {text}"));
+    }
+    None
+}
+
 fn parse_server(addr: &str) -> Result<Server, RedisError> {
     let (host, port) = addr
         .rsplit_once(':')
@@ -129,9 +219,36 @@ pub struct ConnectionStats {
     ever_connected: AtomicBool,
     /// When the pool lost its connection (or was created), until the next successful connect.
     down_since: Mutex<Option<Instant>>,
+    /// The last misconfiguration seen (wrong password, NOPERM, TLS trust); cleared by a
+    /// successful connect or call. `/ready` answers 503 while it is set.
+    misconfigured: Mutex<Option<String>>,
 }
 
 impl ConnectionStats {
+    /// The current misconfiguration, if any.
+    pub fn misconfiguration(&self) -> Option<String> {
+        self.misconfigured.lock().ok().and_then(|m| m.clone())
+    }
+
+    /// Remember `error` when it is a misconfiguration; logged at ERROR the first time it changes.
+    fn note(&self, error: &fred::error::Error) {
+        let Some(why) = misconfiguration(error) else {
+            return;
+        };
+        if let Ok(mut m) = self.misconfigured.lock() {
+            if m.as_deref() != Some(why.as_str()) {
+                tracing::error!(error = %why, "Redis Cluster misconfigured");
+            }
+            *m = Some(why);
+        }
+    }
+
+    fn clear_misconfiguration(&self) {
+        if let Ok(mut m) = self.misconfigured.lock() {
+            m.take();
+        }
+    }
+
     fn mark_down(&self) {
         if let Ok(mut since) = self.down_since.lock() {
             since.get_or_insert_with(Instant::now);
@@ -150,6 +267,7 @@ impl ConnectionStats {
     fn record_connect(&self, client: usize, server: &Server) {
         self.connects.fetch_add(1, Ordering::Relaxed);
         self.outage_logged.store(false, Ordering::Relaxed);
+        self.clear_misconfiguration();
         metrics::counter!("redis_connects_total").increment(1);
         let Some(down) = self.take_down_time() else {
             tracing::debug!(client, %server, "redis connection up");
@@ -210,6 +328,7 @@ impl RedisCluster {
             async move {
                 stats.errors.fetch_add(1, Ordering::Relaxed);
                 stats.mark_down();
+                stats.note(&error);
                 metrics::counter!("redis_errors_total").increment(1);
                 let server = server.map(|s| s.to_string()).unwrap_or_default();
                 if stats.outage_logged.swap(true, Ordering::Relaxed) {
@@ -249,7 +368,14 @@ impl RedisCluster {
     {
         let client = self.client()?.clone();
         match tokio::time::timeout(budget, call(client)).await {
-            Ok(result) => result.map_err(RedisError::from),
+            Ok(Ok(value)) => {
+                self.stats.clear_misconfiguration();
+                Ok(value)
+            }
+            Ok(Err(e)) => {
+                self.stats.note(&e);
+                Err(RedisError::from(e))
+            }
             Err(_) => Err(RedisError::Timeout(budget)),
         }
     }

@@ -50,9 +50,18 @@ fn tls_comes_from_the_environment_too() {
         "cache_server: {redis: {jobqueue: {tls: false}}}\n",
         &[
             ("APP__CACHE_SERVER__REDIS__JOBQUEUE__TLS__ENABLED", "true"),
-            ("APP__CACHE_SERVER__REDIS__JOBQUEUE__TLS__CA_FILE", "/run/ca.pem"),
-            ("APP__CACHE_SERVER__REDIS__JOBQUEUE__TLS__CERT_FILE", "/run/c.pem"),
-            ("APP__CACHE_SERVER__REDIS__JOBQUEUE__TLS__KEY_FILE", "/run/k.pem"),
+            (
+                "APP__CACHE_SERVER__REDIS__JOBQUEUE__TLS__CA_FILE",
+                "/run/ca.pem",
+            ),
+            (
+                "APP__CACHE_SERVER__REDIS__JOBQUEUE__TLS__CERT_FILE",
+                "/run/c.pem",
+            ),
+            (
+                "APP__CACHE_SERVER__REDIS__JOBQUEUE__TLS__KEY_FILE",
+                "/run/k.pem",
+            ),
             ("APP__CACHE_SERVER__REDIS__DEFAULT__TLS", "true"),
         ],
     )
@@ -123,7 +132,10 @@ fn sentinel_needs_addresses_and_its_password_stays_out_of_files() {
     )
     .unwrap_err()
     .to_string();
-    assert!(err.contains("cache_server.redis.jobqueue.sentinel.addrs"), "{err}");
+    assert!(
+        err.contains("cache_server.redis.jobqueue.sentinel.addrs"),
+        "{err}"
+    );
     let err = load(
         "cache_server: {redis: {jobqueue: {sentinel: {master_name: jq, addrs: [nope]}}}}\n",
         &[],

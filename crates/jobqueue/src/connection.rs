@@ -87,9 +87,12 @@ pub fn misconfiguration(e: &redis::RedisError) -> Option<String> {
 
 /// The same for an error that reached us as text only (apalis wraps Redis errors in its own).
 fn misconfiguration_in(text: &str, auth_failed: bool) -> Option<String> {
-    if text.contains("NOPERM") {
+    if is_permission_error(text) {
+        let script = script_name(text)
+            .map(|name| format!(" (in apalis-redis' {name})"))
+            .unwrap_or_default();
         return Some(format!(
-            "the jobqueue Redis user lacks a permission (see deploy/redis/cacheserver-jobqueue.acl): {text}"
+            "the jobqueue Redis user lacks a permission{script}; apply deploy/redis/cacheserver-jobqueue.acl: {text}"
         ));
     }
     if auth_failed || text.contains("WRONGPASS") || text.contains("NOAUTH") {
@@ -101,6 +104,56 @@ fn misconfiguration_in(text: &str, auth_failed: bool) -> Option<String> {
         return Some(format!("jobqueue Redis TLS handshake failed: {text}"));
     }
     None
+}
+
+/// `NOPERM` outside scripts; inside a script Redis 7.0 answers with a plain error naming the
+/// script's SHA but not the key.
+fn is_permission_error(text: &str) -> bool {
+    text.contains("NOPERM")
+        || text.contains("no permissions to")
+        || text.contains("can't access at least one of the keys")
+}
+
+/// SHA1 of apalis-redis 1.0.0's scripts (`sha1sum lua/*.lua`), to name a script Redis refused.
+const APALIS_SCRIPTS: [(&str, &str); 10] = [
+    (
+        "0d5fbce91e1dcff1121ece41f7169da3c0e39194",
+        "register_worker.lua (writes core:apalis:queues:list)",
+    ),
+    ("5c1d697dfa0d68de2954ceefa235f87162ecc839", "keep_alive.lua"),
+    ("f053fd9b41b61a2d32b8b7d8dba3f1a96e3aa6e1", "fetch_next.lua"),
+    (
+        "f7ff133460a6cd6a739e294b0f4f7a584599f1fc",
+        "acquire_leases.lua",
+    ),
+    (
+        "d30754a560d0f0ae884decdcb986ceb755020d07",
+        "renew_leases.lua",
+    ),
+    (
+        "069de2f0e15b5d3b604f2282151a8bed17d0ea52",
+        "release_leases.lua",
+    ),
+    (
+        "8484d0d3ad46723dcfb37f839d4ca67fca29d664",
+        "handle_results.lua",
+    ),
+    (
+        "6b6f3808de063cd4ca38e9e11b6968a6cc826069",
+        "reenqueue_orphaned.lua",
+    ),
+    ("3db3e4f4b96d92c5dd8874e33f1dd4c0152c0682", "batch_push.lua"),
+    (
+        "49b411930b0ce562b5aa77eeb765516635a88ae8",
+        "fetch_by_id.lua",
+    ),
+];
+
+fn script_name(text: &str) -> Option<&'static str> {
+    APALIS_SCRIPTS
+        .iter()
+        .find(|(sha, _)| text.contains(sha))
+        .map(|(_, name)| *name)
 }
 
 /// An error that ended the apalis worker: a misconfiguration, else an outage.
@@ -116,9 +169,15 @@ pub fn worker_error(e: &impl std::fmt::Display) -> JobQueueError {
 /// speak TLS on this port.
 fn is_tls_failure(text: &str) -> bool {
     let lower = text.to_ascii_lowercase();
-    ["certificate", "tls handshake", "handshake", "corrupt message", "unknownissuer"]
-        .iter()
-        .any(|needle| lower.contains(needle))
+    [
+        "certificate",
+        "tls handshake",
+        "handshake",
+        "corrupt message",
+        "unknownissuer",
+    ]
+    .iter()
+    .any(|needle| lower.contains(needle))
 }
 
 /// Lets a message through at most once per `every` (the caller passes the clock).
@@ -135,7 +194,9 @@ impl Throttle {
 
     /// Whether to speak now; if so, the next time is `every` later.
     pub fn ready(&mut self, now: std::time::Instant) -> bool {
-        let due = self.last.is_none_or(|t| now.duration_since(t) >= self.every);
+        let due = self
+            .last
+            .is_none_or(|t| now.duration_since(t) >= self.every);
         if due {
             self.last = Some(now);
         }
@@ -172,7 +233,11 @@ mod tests {
         let tls = client(&s).unwrap();
         assert!(matches!(
             tls.get_connection_info().addr(),
-            ConnectionAddr::TcpTls { port: 6391, insecure: false, .. }
+            ConnectionAddr::TcpTls {
+                port: 6391,
+                insecure: false,
+                ..
+            }
         ));
     }
 
@@ -198,8 +263,11 @@ mod tests {
 
     #[test]
     fn classifies_misconfiguration_by_the_reply() {
-        let noperm = worker_error(&"NOPERM this user has no permissions to access one of the keys used as arguments, script: register_worker");
-        assert!(matches!(noperm, JobQueueError::Misconfigured(ref m) if m.contains("register_worker")));
+        let noperm = worker_error(&"ResponseError: The user executing the script can't access at least one of the keys mentioned in the command arguments script: 0d5fbce91e1dcff1121ece41f7169da3c0e39194, on @user_script:26.");
+        assert!(
+            matches!(noperm, JobQueueError::Misconfigured(ref m) if m.contains("register_worker.lua")),
+            "{noperm}"
+        );
         assert!(matches!(
             worker_error(&"WRONGPASS invalid username-password pair"),
             JobQueueError::Misconfigured(_)

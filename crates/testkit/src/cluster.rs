@@ -1,4 +1,5 @@
-use crate::server::{redis_cli, RedisServer};
+use crate::server::{admin_cli_args, RedisServer};
+use crate::TestCerts;
 use crate::{free_cluster_port, wait_until};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -9,6 +10,8 @@ const NODE_TIMEOUT_MS: &str = "1000";
 /// A 3-master + 3-replica Redis Cluster on loopback. Nodes 0..3 start as masters.
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
+    /// redis-cli arguments every node needs (TLS, password).
+    cli_args: Vec<String>,
 }
 
 impl RedisCluster {
@@ -19,8 +22,20 @@ impl RedisCluster {
         cluster
     }
 
+    /// Like `start`, with TLS everywhere (`--tls-cluster yes`, `--tls-replication yes`, no
+    /// plain-text port) and/or `requirepass` (replicas use it as `masterauth`).
+    pub fn start_secure(certs: Option<&TestCerts>, password: Option<&str>) -> Self {
+        let mut cluster = Self::reserve_secure(certs, password);
+        cluster.create();
+        cluster
+    }
+
     /// Pick ports and dirs but start nothing (for "cluster down at start" tests).
     pub fn reserve() -> Self {
+        Self::reserve_secure(None, None)
+    }
+
+    fn reserve_secure(certs: Option<&TestCerts>, password: Option<&str>) -> Self {
         let mut ports: Vec<u16> = Vec::new();
         while ports.len() < 6 {
             let port = free_cluster_port();
@@ -28,8 +43,28 @@ impl RedisCluster {
                 ports.push(port);
             }
         }
+        let mut cli_args = Vec::new();
+        if let Some(certs) = certs {
+            cli_args.extend(certs.cli_args());
+        }
+        if let Some(password) = password {
+            cli_args.extend(admin_cli_args(password));
+        }
+        let secure = |p: u16| {
+            let mut args = Vec::new();
+            if let Some(certs) = certs {
+                args.extend(certs.server_args(p, false));
+                args.extend(["--tls-cluster", "yes", "--tls-replication", "yes"].map(String::from));
+            }
+            if let Some(password) = password {
+                args.extend(
+                    ["--requirepass", password, "--masterauth", password].map(String::from),
+                );
+            }
+            args
+        };
         let args = |p: u16| {
-            vec![
+            let mut args: Vec<String> = vec![
                 "--cluster-enabled".into(),
                 "yes".into(),
                 "--cluster-config-file".into(),
@@ -39,13 +74,16 @@ impl RedisCluster {
                 // A replica may take over however stale its data looks (tests kill masters early).
                 "--cluster-replica-validity-factor".into(),
                 "0".into(),
-            ]
+            ];
+            args.extend(secure(p));
+            args
         };
         Self {
             nodes: ports
                 .into_iter()
-                .map(|p| RedisServer::reserve_with(p, args(p)))
+                .map(|p| RedisServer::reserve_with(p, args(p)).with_cli_args(cli_args.clone()))
                 .collect(),
+            cli_args,
         }
     }
 
@@ -54,12 +92,15 @@ impl RedisCluster {
         for node in &mut self.nodes {
             node.restart();
         }
-        let formed = redis_cli(self.nodes[0].port(), &["CLUSTER", "INFO"])
+        let formed = self.nodes[0]
+            .try_cli(&["CLUSTER", "INFO"])
             .is_ok_and(|info| info.contains("cluster_known_nodes:6"));
         if !formed {
             let addrs: Vec<String> = self.nodes.iter().map(RedisServer::addr).collect();
             let output = Command::new("timeout")
-                .args(["60", "redis-cli", "--cluster", "create"])
+                .args(["60", "redis-cli"])
+                .args(&self.cli_args)
+                .args(["--cluster", "create"])
                 .args(&addrs)
                 .args(["--cluster-replicas", "1", "--cluster-yes"])
                 .stdin(Stdio::null())
@@ -78,7 +119,7 @@ impl RedisCluster {
     pub fn wait_ok(&self) {
         let ok = wait_until(Duration::from_secs(30), || {
             self.nodes.iter().filter(|n| n.is_running()).all(|n| {
-                redis_cli(n.port(), &["CLUSTER", "INFO"]).is_ok_and(|i| {
+                n.try_cli(&["CLUSTER", "INFO"]).is_ok_and(|i| {
                     i.contains("cluster_state:ok") && i.contains("cluster_slots_ok:16384")
                 })
             })
@@ -86,7 +127,7 @@ impl RedisCluster {
         assert!(ok, "cluster did not reach cluster_state:ok");
         let synced = wait_until(Duration::from_secs(30), || {
             self.nodes.iter().filter(|n| n.is_running()).all(|n| {
-                redis_cli(n.port(), &["INFO", "replication"])
+                n.try_cli(&["INFO", "replication"])
                     .is_ok_and(|i| i.contains("role:master") || i.contains("master_link_status:up"))
             })
         });
@@ -111,20 +152,22 @@ impl RedisCluster {
         (0..self.nodes.len())
             .filter(|&i| self.nodes[i].is_running())
             .filter(|&i| {
-                redis_cli(self.nodes[i].port(), &["ROLE"]).is_ok_and(|r| r.starts_with("master"))
+                self.nodes[i]
+                    .try_cli(&["ROLE"])
+                    .is_ok_and(|r| r.starts_with("master"))
             })
             .collect()
     }
 
     /// Index of the running master that serves `key` now.
     pub fn master_for_key(&self, key: &str) -> usize {
-        let port = self
+        let node = self
             .nodes
             .iter()
             .find(|n| n.is_running())
-            .expect("a running node")
-            .port();
-        let slot: u16 = redis_cli(port, &["CLUSTER", "KEYSLOT", key])
+            .expect("a running node");
+        let slot: u16 = node
+            .try_cli(&["CLUSTER", "KEYSLOT", key])
             .expect("keyslot")
             .parse()
             .expect("slot");
@@ -136,7 +179,7 @@ impl RedisCluster {
 
     /// Reads the node's own line of `CLUSTER NODES`: `<id> <addr> myself,master ... 0-5460 ...`.
     fn owns_slot(&self, index: usize, slot: u16) -> bool {
-        let Ok(nodes) = redis_cli(self.nodes[index].port(), &["CLUSTER", "NODES"]) else {
+        let Ok(nodes) = self.nodes[index].try_cli(&["CLUSTER", "NODES"]) else {
             return false;
         };
         let Some(me) = nodes.lines().find(|l| l.contains("myself")) else {

@@ -1,5 +1,6 @@
 //! Real `redis-server` processes for tests: a single server and a 3-master + 3-replica cluster,
-//! on free loopback ports in temp dirs, killed on drop. No mocks.
+//! on free loopback ports in temp dirs, killed on drop, optionally with TLS (certificates made
+//! by [`TestCerts`]), a password and ACL users. No mocks.
 //!
 //! Needs `redis-server` and `redis-cli` on PATH (`just test` and `.ci/run` install them).
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -7,10 +8,12 @@
 mod cluster;
 mod ports;
 mod server;
+mod tls;
 
 pub use cluster::RedisCluster;
 pub use ports::{free_cluster_port, free_port};
-pub use server::{redis_cli, RedisServer};
+pub use server::{admin_cli_args, redis_cli, RedisServer};
+pub use tls::TestCerts;
 
 use std::time::{Duration, Instant};
 

@@ -8,6 +8,8 @@ pub struct RedisServer {
     port: u16,
     dir: tempfile::TempDir,
     extra_args: Vec<String>,
+    /// redis-cli arguments this server needs (TLS, the admin password).
+    cli_args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -24,6 +26,48 @@ impl RedisServer {
         Self::reserve_with(free_port(), Vec::new())
     }
 
+    /// Start with extra `redis-server` arguments and the `redis-cli` arguments needed to reach it;
+    /// `build` gets the port (TLS servers listen on it with `--port 0 --tls-port <port>`).
+    pub fn start_with(build: impl FnOnce(u16) -> (Vec<String>, Vec<String>)) -> Self {
+        let port = free_port();
+        let (server_args, cli_args) = build(port);
+        let mut server = Self::reserve_with(port, server_args);
+        server.cli_args = cli_args;
+        server.restart();
+        server
+    }
+
+    /// TLS only (no plain-text port), trusting `certs`' CA; `mutual`: client certs required.
+    pub fn start_tls(certs: &crate::TestCerts, mutual: bool) -> Self {
+        Self::start_with(|port| (certs.server_args(port, mutual), certs.cli_args()))
+    }
+
+    /// `requirepass <password>` for the default user.
+    pub fn start_with_password(password: &str) -> Self {
+        Self::start_with(|_| {
+            (
+                vec!["--requirepass".into(), password.into()],
+                admin_cli_args(password),
+            )
+        })
+    }
+
+    /// `ACL SETUSER <name> <rules> ><password>`: `rules` is one line such as a file of
+    /// `deploy/redis/`.
+    pub fn add_acl_user(&self, name: &str, rules: &str, password: &str) {
+        let pass = format!(">{password}");
+        let mut args = vec!["ACL", "SETUSER", name];
+        args.extend(rules.split_whitespace());
+        args.push(&pass);
+        let reply = self.cli(&args);
+        assert_eq!(reply, "OK", "ACL SETUSER {name}: {reply}");
+    }
+
+    pub(crate) fn with_cli_args(mut self, cli_args: Vec<String>) -> Self {
+        self.cli_args = cli_args;
+        self
+    }
+
     pub(crate) fn reserve_with(port: u16, extra_args: Vec<String>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("cacheserver-redis-")
@@ -33,6 +77,7 @@ impl RedisServer {
             port,
             dir,
             extra_args,
+            cli_args: Vec::new(),
             child: None,
         }
     }
@@ -92,7 +137,8 @@ impl RedisServer {
         self.child = Some(child);
         let port = self.port;
         assert!(
-            wait_until(Duration::from_secs(10), || redis_cli(port, &["PING"])
+            wait_until(Duration::from_secs(10), || self
+                .try_cli(&["PING"])
                 .is_ok_and(|r| r == "PONG")),
             "redis-server on port {port} did not answer PING; log: {}",
             self.log()
@@ -110,7 +156,7 @@ impl RedisServer {
     /// `SHUTDOWN` (flushes the AOF), then reap the process.
     pub fn shutdown(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = redis_cli(self.port, &["SHUTDOWN"]);
+            let _ = self.try_cli(&["SHUTDOWN"]);
             let stopped = wait_until(Duration::from_secs(10), || {
                 child.try_wait().is_ok_and(|s| s.is_some())
             });
@@ -123,7 +169,15 @@ impl RedisServer {
 
     /// Run a command with `redis-cli` and return its output.
     pub fn cli(&self, args: &[&str]) -> String {
-        redis_cli(self.port, args).unwrap_or_else(|e| panic!("redis-cli {args:?}: {e}"))
+        self.try_cli(args)
+            .unwrap_or_else(|e| panic!("redis-cli {args:?}: {e}"))
+    }
+
+    /// `cli` that returns the error instead of panicking.
+    pub fn try_cli(&self, args: &[&str]) -> Result<String, String> {
+        let mut all: Vec<&str> = self.cli_args.iter().map(String::as_str).collect();
+        all.extend(args);
+        redis_cli(self.port, &all)
     }
 
     pub fn log(&self) -> String {
@@ -156,6 +210,11 @@ pub fn redis_cli(port: u16, args: &[&str]) -> Result<String, String> {
         ));
     }
     Ok(stdout)
+}
+
+/// redis-cli arguments to authenticate as the default user.
+pub fn admin_cli_args(password: &str) -> Vec<String> {
+    vec!["--no-auth-warning".into(), "-a".into(), password.into()]
 }
 
 fn redis_server_bin() -> PathBuf {

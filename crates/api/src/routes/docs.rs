@@ -99,6 +99,8 @@ pub struct ReadyBody {
 
 #[derive(Serialize, ToSchema)]
 pub struct ReadyChecks {
+    /// `ok`, or the misconfiguration that keeps a Redis unusable (wrong password, missing ACL
+    /// permission naming the command or script, untrusted certificate); never a secret.
     #[schema(example = "ok")]
     pub config: String,
     /// `ok` or the error reaching the jobqueue Redis.
@@ -107,4 +109,7 @@ pub struct ReadyChecks {
     /// `redis`, `memory` or `fail_open` (then not ready).
     #[schema(example = "redis")]
     pub rate_limit_backend: String,
+    /// Only while the Redis Cluster is misconfigured: why.
+    #[schema(nullable = false)]
+    pub rate_limit_redis: Option<String>,
 }

@@ -18,6 +18,9 @@ pub async fn health() -> HttpResponse {
 }
 
 /// Readiness: 200 when the jobqueue Redis answers and the rate limiter has a usable backend.
+/// A misconfigured Redis (wrong password, missing ACL permission, untrusted certificate) is 503
+/// in every storage mode, naming the cause; a cluster that is merely down is not (`auto` serves
+/// from memory).
 #[utoipa::path(
     get,
     path = "/ready",
@@ -31,16 +34,30 @@ pub async fn health() -> HttpResponse {
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let jobqueue = state.jobs.ping().await;
     let backend = state.limiter.active_backend();
-    let limiter_ok = backend != Backend::FailOpen;
-    let body = json!({
-        "status": if jobqueue.is_ok() && limiter_ok { "ready" } else { "not_ready" },
-        "checks": {
-            "config": "ok",
-            "jobqueue_redis": match &jobqueue { Ok(()) => "ok".to_owned(), Err(e) => e.to_string() },
-            "rate_limit_backend": backend.as_str(),
-        }
+    let cluster_misconfigured = state
+        .redis
+        .as_ref()
+        .and_then(|r| r.stats().misconfiguration());
+    let limiter_ok = backend != Backend::FailOpen && cluster_misconfigured.is_none();
+    let ready = jobqueue.is_ok() && limiter_ok;
+    let config = match (&jobqueue, &cluster_misconfigured) {
+        (_, Some(why)) => why.clone(),
+        (Err(e @ cacheserver_jobqueue::JobQueueError::Misconfigured(_)), None) => e.to_string(),
+        _ => "ok".to_owned(),
+    };
+    let mut checks = json!({
+        "config": config,
+        "jobqueue_redis": match &jobqueue { Ok(()) => "ok".to_owned(), Err(e) => e.to_string() },
+        "rate_limit_backend": backend.as_str(),
     });
-    if jobqueue.is_ok() && limiter_ok {
+    if let Some(why) = &cluster_misconfigured {
+        checks["rate_limit_redis"] = json!(why);
+    }
+    let body = json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "checks": checks,
+    });
+    if ready {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)

@@ -1,0 +1,288 @@
+//! The jobqueue against a Redis that needs TLS, a password or an ACL user, with the real
+//! `worker` binary: the right credentials run jobs; wrong ones are a misconfiguration the
+//! worker survives and names once (per minute), never printing the secret.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use cacheserver_config::{AppEnv, Settings};
+use cacheserver_jobqueue::{JobQueue, JobQueueError, NewJob};
+use cacheserver_testkit::{free_port, RedisServer, TestCerts};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const USER: &str = "cacheserver-jobqueue";
+const SECRET: &str = "jq-Secret-7f3a9c";
+
+/// The shipped ACL rules of the jobqueue user.
+fn acl_rules() -> String {
+    let file =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/redis/cacheserver-jobqueue.acl");
+    std::fs::read_to_string(file).unwrap().trim().to_owned()
+}
+
+fn tls_env(certs: &TestCerts, ca: PathBuf) -> Vec<(String, String)> {
+    let p = |p: PathBuf| p.display().to_string();
+    vec![
+        (
+            "APP__CACHE_SERVER__REDIS__JOBQUEUE__TLS__ENABLED".into(),
+            "true".into(),
+        ),
+        (
+            "APP__CACHE_SERVER__REDIS__JOBQUEUE__TLS__CA_FILE".into(),
+            p(ca),
+        ),
+        (
+            "APP__CACHE_SERVER__REDIS__JOBQUEUE__TLS__CERT_FILE".into(),
+            p(certs.client_cert()),
+        ),
+        (
+            "APP__CACHE_SERVER__REDIS__JOBQUEUE__TLS__KEY_FILE".into(),
+            p(certs.client_key()),
+        ),
+    ]
+}
+
+fn user_env(user: &str, password: &str) -> Vec<(String, String)> {
+    vec![
+        (
+            "APP__CACHE_SERVER__REDIS__JOBQUEUE__USERNAME".into(),
+            user.into(),
+        ),
+        (
+            "APP__CACHE_SERVER__REDIS__JOBQUEUE__PASSWORD".into(),
+            password.into(),
+        ),
+    ]
+}
+
+fn queue(addr: &str, env: &[(String, String)]) -> JobQueue {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+    let mut vars: HashMap<String, String> = env.iter().cloned().collect();
+    vars.insert(
+        "APP__CACHE_SERVER__REDIS__JOBQUEUE__ADDR".into(),
+        addr.into(),
+    );
+    vars.insert("APP__JOBQUEUE__ENQUEUE_TIMEOUT".into(), "2s".into());
+    let s = Settings::load_from(&root, AppEnv::Test, Some(vars)).unwrap();
+    JobQueue::new(&s.cache_server.redis.jobqueue, &s.jobqueue).unwrap()
+}
+
+fn job(message: &str) -> NewJob {
+    NewJob {
+        message: message.into(),
+        delay: Duration::ZERO,
+        max_retry: 0,
+    }
+}
+
+type Lines = Arc<Mutex<Vec<String>>>;
+
+/// A `worker` process; stdout (job output) and stderr (logs) collected line by line.
+struct Worker {
+    child: Child,
+    stdout: Lines,
+    stderr: Lines,
+    health_port: u16,
+}
+
+impl Worker {
+    fn start(addr: &str, env: &[(String, String)]) -> Self {
+        let health_port = free_port();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_worker"))
+            .args(["--name", &format!("sec-{health_port}")])
+            .env("APP_ENV", "test")
+            .env("APP_CONFIG_DIR", root)
+            .env("APP__CACHE_SERVER__REDIS__JOBQUEUE__ADDR", addr)
+            .env(
+                "APP__JOBQUEUE__WORKER__HEALTH_PORT",
+                health_port.to_string(),
+            )
+            .env("APP__LOGGING__LEVEL", "debug")
+            .env_remove("RUST_LOG")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn worker");
+        let collect = |pipe: Box<dyn std::io::Read + Send>| {
+            let lines: Lines = Arc::default();
+            let sink = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    sink.lock().unwrap().push(line);
+                }
+            });
+            lines
+        };
+        let stdout = collect(Box::new(child.stdout.take().unwrap()));
+        let stderr = collect(Box::new(child.stderr.take().unwrap()));
+        Self {
+            child,
+            stdout,
+            stderr,
+            health_port,
+        }
+    }
+
+    fn printed(&self, text: &str) -> bool {
+        self.stdout
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.ends_with(text))
+    }
+
+    fn log_lines(&self, needle: &str) -> usize {
+        self.stderr
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    fn all_output(&self) -> String {
+        let mut all = self.stderr.lock().unwrap().join("\n");
+        all.push_str(&self.stdout.lock().unwrap().join("\n"));
+        all
+    }
+
+    /// `restarts` from the worker's `/health`.
+    async fn restarts(&self) -> Option<u64> {
+        let url = format!("http://127.0.0.1:{}/health", self.health_port);
+        let body: serde_json::Value = reqwest::get(url).await.ok()?.json().await.ok()?;
+        body["restarts"].as_u64()
+    }
+
+    fn is_alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    check()
+}
+
+#[tokio::test]
+async fn mutual_tls_and_the_shipped_acl_user_register_and_run_a_job() {
+    let certs = TestCerts::generate();
+    let redis = RedisServer::start_tls(&certs, true);
+    redis.add_acl_user(USER, &acl_rules(), SECRET);
+    let mut env = tls_env(&certs, certs.ca());
+    env.extend(user_env(USER, SECRET));
+    let addr = format!("localhost:{}", redis.port());
+    let q = queue(&addr, &env);
+    q.ping().await.unwrap();
+    let worker = Worker::start(&addr, &env);
+    q.enqueue(job("over mutual tls")).await.unwrap();
+    assert!(
+        wait_for(Duration::from_secs(20), || worker
+            .printed("over mutual tls"))
+        .await,
+        "the job did not run; worker log:\n{}",
+        worker.all_output()
+    );
+    assert!(
+        !worker.all_output().contains(SECRET),
+        "the secret reached a log line"
+    );
+}
+
+#[tokio::test]
+async fn requirepass_works_and_a_wrong_password_is_named_without_the_secret() {
+    let redis = RedisServer::start_with_password(SECRET);
+    let password = [(
+        "APP__CACHE_SERVER__REDIS__JOBQUEUE__PASSWORD".to_owned(),
+        SECRET.to_owned(),
+    )];
+    let q = queue(&redis.addr(), &password);
+    q.ping().await.unwrap();
+    q.enqueue(job("with a password")).await.unwrap();
+    let wrong = [(
+        "APP__CACHE_SERVER__REDIS__JOBQUEUE__PASSWORD".to_owned(),
+        "not-the-password".to_owned(),
+    )];
+    let err = queue(&redis.addr(), &wrong).ping().await.unwrap_err();
+    assert!(matches!(err, JobQueueError::Misconfigured(_)), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("authentication failed"), "{text}");
+    assert!(!text.contains("not-the-password"), "{text}");
+    let none = queue(&redis.addr(), &[]).ping().await.unwrap_err();
+    assert!(matches!(none, JobQueueError::Misconfigured(_)), "{none:?}");
+}
+
+#[tokio::test]
+async fn an_unknown_ca_or_plain_text_on_the_tls_port_fails_without_hanging() {
+    let certs = TestCerts::generate();
+    let redis = RedisServer::start_tls(&certs, false);
+    let addr = format!("localhost:{}", redis.port());
+    let err = queue(&addr, &tls_env(&certs, certs.other_ca()))
+        .ping()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, JobQueueError::Misconfigured(_)), "{err:?}");
+    assert!(err.to_string().contains("TLS"), "{err}");
+    // Plain text on a TLS port: the server drops the connection; the call ends, bounded.
+    let err = queue(&addr, &[]).ping().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            JobQueueError::Unavailable(_) | JobQueueError::Misconfigured(_)
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_acl_permission_keeps_the_worker_running_and_says_why_once() {
+    let redis = RedisServer::start();
+    // The shipped rules minus the global key apalis-redis' register_worker.lua writes.
+    let rules = acl_rules().replace("~core:apalis:queues:list", "");
+    redis.add_acl_user(USER, &rules, SECRET);
+    let env = user_env(USER, SECRET);
+    let mut worker = Worker::start(&redis.addr(), &env);
+    assert!(
+        wait_for(Duration::from_secs(20), || worker
+            .log_lines("misconfiguration")
+            >= 1)
+        .await,
+        "the worker never said why; log:\n{}",
+        worker.all_output()
+    );
+    let said = worker.all_output();
+    assert!(said.contains("register_worker.lua"), "{said}");
+    // It retries (restarts count up) but repeats the reason only once per minute.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut restarts = 0;
+    while Instant::now() < deadline && restarts < 2 {
+        restarts = worker.restarts().await.unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(restarts >= 2, "the worker stopped retrying");
+    assert!(worker.is_alive(), "the worker exited");
+    assert_eq!(
+        worker.log_lines("misconfiguration"),
+        1,
+        "{}",
+        worker.all_output()
+    );
+    assert!(!worker.all_output().contains(SECRET));
+}
