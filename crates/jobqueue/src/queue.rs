@@ -316,7 +316,8 @@ impl JobQueue {
 }
 
 /// `CLIENT ID` then `CLIENT KILL ID <id>` on the same connection, bounded; errors are expected
-/// (the server closes the socket) and ignored.
+/// (the server closes the socket) and ignored. A least-privilege ACL user may not run
+/// `CLIENT KILL` (admin): then `QUIT` closes it from the client side.
 async fn kill_own_connection(mut conn: ConnectionManager, budget: Duration) {
     let kill = async {
         let id: i64 = redis::cmd("CLIENT")
@@ -330,7 +331,12 @@ async fn kill_own_connection(mut conn: ConnectionManager, budget: Duration) {
             .query_async::<()>(&mut conn)
             .await
     };
-    let _ = tokio::time::timeout(budget, kill).await;
+    if let Ok(Err(e)) = tokio::time::timeout(budget, kill).await {
+        if crate::connection::misconfiguration(&e).is_some() {
+            let quit = redis::cmd("QUIT");
+            let _ = tokio::time::timeout(budget, quit.query_async::<()>(&mut conn)).await;
+        }
+    }
 }
 
 struct Prepared {
