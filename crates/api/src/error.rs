@@ -24,6 +24,9 @@ pub enum ApiError {
     /// A backend (Redis) did not answer in time; the cause is logged.
     #[error("service unavailable")]
     Unavailable(#[source] anyhow::Error),
+    /// A job was written but not confirmed by `min_replicas_acked` replicas; the client is told.
+    #[error("{0}")]
+    NotConfirmed(String),
     /// Anything else; the cause is logged, the client sees an opaque message.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -49,7 +52,7 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::NotConfirmed(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -118,6 +121,7 @@ impl From<cacheserver_jobqueue::JobQueueError> for ApiError {
         use cacheserver_jobqueue::JobQueueError as E;
         match e {
             E::Unavailable(_) | E::Misconfigured(_) => Self::Unavailable(e.into()),
+            E::NotConfirmed(m) => Self::NotConfirmed(m),
             E::Invalid(m) => Self::BadRequest(m),
             E::NotFound(id) => Self::NotFound(format!("job {id} not found")),
             E::NotDead { .. } => Self::Conflict(e.to_string()),

@@ -14,10 +14,57 @@ use redis::{
     TlsCertificates,
 };
 
-/// A redis-rs client for the jobqueue Redis (not connected yet). Reads the TLS files now, so a
-/// missing or unreadable file fails at start-up, naming the file.
+/// Check the settings at start-up (address, TLS files) without connecting; with Sentinel, start
+/// following the master.
+pub fn validate(redis: &SingleRedisSettings) -> Result<(), JobQueueError> {
+    client_at(redis, &redis.addr)?;
+    if redis.sentinel.is_enabled() {
+        sentinel::tracker(redis)?;
+    }
+    Ok(())
+}
+
+/// A redis-rs client for the jobqueue Redis (not connected yet): `addr`, or with Sentinel the
+/// master the sentinels name now (`Unavailable` until one is known). Reads the TLS files now,
+/// so a missing or unreadable file fails at start-up, naming the file.
 pub fn client(redis: &SingleRedisSettings) -> Result<Client, JobQueueError> {
-    let (host, port) = split_addr(&redis.addr)?;
+    if redis.sentinel.is_enabled() {
+        let master = sentinel::tracker(redis)?.master()?;
+        return client_at(redis, &master);
+    }
+    client_at(redis, &redis.addr)
+}
+
+/// `WAIT <min_replicas_acked> <ms>` on the connection that just wrote: `Ok` once that many
+/// replicas have the write, `NotConfirmed` otherwise. A WAIT on another connection would prove
+/// nothing (it waits for that connection's own writes). No-op when `min_replicas_acked` is 0.
+pub async fn confirm_replicas(
+    conn: &mut impl redis::aio::ConnectionLike,
+    redis: &SingleRedisSettings,
+    budget: std::time::Duration,
+) -> Result<(), JobQueueError> {
+    let want = redis.min_replicas_acked;
+    if want <= 0 {
+        return Ok(());
+    }
+    // Leave a quarter of the budget for the reply itself.
+    let wait_ms = u64::try_from((budget * 3 / 4).as_millis()).unwrap_or(u64::MAX).max(1);
+    let acked: i64 = redis::cmd("WAIT")
+        .arg(want)
+        .arg(wait_ms)
+        .query_async(conn)
+        .await?;
+    if acked >= want {
+        Ok(())
+    } else {
+        Err(JobQueueError::NotConfirmed(format!(
+            "the job was stored on the master but only {acked} of {want} replica(s) confirmed it within {wait_ms} ms; it may exist — retrying is safe"
+        )))
+    }
+}
+
+fn client_at(redis: &SingleRedisSettings, addr: &str) -> Result<Client, JobQueueError> {
+    let (host, port) = split_addr(addr)?;
     let addr = if redis.tls.enabled {
         ConnectionAddr::TcpTls {
             host,
@@ -45,6 +92,103 @@ pub fn client(redis: &SingleRedisSettings) -> Result<Client, JobQueueError> {
         Client::open(info)
     };
     built.map_err(|e| JobQueueError::Config(format!("jobqueue Redis client: {e}")))
+}
+
+/// Follows the master of `sentinel.master_name`: one poller per process and sentinel set asks
+/// the sentinels (`SENTINEL GET-MASTER-ADDR-BY-NAME`) every [`sentinel::POLL`]; new connections
+/// go to the master it knows. Connections to a dead or demoted master fail (`READONLY`, I/O) and
+/// are rebuilt by their owner (`JobQueue`, the supervisor), which then lands on the new master.
+mod sentinel {
+    use super::{client_at, JobQueueError, SingleRedisSettings};
+    use std::collections::HashMap;
+    use std::sync::{Arc, LazyLock, Mutex, RwLock};
+    use std::time::Duration;
+
+    pub const POLL: Duration = Duration::from_millis(200);
+    /// Budget of one question to one sentinel.
+    const ASK_TIMEOUT: Duration = Duration::from_millis(500);
+
+    pub struct Tracker {
+        master: RwLock<Option<String>>,
+    }
+
+    impl Tracker {
+        pub fn master(&self) -> Result<String, JobQueueError> {
+            self.master.read().ok().and_then(|m| m.clone()).ok_or_else(|| {
+                JobQueueError::Unavailable("no jobqueue master known from the sentinels yet".into())
+            })
+        }
+    }
+
+    static TRACKERS: LazyLock<Mutex<HashMap<String, Arc<Tracker>>>> = LazyLock::new(Default::default);
+
+    /// The tracker of this sentinel set, started on first use (needs a tokio runtime).
+    pub fn tracker(redis: &SingleRedisSettings) -> Result<Arc<Tracker>, JobQueueError> {
+        let s = &redis.sentinel;
+        let key = format!("{}@{}", s.master_name, s.addrs.join(","));
+        let mut all = TRACKERS
+            .lock()
+            .map_err(|_| JobQueueError::Internal("sentinel trackers poisoned".into()))?;
+        if let Some(t) = all.get(&key) {
+            return Ok(t.clone());
+        }
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| JobQueueError::Config("Sentinel needs a tokio runtime".into()))?;
+        let tracker = Arc::new(Tracker {
+            master: RwLock::new(None),
+        });
+        runtime.spawn(follow(redis.clone(), tracker.clone()));
+        all.insert(key, tracker.clone());
+        Ok(tracker)
+    }
+
+    /// Poll the sentinels for the life of the process; log every change of master.
+    async fn follow(redis: SingleRedisSettings, tracker: Arc<Tracker>) {
+        let mut tick = tokio::time::interval(POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(found) = ask_sentinels(&redis).await else {
+                continue;
+            };
+            let Ok(mut master) = tracker.master.write() else {
+                return;
+            };
+            if master.as_deref() != Some(found.as_str()) {
+                tracing::info!(master = %found, previous = ?*master, name = %redis.sentinel.master_name, "jobqueue master (per Sentinel)");
+                *master = Some(found);
+            }
+        }
+    }
+
+    /// The first answer of the sentinels, in order, each bounded by [`ASK_TIMEOUT`].
+    async fn ask_sentinels(redis: &SingleRedisSettings) -> Option<String> {
+        let s = &redis.sentinel;
+        // Sentinels take their own credentials; TLS like the data nodes.
+        let mut as_sentinel = redis.clone();
+        as_sentinel.username = s.username.clone();
+        as_sentinel.password = s.password.clone();
+        for addr in &s.addrs {
+            let Ok(client) = client_at(&as_sentinel, addr) else {
+                continue;
+            };
+            let ask = async {
+                let mut conn = client.get_multiplexed_async_connection().await?;
+                redis::cmd("SENTINEL")
+                    .arg("GET-MASTER-ADDR-BY-NAME")
+                    .arg(&s.master_name)
+                    .query_async::<Option<(String, u16)>>(&mut conn)
+                    .await
+            };
+            match tokio::time::timeout(ASK_TIMEOUT, ask).await {
+                Ok(Ok(Some((host, port)))) => return Some(format!("{host}:{port}")),
+                Ok(Ok(None)) => tracing::debug!(sentinel = %addr, "sentinel does not know the master"),
+                Ok(Err(e)) => tracing::debug!(sentinel = %addr, error = %e, "sentinel error"),
+                Err(_) => tracing::debug!(sentinel = %addr, "sentinel timed out"),
+            }
+        }
+        None
+    }
 }
 
 /// The PEM files of `tls`; no `ca_file` means the system roots.

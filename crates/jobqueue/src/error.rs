@@ -19,6 +19,10 @@ pub enum JobQueueError {
     /// (api: 503, `/ready` names it). Retrying fast does not help (see `connection.rs`).
     #[error("{0}")]
     Misconfigured(String),
+    /// The job was written but `WAIT` did not see `min_replicas_acked` replicas take it within
+    /// the budget (api: 503 saying so; a retry is safe).
+    #[error("{0}")]
+    NotConfirmed(String),
     /// Settings that cannot work (bad address).
     #[error("jobqueue configuration: {0}")]
     Config(String),

@@ -46,7 +46,7 @@ impl JobQueue {
         settings: &JobqueueSettings,
     ) -> Result<Self, JobQueueError> {
         // Validate the address now so a typo fails at startup, not at the first request.
-        crate::connection::client(redis)?;
+        crate::connection::validate(redis)?;
         let pool = redis.pool_size.clamp(1, 8) as usize;
         let inner = Inner {
             redis: redis.clone(),
@@ -102,8 +102,10 @@ impl JobQueue {
         let keys = self.inner.keys.clone();
         let stored: Vec<StoredJob<'_>> = prepared.iter().map(Prepared::stored).collect();
         let stored = &stored;
-        self.with_connection(self.inner.enqueue_timeout, |mut c| async move {
-            storage::enqueue(&mut c, &keys, stored).await
+        let (redis, budget) = (&self.inner.redis, self.inner.enqueue_timeout);
+        self.with_connection(budget, |mut c| async move {
+            storage::enqueue(&mut c, &keys, stored).await?;
+            crate::connection::confirm_replicas(&mut c, redis, budget).await
         })
         .await?;
         tracing::debug!(count = prepared.len(), "jobs enqueued");
@@ -284,7 +286,7 @@ impl JobQueue {
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = Result<T, JobQueueError>>,
     {
-        let conn = self.connection()?;
+        let (slot, conn) = self.connection()?;
         let result = match tokio::time::timeout(budget, f(conn)).await {
             Ok(result) => result,
             Err(_) => Err(JobQueueError::Unavailable(format!(
@@ -293,6 +295,12 @@ impl JobQueue {
             ))),
         };
         let reached = !matches!(result, Err(JobQueueError::Unavailable(_)));
+        if !reached && self.inner.redis.sentinel.is_enabled() {
+            // The master may have moved: the next call connects to the one Sentinel names.
+            if let Ok(mut s) = self.inner.slots[slot].lock() {
+                s.take();
+            }
+        }
         let was = self.inner.connected.swap(reached, Ordering::Relaxed);
         if was != reached {
             tracing::warn!(addr = %self.inner.redis.addr, connected = reached, "jobqueue Redis connection changed");
@@ -301,17 +309,17 @@ impl JobQueue {
     }
 
     /// Round-robin over the slots, creating a lazy connection where there is none.
-    fn connection(&self) -> Result<ConnectionManager, JobQueueError> {
+    fn connection(&self) -> Result<(usize, ConnectionManager), JobQueueError> {
         let n = self.inner.next.fetch_add(1, Ordering::Relaxed) % self.inner.slots.len();
         let mut slot = self.inner.slots[n]
             .lock()
             .map_err(|_| JobQueueError::Internal("connection slot poisoned".into()))?;
         if let Some(conn) = slot.as_ref() {
-            return Ok(conn.clone());
+            return Ok((n, conn.clone()));
         }
         let conn = storage::lazy_connection(&self.inner.redis)?;
         *slot = Some(conn.clone());
-        Ok(conn)
+        Ok((n, conn))
     }
 }
 
