@@ -48,7 +48,9 @@ pub async fn confirm_replicas(
         return Ok(());
     }
     // Leave a quarter of the budget for the reply itself.
-    let wait_ms = u64::try_from((budget * 3 / 4).as_millis()).unwrap_or(u64::MAX).max(1);
+    let wait_ms = u64::try_from((budget * 3 / 4).as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
     let acked: i64 = redis::cmd("WAIT")
         .arg(want)
         .arg(wait_ms)
@@ -114,13 +116,20 @@ mod sentinel {
 
     impl Tracker {
         pub fn master(&self) -> Result<String, JobQueueError> {
-            self.master.read().ok().and_then(|m| m.clone()).ok_or_else(|| {
-                JobQueueError::Unavailable("no jobqueue master known from the sentinels yet".into())
-            })
+            self.master
+                .read()
+                .ok()
+                .and_then(|m| m.clone())
+                .ok_or_else(|| {
+                    JobQueueError::Unavailable(
+                        "no jobqueue master known from the sentinels yet".into(),
+                    )
+                })
         }
     }
 
-    static TRACKERS: LazyLock<Mutex<HashMap<String, Arc<Tracker>>>> = LazyLock::new(Default::default);
+    static TRACKERS: LazyLock<Mutex<HashMap<String, Arc<Tracker>>>> =
+        LazyLock::new(Default::default);
 
     /// The tracker of this sentinel set, started on first use (needs a tokio runtime).
     pub fn tracker(redis: &SingleRedisSettings) -> Result<Arc<Tracker>, JobQueueError> {
@@ -182,7 +191,9 @@ mod sentinel {
             };
             match tokio::time::timeout(ASK_TIMEOUT, ask).await {
                 Ok(Ok(Some((host, port)))) => return Some(format!("{host}:{port}")),
-                Ok(Ok(None)) => tracing::debug!(sentinel = %addr, "sentinel does not know the master"),
+                Ok(Ok(None)) => {
+                    tracing::debug!(sentinel = %addr, "sentinel does not know the master")
+                }
                 Ok(Err(e)) => tracing::debug!(sentinel = %addr, error = %e, "sentinel error"),
                 Err(_) => tracing::debug!(sentinel = %addr, "sentinel timed out"),
             }

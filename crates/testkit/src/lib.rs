@@ -13,8 +13,8 @@ mod tls;
 
 pub use cluster::RedisCluster;
 pub use ports::{free_cluster_port, free_port};
-pub use server::{admin_cli_args, redis_cli, RedisServer};
 pub use sentinel::{SentinelSet, MASTER_NAME as SENTINEL_MASTER_NAME};
+pub use server::{admin_cli_args, redis_cli, RedisServer};
 pub use tls::TestCerts;
 
 use std::time::{Duration, Instant};

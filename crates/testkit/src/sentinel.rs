@@ -35,7 +35,11 @@ impl SentinelSet {
         let master_port = master.port().to_string();
         let mut nodes = vec![master];
         for _ in 0..2 {
-            let args = vec!["--replicaof".into(), "127.0.0.1".into(), master_port.clone()];
+            let args = vec![
+                "--replicaof".into(),
+                "127.0.0.1".into(),
+                master_port.clone(),
+            ];
             nodes.push(RedisServer::start_with(|_| (args, Vec::new())));
         }
         let synced = wait_until(Duration::from_secs(30), || {
@@ -61,7 +65,10 @@ impl SentinelSet {
                 })
             })
         });
-        assert!(ready, "sentinels did not discover the replicas and each other");
+        assert!(
+            ready,
+            "sentinels did not discover the replicas and each other"
+        );
         set
     }
 
@@ -76,8 +83,11 @@ impl SentinelSet {
     /// The master's `host:port` as the first answering sentinel reports it.
     pub fn master_addr(&self) -> Option<String> {
         self.sentinels.iter().find_map(|s| {
-            let reply =
-                redis_cli(s.port, &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME]).ok()?;
+            let reply = redis_cli(
+                s.port,
+                &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME],
+            )
+            .ok()?;
             let mut parts = reply.lines();
             Some(format!("{}:{}", parts.next()?, parts.next()?))
         })

@@ -1,0 +1,270 @@
+//! Losing the jobqueue Redis under registration load, with real processes: a Sentinel failover
+//! (master SIGKILLed, `min_replicas_acked: 1`) and a SIGKILL of a single Redis with AOF
+//! everysec. Every job that got a 201 must run; the worker process must survive.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+mod common;
+
+use cacheserver_testkit::{free_port, RedisServer, SentinelSet, SENTINEL_MASTER_NAME};
+use common::{spawn_app, TestApp};
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const CLIENTS: usize = 4;
+
+/// The worker binary built by `cargo build -p cacheserver-jobqueue --bin worker`.
+fn worker_binary() -> Option<PathBuf> {
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let bin = tmp.parent()?.join("debug").join("worker");
+    let found = bin.is_file().then_some(bin);
+    assert!(
+        found.is_some() || std::env::var_os("CI").is_none(),
+        "worker binary missing in CI"
+    );
+    found
+}
+
+struct Worker {
+    child: Child,
+    printed: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Worker {
+    fn start(bin: &Path, env: &[(&str, String)]) -> Self {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+        let mut child = Command::new(bin)
+            .env("APP_ENV", "test")
+            .env("APP_CONFIG_DIR", root)
+            .env(
+                "APP__JOBQUEUE__WORKER__HEALTH_PORT",
+                free_port().to_string(),
+            )
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let printed: Arc<Mutex<HashSet<String>>> = Arc::default();
+        let sink = printed.clone();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let message = line.split_once("] ").map_or(line.as_str(), |(_, m)| m);
+                sink.lock().unwrap().insert(message.to_owned());
+            }
+        });
+        Self { child, printed }
+    }
+
+    fn missing(&self, accepted: &HashSet<String>) -> Vec<String> {
+        let printed = self.printed.lock().unwrap();
+        accepted.difference(&printed).cloned().collect()
+    }
+
+    fn is_alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the load saw: accepted messages, and when each status arrived.
+#[derive(Default)]
+struct Seen {
+    accepted: HashSet<String>,
+    log: Vec<(Instant, u16)>,
+}
+
+/// `CLIENTS` tasks registering distinct jobs until `stop`.
+fn load(
+    app: &Arc<TestApp>,
+    stop: &Arc<AtomicBool>,
+    seen: &Arc<Mutex<Seen>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..CLIENTS)
+        .map(|client| {
+            let (app, stop, seen) = (app.clone(), stop.clone(), seen.clone());
+            tokio::spawn(async move {
+                for i in 0..100_000u32 {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let message = format!("load-{client}-{i}");
+                    let resp = app
+                        .http
+                        .post(app.url("/api/dm-jobqueue/register"))
+                        .json(&serde_json::json!({"message": message, "delay_seconds": 0}))
+                        .send()
+                        .await;
+                    let status = resp.as_ref().map_or(0, |r| r.status().as_u16());
+                    let mut seen = seen.lock().unwrap();
+                    seen.log.push((Instant::now(), status));
+                    if status == 201 {
+                        seen.accepted.insert(message);
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+fn count_201_after(seen: &Mutex<Seen>, t: Instant) -> usize {
+    seen.lock()
+        .unwrap()
+        .log
+        .iter()
+        .filter(|(at, s)| *at > t && *s == 201)
+        .count()
+}
+
+async fn wait(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    check()
+}
+
+/// Run the load, call `fault` once 100 jobs are in, continue until 100 more are accepted;
+/// then every accepted job must run. Returns (503 window after the fault, statuses seen).
+async fn under_load(
+    app: TestApp,
+    worker: &mut Worker,
+    fault: impl FnOnce(),
+) -> (Duration, Vec<u16>) {
+    let app = Arc::new(app);
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen: Arc<Mutex<Seen>> = Arc::default();
+    let tasks = load(&app, &stop, &seen);
+    let before = wait(Duration::from_secs(30), || {
+        seen.lock().unwrap().accepted.len() >= 100
+    })
+    .await;
+    assert!(before, "the load never got going");
+    let faulted_at = Instant::now();
+    fault();
+    let recovered = wait(Duration::from_secs(60), || {
+        count_201_after(&seen, faulted_at) >= 100
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let seen = Arc::try_unwrap(seen).ok().unwrap().into_inner().unwrap();
+    assert!(recovered, "registration did not come back");
+    let statuses: Vec<u16> = seen.log.iter().map(|(_, s)| *s).collect();
+    let last_failure = seen
+        .log
+        .iter()
+        .filter(|(at, s)| *at > faulted_at && *s != 201)
+        .map(|(at, _)| *at)
+        .max();
+    let window = last_failure.map_or(Duration::ZERO, |t| t - faulted_at);
+    let ran = wait(Duration::from_secs(60), || {
+        worker.missing(&seen.accepted).is_empty()
+    })
+    .await;
+    let missing = worker.missing(&seen.accepted);
+    assert!(
+        ran,
+        "{} of {} accepted jobs never ran, e.g. {:?}",
+        missing.len(),
+        seen.accepted.len(),
+        missing.iter().take(5).collect::<Vec<_>>()
+    );
+    assert!(worker.is_alive(), "the worker process died");
+    println!(
+        "accepted={} 503s={} other={} unavailable_for={window:?}",
+        seen.accepted.len(),
+        statuses.iter().filter(|s| **s == 503).count(),
+        statuses.iter().filter(|s| **s != 201 && **s != 503).count(),
+    );
+    (window, statuses)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_failover_loses_no_accepted_job() {
+    let Some(bin) = worker_binary() else { return };
+    let mut set = SentinelSet::start();
+    let env: Vec<(&str, String)> = vec![
+        (
+            "APP__CACHE_SERVER__REDIS__JOBQUEUE__SENTINEL__MASTER_NAME",
+            SENTINEL_MASTER_NAME.into(),
+        ),
+        (
+            "APP__CACHE_SERVER__REDIS__JOBQUEUE__SENTINEL__ADDRS",
+            set.sentinel_addrs().join(","),
+        ),
+        (
+            "APP__CACHE_SERVER__REDIS__JOBQUEUE__MIN_REPLICAS_ACKED",
+            "1".into(),
+        ),
+        (
+            "APP__CACHE_SERVER__REDIS__JOBQUEUE__DIAL_TIMEOUT",
+            "500ms".into(),
+        ),
+        (
+            "APP__CACHE_SERVER__REDIS__JOBQUEUE__READ_TIMEOUT",
+            "1s".into(),
+        ),
+        ("APP__JOBQUEUE__ENQUEUE_TIMEOUT", "1s".into()),
+        ("APP__API__RATE_LIMIT__ENABLED", "false".into()),
+    ];
+    let mut worker = Worker::start(&bin, &env);
+    let overrides: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app = spawn_app(&overrides).await;
+    let mut killed = None;
+    let (window, statuses) =
+        under_load(app, &mut worker, || killed = Some(set.kill_master())).await;
+    let old = killed.unwrap();
+    assert!(set
+        .wait_for_new_master(old, Duration::from_secs(30))
+        .is_some());
+    assert!(
+        statuses.iter().all(|s| *s == 201 || *s == 503),
+        "only 201 or 503 expected: {:?}",
+        statuses
+            .iter()
+            .filter(|s| **s != 201 && **s != 503)
+            .take(5)
+            .collect::<Vec<_>>()
+    );
+    // Bounded unavailability (Sentinel: down-after 1 s + election + our 200 ms poll).
+    assert!(window < Duration::from_secs(30), "503s for {window:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_single_redis_loses_no_accepted_job() {
+    let Some(bin) = worker_binary() else { return };
+    let mut redis = RedisServer::start();
+    let env: Vec<(&str, String)> = vec![
+        ("APP__CACHE_SERVER__REDIS__JOBQUEUE__ADDR", redis.addr()),
+        ("APP__JOBQUEUE__ENQUEUE_TIMEOUT", "1s".into()),
+        ("APP__API__RATE_LIMIT__ENABLED", "false".into()),
+        ("APP__JOBQUEUE__WORKER__RETRY_BACKOFF", "100ms".into()),
+    ];
+    let mut worker = Worker::start(&bin, &env);
+    let overrides: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app = spawn_app(&overrides).await;
+    let redis_ref = &mut redis;
+    let (_, statuses) = under_load(app, &mut worker, || {
+        redis_ref.kill();
+        redis_ref.restart();
+    })
+    .await;
+    assert!(statuses.iter().all(|s| *s == 201 || *s == 503));
+}
