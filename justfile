@@ -16,6 +16,8 @@ up:
     #!/usr/bin/env bash
     set -euo pipefail
     scripts/start-redis.sh start
+    # REDIS_HA=1: the api finds the jobqueue master through Sentinel (settings written by the script).
+    if [ "${REDIS_HA:-0}" = 1 ]; then set -a; . redis/run/ha.env; set +a; fi
     cargo build --release -p cacheserver-api --bin api
     host="${APP__SERVER__HOST:-127.0.0.1}"
     case "$host" in "" | 0.0.0.0 | "::" | "[::]") host=127.0.0.1 ;; esac
@@ -87,13 +89,19 @@ down:
     fi
     scripts/start-redis.sh stop
 
-# Run the api only (expects Redis to be up: just redis)
+# Run the api only (expects Redis to be up: just redis; REDIS_HA=1 for the Sentinel set)
 api:
+    if [ "${REDIS_HA:-0}" = 1 ]; then set -a; . redis/run/ha.env; set +a; fi; \
     cargo run --release -p cacheserver-api --bin api
 
-# Run a jobqueue worker; arguments are passed to it (just worker --help)
+# Run a jobqueue worker; arguments are passed to it (just worker --help); REDIS_HA=1 as for api
 worker *ARGS:
+    if [ "${REDIS_HA:-0}" = 1 ]; then set -a; . redis/run/ha.env; set +a; fi; \
     cargo run --release -p cacheserver-jobqueue --bin worker -- "$@"
+
+# Start Redis with the jobqueue as a Sentinel set (master 6379, replicas 6380-6381, sentinels 26379-26381)
+redis-ha:
+    REDIS_HA=1 scripts/start-redis.sh start
 
 # Start the local Redis stack (jobqueue :6379, cluster :7100-7105)
 redis:

@@ -17,6 +17,11 @@
 #   REDIS_JOBQUEUE_PORT  default 6379
 #   REDIS_CLUSTER_PORTS  default 7100..7105; also "7100-7105" or "7100,7101,..." (>= 6, even count)
 #   REDIS_CLUSTER_WAIT   seconds to wait for cluster_state:ok, default 60
+#   REDIS_HA             1: the jobqueue Redis becomes a Sentinel set: master on REDIS_JOBQUEUE_PORT,
+#                        replicas on REDIS_HA_REPLICA_PORTS (default 6380,6381), sentinels on
+#                        REDIS_HA_SENTINEL_PORTS (default 26379,26380,26381), master name
+#                        cacheserver-jq; the APP__ settings to use it are written to redis/run/ha.env
+#                        (`just up`, `just api` and `just worker` read it when REDIS_HA=1)
 set -euo pipefail
 
 SCRIPT_DIR="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)"
@@ -29,6 +34,11 @@ COMPOSE_FILE="$ROOT/docker-compose.redis.yml"
 DOCKER_NETWORK="redis-network"
 
 JOBQUEUE_PORT="${REDIS_JOBQUEUE_PORT:-6379}"
+HA="${REDIS_HA:-0}"
+HA_MASTER_NAME="cacheserver-jq"
+IFS=',' read -r -a HA_REPLICA_PORTS <<<"${REDIS_HA_REPLICA_PORTS:-6380,6381}"
+IFS=',' read -r -a HA_SENTINEL_PORTS <<<"${REDIS_HA_SENTINEL_PORTS:-26379,26380,26381}"
+HA_ENV_FILE="$RUN_DIR/ha.env"
 CLUSTER_WAIT="${REDIS_CLUSTER_WAIT:-60}"
 MODE="${REDIS_MODE:-auto}"
 
@@ -85,7 +95,15 @@ pidfile_of() { echo "$RUN_DIR/redis-$1.pid"; }
 logfile_of() { echo "$LOG_DIR/redis-$1.log"; }
 
 data_dir_of() {
-    if [ "$1" = "$JOBQUEUE_PORT" ]; then echo "$DATA_DIR/jobqueue"; else echo "$DATA_DIR/cluster-$1"; fi
+    local p
+    if [ "$1" = "$JOBQUEUE_PORT" ]; then echo "$DATA_DIR/jobqueue"; return; fi
+    for p in "${HA_REPLICA_PORTS[@]}"; do
+        [ "$1" = "$p" ] && { echo "$DATA_DIR/jobqueue-replica-$1"; return; }
+    done
+    for p in "${HA_SENTINEL_PORTS[@]}"; do
+        [ "$1" = "$p" ] && { echo "$DATA_DIR/sentinel-$1"; return; }
+    done
+    echo "$DATA_DIR/cluster-$1"
 }
 
 # The running redis' working directory (CONFIG GET dir); "" when unknown.
@@ -254,6 +272,68 @@ stop_node() {
     return 1
 }
 
+# ---------------------------------------------------------------------------------------------
+# HA mode (REDIS_HA=1): jobqueue master + replicas + sentinels
+# ---------------------------------------------------------------------------------------------
+start_sentinel() {
+    local port="$1" dir conf i
+    dir="$(data_dir_of "$port")"
+    conf="$dir/sentinel.conf"
+    if is_redis "$port"; then log "sentinel 127.0.0.1:$port already running"; return 0; fi
+    mkdir -p "$dir"
+    # Sentinel rewrites its config (known replicas, epochs): write it only the first time.
+    if [ ! -f "$conf" ]; then
+        cat >"$conf" <<CONF
+port $port
+bind 127.0.0.1
+dir $dir
+sentinel monitor $HA_MASTER_NAME 127.0.0.1 $JOBQUEUE_PORT 2
+sentinel down-after-milliseconds $HA_MASTER_NAME 5000
+sentinel failover-timeout $HA_MASTER_NAME 30000
+sentinel parallel-syncs $HA_MASTER_NAME 1
+CONF
+    fi
+    redis-server "$conf" --sentinel --daemonize yes --pidfile "$(pidfile_of "$port")" \
+        --logfile "$(logfile_of "$port")"
+    for ((i = 0; i < 100; i++)); do
+        is_redis "$port" && { log "sentinel 127.0.0.1:$port started"; return 0; }
+        sleep 0.1
+    done
+    err "sentinel on 127.0.0.1:$port did not answer PING within 10s"
+    return 1
+}
+
+ha_master() { rcli "${HA_SENTINEL_PORTS[0]}" sentinel get-master-addr-by-name "$HA_MASTER_NAME" | paste -sd: -; }
+
+ha_start() {
+    local p failed=0 master_port="$JOBQUEUE_PORT" addrs=()
+    # After a failover the master may be a former replica: follow what the sentinels say.
+    if is_redis "${HA_SENTINEL_PORTS[0]}"; then
+        master_port="$(ha_master | cut -d: -f2)"
+        master_port="${master_port:-$JOBQUEUE_PORT}"
+    fi
+    for p in "$JOBQUEUE_PORT" "${HA_REPLICA_PORTS[@]}"; do
+        if [ "$p" = "$master_port" ]; then
+            start_node "$p" || failed=1
+        else
+            start_node "$p" --replicaof 127.0.0.1 "$master_port" || failed=1
+        fi
+    done
+    for p in "${HA_SENTINEL_PORTS[@]}"; do
+        start_sentinel "$p" || failed=1
+        addrs+=("127.0.0.1:$p")
+    done
+    [ "$failed" = 0 ] || return 1
+    local IFS=,
+    cat >"$HA_ENV_FILE" <<ENV
+APP__CACHE_SERVER__REDIS__JOBQUEUE__SENTINEL__MASTER_NAME=$HA_MASTER_NAME
+APP__CACHE_SERVER__REDIS__JOBQUEUE__SENTINEL__ADDRS=${addrs[*]}
+APP__CACHE_SERVER__REDIS__JOBQUEUE__MIN_REPLICAS_ACKED=1
+ENV
+    log "HA: master $HA_MASTER_NAME at $(ha_master || echo "127.0.0.1:$master_port"), sentinels ${addrs[*]}; settings in ${HA_ENV_FILE#"$ROOT"/}"
+}
+
+
 native_start() {
     "$SCRIPT_DIR/ensure-redis.sh"
     mkdir -p "$DATA_DIR" "$LOG_DIR" "$RUN_DIR"
@@ -266,6 +346,7 @@ native_start() {
             --cluster-node-timeout 5000 || failed=1
     done
     [ "$failed" = 0 ] || die "some Redis nodes could not be started (see above)"
+    if [ "$HA" = 1 ]; then ha_start || die "the HA jobqueue set could not be started (see above)"; fi
     ensure_cluster || exit 1
     log "ready: jobqueue 127.0.0.1:$JOBQUEUE_PORT, cluster 127.0.0.1:${CLUSTER_PORTS[0]}..${CLUSTER_PORTS[${#CLUSTER_PORTS[@]}-1]}"
 }
@@ -273,8 +354,14 @@ native_start() {
 native_stop() {
     command -v redis-cli >/dev/null 2>&1 || { log "redis-cli not installed; nothing to stop"; return 0; }
     local p failed=0
-    # Shut the cluster down first and quickly, so no failover is triggered half way.
-    for p in "${CLUSTER_PORTS[@]}" "$JOBQUEUE_PORT"; do
+    # Shut the cluster down first and quickly, so no failover is triggered half way; sentinels
+    # before the jobqueue nodes for the same reason. Stopping also stops an HA set left running.
+    local ha=("${HA_SENTINEL_PORTS[@]}" "${HA_REPLICA_PORTS[@]}")
+    for p in "${CLUSTER_PORTS[@]}" "${ha[@]}" "$JOBQUEUE_PORT"; do
+        if [ "$p" != "$JOBQUEUE_PORT" ] && [[ " ${ha[*]} " == *" $p "* ]] && ! is_redis "$p" &&
+            ! pid_alive "$(pidfile_of "$p")"; then
+            continue
+        fi
         stop_node "$p" || failed=1
     done
     [ "$failed" = 0 ] || exit 1
@@ -285,7 +372,8 @@ node_status() {
     local port="$1" role="$2" state
     if is_redis "$port"; then
         state="up"
-        is_ours "$port" || state="up (not started by this script: dir $(running_dir "$port"))"
+        is_ours "$port" || pid_alive "$(pidfile_of "$port")" ||
+            state="up (not started by this script: dir $(running_dir "$port"))"
         if [ "$role" = cluster ]; then
             state="$state, $(rcli "$port" role | head -n1), cluster_state=$(cluster_field "$port" cluster_state)"
         fi
@@ -302,6 +390,11 @@ native_status() {
     local p first_up=""
     echo "redis (native):"
     node_status "$JOBQUEUE_PORT" jobqueue
+    if [ "$HA" = 1 ]; then
+        for p in "${HA_REPLICA_PORTS[@]}"; do node_status "$p" replica; done
+        for p in "${HA_SENTINEL_PORTS[@]}"; do node_status "$p" sentinel; done
+        echo "  jobqueue master (per Sentinel): $(ha_master || echo unknown)"
+    fi
     for p in "${CLUSTER_PORTS[@]}"; do
         node_status "$p" cluster
         if [ -z "$first_up" ] && is_redis "$p"; then first_up="$p"; fi
@@ -335,7 +428,16 @@ docker_start() {
     mkdir -p "$DATA_DIR/jobqueue" "$LOG_DIR" "$RUN_DIR"
     for p in 7100 7101 7102 7103 7104 7105; do mkdir -p "$DATA_DIR/cluster-$p"; done
     docker network inspect "$DOCKER_NETWORK" >/dev/null 2>&1 || docker network create "$DOCKER_NETWORK" >/dev/null
-    compose up -d redis-jobqueue redis-cluster-0 redis-cluster-1 redis-cluster-2 \
+    local jobqueue=(redis-jobqueue)
+    if [ "$HA" = 1 ]; then
+        jobqueue=(redis-jq-ha-0 redis-jq-ha-1 redis-jq-ha-2 redis-sentinel-0 redis-sentinel-1 redis-sentinel-2)
+        compose stop redis-jobqueue >/dev/null 2>&1 || true
+        mkdir -p "$DATA_DIR"/jobqueue-replica-638{0,1} "$DATA_DIR"/sentinel-26379 "$DATA_DIR"/sentinel-2638{0,1}
+        printf '%s\n' "APP__CACHE_SERVER__REDIS__JOBQUEUE__SENTINEL__MASTER_NAME=$HA_MASTER_NAME" \
+            "APP__CACHE_SERVER__REDIS__JOBQUEUE__SENTINEL__ADDRS=127.0.0.1:26379,127.0.0.1:26380,127.0.0.1:26381" \
+            "APP__CACHE_SERVER__REDIS__JOBQUEUE__MIN_REPLICAS_ACKED=1" >"$HA_ENV_FILE"
+    fi
+    compose --profile ha up -d "${jobqueue[@]}" redis-cluster-0 redis-cluster-1 redis-cluster-2 \
         redis-cluster-3 redis-cluster-4 redis-cluster-5
     # One-shot: waits for the nodes, creates the cluster if needed, waits for cluster_state:ok.
     if ! compose run --rm redis-cluster-init; then
@@ -346,7 +448,7 @@ docker_start() {
 }
 
 docker_stop() {
-    compose stop
+    compose --profile ha stop
     log "stopped (data kept under redis/data)"
 }
 
