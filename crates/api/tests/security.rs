@@ -141,6 +141,14 @@ async fn the_stack_runs_on_tls_with_the_shipped_acl_users_and_never_logs_a_secre
             "APP__CACHE_SERVER__REDIS__DEFAULT__TLS__SERVER_NAME",
             "localhost".into(),
         ),
+        (
+            "APP__CACHE_SERVER__REDIS__DEFAULT__TLS__CERT_FILE",
+            p(certs.client_cert()),
+        ),
+        (
+            "APP__CACHE_SERVER__REDIS__DEFAULT__TLS__KEY_FILE",
+            p(certs.client_key()),
+        ),
         ("APP__CACHE_SERVER__REDIS__JOBQUEUE__ADDR", jq_addr),
         (
             "APP__CACHE_SERVER__REDIS__JOBQUEUE__USERNAME",
@@ -237,6 +245,30 @@ async fn the_stack_runs_on_tls_with_the_shipped_acl_users_and_never_logs_a_secre
         .await
         .unwrap();
     assert_eq!(stats.status(), 200);
+    let dead = http
+        .get(format!("{base}/api/dm-jobqueue/jobs?status=dead&limit=10"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dead.status(), 200, "{}", api.output());
+    let other: serde_json::Value = http
+        .post(format!("{base}/api/dm-jobqueue/register"))
+        .json(&serde_json::json!({"message": "to delete", "delay_seconds": 3600}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let delete = http
+        .delete(format!(
+            "{base}/api/dm-jobqueue/jobs/{}",
+            other["job_id"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(delete.status().is_success(), "{}", api.output());
 
     // Chaos reset works without CLIENT KILL rights (closed from the client side), and
     // everything comes back.
@@ -385,4 +417,35 @@ async fn a_wrong_jobqueue_password_is_503_in_memory_mode_too() {
         .await
         .unwrap();
     assert_eq!(reg.status(), 503);
+}
+
+#[tokio::test]
+async fn a_cluster_certificate_from_an_unknown_ca_is_503_naming_tls() {
+    let certs = TestCerts::generate();
+    let cluster = RedisCluster::start_secure(Some(&certs), None);
+    let redis = RedisServer::start();
+    let other_ca = certs.other_ca().display().to_string();
+    let app = spawn_app(&[
+        (
+            "APP__CACHE_SERVER__REDIS__DEFAULT__CLUSTER__ADDRS",
+            &common::seeds(&cluster),
+        ),
+        ("APP__CACHE_SERVER__REDIS__DEFAULT__TLS__CA_FILE", &other_ca),
+        ("APP__CACHE_SERVER__REDIS__JOBQUEUE__ADDR", &redis.addr()),
+        ("APP__API__RATE_LIMIT__STORAGE_TYPE", "auto"),
+    ])
+    .await;
+    let named = eventually(Duration::from_secs(20), || async {
+        let resp = app.get("/ready").await;
+        let status = resp.status();
+        let body = resp.text().await.unwrap();
+        status == 503 && body.contains("TLS")
+    })
+    .await;
+    assert!(named, "{}", app.get("/ready").await.text().await.unwrap());
+    assert_eq!(
+        app.ping().await.status(),
+        200,
+        "the api keeps serving from memory"
+    );
 }
