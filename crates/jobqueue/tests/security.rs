@@ -286,3 +286,22 @@ async fn a_missing_acl_permission_keeps_the_worker_running_and_says_why_once() {
     );
     assert!(!worker.all_output().contains(SECRET));
 }
+
+#[tokio::test]
+async fn a_write_to_a_replica_is_unavailable_not_an_internal_error() {
+    let master = RedisServer::start();
+    let port = master.port().to_string();
+    let replica = RedisServer::start_with(|_| {
+        (
+            vec!["--replicaof".into(), "127.0.0.1".into(), port],
+            Vec::new(),
+        )
+    });
+    // A demoted master answers READONLY during a failover: the api must say 503, not 500.
+    let err = queue(&replica.addr(), &[])
+        .enqueue(job("to a replica"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, JobQueueError::Unavailable(_)), "{err:?}");
+    assert!(err.to_string().contains("failover"), "{err}");
+}
