@@ -169,10 +169,12 @@ e2e:
     timeout 300 node e2e/jobs-page.test.mjs
     timeout 200 node e2e/redis-browser.test.mjs
 
-# Benchmarks on real processes (release builds, own Redis, wrk); writes docs/benchmarks.md (~4 min)
+# Benchmarks on real processes (release builds, own Redis, wrk, BullMQ beside ours); writes docs/benchmarks.md (~5 min)
 bench *ARGS:
     scripts/ensure-redis.sh
     command -v wrk >/dev/null 2>&1 || { apt-get update && apt-get install -y wrk; }
+    # BullMQ runs in the same run (bench/bullmq): its packages exactly as the lockfile pins them.
+    cd bench/bullmq && npm ci --no-audit --no-fund
     cargo build --release -p cacheserver-api --bin api -p cacheserver-jobqueue --bin worker -p cacheserver-bench --bin cacheserver-bench
     target/release/cacheserver-bench "$@"
 

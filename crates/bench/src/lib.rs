@@ -13,6 +13,7 @@ pub mod drill;
 pub mod machine;
 pub mod procs;
 pub mod report;
+pub mod resources;
 pub mod runner;
 pub mod sections;
 pub mod stack;
@@ -41,6 +42,8 @@ pub struct Plan {
     pub redis_requests: usize,
     /// Length of the failover probe.
     pub failover: Duration,
+    /// How long an idle worker's CPU is sampled (ours and BullMQ's).
+    pub idle_window: Duration,
     /// Where `api`, `worker` (and `cacheserver-bench`) live.
     pub bin_dir: PathBuf,
 }
@@ -57,6 +60,7 @@ impl Plan {
             warm_up: true,
             redis_requests: 200_000,
             failover: Duration::from_secs(8),
+            idle_window: Duration::from_secs(10),
             bin_dir,
         }
     }
@@ -73,6 +77,7 @@ impl Plan {
             warm_up: false,
             redis_requests: 2_000,
             failover: Duration::from_secs(2),
+            idle_window: Duration::from_secs(1),
             bin_dir,
         }
     }

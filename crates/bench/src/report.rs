@@ -43,9 +43,22 @@ pub struct Row {
     pub verdict: Verdict,
 }
 
+/// One measure taken on both sides in this run: BullMQ's figure, ours, and ours / BullMQ.
+#[derive(Debug, Clone)]
+pub struct Comparison {
+    pub measure: String,
+    pub bullmq: String,
+    pub ours: String,
+    /// ours / BullMQ; `None` when a side is missing or BullMQ's figure is 0.
+    pub ratio: Option<f64>,
+    pub goal: String,
+    pub verdict: Verdict,
+}
+
 #[derive(Debug, Default)]
 pub struct Report {
     pub rows: Vec<Row>,
+    pub comparisons: Vec<Comparison>,
     pub notes: Vec<String>,
 }
 
@@ -77,16 +90,73 @@ impl Report {
         self.rows.push(row);
     }
 
+    /// A row of the BullMQ table. `met`: `None` for context rows (no goal).
+    pub fn compare(
+        &mut self,
+        measure: &str,
+        (bullmq, ours): (String, String),
+        ratio: Option<f64>,
+        goal: &str,
+        met: Option<bool>,
+    ) {
+        let c = Comparison {
+            measure: measure.to_owned(),
+            bullmq,
+            ours,
+            ratio,
+            goal: goal.to_owned(),
+            verdict: met.map_or(Verdict::Info, Verdict::of),
+        };
+        println!(
+            "  {:<10} {:<58} BullMQ {} · ours {} · {}  {:<14} {}",
+            "8 BullMQ",
+            c.measure,
+            c.bullmq,
+            c.ours,
+            ratio_cell(c.ratio),
+            c.goal,
+            c.verdict.as_str()
+        );
+        self.comparisons.push(c);
+    }
+
     pub fn note(&mut self, note: String) {
         println!("  note: {note}");
         self.notes.push(note);
     }
 
     pub fn missed(&self) -> usize {
-        self.rows
-            .iter()
-            .filter(|r| r.verdict == Verdict::Missed)
+        let rows = self.rows.iter().map(|r| r.verdict);
+        let comparisons = self.comparisons.iter().map(|c| c.verdict);
+        rows.chain(comparisons)
+            .filter(|v| *v == Verdict::Missed)
             .count()
+    }
+
+    fn comparison_table(&self, s: &mut String) {
+        if self.comparisons.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            s,
+            "\n### Ours vs BullMQ (same run, same machine, Redis with the same settings)\n"
+        );
+        let _ = writeln!(
+            s,
+            "| measure | BullMQ | ours | ours / BullMQ | goal | |\n|---|---|---|---|---|---|"
+        );
+        for c in &self.comparisons {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} |",
+                c.measure,
+                c.bullmq,
+                c.ours,
+                ratio_cell(c.ratio),
+                c.goal,
+                c.verdict.as_str()
+            );
+        }
     }
 
     /// The generated part of docs/benchmarks.md.
@@ -129,6 +199,7 @@ impl Report {
                 r.verdict.as_str()
             );
         }
+        self.comparison_table(&mut s);
         if !self.notes.is_empty() {
             let _ = writeln!(s, "\n### Notes from this run\n");
             for n in &self.notes {
@@ -160,4 +231,8 @@ impl Report {
         std::fs::write(path, new)?;
         Ok(())
     }
+}
+
+fn ratio_cell(ratio: Option<f64>) -> String {
+    ratio.map_or_else(|| "—".to_owned(), |r| format!("{r:.2}×"))
 }

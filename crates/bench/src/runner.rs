@@ -21,10 +21,17 @@ pub async fn bench(plan: &Plan, out: Option<&Path>) -> anyhow::Result<Report> {
     );
     let r = sections::limiter::run(&stack, plan, &mut report).await;
     check(plan, &mut report, "limiter", r)?;
-    let raw = sections::enqueue::run(&stack, plan, &mut report).await;
-    let raw = check(plan, &mut report, "enqueue", raw)?.unwrap_or(0.0);
-    let r = sections::worker::run(&stack, plan, &mut report, raw).await;
-    check(plan, &mut report, "worker", r)?;
+    let enqueue = sections::enqueue::run(&stack, plan, &mut report).await;
+    let enqueue = check(plan, &mut report, "enqueue", enqueue)?;
+    let raw = enqueue.map_or(0.0, |e| e.raw_single);
+    let worker = sections::worker::run(&stack, plan, &mut report, raw).await;
+    let worker = check(plan, &mut report, "worker", worker)?;
+    let ours = sections::bullmq::Ours {
+        enqueue: enqueue.as_ref(),
+        worker: worker.as_ref(),
+    };
+    let r = sections::bullmq::run(&stack, plan, &mut report, ours).await;
+    check(plan, &mut report, "bullmq", r)?;
     let r = sections::reconnect::run(&mut stack, plan, &mut report).await;
     check(plan, &mut report, "reconnect", r)?;
     if let Some(out) = out {

@@ -28,6 +28,25 @@ async fn bench_smoke_runs_every_section() {
     let plan = Plan::smoke(debug_bins());
     let report = runner::bench(&plan, None).await.expect("smoke bench");
     assert!(report.rows.len() >= 30, "rows: {}", report.rows.len());
+    bullmq_rows_are_sane(&report);
+}
+
+/// BullMQ ran in the same run: every row has its figure, and ours beside it where we measure it.
+fn bullmq_rows_are_sane(report: &cacheserver_bench::report::Report) {
+    let rows = &report.comparisons;
+    assert_eq!(rows.len(), 13, "BullMQ rows: {rows:#?}");
+    for row in rows {
+        assert!(!row.bullmq.starts_with('—'), "no BullMQ figure: {row:?}");
+        if let Some(r) = row.ratio {
+            assert!(r.is_finite(), "ratio: {row:?}");
+        }
+    }
+    let workers = rows.iter().filter(|r| r.measure.starts_with("one worker"));
+    for row in workers {
+        assert!(row.ratio.is_some_and(|r| r > 0.0), "worker row: {row:?}");
+    }
+    let both = rows.iter().filter(|r| r.ratio.is_some()).count();
+    assert!(both >= 7, "rows with both sides: {both} in {rows:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

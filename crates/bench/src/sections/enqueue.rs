@@ -12,12 +12,24 @@ use futures::stream::{self, StreamExt};
 use std::time::{Duration, Instant};
 
 /// Requests in flight for one-at-a-time enqueues (HTTP connections and library futures alike).
-const IN_FLIGHT: usize = 64;
+pub const IN_FLIGHT: usize = 64;
 /// Batches in flight (each is 1,000 jobs).
-const BATCHES_IN_FLIGHT: usize = 4;
+pub const BATCHES_IN_FLIGHT: usize = 4;
 
-/// Returns the library's one-at-a-time enqueue rate (the worker section compares against it).
-pub async fn run(stack: &Stack, plan: &Plan, report: &mut Report) -> anyhow::Result<f64> {
+/// Jobs/s of this section, for the worker section and the BullMQ comparison.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EnqueueFigures {
+    pub raw_single: f64,
+    pub raw_batch: f64,
+    pub http_single: f64,
+    pub http_batch: f64,
+}
+
+pub async fn run(
+    stack: &Stack,
+    plan: &Plan,
+    report: &mut Report,
+) -> anyhow::Result<EnqueueFigures> {
     let api = stack
         .api(
             "api-enqueue",
@@ -42,7 +54,12 @@ pub async fn run(stack: &Stack, plan: &Plan, report: &mut Report) -> anyhow::Res
     stack.flush_jobqueue();
     rows(report, raw_single, raw_batch, http_single, http_batch);
     api_rss(report, &api, "the enqueue loads");
-    Ok(raw_single)
+    Ok(EnqueueFigures {
+        raw_single,
+        raw_batch,
+        http_single,
+        http_batch,
+    })
 }
 
 fn rows(report: &mut Report, raw_single: f64, raw_batch: f64, http_single: f64, http_batch: f64) {

@@ -1,5 +1,6 @@
 //! The measurements of `just bench`, one module per topic. Each appends rows to the report.
 
+pub mod bullmq;
 pub mod enqueue;
 pub mod limiter;
 pub mod reconnect;

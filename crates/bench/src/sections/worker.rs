@@ -7,6 +7,7 @@
 
 use crate::procs::{job_message, Lines};
 use crate::report::Report;
+use crate::resources;
 use crate::stack::Stack;
 use crate::stats;
 use crate::Plan;
@@ -16,20 +17,37 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// BullMQ 6.7 on this machine (redis-crates.md, measured separately): jobs/s at 1 / 8 / 64.
-const BULLMQ: [(usize, f64); 3] = [(1, 2_300.0), (8, 8_200.0), (64, 9_700.0)];
+/// Worker concurrencies measured (BullMQ runs the same ones: sections/bullmq.rs).
+pub const CONCURRENCIES: [usize; 3] = [1, 8, 64];
+/// Concurrency of the timeliness run.
+pub const TIMELY_CONCURRENCY: usize = 64;
+
+/// Our figures that the BullMQ comparison (sections/bullmq.rs) puts beside BullMQ's.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerFigures {
+    /// (concurrency, jobs/s) on `plan.jobs` due jobs.
+    pub rates: Vec<(usize, f64)>,
+    /// Highest worker RSS (MB) right after draining `plan.jobs` jobs.
+    pub rss_mib: f64,
+    /// Growth of Redis `used_memory` per finished job, after the last drain.
+    pub redis_bytes_per_job: f64,
+    /// started − due (ms) of each delayed job.
+    pub late_ms: Vec<f64>,
+}
 
 pub async fn run(
     stack: &Stack,
     plan: &Plan,
     report: &mut Report,
     raw_enqueue: f64,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<WorkerFigures> {
     let queue = stack.job_queue()?;
-    let mut worst_rss: f64 = 0.0;
-    for (concurrency, bullmq) in BULLMQ {
-        let (rate, rss) = throughput(stack, &queue, plan.jobs, concurrency).await?;
-        worst_rss = worst_rss.max(rss);
+    let mut figures = WorkerFigures::default();
+    for concurrency in CONCURRENCIES {
+        let (rate, rss, bytes) = throughput(stack, &queue, plan.jobs, concurrency).await?;
+        figures.rates.push((concurrency, rate));
+        figures.rss_mib = figures.rss_mib.max(rss);
+        figures.redis_bytes_per_job = bytes;
         let ratio = rate / raw_enqueue.max(1.0);
         report.goal(
             "4 worker",
@@ -38,14 +56,10 @@ pub async fn run(
             "≥ 0.50",
             ratio >= 0.5,
         );
-        report.info(
-            "4 worker",
-            &format!("concurrency {concurrency}: vs BullMQ {bullmq:.0}/s (notes; target 1.5×)"),
-            format!("{:.2}×", rate / bullmq),
-        );
     }
-    let rss = timeliness(stack, &queue, plan, report).await?;
-    worst_rss = worst_rss.max(rss);
+    let (rss, late_ms) = timeliness(stack, &queue, plan, report).await?;
+    figures.late_ms = late_ms;
+    let worst_rss = figures.rss_mib.max(rss);
     report.goal(
         "6 memory",
         "worker RSS, highest after each worker load",
@@ -53,7 +67,7 @@ pub async fn run(
         "≤ 30 MB",
         worst_rss <= 30.0,
     );
-    Ok(())
+    Ok(figures)
 }
 
 fn due_job(message: String, delay: Duration) -> NewJob {
@@ -64,14 +78,16 @@ fn due_job(message: String, delay: Duration) -> NewJob {
     }
 }
 
-/// Enqueue `n` due jobs, start a worker, time first line → last line. (jobs/s, worker RSS MB)
+/// Enqueue `n` due jobs, start a worker, time first line → last line.
+/// (jobs/s, worker RSS MB, Redis bytes per finished job)
 async fn throughput(
     stack: &Stack,
     queue: &JobQueue,
     n: usize,
     concurrency: usize,
-) -> anyhow::Result<(f64, f64)> {
+) -> anyhow::Result<(f64, f64, f64)> {
     stack.flush_jobqueue();
+    let empty = resources::redis_used_memory(&stack.jobqueue);
     let ids: Vec<usize> = (0..n).collect();
     for chunk in ids.chunks(MAX_BATCH) {
         let jobs = chunk
@@ -96,7 +112,8 @@ async fn throughput(
     let seen = lines.snapshot();
     let (first, last) = (seen[0].0, seen[seen.len() - 1].0);
     let secs = (last.saturating_sub(first) as f64 / 1000.0).max(0.001);
-    Ok(((n - 1) as f64 / secs, rss))
+    let bytes = (resources::redis_used_memory(&stack.jobqueue) - empty) / n as f64;
+    Ok(((n - 1) as f64 / secs, rss, bytes))
 }
 
 /// Jobs delayed 1–5 s (whole seconds, as the api accepts), worker already running.
@@ -105,11 +122,11 @@ async fn timeliness(
     queue: &JobQueue,
     plan: &Plan,
     report: &mut Report,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(f64, Vec<f64>)> {
     stack.flush_jobqueue();
     let lines = Arc::new(Lines::default());
     let mut worker = stack
-        .worker("bench-worker-timely", 64, lines.clone())
+        .worker("bench-worker-timely", TIMELY_CONCURRENCY, lines.clone())
         .await?;
     let mut due: HashMap<String, u64> = HashMap::new();
     let ids: Vec<usize> = (0..plan.timely_jobs).collect();
@@ -144,7 +161,7 @@ async fn timeliness(
         })
         .collect();
     timeliness_rows(report, &late, due.len(), plan.timely_max_delay);
-    Ok(rss)
+    Ok((rss, late))
 }
 
 fn timeliness_rows(report: &mut Report, late: &[f64], jobs: usize, max_delay: usize) {
@@ -173,16 +190,6 @@ fn timeliness_rows(report: &mut Report, late: &[f64], jobs: usize, max_delay: us
         format!("{p99:.0} ms"),
         "≤ 250 ms",
         p99 <= 250.0,
-    );
-    report.info(
-        s,
-        "vs BullMQ p99 90 ms at hz 10 (notes; team target ≤ 50 ms)",
-        (if p99 <= 50.0 {
-            "within 50 ms"
-        } else {
-            "over 50 ms"
-        })
-        .to_owned(),
     );
     if late.len() != jobs {
         report.note(format!(
