@@ -55,6 +55,7 @@ pub async fn run(
     report: &mut Report,
     ours: Ours<'_>,
 ) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
     let redis = tokio::task::block_in_place(RedisServer::start);
     let script = tokio::task::block_in_place(|| Script::prepare(redis.port()))?;
     let mut peer = Peer::default();
@@ -67,6 +68,10 @@ pub async fn run(
     timely_rows(report, plan, &peer, ours.worker);
     enqueue_rows(report, plan, &peer, ours.enqueue);
     cost_rows(report, plan, &peer, ours.worker, our_idle);
+    println!(
+        "bench: BullMQ section took {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
