@@ -18,8 +18,8 @@ pub use redis::{
 };
 pub use secrecy::{ExposeSecret, SecretString};
 pub use sections::{
-    ApiSettings, ChaosSettings, JobqueueSettings, LogFormat, LoggingSettings, RateLimitSettings,
-    ServerSettings, StorageType, WorkerSettings,
+    ApiSettings, ChaosSettings, JobqueueSettings, LogFormat, LoggingSettings, RateLimitRule,
+    RateLimitSettings, RuleKey, ServerSettings, StorageType, WorkerSettings,
 };
 
 use config::{Config, Environment, File, FileFormat};
@@ -183,6 +183,9 @@ impl Settings {
         }
         if let Err(reason) = rl.trusted_networks() {
             return invalid("api.rate_limit.trusted_proxies", reason);
+        }
+        if let Err(reason) = rl.validate_rules() {
+            return invalid("api.rate_limit.rules", reason);
         }
         let cluster = &self.cache_server.redis.default;
         if rl.storage_type == StorageType::Redis && !cluster.is_enabled() {

@@ -50,6 +50,68 @@ pub struct RateLimitSettings {
     /// Budget for one limiter call to Redis before falling back (default 150ms).
     #[serde(deserialize_with = "duration::deserialize")]
     pub redis_timeout: Duration,
+    /// Clients whose state one api instance keeps in memory (≤ 0: default 100,000). At the cap
+    /// the least recently seen client's local state is dropped.
+    pub max_tracked_clients: i64,
+    /// Limits per route and key; the first matching rule applies, the limits above elsewhere.
+    pub rules: Vec<RateLimitRule>,
+}
+
+/// One entry of `api.rate_limit.rules`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitRule {
+    /// Names the rule in `RateLimit-Policy`, metrics and Redis keys: `[A-Za-z0-9_-]`, unique.
+    pub name: String,
+    /// Requests whose path is this prefix (whole segments: `/api/jobs` matches `/api/jobs/1`,
+    /// not `/api/jobsx`).
+    pub path_prefix: String,
+    /// HTTP methods the rule covers; empty: all.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// `ip` (one count per client IP for every route of the rule), `ip+route` (per client IP and
+    /// route), or `header:<Name>` (per header value, hashed; the client IP when it is missing).
+    #[serde(default = "default_rule_key")]
+    pub key: String,
+    /// Missing: the top-level `requests_per_minute`.
+    pub requests_per_minute: Option<i64>,
+    /// Missing: the top-level `requests_per_hour`.
+    pub requests_per_hour: Option<i64>,
+}
+
+fn default_rule_key() -> String {
+    "ip".into()
+}
+
+/// What a rule counts by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleKey {
+    Ip,
+    IpRoute,
+    Header(String),
+}
+
+impl RateLimitRule {
+    pub fn parsed_key(&self) -> Result<RuleKey, String> {
+        let key = self.key.trim();
+        match key {
+            "ip" => Ok(RuleKey::Ip),
+            "ip+route" => Ok(RuleKey::IpRoute),
+            _ => match key.strip_prefix("header:").map(str::trim) {
+                Some(name)
+                    if !name.is_empty()
+                        && name
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+                {
+                    Ok(RuleKey::Header(name.to_ascii_lowercase()))
+                }
+                _ => Err(format!(
+                    "`{key}` is not `ip`, `ip+route` or `header:<Name>`"
+                )),
+            },
+        }
+    }
 }
 
 impl Default for RateLimitSettings {
@@ -61,6 +123,8 @@ impl Default for RateLimitSettings {
             storage_type: StorageType::Auto,
             trusted_proxies: Vec::new(),
             redis_timeout: Duration::ZERO,
+            max_tracked_clients: 0,
+            rules: Vec::new(),
         }
     }
 }
@@ -186,6 +250,60 @@ impl RateLimitSettings {
     pub(crate) fn apply_defaults(&mut self) {
         or_default(&mut self.redis_timeout, Duration::from_millis(150));
         self.trusted_proxies.retain(|p| !p.trim().is_empty());
+        if self.max_tracked_clients <= 0 {
+            self.max_tracked_clients = 100_000;
+        }
+    }
+
+    /// The first problem of `rules`, naming the rule's index and field.
+    pub fn validate_rules(&self) -> Result<(), String> {
+        const METHODS: [&str; 9] = [
+            "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT",
+        ];
+        let mut names = std::collections::HashSet::new();
+        for (i, rule) in self.rules.iter().enumerate() {
+            let at = |field: &str, reason: String| Err(format!("rules[{i}].{field}: {reason}"));
+            let name_ok = !rule.name.is_empty()
+                && rule.name.len() <= 64
+                && rule
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !name_ok {
+                return at(
+                    "name",
+                    format!("`{}` must be 1-64 of A-Z a-z 0-9 - _", rule.name),
+                );
+            }
+            if rule.name == "minute" || rule.name == "hour" || !names.insert(&rule.name) {
+                return at("name", format!("`{}` is used twice or reserved", rule.name));
+            }
+            if !rule.path_prefix.starts_with('/') {
+                return at(
+                    "path_prefix",
+                    format!("`{}` must start with `/`", rule.path_prefix),
+                );
+            }
+            if let Some(bad) = rule
+                .methods
+                .iter()
+                .find(|m| !METHODS.contains(&m.to_ascii_uppercase().as_str()))
+            {
+                return at("methods", format!("`{bad}` is not an HTTP method"));
+            }
+            if let Err(reason) = rule.parsed_key() {
+                return at("key", reason);
+            }
+            for (field, value) in [
+                ("requests_per_minute", rule.requests_per_minute),
+                ("requests_per_hour", rule.requests_per_hour),
+            ] {
+                if let Some(v) = value.filter(|v| *v < 1) {
+                    return at(field, format!("must be ≥ 1, got {v}"));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Trusted proxies as networks; a bare IP is a /32 (or /128).

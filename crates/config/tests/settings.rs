@@ -298,3 +298,62 @@ fn missing_file_is_named() {
         "{err}"
     );
 }
+
+#[test]
+fn rate_limit_rules_load_and_inherit_nothing_they_set() {
+    let config = r#"
+api:
+  rate_limit:
+    max_tracked_clients: 5000
+    rules:
+      - { name: register, path_prefix: /api/jobs, methods: [post], requests_per_minute: 10 }
+      - { name: per-key, path_prefix: /api, key: "header:X-Api-Key", requests_per_hour: 50 }
+"#;
+    let s = load(MINIMAL_CACHE, config, &[]).unwrap();
+    let rl = &s.api.rate_limit;
+    assert_eq!(rl.max_tracked_clients, 5000);
+    assert_eq!(rl.rules.len(), 2);
+    assert_eq!(rl.rules[0].key, "ip", "default key");
+    assert_eq!(rl.rules[0].requests_per_hour, None, "inherited later");
+    assert_eq!(
+        rl.rules[1].parsed_key().unwrap(),
+        cacheserver_config::RuleKey::Header("x-api-key".into())
+    );
+    let defaults = load(MINIMAL_CACHE, MINIMAL_CONFIG, &[]).unwrap();
+    assert_eq!(defaults.api.rate_limit.max_tracked_clients, 100_000);
+}
+
+#[test]
+fn bad_rules_name_the_index_and_field() {
+    for (rule, wanted) in [
+        ("{ name: a, path_prefix: /x, key: cookie }", "rules[1].key"),
+        ("{ name: a, path_prefix: x }", "rules[1].path_prefix"),
+        ("{ name: 'a b', path_prefix: /x }", "rules[1].name"),
+        ("{ name: ok, path_prefix: /x }", "rules[1].name"),
+        (
+            "{ name: a, path_prefix: /x, methods: [FETCH] }",
+            "rules[1].methods",
+        ),
+        (
+            "{ name: a, path_prefix: /x, requests_per_hour: 0 }",
+            "rules[1].requests_per_hour",
+        ),
+        (
+            "{ name: a, path_prefix: /x, key: 'header:' }",
+            "rules[1].key",
+        ),
+    ] {
+        let config = format!(
+            "api: {{ rate_limit: {{ rules: [ {{ name: ok, path_prefix: /ok }}, {rule} ] }} }}\n"
+        );
+        let err = load_err(MINIMAL_CACHE, &config, &[]);
+        assert!(err.contains("api.rate_limit.rules"), "{err}");
+        assert!(err.contains(wanted), "{rule}: {err}");
+    }
+    let err = load_err(
+        MINIMAL_CACHE,
+        "api: { rate_limit: { rules: [ { name: a, path_prefix: /x, limit: 3 } ] } }\n",
+        &[],
+    );
+    assert!(err.contains("limit"), "unknown field named: {err}");
+}
