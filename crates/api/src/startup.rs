@@ -2,7 +2,7 @@
 //! `main` and the tests both use it (tests bind port 0).
 
 use crate::error::{json_error_handler, path_error_handler, query_error_handler};
-use crate::ratelimit::Limiter;
+use crate::ratelimit::{Clock, Limiter};
 use crate::redis_cluster::RedisCluster;
 use crate::routes;
 use crate::state::AppState;
@@ -47,8 +47,8 @@ impl Application {
         metrics: PrometheusHandle,
     ) -> Result<Self, StartupError> {
         let redis = cluster_client(&settings)?;
-        let limiter =
-            Limiter::new(&settings.api.rate_limit, redis.clone()).map_err(StartupError::Limiter)?;
+        let limiter = Limiter::new(&settings.api.rate_limit, redis.clone(), Clock::system())
+            .map_err(StartupError::Limiter)?;
         let jobs = JobQueue::new(&settings.cache_server.redis.jobqueue, &settings.jobqueue)?;
         let bind = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&bind).map_err(|source| StartupError::Bind {

@@ -1,5 +1,6 @@
 //! actix middleware: decide, answer 429 when refused, and add the rate limit headers.
 
+use super::rules::{client_key, Rule};
 use super::{client_ip, Decision, Limiter};
 use crate::error::ApiError;
 use actix_web::body::{EitherBody, MessageBody};
@@ -26,19 +27,21 @@ pub async fn rate_limit(
     let peer = req
         .peer_addr()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
-    let client = client_ip(peer, req.headers(), limiter.trusted_proxies());
-    let decision = limiter.check(client).await;
-    count(&decision);
+    let ip = client_ip(peer, req.headers(), limiter.trusted_proxies());
+    let (index, rule) = limiter.rules().select(req.method(), req.path());
+    let key = client_key(index, rule, ip, req.headers(), || req.match_pattern());
+    let decision = limiter.check(key).await;
+    rule.count(decision.allowed, decision.backend);
     if !decision.allowed {
         let mut response = ApiError::TooManyRequests {
             retry_after_secs: decision.retry_after_secs(),
         }
         .error_response();
-        add_headers(response.headers_mut(), &decision, limiter.policy_header());
+        add_headers(response.headers_mut(), &decision, rule);
         return Ok(req.into_response(response).map_into_right_body());
     }
     let mut response = next.call(req).await?;
-    add_headers(response.headers_mut(), &decision, limiter.policy_header());
+    add_headers(response.headers_mut(), &decision, rule);
     Ok(response.map_into_left_body())
 }
 
@@ -51,7 +54,7 @@ const HOUR_RESET: HeaderName = HeaderName::from_static("x-ratelimit-hour-reset")
 const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 
-fn add_headers(headers: &mut HeaderMap, d: &Decision, policy: &HeaderValue) {
+fn add_headers(headers: &mut HeaderMap, d: &Decision, rule: &Rule) {
     headers.insert(LIMIT, d.minute.limit.into());
     headers.insert(REMAINING, d.minute.remaining.into());
     headers.insert(RESET, d.minute.reset_secs.into());
@@ -59,50 +62,14 @@ fn add_headers(headers: &mut HeaderMap, d: &Decision, policy: &HeaderValue) {
     headers.insert(HOUR_REMAINING, d.hour.remaining.into());
     headers.insert(HOUR_RESET, d.hour.reset_secs.into());
     // IETF draft-ietf-httpapi-ratelimit-headers: the policies, and the tighter window now.
-    headers.insert(RATELIMIT_POLICY, policy.clone());
+    headers.insert(RATELIMIT_POLICY, rule.policy_header.clone());
     let (name, tight) = if d.hour.remaining < d.minute.remaining {
-        ("hour", d.hour)
+        (&*rule.hour_name, d.hour)
     } else {
-        ("minute", d.minute)
+        (&*rule.minute_name, d.minute)
     };
     let current = format!("\"{name}\";r={};t={}", tight.remaining, tight.reset_secs);
     if let Ok(current) = HeaderValue::from_str(&current) {
         headers.insert(RATELIMIT, current);
-    }
-}
-
-/// `RateLimit-Policy` for these limits (the same on every response).
-pub(crate) fn policy_header(limits: super::Limits) -> HeaderValue {
-    let policy = format!(
-        "\"minute\";q={};w=60, \"hour\";q={};w=3600",
-        limits.per_minute, limits.per_hour
-    );
-    HeaderValue::from_str(&policy).unwrap_or_else(|_| HeaderValue::from_static(""))
-}
-
-/// `ratelimit_decisions_total{decision,backend}`, with the counter handles looked up once.
-fn count(d: &Decision) {
-    use super::Backend;
-    const BACKENDS: [Backend; 4] = [
-        Backend::Redis,
-        Backend::Memory,
-        Backend::FailOpen,
-        Backend::Cached,
-    ];
-    static COUNTERS: std::sync::OnceLock<Vec<metrics::Counter>> = std::sync::OnceLock::new();
-    let counters = COUNTERS.get_or_init(|| {
-        [true, false]
-            .iter()
-            .flat_map(|&allowed| BACKENDS.iter().map(move |&b| (allowed, b)))
-            .map(|(allowed, b)| {
-                let decision = if allowed { "allowed" } else { "limited" };
-                metrics::counter!("ratelimit_decisions_total", "decision" => decision, "backend" => b.as_str())
-            })
-            .collect()
-    });
-    let backend = BACKENDS.iter().position(|&b| b == d.backend).unwrap_or(0);
-    let index = if d.allowed { 0 } else { BACKENDS.len() } + backend;
-    if let Some(counter) = counters.get(index) {
-        counter.increment(1);
     }
 }

@@ -1,18 +1,24 @@
-//! Rate limiting by client IP with a minute and an hour fixed window.
+//! Rate limiting with a minute and an hour fixed window, per rule and client.
 //!
-//! Backends: the Redis Cluster (one atomic Lua call decides both windows), or process memory.
-//! `auto` uses Redis while it answers within `redis_timeout` and memory otherwise; `redis` lets
-//! requests through (fail open) while Redis is down; `memory` never touches Redis.
+//! Backends: the Redis Cluster (one atomic Lua call decides both windows of many clients, see
+//! `batch`), or process memory. `auto` uses Redis while it answers within `redis_timeout` and
+//! memory otherwise; `redis` lets requests through (fail open) while Redis is down; `memory`
+//! never touches Redis. Local state (memory counts, spare units, exhausted windows) lives in one
+//! bounded map (`state`). Time comes from the [`Clock`] passed in.
+//!
+//! Modules depend one way: middleware → mod → batch → {lua, keys, state}; rules → keys.
 
+mod batch;
 mod client_ip;
-mod coalesce;
-mod deny_cache;
-mod lease;
+mod clock;
+mod keys;
 mod lua;
-mod memory;
 mod middleware;
+mod rules;
+mod state;
 
 pub use client_ip::client_ip;
+pub use clock::Clock;
 pub use middleware::rate_limit;
 
 /// The Lua script the Redis backend runs (benchmarks load it into `redis-benchmark`).
@@ -20,8 +26,8 @@ pub const LUA_SCRIPT: &str = lua::SCRIPT;
 
 use crate::redis_cluster::RedisCluster;
 use cacheserver_config::{RateLimitSettings, StorageType};
-use std::net::IpAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use keys::ClientKey;
+use std::sync::Arc;
 
 pub const MINUTE_SECS: u64 = 60;
 pub const HOUR_SECS: u64 = 3600;
@@ -37,21 +43,25 @@ pub struct Quota {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
+    /// Decided by a Lua call.
     Redis,
+    /// A spare unit taken in Redis earlier for this client.
+    Local,
+    /// Refused: a window is known exhausted until it resets (no Redis call).
+    Cached,
     Memory,
     /// Redis was unreachable in `redis` mode: let through, not counted.
     FailOpen,
-    /// Refused from the local cache of exhausted windows: no Redis call needed.
-    Cached,
 }
 
 impl Backend {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Redis => "redis",
+            Self::Local => "local",
+            Self::Cached => "cached",
             Self::Memory => "memory",
             Self::FailOpen => "fail_open",
-            Self::Cached => "cached",
         }
     }
 }
@@ -94,14 +104,6 @@ pub(crate) struct Windows {
 }
 
 impl Windows {
-    pub fn now() -> Self {
-        let secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO)
-            .as_secs();
-        Self::at(secs)
-    }
-
     pub fn at(unix_secs: u64) -> Self {
         Self {
             minute: unix_secs / MINUTE_SECS,
@@ -147,94 +149,132 @@ impl Limits {
 /// The limiter the middleware calls. Cheap to clone.
 #[derive(Clone)]
 pub struct Limiter {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     /// `api.rate_limit.enabled`: when false the middleware lets every request through untouched.
     enabled: bool,
     mode: StorageType,
-    limits: Limits,
-    redis: Option<lua::RedisLimiter>,
-    memory: memory::MemoryLimiter,
-    trusted_proxies: std::sync::Arc<[ipnet::IpNet]>,
-    policy_header: actix_web::http::header::HeaderValue,
+    rules: rules::Rules,
+    clock: Clock,
+    states: Arc<state::ClientStates>,
+    redis: Option<(RedisCluster, batch::Batcher)>,
+    trusted_proxies: Box<[ipnet::IpNet]>,
 }
 
 impl Limiter {
-    /// `redis` is `None` when no cluster is configured: every mode then limits in memory.
-    pub fn new(settings: &RateLimitSettings, redis: Option<RedisCluster>) -> Result<Self, String> {
-        let limits = Limits {
-            per_minute: u64::try_from(settings.requests_per_minute).map_err(|e| e.to_string())?,
-            per_hour: u64::try_from(settings.requests_per_hour).map_err(|e| e.to_string())?,
-        };
+    /// `redis` is `None` when no cluster is configured: every mode then limits in memory. Starts
+    /// the bucket tasks, so it runs inside a Tokio runtime.
+    pub fn new(
+        settings: &RateLimitSettings,
+        redis: Option<RedisCluster>,
+        clock: Clock,
+    ) -> Result<Self, String> {
+        let rules = rules::Rules::new(settings)?;
+        let max_clients = usize::try_from(settings.max_tracked_clients)
+            .unwrap_or(100_000)
+            .max(1);
+        let states = Arc::new(state::ClientStates::new(max_clients));
         let redis = match settings.storage_type {
             StorageType::Memory => None,
-            _ => redis.map(|r| lua::RedisLimiter::new(r, limits, settings.redis_timeout)),
+            _ => redis.map(|cluster| {
+                let batcher = batch::Batcher::start(
+                    cluster.clone(),
+                    settings.redis_timeout,
+                    clock.clone(),
+                    states.clone(),
+                    rules.names(),
+                );
+                (cluster, batcher)
+            }),
         };
-        Ok(Self {
+        let inner = Inner {
             enabled: settings.enabled,
             mode: settings.storage_type,
-            limits,
+            rules,
+            clock,
+            states,
             redis,
-            memory: memory::MemoryLimiter::new(limits),
             trusted_proxies: settings.trusted_networks()?.into(),
-            policy_header: middleware::policy_header(limits),
+        };
+        Ok(Self {
+            inner: Arc::new(inner),
         })
     }
 
     pub fn is_enabled(&self) -> bool {
-        self.enabled
+        self.inner.enabled
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
     }
 
     pub fn trusted_proxies(&self) -> &[ipnet::IpNet] {
-        &self.trusted_proxies
+        &self.inner.trusted_proxies
     }
 
-    /// `RateLimit-Policy` header value (fixed by the limits).
-    pub fn policy_header(&self) -> &actix_web::http::header::HeaderValue {
-        &self.policy_header
+    pub(crate) fn rules(&self) -> &rules::Rules {
+        &self.inner.rules
     }
 
-    /// Which backend decides right now: `redis` or `memory`.
+    /// Which backend decides right now: `redis`, `memory` or `fail_open`.
     pub fn active_backend(&self) -> Backend {
-        match &self.redis {
-            Some(redis) if redis.is_usable() => Backend::Redis,
-            Some(_) if self.mode == StorageType::Redis => Backend::FailOpen,
+        match &self.inner.redis {
+            Some((cluster, _)) if cluster.is_connected() => Backend::Redis,
+            Some(_) if self.inner.mode == StorageType::Redis => Backend::FailOpen,
             _ => Backend::Memory,
         }
     }
 
-    /// Decide one request of `client`.
-    pub async fn check(&self, client: IpAddr) -> Decision {
-        let windows = Windows::now();
-        let Some(redis) = &self.redis else {
-            return self.memory.check(client, windows);
+    /// Decide one request of `key`.
+    pub(crate) async fn check(&self, key: ClientKey) -> Decision {
+        let inner = &*self.inner;
+        let limits = inner.rules.get(key.rule).limits;
+        let windows = Windows::at(inner.clock.now_secs());
+        let Some((cluster, batcher)) = &inner.redis else {
+            let local = inner.states.count_in_memory(key, limits, windows);
+            return limits.decision(local.allowed, local.counts, windows, local.backend);
         };
-        if let Some(decision) = redis.check_local(client, windows) {
-            return decision;
+        if let Some(local) = inner.states.decide_locally(key, limits, windows) {
+            return limits.decision(local.allowed, local.counts, windows, local.backend);
+        }
+        if !cluster.is_connected() {
+            return self.fallback(
+                key,
+                limits,
+                windows,
+                &crate::redis_cluster::RedisError::NotConnected,
+            );
         }
         // Boxed: the Redis path's future is large, and actix moves each request's future into
         // boxes; out of line, the common paths stay small and cheap to move.
-        match Box::pin(redis.check_remote(client, windows)).await {
-            Ok(decision) => decision,
-            Err(error) => self.fallback(client, windows, &error),
+        match Box::pin(batcher.decide(key, limits)).await {
+            Ok(a) => limits.decision(a.allowed, a.counts, a.windows, Backend::Redis),
+            Err(error) => self.fallback(key, limits, windows, &error),
         }
     }
 
     fn fallback(
         &self,
-        client: IpAddr,
+        key: ClientKey,
+        limits: Limits,
         windows: Windows,
         error: &crate::redis_cluster::RedisError,
     ) -> Decision {
         metrics::counter!("ratelimit_redis_failures_total").increment(1);
-        tracing::debug!(%error, mode = ?self.mode, "rate limiter: Redis unusable, falling back");
-        if self.mode == StorageType::Redis {
-            return self.limits.decision(
+        tracing::debug!(%error, mode = ?self.inner.mode, "rate limiter: Redis unusable, falling back");
+        if self.inner.mode == StorageType::Redis {
+            return limits.decision(
                 true,
                 Counts { minute: 0, hour: 0 },
                 windows,
                 Backend::FailOpen,
             );
         }
-        self.memory.check(client, windows)
+        let local = self.inner.states.count_in_memory(key, limits, windows);
+        limits.decision(local.allowed, local.counts, windows, local.backend)
     }
 }
 

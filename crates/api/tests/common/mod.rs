@@ -81,6 +81,11 @@ pub fn settings(overrides: &[(&str, &str)]) -> Settings {
 
 /// Build the app exactly as `main` does and serve it on a free port.
 pub async fn spawn_app(overrides: &[(&str, &str)]) -> TestApp {
+    spawn_app_with(settings(overrides)).await
+}
+
+/// `spawn_app` with settings the test built (e.g. lists of structs, which env overrides lack).
+pub async fn spawn_app_with(settings: Settings) -> TestApp {
     // Logs show up with a failing test's output (RUST_LOG=debug for more).
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -88,12 +93,9 @@ pub async fn spawn_app(overrides: &[(&str, &str)]) -> TestApp {
         .with_env_filter(filter)
         .with_test_writer()
         .try_init();
-    let app = Application::build(
-        settings(overrides),
-        cacheserver_api::telemetry::metrics_recorder(),
-    )
-    .await
-    .expect("app builds");
+    let app = Application::build(settings, cacheserver_api::telemetry::metrics_recorder())
+        .await
+        .expect("app builds");
     let base = format!("http://{}", app.addr());
     let state = app.state();
     let handle = app.handle();

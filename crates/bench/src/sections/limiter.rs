@@ -153,13 +153,14 @@ fn redis_ceiling(stack: &Stack, plan: &Plan) -> anyhow::Result<f64> {
         &["SCRIPT", "LOAD", cacheserver_api::ratelimit::LUA_SCRIPT],
     )
     .map_err(anyhow::Error::msg)?;
-    let minute = format!("rl:{{{tag}}}:m:bench");
-    let hour = format!("rl:{{{tag}}}:h:bench");
+    let minute = format!("rl:{{{tag}}}:bench:m:1");
+    let hour = format!("rl:{{{tag}}}:bench:h:1");
     let output = Command::new("redis-benchmark")
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-c", "50", "-q"])
         .args(["-n", &plan.redis_requests.to_string()])
         .args(["EVALSHA", &sha, "2", &minute, &hour])
-        .args([HIGH_LIMIT, HIGH_LIMIT, "61", "3601", "1"])
+        // ARGV: ttls, then the one client's limits and units (the batch script with a batch of 1).
+        .args(["61", "3601", HIGH_LIMIT, HIGH_LIMIT, "1"])
         .output()
         .context("run redis-benchmark")?;
     let text = String::from_utf8_lossy(&output.stdout);

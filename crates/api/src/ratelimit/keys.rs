@@ -1,0 +1,166 @@
+//! Who a count belongs to, and where it lives in Redis.
+//!
+//! Clients are spread over [`BUCKETS`] buckets; each bucket has its own hash tag, chosen so the
+//! buckets cover the 16,384 cluster slots evenly (and so every master). A client's two counters
+//! are `rl:{<bucket tag>}:<client>:m:<minute>` and `...:h:<hour>`, so one Lua call can decide
+//! many clients of one bucket. `<client>` is the IP for the top-level limits and
+//! `<rule>:<id>` inside a rule. The bucket of a client is a fixed hash (FNV-1a) of its key, so
+//! every api instance agrees on it.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+/// Buckets (Lua calls that may be in flight at once). Changing it moves every client's keys:
+/// counts restart for the current windows.
+pub const BUCKETS: usize = 32;
+
+/// What a client is counted by within its rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClientId {
+    Ip(IpAddr),
+    /// Client IP and the route pattern (hashed).
+    IpRoute(IpAddr, u64),
+    /// A header value (hashed: secrets such as API keys never reach Redis).
+    Hashed(u128),
+}
+
+/// A client within a rule (0: the top-level limits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientKey {
+    pub rule: u16,
+    pub id: ClientId,
+}
+
+impl ClientKey {
+    pub fn bucket(&self) -> usize {
+        let mut h = Fnv::default();
+        h.write(&self.rule.to_le_bytes());
+        match self.id {
+            ClientId::Ip(ip) => h.write_ip(0, ip),
+            ClientId::IpRoute(ip, route) => {
+                h.write_ip(1, ip);
+                h.write(&route.to_le_bytes());
+            }
+            ClientId::Hashed(v) => {
+                h.write(&[2]);
+                h.write(&v.to_le_bytes());
+            }
+        }
+        usize::try_from(h.0 % BUCKETS as u64).unwrap_or(0)
+    }
+
+    /// `<client>`: `ip`, or `<rule>:<ip>`, `<rule>:<ip>:r<route>`, `<rule>:k<hash>`.
+    pub fn write_client(&self, rule_name: Option<&str>, buf: &mut String) {
+        if let Some(name) = rule_name {
+            let _ = write!(buf, "{name}:");
+        }
+        let _ = match self.id {
+            ClientId::Ip(ip) => write!(buf, "{ip}"),
+            ClientId::IpRoute(ip, route) => write!(buf, "{ip}:r{route:016x}"),
+            ClientId::Hashed(v) => write!(buf, "k{v:032x}"),
+        };
+    }
+}
+
+/// The first 128 bits of SHA-1: stable across instances and versions.
+pub fn hash128(text: &str) -> u128 {
+    let hex = fred::util::sha1_hash(text);
+    u128::from_str_radix(hex.get(..32).unwrap_or("0"), 16).unwrap_or(0)
+}
+
+pub fn hash64(text: &str) -> u64 {
+    u64::try_from(hash128(text) >> 64).unwrap_or(0)
+}
+
+/// The hash tag of each bucket: bucket `i` maps into slots `[i, i+1) × 16384 / BUCKETS`.
+pub fn bucket_tags() -> Vec<String> {
+    const SLOTS: usize = 16_384;
+    (0..BUCKETS)
+        .map(|bucket| {
+            let wanted = bucket * SLOTS / BUCKETS..(bucket + 1) * SLOTS / BUCKETS;
+            // Bounded: about BUCKETS tries on average; any tag works if none is found.
+            (0..1_000_000u32)
+                .map(|n| format!("{bucket}.{n}"))
+                .find(|tag| {
+                    wanted.contains(&usize::from(fred::util::redis_keyslot(tag.as_bytes())))
+                })
+                .unwrap_or_else(|| bucket.to_string())
+        })
+        .collect()
+}
+
+/// FNV-1a, 64 bit.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_ip(&mut self, tag: u8, ip: IpAddr) {
+        self.write(&[tag]);
+        match ip {
+            IpAddr::V4(v4) => self.write(&v4.octets()),
+            IpAddr::V6(v6) => self.write(&v6.octets()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_tags_spread_over_the_slots() {
+        let tags = bucket_tags();
+        assert_eq!(tags.len(), BUCKETS);
+        for (i, tag) in tags.iter().enumerate() {
+            let slot = usize::from(fred::util::redis_keyslot(
+                format!("rl:{{{tag}}}:x").as_bytes(),
+            ));
+            assert_eq!(slot * BUCKETS / 16_384, i, "tag {tag} slot {slot}");
+        }
+    }
+
+    #[test]
+    fn buckets_are_stable_and_spread() {
+        let key = |i: u32| ClientKey {
+            rule: 0,
+            id: ClientId::Ip(IpAddr::V4(i.into())),
+        };
+        assert_eq!(key(7).bucket(), key(7).bucket());
+        let mut seen = [0u32; BUCKETS];
+        for i in 0..(BUCKETS as u32 * 100) {
+            seen[key(i).bucket()] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 50), "{seen:?}");
+    }
+
+    #[test]
+    fn client_names_in_keys() {
+        let ip: IpAddr = [10, 0, 0, 1].into();
+        let mut s = String::new();
+        ClientKey {
+            rule: 0,
+            id: ClientId::Ip(ip),
+        }
+        .write_client(None, &mut s);
+        assert_eq!(s, "10.0.0.1");
+        s.clear();
+        let hashed = ClientKey {
+            rule: 2,
+            id: ClientId::Hashed(hash128("secret")),
+        };
+        hashed.write_client(Some("per-key"), &mut s);
+        assert!(s.starts_with("per-key:k") && !s.contains("secret"), "{s}");
+    }
+}
