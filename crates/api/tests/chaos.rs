@@ -234,7 +234,7 @@ async fn token_is_required_when_configured() {
 #[tokio::test]
 async fn chaos_routes_are_rate_limited() {
     let app = spawn_app(&[("APP__API__RATE_LIMIT__REQUESTS_PER_MINUTE", "2")]).await;
-    common::avoid_minute_boundary(5 * SECS).await;
+    common::pin_limiter_clock(&app);
     for _ in 0..2 {
         assert_eq!(app.get("/chaos/status").await.status(), 200);
     }

@@ -42,7 +42,9 @@ async fn http_requests_are_counted_by_route_pattern() {
     assert!(
         text.contains(r#"http_request_duration_seconds_bucket{method="GET",route="/api/ping",le="#)
     );
-    assert!(text.contains(r#"ratelimit_decisions_total{decision="allowed",backend="memory"}"#));
+    assert!(text.contains(
+        r#"ratelimit_decisions_total{decision="allowed",backend="memory",rule="default"}"#
+    ));
     // metrics-exporter-prometheus 0.18 recommended naming: `_total` once, on TYPE lines too.
     assert!(
         text.contains("# TYPE http_requests_total counter"),
@@ -56,7 +58,7 @@ async fn http_requests_are_counted_by_route_pattern() {
 #[tokio::test]
 async fn rate_limited_requests_are_counted_with_their_429() {
     let app = spawn_app(&[("APP__API__RATE_LIMIT__REQUESTS_PER_MINUTE", "1")]).await;
-    common::avoid_minute_boundary(std::time::Duration::from_secs(5)).await;
+    common::pin_limiter_clock(&app);
     assert_eq!(app.ping().await.status(), 200);
     assert_eq!(app.ping().await.status(), 429);
     let text = scrape(&app).await;

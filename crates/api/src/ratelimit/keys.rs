@@ -62,6 +62,18 @@ impl ClientKey {
     }
 }
 
+/// The minute counter key of `ip` under the top-level limits at `unix_secs` (benchmarks and
+/// tools look keys up with it).
+pub fn top_level_minute_key(ip: IpAddr, unix_secs: u64) -> String {
+    let key = ClientKey {
+        rule: 0,
+        id: ClientId::Ip(ip),
+    };
+    let tags = bucket_tags();
+    let tag = tags.get(key.bucket()).map_or("", String::as_str);
+    format!("rl:{{{tag}}}:{ip}:m:{}", unix_secs / 60)
+}
+
 /// The first 128 bits of SHA-1: stable across instances and versions.
 pub fn hash128(text: &str) -> u128 {
     let hex = fred::util::sha1_hash(text);

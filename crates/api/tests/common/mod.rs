@@ -117,16 +117,16 @@ pub fn seeds(cluster: &cacheserver_testkit::RedisCluster) -> String {
     cluster.addrs()[..3].join(",")
 }
 
-/// Sleep past the next minute boundary when one is near, so counts do not reset mid-test.
-pub async fn avoid_minute_boundary(needed: Duration) {
-    let secs = SystemTime::now()
+/// Pin the limiter's clock a few seconds into the current minute: windows then change only when
+/// a test moves the clock, never because the wall clock crossed a minute.
+pub fn pin_limiter_clock(app: &TestApp) -> u64 {
+    let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let left = 60 - secs % 60;
-    if left <= needed.as_secs() + 1 {
-        tokio::time::sleep(Duration::from_secs(left + 1)).await;
-    }
+    let pinned = now / 60 * 60 + 5;
+    app.state.limiter.clock().pin(pinned);
+    pinned
 }
 
 /// Poll `check` every 100 ms until it is true or `timeout` passes.

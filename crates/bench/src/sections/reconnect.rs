@@ -157,7 +157,7 @@ async fn cluster_restart(stack: &mut Stack, report: &mut Report) -> anyhow::Resu
     Ok(())
 }
 
-/// Four clients ping for `plan.failover` while the master of `rl:{127.0.0.1}` is SIGKILLed.
+/// Four clients ping for `plan.failover` while the master of 127.0.0.1's rate limit keys is SIGKILLed.
 async fn failover(stack: &mut Stack, plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
     let api = stack
         .api(
@@ -171,7 +171,8 @@ async fn failover(stack: &mut Stack, plan: &Plan, report: &mut Report) -> anyhow
         .await?;
     let clients: Vec<_> = (0..4).map(|_| pinger(stack, &api, plan.failover)).collect();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let victim = stack.cluster.master_for_key("rl:{127.0.0.1}:m:1");
+    let key = cacheserver_api::ratelimit::top_level_minute_key([127, 0, 0, 1].into(), 60);
+    let victim = stack.cluster.master_for_key(&key);
     stack.cluster.node_mut(victim).kill();
     let mut latencies = Vec::new();
     let mut errors = 0;
