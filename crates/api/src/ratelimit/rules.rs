@@ -48,14 +48,13 @@ impl Rule {
             "\"{minute_name}\";q={};w=60, \"{hour_name}\";q={};w=3600",
             limits.per_minute, limits.per_hour
         );
-        // Leaked once per rule at start-up: metrics labels want 'static (or owned per call).
-        let label: &'static str = Box::leak(name.unwrap_or("default").to_owned().into_boxed_str());
+        let label = name.unwrap_or("default").to_owned();
         let counters = [true, false]
             .iter()
             .flat_map(|&allowed| BACKENDS.iter().map(move |&b| (allowed, b)))
             .map(|(allowed, b)| {
                 let decision = if allowed { "allowed" } else { "limited" };
-                metrics::counter!("ratelimit_decisions_total", "decision" => decision, "backend" => b.as_str(), "rule" => label)
+                metrics::counter!("ratelimit_decisions_total", "decision" => decision, "backend" => b.as_str(), "rule" => label.clone())
             })
             .collect();
         Self {
