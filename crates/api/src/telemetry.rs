@@ -63,7 +63,15 @@ fn describe() {
     );
     describe_counter!(
         "ratelimit_decisions_total",
-        "Rate-limit decisions by decision (allowed, limited) and backend"
+        "Rate-limit decisions by decision (allowed, limited), backend (redis, local, cached, memory, fail_open) and rule"
+    );
+    describe_counter!(
+        "ratelimit_redis_calls_total",
+        "Rate-limit Lua calls (each decides a batch of clients of one bucket)"
+    );
+    describe_counter!(
+        "ratelimit_evicted_clients_total",
+        "Clients dropped from the limiter's local state at max_tracked_clients"
     );
     describe_counter!(
         "ratelimit_redis_failures_total",
@@ -102,6 +110,8 @@ fn describe() {
     );
     for counter in [
         "ratelimit_redis_failures_total",
+        "ratelimit_redis_calls_total",
+        "ratelimit_evicted_clients_total",
         "redis_connects_total",
         "redis_errors_total",
         "chaos_resets_total",
