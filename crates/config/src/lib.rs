@@ -19,7 +19,7 @@ pub use redis::{
 pub use secrecy::{ExposeSecret, SecretString};
 pub use sections::{
     ApiSettings, ChaosSettings, JobqueueSettings, LogFormat, LoggingSettings, RateLimitSettings,
-    ServerSettings, StorageType, WorkerSettings,
+    ServerSettings, StorageType, WebhookSettings, WorkerSettings,
 };
 
 use config::{Config, Environment, File, FileFormat};
@@ -47,6 +47,7 @@ const LIST_KEYS: [&str; 3] = [
     "cache_server.redis.default.cluster.addrs",
     "cache_server.redis.jobqueue.sentinel.addrs",
     "api.rate_limit.trusted_proxies",
+    "jobqueue.webhook.allowed_hosts",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
