@@ -63,6 +63,7 @@ impl JobQueue {
             })
             .await?;
         let now = storage::now_ms() as f64;
+        let registry = self.registry();
         Ok(ids
             .iter()
             .zip(raws)
@@ -78,7 +79,10 @@ impl JobQueue {
                     finished: t.7,
                     errors: t.8,
                 };
-                job_info(id, raw, now)
+                job_info(id, raw, now).map(|mut info| {
+                    registry.redact(&info.job_type, &mut info.payload);
+                    info
+                })
             })
             .collect())
     }

@@ -768,3 +768,142 @@ async fn listings_page_with_stable_cursors_and_running_jobs_cannot_be_deleted() 
     assert!(q.delete(&slow).await.unwrap());
     assert_eq!(q.delete_many(&ids[..3]).await.unwrap(), 3);
 }
+
+/// What the loopback receiver saw: (method, path, x-token header, body).
+type Hits = Arc<Mutex<Vec<(String, String, String, String)>>>;
+
+/// A loopback HTTP receiver: `/ok` 204, `/flaky` 503 once then 200, `/gone` 410,
+/// `/redirect` 302 to `/ok`.
+fn receiver() -> (u16, Hits, actix_web::dev::ServerHandle) {
+    use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+    let hits: Hits = Arc::default();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let sink = hits.clone();
+    let server = HttpServer::new(move || {
+        let sink = sink.clone();
+        App::new().default_service(web::to(move |req: HttpRequest, body: String| {
+            let sink = sink.clone();
+            async move {
+                let token = req
+                    .headers()
+                    .get("x-token")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                let path = req.path().to_owned();
+                let mut hits = sink.lock().unwrap();
+                let before = hits.iter().filter(|h| h.1 == path).count();
+                hits.push((req.method().to_string(), path.clone(), token, body));
+                match path.as_str() {
+                    "/ok" => HttpResponse::NoContent().finish(),
+                    "/flaky" if before == 0 => HttpResponse::ServiceUnavailable().finish(),
+                    "/flaky" => HttpResponse::Ok().finish(),
+                    "/redirect" => HttpResponse::Found()
+                        .insert_header(("Location", format!("http://127.0.0.1:{port}/ok")))
+                        .finish(),
+                    _ => HttpResponse::Gone().finish(),
+                }
+            }
+        }))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)
+    .unwrap()
+    .run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    (port, hits, handle)
+}
+
+fn hook(port: u16, path: &str) -> NewJob {
+    NewJob::new(
+        "http:webhook",
+        serde_json::json!({
+            "url": format!("http://127.0.0.1:{port}{path}"),
+            "headers": {"x-token": "s3cret"},
+            "body": {"order": 7},
+        }),
+    )
+    .retries(3)
+}
+
+#[tokio::test]
+async fn webhook_jobs_call_allowed_hosts_retry_5xx_and_die_on_4xx_and_redirects() {
+    let redis = RedisServer::start();
+    let (port, hits, server) = receiver();
+    let allowed = format!("127.0.0.1:{port}");
+    let env = [("APP__JOBQUEUE__WEBHOOK__ALLOWED_HOSTS", allowed.as_str())];
+    let s = settings(&redis, &env);
+    let q = JobQueue::new(&s.cache_server.redis.jobqueue, &s.jobqueue).unwrap();
+
+    // Refused before anything is stored: another host, a disabled type.
+    let other = NewJob::new(
+        "http:webhook",
+        serde_json::json!({"url": "http://127.0.0.2:80/"}),
+    );
+    assert!(
+        matches!(q.enqueue(other).await, Err(JobQueueError::Invalid(m)) if m.contains("allowed_hosts"))
+    );
+    let disabled = queue(&redis).enqueue(hook(port, "/ok")).await;
+    assert!(
+        matches!(&disabled, Err(JobQueueError::Invalid(m)) if m.contains("webhook jobs are disabled")),
+        "{disabled:?}"
+    );
+
+    let _worker = Worker::start(&redis, "w-hooks", &env);
+    let ok = q.enqueue(hook(port, "/ok")).await.unwrap().job_id;
+    let mut put = hook(port, "/ok");
+    put.payload["method"] = serde_json::json!("PUT");
+    let put = q.enqueue(put).await.unwrap().job_id;
+    let flaky = q.enqueue(hook(port, "/flaky")).await.unwrap().job_id;
+    let gone = q.enqueue(hook(port, "/gone")).await.unwrap().job_id;
+    let redirect = q.enqueue(hook(port, "/redirect")).await.unwrap().job_id;
+    for (id, want) in [
+        (&ok, JobStatus::Done),
+        (&put, JobStatus::Done),
+        (&flaky, JobStatus::Done),
+        (&gone, JobStatus::Dead),
+        (&redirect, JobStatus::Dead),
+    ] {
+        assert!(
+            wait_for_status(&q, id, want, Duration::from_secs(20)).await,
+            "{id}: {:?}",
+            q.status(id).await
+        );
+    }
+    let info = |id: String| {
+        let q = q.clone();
+        async move { q.status(&id).await.unwrap().unwrap() }
+    };
+    let flaky = info(flaky).await;
+    assert_eq!(flaky.attempts, 2, "{flaky:?}");
+    assert!(flaky.errors[0].error.contains("503"), "{flaky:?}");
+    let gone = info(gone).await;
+    assert_eq!(gone.attempts, 1, "a 4xx is not retried: {gone:?}");
+    let redirect = info(redirect).await;
+    assert_eq!(redirect.attempts, 1);
+    assert!(redirect
+        .last_error
+        .unwrap()
+        .contains("redirects are not followed"));
+
+    let hits = hits.lock().unwrap().clone();
+    let ok_hits: Vec<_> = hits.iter().filter(|h| h.1 == "/ok").collect();
+    assert_eq!(ok_hits.len(), 2, "the redirect was not followed: {hits:?}");
+    let methods: HashSet<&str> = ok_hits.iter().map(|h| h.0.as_str()).collect();
+    assert_eq!(methods, HashSet::from(["POST", "PUT"]));
+    assert!(
+        ok_hits
+            .iter()
+            .all(|h| h.2 == "s3cret" && h.3 == r#"{"order":7}"#),
+        "{ok_hits:?}"
+    );
+
+    // Header values never leave the queue.
+    let shown = info(ok).await;
+    assert_eq!(shown.payload["headers"]["x-token"], "***");
+    assert_eq!(shown.payload["url"], format!("http://127.0.0.1:{port}/ok"));
+    server.stop(false).await;
+}

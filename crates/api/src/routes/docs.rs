@@ -78,9 +78,11 @@ impl Modify for JobTypes {
         let registry = cacheserver_jobqueue::Registry::production(&Default::default());
         let components = openapi.components.get_or_insert_with(Default::default);
         let mut names = Vec::new();
-        for (type_name, schema_name, schema) in registry.schemas() {
-            names.push(format!("`{type_name}` → `{schema_name}`"));
-            components.schemas.insert(schema_name, schema);
+        for (type_name, schemas) in registry.schemas() {
+            if let Some((payload, _)) = schemas.first() {
+                names.push(format!("`{type_name}` → `{payload}`"));
+            }
+            components.schemas.extend(schemas);
         }
         if let Some(info) = openapi.info.description.as_mut() {
             info.push_str(&format!(

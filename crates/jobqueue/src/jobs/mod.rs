@@ -8,6 +8,7 @@
 //! guard, timeouts, counters and metrics are done around every type by `runner.rs`.
 
 pub mod delay_print;
+pub mod webhook;
 
 use crate::error::JobQueueError;
 use cacheserver_config::JobqueueSettings;
@@ -22,6 +23,7 @@ use std::time::Duration;
 use utoipa::openapi::{RefOr, Schema};
 
 pub use delay_print::{DelayPrint, FAIL_PREFIX, SLOW_PREFIX};
+pub use webhook::Webhook;
 
 /// A kind of job: a name, a payload type, validation and what a run does.
 pub trait JobType: Send + Sync + 'static {
@@ -40,6 +42,9 @@ pub trait JobType: Send + Sync + 'static {
     fn default_timeout(&self) -> Option<Duration> {
         None
     }
+
+    /// Hide secrets in a stored payload before it is shown (api) or logged.
+    fn redact(&self, _payload: &mut Value) {}
 
     /// One run. `Err` counts as a failure; [`JobError::retryable`] says whether to try again.
     fn run(
@@ -116,13 +121,17 @@ impl JobEnvelope {
 trait ErasedJobType: Send + Sync {
     fn validate(&self, payload: &Value) -> Result<(), String>;
     fn default_timeout(&self) -> Option<Duration>;
+    fn redact(&self, payload: &mut Value);
     fn run<'a>(
         &'a self,
         payload: Value,
         ctx: &'a JobContext,
     ) -> BoxFuture<'a, Result<(), JobError>>;
-    fn schema(&self) -> (String, RefOr<Schema>);
+    fn schemas(&self) -> Vec<NamedSchema>;
 }
+
+/// A component schema and its name.
+pub type NamedSchema = (String, RefOr<Schema>);
 
 struct Erased<T>(T);
 
@@ -134,6 +143,10 @@ impl<T: JobType> ErasedJobType for Erased<T> {
 
     fn default_timeout(&self) -> Option<Duration> {
         self.0.default_timeout()
+    }
+
+    fn redact(&self, payload: &mut Value) {
+        self.0.redact(payload);
     }
 
     fn run<'a>(
@@ -149,11 +162,13 @@ impl<T: JobType> ErasedJobType for Erased<T> {
         })
     }
 
-    fn schema(&self) -> (String, RefOr<Schema>) {
-        (
+    fn schemas(&self) -> Vec<NamedSchema> {
+        let mut all = vec![(
             <T::Payload as utoipa::ToSchema>::name().into_owned(),
             <T::Payload as utoipa::PartialSchema>::schema(),
-        )
+        )];
+        <T::Payload as utoipa::ToSchema>::schemas(&mut all);
+        all
     }
 }
 
@@ -165,8 +180,10 @@ pub struct Registry {
 
 impl Registry {
     /// Every production type: ONE LINE PER TYPE.
-    pub fn production(_settings: &JobqueueSettings) -> Self {
-        Self::empty().with(DelayPrint)
+    pub fn production(settings: &JobqueueSettings) -> Self {
+        Self::empty()
+            .with(DelayPrint)
+            .with(Webhook::new(&settings.webhook))
     }
 
     /// No types (tests and embedders build their own set).
@@ -201,14 +218,19 @@ impl Registry {
         self.types.get(name).and_then(|t| t.default_timeout())
     }
 
-    /// (schema name, payload schema) of every type, for the OpenAPI spec.
-    pub fn schemas(&self) -> Vec<(&'static str, String, RefOr<Schema>)> {
+    /// Hide the secrets of a payload of type `name` (unknown types are left as they are).
+    pub fn redact(&self, name: &str, payload: &mut Value) {
+        if let Some(t) = self.types.get(name) {
+            t.redact(payload);
+        }
+    }
+
+    /// Per type, for the OpenAPI spec: its payload's (schema name, schema) first, then the
+    /// schemas the payload refers to.
+    pub fn schemas(&self) -> Vec<(&'static str, Vec<NamedSchema>)> {
         self.types
             .iter()
-            .map(|(name, t)| {
-                let (schema_name, schema) = t.schema();
-                (*name, schema_name, schema)
-            })
+            .map(|(name, t)| (*name, t.schemas()))
             .collect()
     }
 
