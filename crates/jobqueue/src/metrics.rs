@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | `jobqueue_jobs_processed_total` | `type` | runs that succeeded |
 //! | `jobqueue_jobs_failed_total` | `type` | runs that failed (timeouts included) |
+//! | `jobqueue_jobs_retried_total` | `type` | failed runs that will be tried again |
 //! | `jobqueue_jobs_dead_total` | `type` | jobs that failed for the last time |
 //! | `jobqueue_jobs_timed_out_total` | `type` | runs cancelled at their timeout |
 //! | `jobqueue_job_start_delay_seconds` | | histogram: start − due time |
@@ -12,6 +13,7 @@
 
 pub const PROCESSED: &str = "jobqueue_jobs_processed_total";
 pub const FAILED: &str = "jobqueue_jobs_failed_total";
+pub const RETRIED: &str = "jobqueue_jobs_retried_total";
 pub const DEAD: &str = "jobqueue_jobs_dead_total";
 pub const TIMED_OUT: &str = "jobqueue_jobs_timed_out_total";
 pub const START_DELAY: &str = "jobqueue_job_start_delay_seconds";
@@ -24,6 +26,10 @@ pub(crate) fn processed(job_type: &str) {
 
 pub(crate) fn failed(job_type: &str) {
     metrics::counter!(FAILED, "type" => job_type.to_owned()).increment(1);
+}
+
+pub(crate) fn retried(job_type: &str) {
+    metrics::counter!(RETRIED, "type" => job_type.to_owned()).increment(1);
 }
 
 pub(crate) fn dead(job_type: &str) {

@@ -198,6 +198,7 @@ impl Runner {
             return Err(AbortError::new(error).into());
         }
         tracing::info!(job_id = %id, job_type, failures, max_retry, %message, "job failed, will retry");
+        m::retried(job_type);
         Err(error.into())
     }
 }
