@@ -43,7 +43,7 @@ const SECRET_KEYS: [&str; 5] = [
     "jobqueue.api_key",
 ];
 /// Keys whose environment value is a comma separated list.
-const LIST_KEYS: [&str; 3] = [
+const LIST_KEYS: [&str; 4] = [
     "cache_server.redis.default.cluster.addrs",
     "cache_server.redis.jobqueue.sentinel.addrs",
     "api.rate_limit.trusted_proxies",
