@@ -19,7 +19,7 @@ pub use redis::{
 pub use secrecy::{ExposeSecret, SecretString};
 pub use sections::{
     ApiSettings, ChaosSettings, JobqueueSettings, LogFormat, LoggingSettings, RateLimitRule,
-    RateLimitSettings, RuleKey, ServerSettings, StorageType, WorkerSettings,
+    RateLimitSettings, RuleKey, ServerSettings, StorageType, WebhookSettings, WorkerSettings,
 };
 
 use config::{Config, Environment, File, FileFormat};
@@ -43,10 +43,11 @@ const SECRET_KEYS: [&str; 5] = [
     "jobqueue.api_key",
 ];
 /// Keys whose environment value is a comma separated list.
-const LIST_KEYS: [&str; 3] = [
+const LIST_KEYS: [&str; 4] = [
     "cache_server.redis.default.cluster.addrs",
     "cache_server.redis.jobqueue.sentinel.addrs",
     "api.rate_limit.trusted_proxies",
+    "jobqueue.webhook.allowed_hosts",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -357,3 +357,26 @@ fn bad_rules_name_the_index_and_field() {
     );
     assert!(err.contains("limit"), "unknown field named: {err}");
 }
+
+#[test]
+fn job_timeouts_and_webhook_hosts_have_defaults_and_env_lists() {
+    let s = load(MINIMAL_CACHE, MINIMAL_CONFIG, &[]).unwrap();
+    assert_eq!(s.jobqueue.default_timeout, Duration::from_secs(300));
+    assert_eq!(s.jobqueue.webhook.timeout, Duration::from_secs(10));
+    assert!(s.jobqueue.webhook.allowed_hosts.is_empty());
+    let s = load(
+        MINIMAL_CACHE,
+        "jobqueue: { default_timeout: 90s, webhook: { timeout: 2s } }\n",
+        &[(
+            "APP__JOBQUEUE__WEBHOOK__ALLOWED_HOSTS",
+            "Hooks.Example.com, 127.0.0.1:9000,",
+        )],
+    )
+    .unwrap();
+    assert_eq!(s.jobqueue.default_timeout, Duration::from_secs(90));
+    assert_eq!(s.jobqueue.webhook.timeout, Duration::from_secs(2));
+    assert_eq!(
+        s.jobqueue.webhook.allowed_hosts,
+        ["hooks.example.com", "127.0.0.1:9000"]
+    );
+}

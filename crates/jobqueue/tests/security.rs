@@ -71,11 +71,7 @@ fn queue(addr: &str, env: &[(String, String)]) -> JobQueue {
 }
 
 fn job(message: &str) -> NewJob {
-    NewJob {
-        message: message.into(),
-        delay: Duration::ZERO,
-        max_retry: 0,
-    }
+    NewJob::delay_print(message)
 }
 
 type Lines = Arc<Mutex<Vec<String>>>;

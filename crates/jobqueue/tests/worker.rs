@@ -32,11 +32,9 @@ fn queue(redis: &RedisServer) -> JobQueue {
 }
 
 fn job(message: &str, delay_ms: u64, max_retry: u32) -> NewJob {
-    NewJob {
-        message: message.into(),
-        delay: Duration::from_millis(delay_ms),
-        max_retry,
-    }
+    NewJob::delay_print(message)
+        .after(Duration::from_millis(delay_ms))
+        .retries(max_retry)
 }
 
 /// Printed lines with the time each arrived.
@@ -240,15 +238,21 @@ async fn failing_job_runs_exactly_1_plus_max_retry_times_then_is_dead_and_retry_
     assert!(wait_for_status(&q, &id, JobStatus::Dead, Duration::from_secs(15)).await);
     let info = q.status(&id).await.unwrap().unwrap();
     assert_eq!(info.attempts, 4, "{info:?}");
-    assert!(info.last_error.unwrap().contains("boom"));
-    // No further run after dead.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(info.last_error.as_deref().unwrap().contains("boom"));
+    let attempts: Vec<u32> = info.errors.iter().map(|e| e.attempt).collect();
+    assert_eq!(attempts, [4, 3, 2, 1], "newest first: {:?}", info.errors);
+    assert!(
+        info.finished_at.is_some() && info.started_at.is_some(),
+        "{info:?}"
+    );
+    assert_eq!(info.job_type, "demo:delay_print");
+    // The runner counts before apalis stores the job as dead: no wait needed.
     let (_, metrics) = worker.get("/metrics").await.unwrap();
     assert!(
-        metrics.contains("jobqueue_jobs_failed_total 4"),
+        metrics.contains(r#"jobqueue_jobs_failed_total{type="demo:delay_print"} 4"#),
         "metrics: {metrics}"
     );
-    assert!(metrics.contains("jobqueue_jobs_dead_total 1"));
+    assert!(metrics.contains(r#"jobqueue_jobs_dead_total{type="demo:delay_print"} 1"#));
     assert_eq!(q.stats().await.unwrap().dead, 1);
     let dead = q.dead_jobs(50).await.unwrap();
     assert_eq!(dead.len(), 1);
@@ -269,10 +273,9 @@ async fn failing_job_runs_exactly_1_plus_max_retry_times_then_is_dead_and_retry_
         Err(JobQueueError::NotFound(_))
     ));
     assert!(wait_for_status(&q, &id, JobStatus::Dead, Duration::from_secs(15)).await);
-    tokio::time::sleep(Duration::from_millis(600)).await;
     let (_, metrics) = worker.get("/metrics").await.unwrap();
     assert!(
-        metrics.contains("jobqueue_jobs_failed_total 8"),
+        metrics.contains(r#"jobqueue_jobs_failed_total{type="demo:delay_print"} 8"#),
         "{metrics}"
     );
 
@@ -474,4 +477,433 @@ async fn a_backlog_of_10000_jobs_due_at_once_is_processed() {
         unique.len(),
         q.stats().await
     );
+}
+
+/// The worker's heartbeat score (Unix seconds); it moves once per housekeeping round (~1 s),
+/// so two moves prove the scheduling loop ticked many times.
+fn heartbeat(redis: &RedisServer, name: &str) -> String {
+    redis.cli(&["ZSCORE", "dm-jobqueue:workers", name])
+}
+
+async fn wait_for_ticks(redis: &RedisServer, name: &str) {
+    for _ in 0..2 {
+        let before = heartbeat(redis, name);
+        assert!(
+            wait_for(Duration::from_secs(10), || heartbeat(redis, name) != before).await,
+            "worker {name} stopped beating"
+        );
+    }
+}
+
+#[tokio::test]
+async fn jobs_stored_in_the_seed_format_still_run() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let id = ulid::Ulid::new().to_string();
+    let now = Utc::now().timestamp_millis().to_string();
+    // Exactly what the seed's enqueue.lua wrote (no job_type / timeout_ms, fields beside `type`).
+    redis.cli(&[
+        "HSET",
+        "dm-jobqueue:data",
+        &id,
+        r#"{"type":"demo:delay_print","message":"legacy hello"}"#,
+    ]);
+    redis.cli(&[
+        "HSET",
+        &format!("dm-jobqueue:meta:{id}"),
+        "attempts",
+        "0",
+        "max_attempts",
+        "1",
+        "status",
+        "Pending",
+        "idempotency_key",
+        "",
+        "run_at_ms",
+        &now,
+        "next_run_ms",
+        &now,
+        "max_retry",
+        "0",
+        "failures",
+        "0",
+        "created_ms",
+        &now,
+    ]);
+    redis.cli(&["ZADD", "dm-jobqueue:delayed", &now, &id]);
+    let info = q.status(&id).await.unwrap().unwrap();
+    assert_eq!(info.job_type, "demo:delay_print");
+    assert_eq!(info.payload, serde_json::json!({"message": "legacy hello"}));
+    let worker = Worker::start(&redis, "w-legacy", &[]);
+    assert!(
+        wait_for(Duration::from_secs(15), || worker
+            .seen_at("legacy hello")
+            .is_some())
+        .await
+    );
+    assert!(wait_for_status(&q, &id, JobStatus::Done, Duration::from_secs(10)).await);
+}
+
+#[tokio::test]
+async fn a_run_past_its_timeout_is_cancelled_and_counts_as_a_failure() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let worker = Worker::start(&redis, "w-timeout", &[]);
+    let job = job("slow:60000:never printed", 0, 1).timeout(Duration::from_secs(1));
+    let id = q.enqueue(job).await.unwrap().job_id;
+    assert!(wait_for_status(&q, &id, JobStatus::Dead, Duration::from_secs(20)).await);
+    let info = q.status(&id).await.unwrap().unwrap();
+    assert_eq!(info.attempts, 2, "{info:?}");
+    assert_eq!(info.timeout_seconds, Some(1.0));
+    assert_eq!(info.last_error.as_deref(), Some("timed out after 1 s"));
+    assert!(worker.messages().is_empty());
+    let (_, metrics) = worker.get("/metrics").await.unwrap();
+    assert!(
+        metrics.contains(r#"jobqueue_jobs_timed_out_total{type="demo:delay_print"} 2"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn unique_keys_are_held_until_done_or_for_unique_for() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let first = q
+        .enqueue(job("unique one", 60_000, 0).unique("report-42", None))
+        .await
+        .unwrap();
+    let again = q
+        .enqueue(job("unique two", 0, 0).unique("report-42", None))
+        .await;
+    match again {
+        Err(JobQueueError::Duplicate { job_id }) => assert_eq!(job_id, first.job_id),
+        other => panic!("expected a duplicate, got {other:?}"),
+    }
+    // In a batch: a second job with a taken key is `duplicate`, the others are stored.
+    let batch = q
+        .enqueue_batch(vec![
+            job("b1", 60_000, 0).unique("report-42", None),
+            job("b2", 60_000, 0).unique("batch-key", None),
+            job("b3", 60_000, 0).unique("batch-key", None),
+        ])
+        .await
+        .unwrap();
+    let flags: Vec<bool> = batch.iter().map(|j| j.duplicate).collect();
+    assert_eq!(flags, [true, false, true]);
+    assert_eq!(batch[0].job_id, first.job_id);
+    assert_eq!(batch[2].job_id, batch[1].job_id);
+
+    // Once the holder is done the key is free again.
+    q.delete(&first.job_id).await.unwrap();
+    let worker = Worker::start(&redis, "w-unique", &[]);
+    let now = q
+        .enqueue(job("unique now", 0, 0).unique("report-42", None))
+        .await
+        .unwrap();
+    assert!(wait_for_status(&q, &now.job_id, JobStatus::Done, Duration::from_secs(15)).await);
+    assert!(worker.seen_at("unique now").is_some());
+    q.enqueue(job("unique after done", 0, 0).unique("report-42", None))
+        .await
+        .unwrap();
+
+    // With unique_for the key is held exactly that long, whatever the job's state.
+    let held = q
+        .enqueue(job("window", 60_000, 0).unique("window-key", Some(Duration::from_secs(30))))
+        .await
+        .unwrap();
+    let pttl: i64 = redis
+        .cli(&["PTTL", "dm-jobqueue:unique:window-key"])
+        .parse()
+        .unwrap();
+    assert!((1..=30_000).contains(&pttl), "{pttl}");
+    q.delete(&held.job_id).await.unwrap();
+    assert!(matches!(
+        q.enqueue(job("window 2", 0, 0).unique("window-key", None))
+            .await,
+        Err(JobQueueError::Duplicate { .. })
+    ));
+    assert!(matches!(
+        q.enqueue(job("x", 0, 0).unique("k".repeat(201), None)).await,
+        Err(JobQueueError::Invalid(m)) if m.contains("unique_key")
+    ));
+}
+
+#[tokio::test]
+async fn paused_queues_start_nothing_and_resume_where_they_were() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let worker = Worker::start(&redis, "w-pause", &[]);
+    q.enqueue(job("before pause", 0, 0)).await.unwrap();
+    assert!(
+        wait_for(Duration::from_secs(15), || worker
+            .seen_at("before pause")
+            .is_some())
+        .await
+    );
+    q.pause().await.unwrap();
+    assert!(q.is_paused().await.unwrap());
+    let ids: Vec<String> = q
+        .enqueue_batch((0..5).map(|i| job(&format!("paused {i}"), 0, 0)).collect())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.job_id)
+        .collect();
+    wait_for_ticks(&redis, "w-pause").await;
+    assert_eq!(
+        worker.messages(),
+        ["before pause"],
+        "a job started while paused"
+    );
+    assert_eq!(q.stats().await.unwrap().pending, 5);
+    let (_, metrics) = worker.get("/metrics").await.unwrap();
+    assert!(
+        metrics.contains(r#"jobqueue_paused{queue="dm-jobqueue"} 1"#),
+        "{metrics}"
+    );
+    let page = q.list(JobStatus::Pending, None, 500, None).await.unwrap();
+    assert_eq!(page.jobs.len(), 5);
+
+    q.resume().await.unwrap();
+    assert!(
+        wait_for(Duration::from_secs(15), || worker.messages().len() == 6).await,
+        "{:?}",
+        worker.messages()
+    );
+    for id in &ids {
+        assert!(wait_for_status(&q, id, JobStatus::Done, Duration::from_secs(10)).await);
+    }
+    // The per-minute history (in Redis) counts the 6 runs.
+    let mut counted = 0;
+    for _ in 0..100 {
+        counted = q
+            .history(5)
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| m.processed)
+            .sum();
+        if counted == 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(counted, 6);
+    let ttl: i64 = redis
+        .cli(&[
+            "TTL",
+            &format!("dm-jobqueue:history:{}", Utc::now().timestamp() / 60),
+        ])
+        .parse()
+        .unwrap();
+    assert!(ttl > 23 * 3600, "history ttl {ttl}");
+}
+
+#[tokio::test]
+async fn listings_page_with_stable_cursors_and_running_jobs_cannot_be_deleted() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let mut ids = Vec::new();
+    for i in 0..7u64 {
+        let stored = q
+            .enqueue(job(&format!("later {i}"), 60_000 + i * 1000, 0))
+            .await
+            .unwrap();
+        ids.push(stored.job_id);
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    for round in 0..10 {
+        let page = q
+            .list(
+                JobStatus::Scheduled,
+                Some("demo:delay_print"),
+                3,
+                cursor.as_deref(),
+            )
+            .await
+            .unwrap();
+        seen.extend(page.jobs.iter().map(|j| j.job_id.clone()));
+        if round == 0 {
+            // A job added before the cursor does not shift the next pages.
+            q.enqueue(job("sooner", 30_000, 0)).await.unwrap();
+        }
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(seen, ids, "pages in due order, none twice");
+    assert!(q
+        .list(JobStatus::Scheduled, Some("http:nothing"), 3, None)
+        .await
+        .unwrap()
+        .jobs
+        .is_empty());
+    assert!(matches!(
+        q.list(JobStatus::Scheduled, None, 0, None).await,
+        Err(JobQueueError::Invalid(_))
+    ));
+    assert!(matches!(
+        q.list(JobStatus::Scheduled, None, 5, Some("nonsense"))
+            .await,
+        Err(JobQueueError::Invalid(_))
+    ));
+
+    let _worker = Worker::start(&redis, "w-running", &[]);
+    let slow = q
+        .enqueue(job("slow:3000:slow one", 0, 0))
+        .await
+        .unwrap()
+        .job_id;
+    assert!(wait_for_status(&q, &slow, JobStatus::Running, Duration::from_secs(15)).await);
+    let running = q.list(JobStatus::Running, None, 10, None).await.unwrap();
+    assert_eq!(running.jobs.len(), 1);
+    assert!(running.jobs[0].started_at.is_some());
+    assert!(matches!(
+        q.delete(&slow).await,
+        Err(JobQueueError::Running(_))
+    ));
+    assert!(wait_for_status(&q, &slow, JobStatus::Done, Duration::from_secs(15)).await);
+    assert!(q.delete(&slow).await.unwrap());
+    assert_eq!(q.delete_many(&ids[..3]).await.unwrap(), 3);
+}
+
+/// What the loopback receiver saw: (method, path, x-token header, body).
+type Hits = Arc<Mutex<Vec<(String, String, String, String)>>>;
+
+/// A loopback HTTP receiver: `/ok` 204, `/flaky` 503 once then 200, `/gone` 410,
+/// `/redirect` 302 to `/ok`.
+fn receiver() -> (u16, Hits, actix_web::dev::ServerHandle) {
+    use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+    let hits: Hits = Arc::default();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let sink = hits.clone();
+    let server = HttpServer::new(move || {
+        let sink = sink.clone();
+        App::new().default_service(web::to(move |req: HttpRequest, body: String| {
+            let sink = sink.clone();
+            async move {
+                let token = req
+                    .headers()
+                    .get("x-token")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                let path = req.path().to_owned();
+                let mut hits = sink.lock().unwrap();
+                let before = hits.iter().filter(|h| h.1 == path).count();
+                hits.push((req.method().to_string(), path.clone(), token, body));
+                match path.as_str() {
+                    "/ok" => HttpResponse::NoContent().finish(),
+                    "/flaky" if before == 0 => HttpResponse::ServiceUnavailable().finish(),
+                    "/flaky" => HttpResponse::Ok().finish(),
+                    "/redirect" => HttpResponse::Found()
+                        .insert_header(("Location", format!("http://127.0.0.1:{port}/ok")))
+                        .finish(),
+                    _ => HttpResponse::Gone().finish(),
+                }
+            }
+        }))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)
+    .unwrap()
+    .run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    (port, hits, handle)
+}
+
+fn hook(port: u16, path: &str) -> NewJob {
+    NewJob::new(
+        "http:webhook",
+        serde_json::json!({
+            "url": format!("http://127.0.0.1:{port}{path}"),
+            "headers": {"x-token": "s3cret"},
+            "body": {"order": 7},
+        }),
+    )
+    .retries(3)
+}
+
+#[tokio::test]
+async fn webhook_jobs_call_allowed_hosts_retry_5xx_and_die_on_4xx_and_redirects() {
+    let redis = RedisServer::start();
+    let (port, hits, server) = receiver();
+    let allowed = format!("127.0.0.1:{port}");
+    let env = [("APP__JOBQUEUE__WEBHOOK__ALLOWED_HOSTS", allowed.as_str())];
+    let s = settings(&redis, &env);
+    let q = JobQueue::new(&s.cache_server.redis.jobqueue, &s.jobqueue).unwrap();
+
+    // Refused before anything is stored: another host, a disabled type.
+    let other = NewJob::new(
+        "http:webhook",
+        serde_json::json!({"url": "http://127.0.0.2:80/"}),
+    );
+    assert!(
+        matches!(q.enqueue(other).await, Err(JobQueueError::Invalid(m)) if m.contains("allowed_hosts"))
+    );
+    let disabled = queue(&redis).enqueue(hook(port, "/ok")).await;
+    assert!(
+        matches!(&disabled, Err(JobQueueError::Invalid(m)) if m.contains("webhook jobs are disabled")),
+        "{disabled:?}"
+    );
+
+    let _worker = Worker::start(&redis, "w-hooks", &env);
+    let ok = q.enqueue(hook(port, "/ok")).await.unwrap().job_id;
+    let mut put = hook(port, "/ok");
+    put.payload["method"] = serde_json::json!("PUT");
+    let put = q.enqueue(put).await.unwrap().job_id;
+    let flaky = q.enqueue(hook(port, "/flaky")).await.unwrap().job_id;
+    let gone = q.enqueue(hook(port, "/gone")).await.unwrap().job_id;
+    let redirect = q.enqueue(hook(port, "/redirect")).await.unwrap().job_id;
+    for (id, want) in [
+        (&ok, JobStatus::Done),
+        (&put, JobStatus::Done),
+        (&flaky, JobStatus::Done),
+        (&gone, JobStatus::Dead),
+        (&redirect, JobStatus::Dead),
+    ] {
+        assert!(
+            wait_for_status(&q, id, want, Duration::from_secs(20)).await,
+            "{id}: {:?}",
+            q.status(id).await
+        );
+    }
+    let info = |id: String| {
+        let q = q.clone();
+        async move { q.status(&id).await.unwrap().unwrap() }
+    };
+    let flaky = info(flaky).await;
+    assert_eq!(flaky.attempts, 2, "{flaky:?}");
+    assert!(flaky.errors[0].error.contains("503"), "{flaky:?}");
+    let gone = info(gone).await;
+    assert_eq!(gone.attempts, 1, "a 4xx is not retried: {gone:?}");
+    let redirect = info(redirect).await;
+    assert_eq!(redirect.attempts, 1);
+    assert!(redirect
+        .last_error
+        .unwrap()
+        .contains("redirects are not followed"));
+
+    let hits = hits.lock().unwrap().clone();
+    let ok_hits: Vec<_> = hits.iter().filter(|h| h.1 == "/ok").collect();
+    assert_eq!(ok_hits.len(), 2, "the redirect was not followed: {hits:?}");
+    let methods: HashSet<&str> = ok_hits.iter().map(|h| h.0.as_str()).collect();
+    assert_eq!(methods, HashSet::from(["POST", "PUT"]));
+    assert!(
+        ok_hits
+            .iter()
+            .all(|h| h.2 == "s3cret" && h.3 == r#"{"order":7}"#),
+        "{ok_hits:?}"
+    );
+
+    // Header values never leave the queue.
+    let shown = info(ok).await;
+    assert_eq!(shown.payload["headers"]["x-token"], "***");
+    assert_eq!(shown.payload["url"], format!("http://127.0.0.1:{port}/ok"));
+    server.stop(false).await;
 }
