@@ -14,6 +14,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// 409 naming the job that already holds a unique key.
+    #[error("{message}")]
+    Duplicate { message: String, job_id: String },
     #[error("request body too large")]
     PayloadTooLarge,
     #[error("{0}")]
@@ -36,6 +39,9 @@ pub struct ErrorBody {
     pub code: u16,
     #[schema(example = "message must not be empty")]
     pub message: String,
+    /// On a 409 for a taken `unique_key`: the job that holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
 }
 
 impl ResponseError for ApiError {
@@ -44,7 +50,7 @@ impl ResponseError for ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Conflict(_) | Self::Duplicate { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -70,9 +76,14 @@ impl ResponseError for ApiError {
         if matches!(self, Self::Unauthorized) {
             response.insert_header(("WWW-Authenticate", "Bearer"));
         }
+        let job_id = match self {
+            Self::Duplicate { job_id, .. } => Some(job_id.clone()),
+            _ => None,
+        };
         response.json(ErrorBody {
             code: self.status_code().as_u16(),
             message: self.to_string(),
+            job_id,
         })
     }
 }
@@ -116,7 +127,11 @@ impl From<cacheserver_jobqueue::JobQueueError> for ApiError {
             E::Unavailable(_) => Self::Unavailable(e.into()),
             E::Invalid(m) => Self::BadRequest(m),
             E::NotFound(id) => Self::NotFound(format!("job {id} not found")),
-            E::NotDead { .. } => Self::Conflict(e.to_string()),
+            E::NotDead { .. } | E::Running(_) => Self::Conflict(e.to_string()),
+            E::Duplicate { ref job_id } => Self::Duplicate {
+                message: e.to_string(),
+                job_id: job_id.clone(),
+            },
             E::Config(_) | E::Internal(_) => Self::Internal(e.into()),
         }
     }

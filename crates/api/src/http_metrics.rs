@@ -87,14 +87,7 @@ fn redis_gauges(state: &AppState) {
 async fn queue_gauges(state: &AppState) {
     match tokio::time::timeout(QUEUE_STATS_BUDGET, state.jobs.stats()).await {
         Ok(Ok(stats)) => {
-            let counts = [
-                ("scheduled", stats.scheduled),
-                ("pending", stats.pending),
-                ("active", stats.active),
-                ("done", stats.done),
-                ("dead", stats.dead),
-            ];
-            for (queue_state, count) in counts {
+            for (queue_state, count) in stats.by_state() {
                 metrics::gauge!("jobqueue_jobs", "state" => queue_state).set(count as f64);
             }
         }

@@ -61,11 +61,10 @@ async fn chaos_resets_and_queue_depth_are_exported() {
     let app = spawn_app(&[("APP__CACHE_SERVER__REDIS__JOBQUEUE__ADDR", &jobqueue.addr())]).await;
     app.state
         .jobs
-        .enqueue(cacheserver_jobqueue::NewJob {
-            message: "counted".into(),
-            delay: std::time::Duration::from_secs(600),
-            max_retry: 0,
-        })
+        .enqueue(
+            cacheserver_jobqueue::NewJob::delay_print("counted")
+                .after(std::time::Duration::from_secs(600)),
+        )
         .await
         .unwrap();
     let resp = app

@@ -19,7 +19,7 @@ pub use redis::{
 pub use secrecy::{ExposeSecret, SecretString};
 pub use sections::{
     ApiSettings, ChaosSettings, JobqueueSettings, LogFormat, LoggingSettings, RateLimitSettings,
-    ServerSettings, StorageType, WorkerSettings,
+    ServerSettings, StorageType, WebhookSettings, WorkerSettings,
 };
 
 use config::{Config, Environment, File, FileFormat};
@@ -42,9 +42,10 @@ const SECRET_KEYS: [&str; 4] = [
     "jobqueue.api_key",
 ];
 /// Keys whose environment value is a comma separated list.
-const LIST_KEYS: [&str; 2] = [
+const LIST_KEYS: [&str; 3] = [
     "cache_server.redis.default.cluster.addrs",
     "api.rate_limit.trusted_proxies",
+    "jobqueue.webhook.allowed_hosts",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -101,7 +101,31 @@ pub struct JobqueueSettings {
     pub enqueue_timeout: Duration,
     /// When set, the job routes need `Authorization: Bearer <key>`.
     pub api_key: Option<secrecy::SecretString>,
+    /// Longest run of a job whose type and registration name none (default 5m).
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub default_timeout: Duration,
     pub worker: WorkerSettings,
+    pub webhook: WebhookSettings,
+}
+
+/// The `http:webhook` job type.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookSettings {
+    /// `host` or `host:port` a webhook may call; empty: webhook jobs are disabled.
+    pub allowed_hosts: Vec<String>,
+    /// Budget of one HTTP call, connect included (default 10s).
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub timeout: Duration,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        Self {
+            allowed_hosts: Vec::new(),
+            timeout: Duration::ZERO,
+        }
+    }
 }
 
 impl Default for JobqueueSettings {
@@ -113,7 +137,9 @@ impl Default for JobqueueSettings {
             done_retention: Duration::ZERO,
             enqueue_timeout: Duration::ZERO,
             api_key: None,
+            default_timeout: Duration::ZERO,
             worker: WorkerSettings::default(),
+            webhook: WebhookSettings::default(),
         }
     }
 }
@@ -212,6 +238,15 @@ impl JobqueueSettings {
     pub(crate) fn apply_defaults(&mut self) {
         or_default(&mut self.done_retention, Duration::from_secs(24 * 3600));
         or_default(&mut self.enqueue_timeout, Duration::from_secs(2));
+        or_default(&mut self.default_timeout, Duration::from_secs(300));
+        or_default(&mut self.webhook.timeout, Duration::from_secs(10));
+        self.webhook.allowed_hosts = self
+            .webhook
+            .allowed_hosts
+            .iter()
+            .map(|h| h.trim().to_ascii_lowercase())
+            .filter(|h| !h.is_empty())
+            .collect();
         drop_empty_secret(&mut self.api_key);
         let worker = &mut self.worker;
         if worker.concurrency <= 0 {

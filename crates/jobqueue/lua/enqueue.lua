@@ -1,19 +1,61 @@
--- Enqueue delayed jobs in apalis-redis' own data/meta layout, but into OUR due-time set with a
--- millisecond score (apalis' batch_push only knows whole seconds: jobs fired up to ~1 s early).
--- KEYS[1]: {q}:data (hash id -> job json)   KEYS[2]: {q}:meta prefix   KEYS[3]: {q}:delayed (zset, due ms)
--- ARGV: repeating groups of: id, job_json, due_ms, max_retry, created_ms
--- Returns the number of jobs stored (an id that already exists is skipped).
-local stored = 0
-for i = 1, #ARGV, 5 do
+-- Enqueue jobs in apalis-redis' own data/meta layout, but into OUR due-time set with a
+-- millisecond score (apalis' batch_push only knows whole seconds: jobs fired up to ~1 s early),
+-- deciding unique keys atomically.
+-- KEYS[1]: {q}:data (hash id -> job json)  KEYS[2]: {q}:meta prefix  KEYS[3]: {q}:delayed (zset, due ms)
+-- KEYS[4]: {q}:unique prefix (string per key: the job id holding it)  KEYS[5]: {q}:dead (apalis set)
+-- KEYS[6]: {q}:dead_at (zset)
+-- ARGV: repeating groups of 9: id, job_json, due_ms, max_retry, created_ms, timeout_ms,
+--       job_type, unique_key ("" none), unique_for_ms (0: until the job is done or dead)
+-- Returns one string per job: "" stored, else the id of the job already holding its unique key.
+local out = {}
+
+-- A key without expiry is held while its job exists and is neither done nor dead.
+local function still_held(lock)
+    local holder = redis.call("get", lock)
+    if not holder then
+        return nil
+    end
+    if redis.call("pttl", lock) > 0 then
+        return holder
+    end
+    local status = redis.call("hget", KEYS[2] .. ":" .. holder, "status")
+    if not status or status == "Done" or status == "Killed"
+        or redis.call("sismember", KEYS[5], holder) == 1
+        or redis.call("zscore", KEYS[6], holder) then
+        return nil
+    end
+    return holder
+end
+
+for i = 1, #ARGV, 9 do
     local id = ARGV[i]
-    if redis.call("hsetnx", KEYS[1], id, ARGV[i + 1]) == 1 then
-        local max_retry = tonumber(ARGV[i + 3])
-        redis.call("hset", KEYS[2] .. ":" .. id,
-            "attempts", 0, "max_attempts", max_retry + 1, "status", "Pending", "idempotency_key", "",
-            "run_at_ms", ARGV[i + 2], "next_run_ms", ARGV[i + 2], "max_retry", max_retry,
-            "failures", 0, "created_ms", ARGV[i + 4])
-        redis.call("zadd", KEYS[3], ARGV[i + 2], id)
-        stored = stored + 1
+    local unique_key = ARGV[i + 7]
+    local holder = nil
+    if #unique_key > 0 then
+        local lock = KEYS[4] .. ":" .. unique_key
+        holder = still_held(lock)
+        if not holder then
+            local ttl = tonumber(ARGV[i + 8])
+            if ttl > 0 then
+                redis.call("set", lock, id, "PX", ttl)
+            else
+                redis.call("set", lock, id)
+            end
+        end
+    end
+    if holder then
+        table.insert(out, holder)
+    else
+        if redis.call("hsetnx", KEYS[1], id, ARGV[i + 1]) == 1 then
+            local max_retry = tonumber(ARGV[i + 3])
+            redis.call("hset", KEYS[2] .. ":" .. id,
+                "attempts", 0, "max_attempts", max_retry + 1, "status", "Pending", "idempotency_key", "",
+                "run_at_ms", ARGV[i + 2], "next_run_ms", ARGV[i + 2], "max_retry", max_retry,
+                "failures", 0, "created_ms", ARGV[i + 4], "timeout_ms", ARGV[i + 5],
+                "job_type", ARGV[i + 6], "unique_key", unique_key)
+            redis.call("zadd", KEYS[3], ARGV[i + 2], id)
+        end
+        table.insert(out, "")
     end
 end
-return stored
+return out

@@ -1,6 +1,8 @@
--- apalis keeps finished jobs forever in the {q}:done SET (no timestamp). Move them into our
--- {q}:finished zset stamped with the time we saw them, and delete the ones older than the retention.
+-- apalis keeps finished jobs forever in its {q}:done and {q}:dead SETs (no timestamp). Move them
+-- into our {q}:finished and {q}:dead_at zsets stamped with the time we saw them (listings sort by
+-- it), and delete done jobs older than the retention. Dead jobs stay until deleted or retried.
 -- KEYS[1]: {q}:done  KEYS[2]: {q}:finished  KEYS[3]: {q}:data  KEYS[4]: meta prefix
+-- KEYS[5]: {q}:dead  KEYS[6]: {q}:dead_at  KEYS[7]: errors prefix
 -- ARGV[1]: now (ms)  ARGV[2]: retention (ms)  ARGV[3]: limit
 -- Returns {stamped, deleted}
 local now = tonumber(ARGV[1])
@@ -9,10 +11,15 @@ local fresh = redis.call("spop", KEYS[1], limit)
 for _, id in ipairs(fresh) do
     redis.call("zadd", KEYS[2], now, id)
 end
+local dead = redis.call("spop", KEYS[5], limit)
+for _, id in ipairs(dead) do
+    redis.call("zadd", KEYS[6], now, id)
+end
 local old = redis.call("zrangebyscore", KEYS[2], "-inf", now - tonumber(ARGV[2]), "LIMIT", 0, limit)
 for _, id in ipairs(old) do
     redis.call("hdel", KEYS[3], id)
     redis.call("del", KEYS[4] .. ":" .. id)
+    redis.call("del", KEYS[7] .. ":" .. id)
     redis.call("zrem", KEYS[2], id)
 end
-return {#fresh, #old}
+return {#fresh + #dead, #old}

@@ -15,6 +15,12 @@ pub enum JobQueueError {
     /// The job exists but is not dead, so it cannot be retried (api: 409).
     #[error("job {id} is {status}, only dead jobs can be retried")]
     NotDead { id: String, status: String },
+    /// The unique key is held by another job (api: 409 with `job_id`).
+    #[error("a job with this unique_key exists: {job_id}")]
+    Duplicate { job_id: String },
+    /// A worker runs the job now; it cannot be deleted until it finished (api: 409).
+    #[error("job {0} is running; delete it once it finished")]
+    Running(String),
     /// Settings that cannot work (bad address).
     #[error("jobqueue configuration: {0}")]
     Config(String),

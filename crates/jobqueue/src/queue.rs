@@ -1,14 +1,16 @@
-//! `JobQueue`: register, inspect, retry and delete jobs. Used by the api and by the worker's
-//! scheduling loop. Never waits for Redis at construction; every call has a deadline.
+//! `JobQueue`: register, retry, delete, pause and resume. Used by the api and by the worker's
+//! scheduling loop; reading jobs back is in `inspect.rs`. Never waits for Redis at construction;
+//! every call has a deadline.
 
 use crate::error::JobQueueError;
-use crate::jobs::Job;
+use crate::jobs::{JobEnvelope, Registry};
 use crate::storage::{self, Keys, StoredJob};
-use crate::types::{EnqueuedJob, JobInfo, JobStatus, NewJob, QueueStats, RetriedJob, MAX_BATCH};
+use crate::types::{EnqueuedJob, JobStatus, NewJob, RetriedJob, MAX_BATCH, MAX_UNIQUE_KEY_BYTES};
 use apalis_redis::ConnectionManager;
-use cacheserver_config::{JobqueueSettings, SingleRedisSettings};
+use cacheserver_config::{
+    JobqueueSettings, SingleRedisSettings, MAX_DELAY_SECONDS, MAX_RETRY_LIMIT,
+};
 use chrono::{DateTime, Utc};
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,9 +18,12 @@ use std::time::Duration;
 
 /// Budget for reads and admin calls (ping, status, stats, retry, delete).
 const CALL_TIMEOUT_CAP: Duration = Duration::from_secs(2);
-
-/// Most jobs one list call returns.
-pub const MAX_LIST: usize = 200;
+/// Longest `timeout_seconds` (a day).
+pub const MAX_TIMEOUT_SECONDS: u64 = 86_400;
+/// Longest `unique_for_seconds` (30 days).
+pub const MAX_UNIQUE_FOR_SECONDS: u64 = 2_592_000;
+/// Most ids one bulk call takes, and most jobs one bulk call by state touches.
+pub const MAX_BULK: usize = 1_000;
 
 /// A handle to the queue; cheap to clone.
 #[derive(Clone)]
@@ -29,6 +34,7 @@ pub struct JobQueue {
 struct Inner {
     redis: SingleRedisSettings,
     keys: Keys,
+    registry: Registry,
     enqueue_timeout: Duration,
     call_timeout: Duration,
     /// Multiplexed connections, created lazily; `None` after a chaos reset until next use.
@@ -39,11 +45,20 @@ struct Inner {
 }
 
 impl JobQueue {
-    /// Build the client. Never waits for Redis: connections open on first use and reopen by
-    /// themselves after errors.
+    /// The client for the production job types ([`Registry::production`]). Never waits for
+    /// Redis: connections open on first use and reopen by themselves after errors.
     pub fn new(
         redis: &SingleRedisSettings,
         settings: &JobqueueSettings,
+    ) -> Result<Self, JobQueueError> {
+        Self::with_registry(redis, settings, Registry::production(settings))
+    }
+
+    /// The client for the job types in `registry`.
+    pub fn with_registry(
+        redis: &SingleRedisSettings,
+        settings: &JobqueueSettings,
+        registry: Registry,
     ) -> Result<Self, JobQueueError> {
         // Validate the address now so a typo fails at startup, not at the first request.
         redis::Client::open(redis.url())
@@ -52,6 +67,7 @@ impl JobQueue {
         let inner = Inner {
             redis: redis.clone(),
             keys: Keys::new(&settings.queue),
+            registry,
             enqueue_timeout: settings.enqueue_timeout,
             call_timeout: redis.read_timeout.min(CALL_TIMEOUT_CAP),
             slots: (0..pool).map(|_| Mutex::new(None)).collect(),
@@ -67,6 +83,20 @@ impl JobQueue {
         &self.inner.keys
     }
 
+    /// The queue's name (its key prefix).
+    pub fn name(&self) -> &str {
+        &self.inner.keys.queue
+    }
+
+    /// The job types this client accepts.
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    pub(crate) fn call_timeout(&self) -> Duration {
+        self.inner.call_timeout
+    }
+
     /// One PING, bounded by the call timeout.
     pub async fn ping(&self) -> Result<(), JobQueueError> {
         self.with_connection(self.inner.call_timeout, |mut c| async move {
@@ -76,134 +106,69 @@ impl JobQueue {
         .await
     }
 
-    /// Store one job; bounded by `enqueue_timeout` (then `Unavailable`).
+    /// Store one job; bounded by `enqueue_timeout` (then `Unavailable`). A taken unique key is
+    /// `Duplicate` with the existing job's id.
     pub async fn enqueue(&self, job: NewJob) -> Result<EnqueuedJob, JobQueueError> {
-        let mut stored = self.enqueue_batch(vec![job]).await?;
-        stored
+        let prepared = prepare(&self.inner.registry, job, storage::now_ms())?;
+        let mut stored = self.store(vec![prepared]).await?;
+        let job = stored
             .pop()
-            .ok_or_else(|| JobQueueError::Internal("enqueue stored nothing".into()))
+            .ok_or_else(|| JobQueueError::Internal("enqueue stored nothing".into()))?;
+        if job.duplicate {
+            return Err(JobQueueError::Duplicate { job_id: job.job_id });
+        }
+        Ok(job)
     }
 
-    /// Store up to [`MAX_BATCH`] jobs in one script call (one round trip).
+    /// Store up to [`MAX_BATCH`] jobs in one script call (one round trip). An invalid job fails
+    /// the whole batch (nothing stored), its error naming `jobs[<index>]`; a taken unique key is
+    /// reported per job (`duplicate`).
     pub async fn enqueue_batch(
         &self,
         jobs: Vec<NewJob>,
     ) -> Result<Vec<EnqueuedJob>, JobQueueError> {
-        if jobs.len() > MAX_BATCH {
+        if jobs.is_empty() || jobs.len() > MAX_BATCH {
             return Err(JobQueueError::Invalid(format!(
-                "at most {MAX_BATCH} jobs per batch, got {}",
+                "jobs must hold 1..={MAX_BATCH} items, got {}",
                 jobs.len()
             )));
         }
         let now = storage::now_ms();
         let prepared = jobs
             .into_iter()
-            .map(|job| prepare(job, now))
+            .enumerate()
+            .map(|(i, job)| {
+                prepare(&self.inner.registry, job, now).map_err(|e| match e {
+                    JobQueueError::Invalid(m) => JobQueueError::Invalid(format!("jobs[{i}]: {m}")),
+                    other => other,
+                })
+            })
             .collect::<Result<Vec<_>, _>>()?;
+        self.store(prepared).await
+    }
+
+    async fn store(&self, prepared: Vec<Prepared>) -> Result<Vec<EnqueuedJob>, JobQueueError> {
         let keys = self.inner.keys.clone();
         let stored: Vec<StoredJob<'_>> = prepared.iter().map(Prepared::stored).collect();
         let stored = &stored;
-        self.with_connection(self.inner.enqueue_timeout, |mut c| async move {
-            storage::enqueue(&mut c, &keys, stored).await
-        })
-        .await?;
-        tracing::debug!(count = prepared.len(), "jobs enqueued");
-        Ok(prepared.into_iter().map(|p| p.enqueued).collect())
-    }
-
-    /// The job's state, or `None` for an unknown id.
-    pub async fn status(&self, id: &str) -> Result<Option<JobInfo>, JobQueueError> {
-        let keys = self.inner.keys.clone();
-        let (meta, delayed, dead): (HashMap<String, String>, Option<f64>, bool) = self
-            .with_connection(self.inner.call_timeout, |mut c| async move {
-                Ok(redis::pipe()
-                    .hgetall(keys.meta_of(id))
-                    .zscore(&keys.delayed, id)
-                    .sismember(keys.apalis.dead_jobs_set(), id)
-                    .query_async(&mut c)
-                    .await?)
+        let holders = self
+            .with_connection(self.inner.enqueue_timeout, |mut c| async move {
+                storage::enqueue(&mut c, &keys, stored).await
             })
             .await?;
-        // Due jobs may wait in `delayed` while apalis' active list is full: they are pending.
-        let waiting = delayed.is_some_and(|due_ms| due_ms > storage::now_ms() as f64);
-        Ok(job_info(id, &meta, waiting, dead))
-    }
-
-    /// Counts by state from raw key sizes (apalis-redis' own stats are broken).
-    pub async fn stats(&self) -> Result<QueueStats, JobQueueError> {
-        let keys = self.inner.keys.clone();
-        self.with_connection(self.inner.call_timeout, |mut c| async move {
-            let k = &keys.apalis;
-            let (delayed, due, retrying, pending, done, finished, dead, workers): (
-                u64,
-                u64,
-                u64,
-                u64,
-                u64,
-                u64,
-                u64,
-                Vec<String>,
-            ) = redis::pipe()
-                .zcard(&keys.delayed)
-                .zcount(&keys.delayed, "-inf", storage::now_ms())
-                .zcard(k.scheduled_jobs_set())
-                .llen(k.active_jobs_list())
-                .scard(k.done_jobs_set())
-                .zcard(&keys.finished)
-                .scard(k.dead_jobs_set())
-                .zrange(k.workers_set(), 0, 999)
-                .query_async(&mut c)
-                .await?;
-            let mut active_pipe = redis::pipe();
-            for w in &workers {
-                active_pipe.scard(format!("{}:{w}", k.inflight_jobs_set()));
-            }
-            let active: Vec<u64> = if workers.is_empty() {
-                Vec::new()
-            } else {
-                active_pipe.query_async(&mut c).await?
-            };
-            Ok(QueueStats {
-                // Due jobs held back while apalis' active list is full count as pending.
-                scheduled: delayed.saturating_sub(due) + retrying,
-                pending: pending + due,
-                active: active.iter().sum(),
-                done: done + finished,
-                dead,
+        tracing::debug!(count = prepared.len(), "jobs enqueued");
+        Ok(prepared
+            .into_iter()
+            .zip(holders)
+            .map(|(p, holder)| match holder {
+                Some(existing) => EnqueuedJob {
+                    job_id: existing,
+                    run_at: p.enqueued.run_at,
+                    duplicate: true,
+                },
+                None => p.enqueued,
             })
-        })
-        .await
-    }
-
-    /// Up to `limit` dead jobs, newest due time first (the dead set is small: dead jobs wait for
-    /// a person to retry or delete them).
-    pub async fn dead_jobs(&self, limit: usize) -> Result<Vec<JobInfo>, JobQueueError> {
-        let keys = self.inner.keys.clone();
-        let limit = limit.clamp(1, MAX_LIST);
-        self.with_connection(self.inner.call_timeout, |mut c| async move {
-            let ids: Vec<String> = redis::cmd("SRANDMEMBER")
-                .arg(keys.apalis.dead_jobs_set())
-                .arg(limit)
-                .query_async(&mut c)
-                .await?;
-            let mut pipe = redis::pipe();
-            for id in &ids {
-                pipe.hgetall(keys.meta_of(id));
-            }
-            let metas: Vec<HashMap<String, String>> = if ids.is_empty() {
-                Vec::new()
-            } else {
-                pipe.query_async(&mut c).await?
-            };
-            let mut jobs: Vec<JobInfo> = ids
-                .iter()
-                .zip(&metas)
-                .filter_map(|(id, meta)| job_info(id, meta, false, true))
-                .collect();
-            jobs.sort_by_key(|job| std::cmp::Reverse(job.run_at));
-            Ok(jobs)
-        })
-        .await
+            .collect())
     }
 
     /// Dead → pending. Unknown id → `NotFound`; any other state → `NotDead`.
@@ -233,11 +198,98 @@ impl JobQueue {
         }
     }
 
-    /// Delete a job in any state. `false` when it did not exist.
+    /// Delete a job that is not running. `false` when it did not exist; a running job is
+    /// `Running` (it may be deleted once it finished).
     pub async fn delete(&self, id: &str) -> Result<bool, JobQueueError> {
         let keys = self.inner.keys.clone();
+        let outcome = self
+            .with_connection(self.inner.call_timeout, |mut c| async move {
+                storage::delete(&mut c, &keys, id).await
+            })
+            .await?;
+        match outcome {
+            1 => Ok(true),
+            0 => Ok(false),
+            _ => Err(JobQueueError::Running(id.to_owned())),
+        }
+    }
+
+    /// Retry each dead job of `ids` (others are skipped). Returns how many were revived.
+    pub async fn retry_many(&self, ids: &[String]) -> Result<u64, JobQueueError> {
+        self.bulk(ids, |c, keys, id| async move {
+            let mut c = c;
+            Ok(storage::retry_dead(&mut c, &keys, &id).await? == 1)
+        })
+        .await
+    }
+
+    /// Delete each job of `ids` that is not running. Returns how many were deleted.
+    pub async fn delete_many(&self, ids: &[String]) -> Result<u64, JobQueueError> {
+        self.bulk(ids, |c, keys, id| async move {
+            let mut c = c;
+            Ok(storage::delete(&mut c, &keys, &id).await? == 1)
+        })
+        .await
+    }
+
+    async fn bulk<F, Fut>(&self, ids: &[String], op: F) -> Result<u64, JobQueueError>
+    where
+        F: Fn(ConnectionManager, Keys, String) -> Fut,
+        Fut: Future<Output = Result<bool, JobQueueError>>,
+    {
+        if ids.len() > MAX_BULK {
+            return Err(JobQueueError::Invalid(format!(
+                "ids must hold at most {MAX_BULK} items, got {}",
+                ids.len()
+            )));
+        }
+        let keys = self.inner.keys.clone();
+        // One script call per id on one connection; the budget grows with the count.
+        let budget = self.inner.call_timeout * (1 + ids.len() as u32 / 100);
+        self.with_connection(budget, |c| async move {
+            let mut affected = 0;
+            for id in ids {
+                affected += u64::from(op(c.clone(), keys.clone(), id.clone()).await?);
+            }
+            Ok(affected)
+        })
+        .await
+    }
+
+    /// Pause: no new job starts (those a worker already fetched, at most its concurrency, may).
+    /// Kept in Redis, so restarts keep it.
+    pub async fn pause(&self) -> Result<(), JobQueueError> {
+        let keys = self.inner.keys.clone();
+        let handed_back = self
+            .with_connection(self.inner.call_timeout, |mut c| async move {
+                storage::pause(&mut c, &keys).await
+            })
+            .await?;
+        tracing::info!(queue = %self.name(), handed_back, "queue paused");
+        Ok(())
+    }
+
+    pub async fn resume(&self) -> Result<(), JobQueueError> {
+        let key = self.inner.keys.paused.clone();
         self.with_connection(self.inner.call_timeout, |mut c| async move {
-            storage::delete(&mut c, &keys, id).await
+            redis::cmd("DEL")
+                .arg(&key)
+                .query_async::<()>(&mut c)
+                .await?;
+            Ok(())
+        })
+        .await?;
+        tracing::info!(queue = %self.name(), "queue resumed");
+        Ok(())
+    }
+
+    pub async fn is_paused(&self) -> Result<bool, JobQueueError> {
+        let key = self.inner.keys.paused.clone();
+        self.with_connection(self.inner.call_timeout, |mut c| async move {
+            Ok(redis::cmd("EXISTS")
+                .arg(&key)
+                .query_async::<bool>(&mut c)
+                .await?)
         })
         .await
     }
@@ -336,8 +388,12 @@ async fn kill_own_connection(mut conn: ConnectionManager, budget: Duration) {
 
 struct Prepared {
     json: String,
+    job_type: String,
     max_retry: u32,
     due_ms: u64,
+    timeout_ms: u64,
+    unique_key: String,
+    unique_for_ms: u64,
     enqueued: EnqueuedJob,
 }
 
@@ -346,62 +402,69 @@ impl Prepared {
         StoredJob {
             id: &self.enqueued.job_id,
             json: &self.json,
+            job_type: &self.job_type,
             due_ms: self.due_ms,
             max_retry: self.max_retry,
+            timeout_ms: self.timeout_ms,
+            unique_key: &self.unique_key,
+            unique_for_ms: self.unique_for_ms,
         }
     }
 }
 
-fn prepare(job: NewJob, now_ms: u64) -> Result<Prepared, JobQueueError> {
-    if job.message.trim().is_empty() {
-        return Err(JobQueueError::Invalid("message must not be empty".into()));
+/// The queue's limits, named by their HTTP fields, then the type's own validation.
+fn prepare(registry: &Registry, job: NewJob, now_ms: u64) -> Result<Prepared, JobQueueError> {
+    let invalid = |m: String| Err(JobQueueError::Invalid(m));
+    if job.delay > Duration::from_secs(MAX_DELAY_SECONDS as u64) {
+        return invalid(format!(
+            "delay_seconds must be 0..={MAX_DELAY_SECONDS} (run_at at most 30 days ahead)"
+        ));
     }
+    if i64::from(job.max_retry) > MAX_RETRY_LIMIT {
+        return invalid(format!("max_retry must be 0..={MAX_RETRY_LIMIT}"));
+    }
+    if job
+        .timeout
+        .is_some_and(|t| t < Duration::from_secs(1) || t > Duration::from_secs(MAX_TIMEOUT_SECONDS))
+    {
+        return invalid(format!("timeout_seconds must be 1..={MAX_TIMEOUT_SECONDS}"));
+    }
+    let given = job.unique_key.is_some();
+    let unique_key = job.unique_key.unwrap_or_default();
+    if given && (unique_key.is_empty() || unique_key.len() > MAX_UNIQUE_KEY_BYTES) {
+        return invalid(format!(
+            "unique_key must be 1..={MAX_UNIQUE_KEY_BYTES} bytes"
+        ));
+    }
+    if let Some(for_) = job.unique_for {
+        if unique_key.is_empty() {
+            return invalid("unique_for_seconds needs a unique_key".into());
+        }
+        if for_ < Duration::from_secs(1) || for_ > Duration::from_secs(MAX_UNIQUE_FOR_SECONDS) {
+            return invalid(format!(
+                "unique_for_seconds must be 1..={MAX_UNIQUE_FOR_SECONDS}"
+            ));
+        }
+    }
+    registry.validate(&job.job_type, &job.payload)?;
     let due_ms = now_ms + job.delay.as_millis() as u64;
-    let json = serde_json::to_string(&Job::DelayPrint {
-        message: job.message,
-    })?;
+    let json = serde_json::to_string(&JobEnvelope::new(&job.job_type, job.payload))?;
     Ok(Prepared {
         json,
+        job_type: job.job_type,
         max_retry: job.max_retry,
         due_ms,
+        timeout_ms: job.timeout.map_or(0, |t| t.as_millis() as u64),
+        unique_key,
+        unique_for_ms: job.unique_for.map_or(0, |t| t.as_millis() as u64),
         enqueued: EnqueuedJob {
             job_id: ulid::Ulid::new().to_string(),
             run_at: ms_to_time(due_ms),
+            duplicate: false,
         },
     })
 }
 
-fn ms_to_time(ms: u64) -> DateTime<Utc> {
+pub(crate) fn ms_to_time(ms: u64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms as i64).unwrap_or_default()
-}
-
-/// Map the stored meta to a [`JobInfo`]; `None` when the job does not exist.
-fn job_info(
-    id: &str,
-    meta: &HashMap<String, String>,
-    delayed: bool,
-    dead: bool,
-) -> Option<JobInfo> {
-    let num = |k: &str| meta.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    meta.get("run_at_ms")?;
-    let failures = num("failures") as u32;
-    let status = match meta.get("status").map(String::as_str) {
-        _ if dead => JobStatus::Dead,
-        _ if delayed && failures > 0 => JobStatus::Failed,
-        _ if delayed => JobStatus::Scheduled,
-        Some("Running") => JobStatus::Running,
-        Some("Done") => JobStatus::Done,
-        Some("Failed") => JobStatus::Failed,
-        Some("Killed") => JobStatus::Dead,
-        _ => JobStatus::Pending,
-    };
-    let ran_now = matches!(status, JobStatus::Done | JobStatus::Running) as u32;
-    Some(JobInfo {
-        job_id: id.to_owned(),
-        status,
-        attempts: failures + ran_now,
-        max_retry: num("max_retry") as u32,
-        run_at: ms_to_time(num("run_at_ms")),
-        last_error: meta.get("last_error").cloned(),
-    })
 }

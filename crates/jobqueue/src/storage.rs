@@ -1,32 +1,59 @@
-//! apalis-redis setup and every workaround for its known bugs, in one place.
+//! The one owner of the queue's rules: every Redis key the project writes, every apalis-redis
+//! internal it relies on, and every workaround with its upstream cause. The Lua scripts are in
+//! `crates/jobqueue/lua/`, one per operation.
 //!
-//! Layout: we keep apalis-redis' own keys and hash formats (`{q}:data`, `{q}:meta:<id>`,
-//! `{q}:active`, `{q}:inflight:<worker>`, `{q}:done`, `{q}:dead`, `{q}:workers`) so its worker,
-//! acks, leases and heartbeats run unchanged, and add two keys of our own:
-//! `{q}:delayed` (zset, due time in **milliseconds**) and `{q}:finished` (zset, when a job was seen
-//! done, for trimming). Workarounds (apalis-redis 1.0.0; upstream: github.com/apalis-dev/apalis-redis):
+//! ## Keys (all under `<queue>:`, e.g. `dm-jobqueue:`)
+//! apalis-redis' own (we keep its layout so its worker, acks, leases and heartbeats run unchanged):
+//! `data` (hash id → job JSON `{"type","payload"}`), `meta:<id>` (hash: apalis' `status`,
+//! `attempts`, `locked_at`, `done_at`… plus ours: `run_at_ms`, `next_run_ms`, `created_ms`,
+//! `max_retry`, `failures`, `last_error`, `timeout_ms`, `job_type`, `unique_key`), `active` (list of
+//! due ids apalis fetches from), `signal`, `scheduled` (apalis' retry zset), `inflight:<worker>`
+//! (set), `done` and `dead` (sets apalis adds acked jobs to), `workers` (zset of heartbeats),
+//! `workers:metadata:<worker>`.
+//! Ours: `delayed` (zset, due time in **ms**), `retrying` (zset, next attempt in ms), `finished`
+//! (zset: done jobs by when seen done), `dead_at` (zset: dead jobs by when seen dead),
+//! `errors:<id>` (list: the last 10 failures as JSON), `unique:<key>` (string: the job id holding a
+//! unique key; with `unique_for_seconds` it expires), `paused` (string: set while paused),
+//! `history:<minute>` (hash `processed`, `failed`; expires after 24 h).
 //!
+//! Outside the prefix: apalis-redis' `register_worker.lua` writes the global key
+//! `core:apalis:queues:list` (a set of queue names), outside KEYS: an ACL user limited to
+//! `~<queue>*` fails on every worker start, so its rules need `~core:apalis:queues:list` too.
+//!
+//! ## apalis-redis 1.0.0 internals relied on
+//! - the key names above, from [`Config`]'s accessors; the meta hash layout that `fetch_next.lua`
+//!   returns and `acquire_leases.lua`/`handle_results.lua` write (`status` = `Running`, `Done`,
+//!   `Failed`, `Killed`; `locked_at` and `done_at` in seconds);
+//! - `fetch_next.lua` reads only `active` (and promotes `scheduled`, which we keep empty);
+//! - an `AbortError` from the handler makes `handle_results.lua` add the job to `dead`.
+//!
+//! ## Workarounds (upstream: github.com/apalis-dev/apalis-redis)
 //! 1. **Whole-second `run_at`, jobs fire up to ~1 s early** (`batch_push.lua`/`fetch_next.lua` use
-//!    Unix seconds): we enqueue with our own script into `{q}:delayed` scored in ms and promote
-//!    due jobs ourselves (`promote.lua`); the handler also waits if it ever sees a job early.
+//!    Unix seconds): we enqueue with our own script into `delayed` scored in ms and promote
+//!    due jobs ourselves (`promote.lua`); the runner also waits if it ever sees a job early.
 //! 2. **`fetch_next.lua` unpacks every due job at once** ("too many results to unpack" at ~8,000
-//!    due jobs, the worker dies on every restart): our jobs never enter apalis' `{q}:scheduled`;
+//!    due jobs, the worker dies on every restart): our jobs never wait in apalis' `scheduled`;
 //!    `promote.lua` moves due jobs in chunks of [`PROMOTE_CHUNK`].
 //! 3. **`max_attempts` ignored, 25 retries hard-coded, linear 1 s backoff** (`handle_results.lua`):
-//!    we count failures in the job's meta, choose the next run time (configurable backoff), park
-//!    retries in `{q}:delayed` and reset apalis' `attempts`, and end the last attempt with an
-//!    `AbortError` so apalis moves the job to `{q}:dead`.
+//!    the runner counts failures in the job's meta and chooses the next run time; `promote.lua`
+//!    parks retries in `retrying` and resets apalis' `attempts`; the last attempt returns an
+//!    `AbortError` so apalis moves the job to `dead`.
 //! 4. **A Redis error ends the worker for good and the process exits 0** (apalis-redis#76): see
 //!    `supervisor.rs`, which restarts it with backoff. Connections get explicit timeouts
 //!    ([`connection_config`]).
 //! 5. **Orphans of a SIGKILLed worker wait 300 s** and **a restarted name cannot register while its
 //!    old heartbeat is fresh** (apalis#504): we requeue our own name's in-flight jobs before every
 //!    start and reap workers whose heartbeat is older than [`ORPHAN_AFTER`] (`requeue_worker.lua`).
-//! 6. **Done jobs are kept forever** (no retention): `trim_done.lua` deletes them after
+//! 6. **Done and dead jobs are kept forever in unordered sets** (no retention, no time):
+//!    `trim_done.lua` stamps them into `finished`/`dead_at` and deletes done jobs after
 //!    `jobqueue.done_retention`. Dead jobs stay until deleted.
-//! 7. **The library's stats/list queries are broken**: stats are raw ZCARD/LLEN/SCARD (`queue.rs`).
-//! 8. **Each fetched job is removed from `{q}:active` with LREM** (`acquire_leases.lua`), O(list
-//!    length): `promote.lua` keeps at most [`MAX_ACTIVE`] jobs there; the rest wait in `{q}:delayed`.
+//! 7. **The library's stats/list queries are broken**: counts are raw ZCARD/LLEN/SCARD and
+//!    listings read our zsets (`queue.rs`, `list.lua`).
+//! 8. **Each fetched job is removed from `active` with LREM** (`acquire_leases.lua`), O(list
+//!    length): `promote.lua` keeps at most [`MAX_ACTIVE`] jobs there; the rest wait in `delayed`.
+//! 9. **No pause**: `pause.lua` sets `paused` (then `promote.lua` moves nothing) and hands `active`
+//!    back to `delayed`; only the jobs a worker already fetched (at most its concurrency) start.
+//! 10. **`register_worker.lua` writes `core:apalis:queues:list`** outside the prefix (see above).
 
 use crate::error::JobQueueError;
 use apalis_redis::{Config, ConnectionManager, RedisStorage};
@@ -57,6 +84,12 @@ static TRIM_DONE: LazyLock<Script> =
 static RETRY_DEAD: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/retry_dead.lua")));
 static DELETE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/delete.lua")));
+static PAUSE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/pause.lua")));
+static LIST: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/list.lua")));
+/// Failures kept per job.
+pub const ERRORS_KEPT: isize = 10;
+/// Per-minute history counters live this long.
+pub const HISTORY_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Every Redis key of one queue.
 #[derive(Debug, Clone)]
@@ -64,8 +97,14 @@ pub struct Keys {
     pub queue: String,
     pub apalis: Config,
     pub delayed: String,
+    pub retrying: String,
     pub finished: String,
+    pub dead_at: String,
     pub meta: String,
+    pub errors: String,
+    pub unique: String,
+    pub paused: String,
+    pub history: String,
 }
 
 impl Keys {
@@ -74,14 +113,28 @@ impl Keys {
         Self {
             queue: queue.to_owned(),
             delayed: format!("{queue}:delayed"),
+            retrying: format!("{queue}:retrying"),
             finished: format!("{queue}:finished"),
+            dead_at: format!("{queue}:dead_at"),
             meta: apalis.job_meta_hash(),
+            errors: format!("{queue}:errors"),
+            unique: format!("{queue}:unique"),
+            paused: format!("{queue}:paused"),
+            history: format!("{queue}:history"),
             apalis,
         }
     }
 
     pub fn meta_of(&self, id: &str) -> String {
         format!("{}:{id}", self.meta)
+    }
+
+    pub fn errors_of(&self, id: &str) -> String {
+        format!("{}:{id}", self.errors)
+    }
+
+    pub fn history_of(&self, minute: u64) -> String {
+        format!("{}:{minute}", self.history)
     }
 }
 
@@ -143,40 +196,59 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// One job for [`enqueue`]: id, JSON, due time, retry budget.
+/// One job for [`enqueue`].
 pub struct StoredJob<'a> {
     pub id: &'a str,
     pub json: &'a str,
+    pub job_type: &'a str,
     pub due_ms: u64,
     pub max_retry: u32,
+    /// 0: none of its own.
+    pub timeout_ms: u64,
+    /// "": not unique.
+    pub unique_key: &'a str,
+    /// 0: held until the job is done or dead.
+    pub unique_for_ms: u64,
 }
 
-/// Store jobs in one script call (workaround 1). Returns how many were new.
+/// Store jobs in one script call (workaround 1). One entry per job: `None` stored, or the id of
+/// the job already holding its unique key.
 pub async fn enqueue(
     conn: &mut ConnectionManager,
     keys: &Keys,
     jobs: &[StoredJob<'_>],
-) -> Result<u32, JobQueueError> {
+) -> Result<Vec<Option<String>>, JobQueueError> {
     let mut call = ENQUEUE.prepare_invoke();
     call.key(keys.apalis.job_data_hash())
         .key(&keys.meta)
-        .key(&keys.delayed);
+        .key(&keys.delayed)
+        .key(&keys.unique)
+        .key(keys.apalis.dead_jobs_set())
+        .key(&keys.dead_at);
     let now = now_ms();
     for job in jobs {
         call.arg(job.id)
             .arg(job.json)
             .arg(job.due_ms)
             .arg(job.max_retry)
-            .arg(now);
+            .arg(now)
+            .arg(job.timeout_ms)
+            .arg(job.job_type)
+            .arg(job.unique_key)
+            .arg(job.unique_for_ms);
     }
-    Ok(call.invoke_async(conn).await?)
+    let out: Vec<String> = call.invoke_async(conn).await?;
+    Ok(out
+        .into_iter()
+        .map(|holder| Some(holder).filter(|h| !h.is_empty()))
+        .collect())
 }
 
-/// One promotion step (workarounds 1–3). Returns (due jobs moved, retries parked).
+/// One promotion step (workarounds 1–3, 9). Returns (due jobs moved, retries parked, paused).
 pub async fn promote_step(
     conn: &mut ConnectionManager,
     keys: &Keys,
-) -> Result<(usize, usize), JobQueueError> {
+) -> Result<(usize, usize, bool), JobQueueError> {
     let c = &keys.apalis;
     Ok(PROMOTE
         .key(&keys.delayed)
@@ -184,6 +256,8 @@ pub async fn promote_step(
         .key(c.signal_list())
         .key(c.scheduled_jobs_set())
         .key(&keys.meta)
+        .key(&keys.retrying)
+        .key(&keys.paused)
         .arg(now_ms())
         .arg(PROMOTE_CHUNK)
         .arg(MAX_ACTIVE)
@@ -242,6 +316,9 @@ pub async fn trim_done(
         .key(&keys.finished)
         .key(keys.apalis.job_data_hash())
         .key(&keys.meta)
+        .key(keys.apalis.dead_jobs_set())
+        .key(&keys.dead_at)
+        .key(&keys.errors)
         .arg(now_ms())
         .arg(retention.as_millis() as u64)
         .arg(PROMOTE_CHUNK)
@@ -255,11 +332,10 @@ pub async fn retry_dead(
     keys: &Keys,
     id: &str,
 ) -> Result<i64, JobQueueError> {
-    let c = &keys.apalis;
     Ok(RETRY_DEAD
-        .key(c.dead_jobs_set())
-        .key(c.active_jobs_list())
-        .key(c.signal_list())
+        .key(keys.apalis.dead_jobs_set())
+        .key(&keys.dead_at)
+        .key(&keys.delayed)
         .key(&keys.meta)
         .arg(id)
         .arg(now_ms())
@@ -267,13 +343,14 @@ pub async fn retry_dead(
         .await?)
 }
 
+/// 1 deleted, 0 unknown, -1 running (refused).
 pub async fn delete(
     conn: &mut ConnectionManager,
     keys: &Keys,
     id: &str,
-) -> Result<bool, JobQueueError> {
+) -> Result<i64, JobQueueError> {
     let c = &keys.apalis;
-    let existed: i64 = DELETE
+    Ok(DELETE
         .key(c.job_data_hash())
         .key(&keys.meta)
         .key(&keys.delayed)
@@ -282,30 +359,115 @@ pub async fn delete(
         .key(c.done_jobs_set())
         .key(c.dead_jobs_set())
         .key(&keys.finished)
+        .key(&keys.retrying)
+        .key(&keys.dead_at)
+        .key(&keys.errors)
         .arg(id)
         .invoke_async(conn)
-        .await?;
-    Ok(existed == 1)
+        .await?)
 }
 
-/// Record a failed run in the job's meta: failures, last error and when it may run next.
+/// Pause (workaround 9). Returns how many waiting jobs were handed back to `delayed`.
+pub async fn pause(conn: &mut ConnectionManager, keys: &Keys) -> Result<u64, JobQueueError> {
+    Ok(PAUSE
+        .key(&keys.paused)
+        .key(keys.apalis.active_jobs_list())
+        .key(&keys.delayed)
+        .key(&keys.meta)
+        .arg(now_ms())
+        .invoke_async(conn)
+        .await?)
+}
+
+/// A position in a listing: (score, id) of the last entry shown.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cursor {
+    pub score: f64,
+    pub id: String,
+}
+
+/// One page of `zset` in (score, id) order after `cursor`, within `[min, max]`.
+pub async fn list_page(
+    conn: &mut ConnectionManager,
+    zset: &str,
+    (min, max): (&str, &str),
+    descending: bool,
+    cursor: Option<&Cursor>,
+    limit: usize,
+) -> Result<Vec<(String, f64)>, JobQueueError> {
+    let flat: Vec<String> = LIST
+        .key(zset)
+        .arg(min)
+        .arg(max)
+        .arg(if descending { "desc" } else { "asc" })
+        .arg(cursor.map(|c| c.score.to_string()).unwrap_or_default())
+        .arg(cursor.map(|c| c.id.as_str()).unwrap_or_default())
+        .arg(limit)
+        .invoke_async(conn)
+        .await?;
+    Ok(flat
+        .chunks_exact(2)
+        .map(|p| (p[0].clone(), p[1].parse().unwrap_or(0.0)))
+        .collect())
+}
+
+/// A failed run, for [`record_failure`].
+pub struct Failure<'a> {
+    pub id: &'a str,
+    pub attempt: u32,
+    pub error: &'a str,
+    pub next_run_ms: u64,
+}
+
+/// Record a failed run in one round trip: failures, last error, when it may run next, and the
+/// error history (last [`ERRORS_KEPT`]).
 pub async fn record_failure(
     conn: &mut ConnectionManager,
     keys: &Keys,
-    id: &str,
-    failures: u32,
-    error: &str,
-    next_run_ms: u64,
+    failure: &Failure<'_>,
 ) -> Result<(), JobQueueError> {
-    redis::cmd("HSET")
-        .arg(keys.meta_of(id))
-        .arg("failures")
-        .arg(failures)
-        .arg("last_error")
-        .arg(error)
-        .arg("next_run_ms")
-        .arg(next_run_ms)
+    let entry = serde_json::json!({
+        "at_ms": now_ms(),
+        "attempt": failure.attempt,
+        "error": failure.error,
+    })
+    .to_string();
+    let errors = keys.errors_of(failure.id);
+    redis::pipe()
+        .hset_multiple(
+            keys.meta_of(failure.id),
+            &[
+                ("failures", failure.attempt.to_string()),
+                ("last_error", failure.error.to_owned()),
+                ("next_run_ms", failure.next_run_ms.to_string()),
+            ],
+        )
+        .ignore()
+        .lpush(&errors, entry)
+        .ignore()
+        .ltrim(&errors, 0, ERRORS_KEPT - 1)
+        .ignore()
         .query_async::<()>(conn)
         .await?;
+    Ok(())
+}
+
+/// Add counted runs to the per-minute history, one round trip.
+pub async fn add_history(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+    entries: &[(u64, u64, u64)],
+) -> Result<(), JobQueueError> {
+    let mut pipe = redis::pipe();
+    for (minute, processed, failed) in entries {
+        let key = keys.history_of(*minute);
+        pipe.hincr(&key, "processed", *processed)
+            .ignore()
+            .hincr(&key, "failed", *failed)
+            .ignore()
+            .expire(&key, HISTORY_TTL.as_secs() as i64)
+            .ignore();
+    }
+    pipe.query_async::<()>(conn).await?;
     Ok(())
 }

@@ -6,8 +6,9 @@
 //! scheduling loop (`storage.rs`: promote due jobs, park retries, reap dead workers, trim done jobs).
 
 use crate::error::JobQueueError;
-use crate::jobs::{self, Backoff, HandlerContext, Job};
+use crate::jobs::{JobEnvelope, Registry};
 use crate::queue::JobQueue;
+use crate::runner::{self, Backoff, History, Runner};
 use crate::storage;
 use apalis::prelude::{BackendExt, WorkerBuilder, WorkerBuilderExt, WorkerError};
 use cacheserver_config::{JobqueueSettings, SingleRedisSettings};
@@ -32,6 +33,8 @@ pub struct WorkerOptions {
     pub shutdown_grace: Duration,
     pub done_retention: Duration,
     pub backoff: Backoff,
+    /// Longest run of a job whose type and registration name none.
+    pub default_timeout: Duration,
 }
 
 impl WorkerOptions {
@@ -52,6 +55,7 @@ impl WorkerOptions {
                 base: w.retry_backoff,
                 max: w.retry_backoff_max,
             },
+            default_timeout: settings.default_timeout,
         }
     }
 }
@@ -88,6 +92,8 @@ pub struct Supervisor {
     queue: JobQueue,
     options: WorkerOptions,
     state: Arc<WorkerState>,
+    registry: Registry,
+    history: Arc<History>,
 }
 
 impl Supervisor {
@@ -101,7 +107,15 @@ impl Supervisor {
             queue: JobQueue::new(redis, settings)?,
             options,
             state: Arc::new(WorkerState::default()),
+            registry: Registry::production(settings),
+            history: Arc::default(),
         })
+    }
+
+    /// Run the job types of `registry` instead of the production ones (tests, embedders).
+    pub fn with_registry(mut self, registry: Registry) -> Self {
+        self.registry = registry;
+        self
     }
 
     pub fn state(&self) -> Arc<WorkerState> {
@@ -115,6 +129,7 @@ impl Supervisor {
             self.queue.clone(),
             self.options.clone(),
             self.state.clone(),
+            self.history.clone(),
             shutdown.clone(),
         ));
         self.supervise(shutdown).await;
@@ -163,18 +178,22 @@ impl Supervisor {
             tracing::info!(requeued, worker = %name, "re-queued jobs left in flight by a previous run");
         }
         let opts = &self.options;
-        let storage = storage::apalis_storage::<Job>(conn.clone(), &keys.queue, opts.concurrency)
-            .poll_with_interval(opts.poll_interval);
-        let context = HandlerContext {
+        let storage =
+            storage::apalis_storage::<JobEnvelope>(conn.clone(), &keys.queue, opts.concurrency)
+                .poll_with_interval(opts.poll_interval);
+        let runner = Runner {
             conn,
             keys,
             backoff: opts.backoff,
+            registry: self.registry.clone(),
+            default_timeout: opts.default_timeout,
+            history: self.history.clone(),
         };
         let worker = WorkerBuilder::new(name.as_str())
             .backend(storage)
-            .data(context)
+            .data(runner)
             .concurrency(opts.concurrency)
-            .build(jobs::handle);
+            .build(runner::handle);
         self.state.running.store(true, Ordering::Relaxed);
         tracing::info!(worker = %name, concurrency = self.options.concurrency, "apalis worker started");
         let mut signal = shutdown.clone();
@@ -206,12 +225,13 @@ impl Supervisor {
     }
 }
 
-/// Every `poll_interval`: promote due jobs (in chunks) and park retries; every
-/// `HOUSEKEEPING_EVERY` ticks: heartbeat, reap dead workers, trim done jobs.
+/// Every `poll_interval`: promote due jobs (in chunks), park retries, add the history counts;
+/// every `HOUSEKEEPING_EVERY` ticks: heartbeat, reap dead workers, trim done jobs.
 async fn scheduling_loop(
     queue: JobQueue,
     options: WorkerOptions,
     state: Arc<WorkerState>,
+    history: Arc<History>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(options.poll_interval);
@@ -224,7 +244,7 @@ async fn scheduling_loop(
         }
         let housekeeping = n.is_multiple_of(HOUSEKEEPING_EVERY);
         n = n.wrapping_add(1);
-        let result = schedule_once(&queue, &options, housekeeping).await;
+        let result = schedule_once(&queue, &options, &history, housekeeping).await;
         let ok = result.is_ok();
         if let Err(e) = result {
             if state.connected.load(Ordering::Relaxed) {
@@ -238,16 +258,25 @@ async fn scheduling_loop(
 async fn schedule_once(
     queue: &JobQueue,
     options: &WorkerOptions,
+    history: &History,
     housekeeping: bool,
 ) -> Result<(), JobQueueError> {
     let budget = Duration::from_secs(3);
     let keys = queue.keys().clone();
     let name = options.name.clone();
     let retention = options.done_retention;
+    let counted = history.take();
     queue
         .with_connection(budget, |mut c| async move {
+            if !counted.is_empty() {
+                if let Err(e) = storage::add_history(&mut c, &keys, &counted).await {
+                    history.restore(counted);
+                    return Err(e);
+                }
+            }
             for _ in 0..MAX_CHUNKS_PER_TICK {
-                let (due, parked) = storage::promote_step(&mut c, &keys).await?;
+                let (due, parked, paused) = storage::promote_step(&mut c, &keys).await?;
+                crate::metrics::paused(&keys.queue, paused);
                 if due > 0 || parked > 0 {
                     tracing::debug!(due, parked, "promoted");
                 }

@@ -2,31 +2,90 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::time::Duration;
 
 /// Most jobs accepted by one `enqueue_batch` call.
 pub const MAX_BATCH: usize = 1_000;
+/// Longest `unique_key`, in bytes.
+pub const MAX_UNIQUE_KEY_BYTES: usize = 200;
 
-/// A job to register: the demo job prints `message` after `delay`.
+/// A job to register.
 #[derive(Debug, Clone)]
 pub struct NewJob {
-    pub message: String,
+    /// A registered type name, e.g. `demo:delay_print`.
+    pub job_type: String,
+    pub payload: Value,
+    /// Due this long after registration (0: now).
     pub delay: Duration,
     /// Extra runs after a failure; the job runs at most `1 + max_retry` times.
     pub max_retry: u32,
+    /// Longest run; `None`: the type's default, else `jobqueue.default_timeout`.
+    pub timeout: Option<Duration>,
+    /// While a job with this key is not done or dead (or, with `unique_for`, for that long after
+    /// it was registered) another one is a duplicate.
+    pub unique_key: Option<String>,
+    pub unique_for: Option<Duration>,
 }
 
-/// A job that was stored.
+impl NewJob {
+    /// A job of `job_type` due now, no retries, no timeout of its own, not unique.
+    pub fn new(job_type: impl Into<String>, payload: Value) -> Self {
+        Self {
+            job_type: job_type.into(),
+            payload,
+            delay: Duration::ZERO,
+            max_retry: 0,
+            timeout: None,
+            unique_key: None,
+            unique_for: None,
+        }
+    }
+
+    /// The demo job printing `message`.
+    pub fn delay_print(message: impl Into<String>) -> Self {
+        use crate::jobs::JobType;
+        Self::new(
+            crate::jobs::DelayPrint::NAME,
+            serde_json::json!({ "message": message.into() }),
+        )
+    }
+
+    pub fn after(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    pub fn retries(mut self, max_retry: u32) -> Self {
+        self.max_retry = max_retry;
+        self
+    }
+
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    pub fn unique(mut self, key: impl Into<String>, for_: Option<Duration>) -> Self {
+        self.unique_key = Some(key.into());
+        self.unique_for = for_;
+        self
+    }
+}
+
+/// A job that was stored (or, with `duplicate`, the job that already holds its unique key).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct EnqueuedJob {
     /// A ULID.
     pub job_id: String,
     /// When it becomes due (never runs before).
     pub run_at: DateTime<Utc>,
+    /// The unique key was taken: `job_id` is the existing job, nothing was stored.
+    pub duplicate: bool,
 }
 
-/// Where a job is in its life.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+/// Where a job is in its life; the same words in statuses, filters and counts.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
     /// Waiting for its due time.
@@ -35,53 +94,108 @@ pub enum JobStatus {
     Pending,
     /// A worker runs it now.
     Running,
+    /// Failed, waiting for its next attempt.
+    Retrying,
     /// Ran successfully (kept for `done_retention`).
     Done,
-    /// Failed, waiting for its next attempt.
-    Failed,
-    /// Failed `1 + max_retry` times; kept until deleted or retried.
+    /// Failed `1 + max_retry` times (or could not be retried); kept until deleted or retried.
     Dead,
 }
 
 impl JobStatus {
+    pub const ALL: [JobStatus; 6] = [
+        Self::Scheduled,
+        Self::Pending,
+        Self::Running,
+        Self::Retrying,
+        Self::Done,
+        Self::Dead,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Scheduled => "scheduled",
             Self::Pending => "pending",
             Self::Running => "running",
+            Self::Retrying => "retrying",
             Self::Done => "done",
-            Self::Failed => "failed",
             Self::Dead => "dead",
         }
     }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
 }
 
-/// What `GET /jobs/{id}` shows.
+/// One failed run.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JobFailure {
+    pub at: DateTime<Utc>,
+    pub attempt: u32,
+    pub error: String,
+}
+
+/// Everything known about one job.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct JobInfo {
     pub job_id: String,
+    pub job_type: String,
+    pub payload: Value,
     pub status: JobStatus,
     /// Runs so far (finished or in progress).
     pub attempts: u32,
     pub max_retry: u32,
+    /// The job's own timeout, if it has one.
+    pub timeout_seconds: Option<f64>,
     /// The registered due time.
     pub run_at: DateTime<Utc>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
+    /// The last 10 failures, newest first.
+    pub errors: Vec<JobFailure>,
 }
 
-/// Job counts by state (raw key sizes).
+/// Job counts by state.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct QueueStats {
-    /// Waiting for their due time (or next retry).
     pub scheduled: u64,
-    /// Due, not yet picked up.
     pub pending: u64,
-    /// Held by a worker.
-    pub active: u64,
-    /// Finished and not yet trimmed.
+    pub running: u64,
+    pub retrying: u64,
     pub done: u64,
     pub dead: u64,
+}
+
+impl QueueStats {
+    pub fn by_state(&self) -> [(&'static str, u64); 6] {
+        [
+            ("scheduled", self.scheduled),
+            ("pending", self.pending),
+            ("running", self.running),
+            ("retrying", self.retrying),
+            ("done", self.done),
+            ("dead", self.dead),
+        ]
+    }
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobPage {
+    pub jobs: Vec<JobInfo>,
+    /// Pass back to get the next page; `None` at the end.
+    pub next_cursor: Option<String>,
+}
+
+/// Processed and failed runs in one minute.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MinuteCount {
+    pub minute: DateTime<Utc>,
+    pub processed: u64,
+    pub failed: u64,
 }
 
 /// What `retry` did.

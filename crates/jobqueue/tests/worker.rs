@@ -32,11 +32,9 @@ fn queue(redis: &RedisServer) -> JobQueue {
 }
 
 fn job(message: &str, delay_ms: u64, max_retry: u32) -> NewJob {
-    NewJob {
-        message: message.into(),
-        delay: Duration::from_millis(delay_ms),
-        max_retry,
-    }
+    NewJob::delay_print(message)
+        .after(Duration::from_millis(delay_ms))
+        .retries(max_retry)
 }
 
 /// Printed lines with the time each arrived.
@@ -240,15 +238,21 @@ async fn failing_job_runs_exactly_1_plus_max_retry_times_then_is_dead_and_retry_
     assert!(wait_for_status(&q, &id, JobStatus::Dead, Duration::from_secs(15)).await);
     let info = q.status(&id).await.unwrap().unwrap();
     assert_eq!(info.attempts, 4, "{info:?}");
-    assert!(info.last_error.unwrap().contains("boom"));
-    // No further run after dead.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(info.last_error.as_deref().unwrap().contains("boom"));
+    let attempts: Vec<u32> = info.errors.iter().map(|e| e.attempt).collect();
+    assert_eq!(attempts, [4, 3, 2, 1], "newest first: {:?}", info.errors);
+    assert!(
+        info.finished_at.is_some() && info.started_at.is_some(),
+        "{info:?}"
+    );
+    assert_eq!(info.job_type, "demo:delay_print");
+    // The runner counts before apalis stores the job as dead: no wait needed.
     let (_, metrics) = worker.get("/metrics").await.unwrap();
     assert!(
-        metrics.contains("jobqueue_jobs_failed_total 4"),
+        metrics.contains(r#"jobqueue_jobs_failed_total{type="demo:delay_print"} 4"#),
         "metrics: {metrics}"
     );
-    assert!(metrics.contains("jobqueue_jobs_dead_total 1"));
+    assert!(metrics.contains(r#"jobqueue_jobs_dead_total{type="demo:delay_print"} 1"#));
     assert_eq!(q.stats().await.unwrap().dead, 1);
     let dead = q.dead_jobs(50).await.unwrap();
     assert_eq!(dead.len(), 1);
@@ -269,10 +273,9 @@ async fn failing_job_runs_exactly_1_plus_max_retry_times_then_is_dead_and_retry_
         Err(JobQueueError::NotFound(_))
     ));
     assert!(wait_for_status(&q, &id, JobStatus::Dead, Duration::from_secs(15)).await);
-    tokio::time::sleep(Duration::from_millis(600)).await;
     let (_, metrics) = worker.get("/metrics").await.unwrap();
     assert!(
-        metrics.contains("jobqueue_jobs_failed_total 8"),
+        metrics.contains(r#"jobqueue_jobs_failed_total{type="demo:delay_print"} 8"#),
         "{metrics}"
     );
 

@@ -4,7 +4,7 @@
 //! `#[utoipa::path]` and being listed in `paths(...)` below; `tests/docs.rs` fails when a
 //! registered route is missing here.
 
-use super::{chaos, health, jobs, ping, ui};
+use super::{chaos, dm_jobqueue, health, jobs, ping, queues, ui};
 use crate::error::ErrorBody;
 use serde::Serialize;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -33,11 +33,12 @@ pub const SPEC_PATH: &str = "/api-docs/openapi.json";
     // The jobs handlers are declared relative to their `/api` scope.
     nest((path = "/api", api = ApiScope)),
     components(schemas(ErrorBody, HealthBody, ReadyBody, ReadyChecks)),
-    modifiers(&BearerTokens),
+    modifiers(&BearerTokens, &JobTypes),
     tags(
         (name = "health", description = "liveness, readiness, Prometheus metrics"),
         (name = "chaos", description = "close Redis connections on purpose (disabled in production)"),
-        (name = "jobs", description = "register and inspect delayed jobs"),
+        (name = "jobs", description = "register, inspect, list, retry and delete jobs of any registered type"),
+        (name = "queues", description = "queue counts, pause/resume, per-minute history"),
         (name = "ui", description = "the built-in jobs page"),
     )
 )]
@@ -46,15 +47,49 @@ pub struct ApiDoc;
 /// Routes registered inside `web::scope("/api")` whose `#[utoipa::path]` omits the prefix.
 #[derive(OpenApi)]
 #[openapi(paths(
-    jobs::register,
-    jobs::register_batch,
-    jobs::list_jobs,
+    jobs::create,
+    jobs::create_batch,
+    jobs::list,
     jobs::get_job,
-    jobs::stats,
     jobs::retry_job,
     jobs::delete_job,
+    jobs::bulk_retry,
+    jobs::bulk_delete,
+    queues::list_queues,
+    queues::pause,
+    queues::resume,
+    queues::history,
+    dm_jobqueue::register,
+    dm_jobqueue::register_batch_route,
+    dm_jobqueue::list_jobs,
+    dm_jobqueue::get_job,
+    dm_jobqueue::stats,
+    dm_jobqueue::retry_job,
+    dm_jobqueue::delete_job,
 ))]
 struct ApiScope;
+
+/// Every registered job type's payload schema, as `components.schemas.<Name>`, and the known
+/// type names in `JobRequest.type`'s description (from the same registry the worker runs).
+struct JobTypes;
+
+impl Modify for JobTypes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let registry = cacheserver_jobqueue::Registry::production(&Default::default());
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let mut names = Vec::new();
+        for (type_name, schema_name, schema) in registry.schemas() {
+            names.push(format!("`{type_name}` → `{schema_name}`"));
+            components.schemas.insert(schema_name, schema);
+        }
+        if let Some(info) = openapi.info.description.as_mut() {
+            info.push_str(&format!(
+                " Job types and their payload schemas: {}.",
+                names.join(", ")
+            ));
+        }
+    }
+}
 
 /// Bearer schemes referenced by `security(...)` in the route docs.
 struct BearerTokens;

@@ -1,65 +1,96 @@
-//! Delayed jobs: register (one or a batch), inspect, retry, delete, stats. Under `/api`, so rate
-//! limited. When `jobqueue.api_key` is set every route needs `Authorization: Bearer <key>`.
-//!
-//! Demo job `demo:delay_print`: the worker prints `[YYYY-MM-DD HH:MM:SS] <message>` after the
-//! delay. A message starting with `fail:` fails on every run (to watch retries and dead jobs).
+//! The generic jobs API: register (one or a batch) any registered job type, read a job, list by
+//! state with stable cursors, retry, delete, and bulk retry/delete. Under `/api`, so rate
+//! limited; when `jobqueue.api_key` is set every route needs `Authorization: Bearer <key>`.
+//! The queue's rules (limits, unique keys, states) are the jobqueue library's; this file turns
+//! HTTP into its calls. The seed's `/api/dm-jobqueue/*` routes (`dm_jobqueue.rs`) call the same
+//! functions.
 
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{json_error_handler, ApiError, ErrorBody};
 use crate::state::AppState;
 use actix_web::{delete, get, post, web, HttpRequest, HttpResponse};
-use cacheserver_config::{MAX_DELAY_SECONDS, MAX_RETRY_LIMIT};
-use cacheserver_jobqueue::{EnqueuedJob, JobInfo, NewJob, QueueStats, MAX_BATCH};
-use chrono::SecondsFormat;
+use cacheserver_jobqueue::{
+    EnqueuedJob, JobFailure, JobInfo, JobStatus, NewJob, MAX_BATCH, MAX_BULK,
+};
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::time::Duration;
 use utoipa::ToSchema;
 
-/// Largest message, in bytes.
-pub const MAX_MESSAGE_BYTES: usize = 10 * 1024;
+/// Largest body of `POST /api/jobs/batch`.
+pub const MAX_BATCH_BODY_BYTES: usize = 2 * 1024 * 1024;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(register)
-        .service(register_batch)
-        .service(list_jobs)
-        .service(get_job)
-        .service(stats)
-        .service(retry_job)
-        .service(delete_job);
+    // The batch route takes larger bodies than the rest of the api.
+    cfg.service(
+        web::scope("/jobs/batch")
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(MAX_BATCH_BODY_BYTES)
+                    .error_handler(json_error_handler),
+            )
+            .service(create_batch),
+    )
+    .service(create)
+    .service(list)
+    .service(bulk_retry)
+    .service(bulk_delete)
+    .service(get_job)
+    .service(retry_job)
+    .service(delete_job);
 }
 
-/// `POST /api/dm-jobqueue/register` body.
+/// `POST /api/jobs` body (and each item of a batch).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RegisterRequest {
-    /// What the job prints; 1 byte to 10 KB. `fail:` prefix: the job fails on purpose.
-    #[schema(example = "hello later")]
-    pub message: Option<String>,
-    /// Seconds until it runs, 0..=2592000 (default `jobqueue.default_delay_seconds`).
+pub struct JobRequest {
+    /// A registered job type (`demo:delay_print`, `http:webhook`); its payload schema is
+    /// `<Type>Payload` in the components.
+    #[serde(rename = "type")]
+    #[schema(example = "demo:delay_print")]
+    pub job_type: String,
+    /// The type's payload.
+    #[schema(value_type = Object, example = json!({"message": "hello"}))]
+    pub payload: Option<Value>,
+    /// Seconds until it is due, 0..=2592000; not with `run_at`. Neither: due now.
     #[schema(example = 5)]
     pub delay_seconds: Option<i64>,
+    /// When it is due (RFC 3339), at most 30 days ahead; in the past: due now.
+    #[schema(example = "2026-12-01T12:00:00Z")]
+    pub run_at: Option<String>,
     /// Extra runs after failures, 0..=100 (default `jobqueue.default_max_retry`).
     #[schema(example = 3)]
     pub max_retry: Option<i64>,
+    /// Longest run, 1..=86400 s (default: the type's, else `jobqueue.default_timeout`).
+    pub timeout_seconds: Option<i64>,
+    /// ≤ 200 bytes. While a job with this key is not done or dead, another → 409 (batch:
+    /// `duplicate`).
+    pub unique_key: Option<String>,
+    /// 1..=2592000: the key is held exactly this long after registration instead.
+    pub unique_for_seconds: Option<i64>,
 }
 
-/// `POST /api/dm-jobqueue/register/batch` body.
+/// `POST /api/jobs/batch` body.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct BatchRequest {
-    /// 1..=1000 jobs, each like the single register body.
-    #[schema(value_type = Vec<RegisterRequest>)]
-    pub jobs: Vec<serde_json::Value>,
+pub struct BatchJobsRequest {
+    /// 1..=1000 jobs.
+    #[schema(value_type = Vec<JobRequest>)]
+    pub jobs: Vec<Value>,
 }
 
+/// A registered job.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct RegisteredJob {
     #[schema(example = "01JDQ2X7Q9W5K8M3N4P6R7S8T9")]
     pub job_id: String,
+    /// `registered`, or in a batch `duplicate` (then `job_id` is the job holding the unique key).
     #[schema(example = "registered")]
     pub status: String,
-    /// When it becomes due (RFC 3339, UTC); it never runs earlier.
+    /// When it becomes due (RFC 3339, UTC); it never runs earlier. Absent for duplicates.
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "2026-11-28T12:00:05.123Z")]
-    pub run_at: String,
+    pub run_at: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -67,110 +98,176 @@ pub struct BatchResponse {
     pub jobs: Vec<RegisteredJob>,
 }
 
-/// `GET /api/dm-jobqueue/jobs/{id}` body.
+/// One failed run.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct JobBody {
+pub struct FailureBody {
+    pub at: String,
+    pub attempt: u32,
+    pub error: String,
+}
+
+/// A job in full.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobDetail {
     pub job_id: String,
-    /// scheduled | pending | running | done | failed | dead
+    #[serde(rename = "type")]
+    #[schema(example = "demo:delay_print")]
+    pub job_type: String,
+    #[schema(value_type = Object)]
+    pub payload: Value,
+    /// scheduled | pending | running | retrying | done | dead
     #[schema(example = "scheduled")]
     pub status: String,
     /// Runs so far.
     pub attempts: u32,
     pub max_retry: u32,
+    /// The job's own timeout; `null`: its type's or `jobqueue.default_timeout`.
+    pub timeout_seconds: Option<f64>,
     #[schema(example = "2026-11-28T12:00:05.123Z")]
     pub run_at: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
     pub last_error: Option<String>,
+    /// The last 10 failures, newest first.
+    pub errors: Vec<FailureBody>,
 }
 
-/// `GET /api/dm-jobqueue/stats` body: jobs per state.
+/// `GET /api/jobs` query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// scheduled | pending | running | retrying | done | dead
+    pub state: String,
+    /// Only jobs of this type (a page may then hold fewer than `limit`; follow `next_cursor`).
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub job_type: Option<String>,
+    /// 1..=500 (default 50).
+    pub limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct StatsBody {
-    pub scheduled: u64,
-    pub pending: u64,
-    pub active: u64,
-    pub done: u64,
-    pub dead: u64,
+pub struct JobPageBody {
+    pub jobs: Vec<JobDetail>,
+    /// Pass as `cursor` for the next page; `null` at the end.
+    pub next_cursor: Option<String>,
+}
+
+/// Bulk body: `ids` or `state`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkRequest {
+    /// At most 1000 job ids.
+    pub ids: Option<Vec<String>>,
+    /// Every job in this state (at most 1000 per call; repeat while `affected` is 1000).
+    #[schema(example = "dead")]
+    pub state: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BulkResponse {
+    pub affected: u64,
 }
 
 #[utoipa::path(
     tag = "jobs",
-    request_body = RegisterRequest,
+    request_body = JobRequest,
     responses(
         (status = 201, description = "stored", body = RegisteredJob),
-        (status = 400, description = "invalid body", body = ErrorBody),
+        (status = 400, description = "unknown type (the message names the known ones), a payload its type rejects (names the field), a value out of range, `delay_seconds` with `run_at`", body = ErrorBody),
         (status = 401, description = "missing or wrong API key", body = ErrorBody),
+        (status = 409, description = "`unique_key` held by another job (`job_id`)", body = ErrorBody),
         (status = 413, description = "body over 64 KB", body = ErrorBody),
         (status = 503, description = "jobqueue Redis unavailable", body = ErrorBody),
     ),
     security((), ("jobs_api_key" = []))
 )]
-#[post("/dm-jobqueue/register")]
-pub async fn register(
+#[post("/jobs")]
+pub async fn create(
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: web::Json<RegisterRequest>,
+    body: web::Json<JobRequest>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&state, &req)?;
-    let job = validate(&state, body.into_inner()).map_err(ApiError::BadRequest)?;
-    let stored = state.jobs.enqueue(job).await?;
-    crate::http_metrics::jobs_registered(1);
-    Ok(HttpResponse::Created().json(registered(stored)))
+    let job = new_job(&state, body.into_inner()).map_err(ApiError::BadRequest)?;
+    register_one(&state, job).await
 }
 
 #[utoipa::path(
     tag = "jobs",
-    request_body = BatchRequest,
+    path = "/jobs/batch",
+    request_body = BatchJobsRequest,
     responses(
-        (status = 201, description = "all stored", body = BatchResponse),
-        (status = 400, description = "an invalid item (the message names its index)", body = ErrorBody),
+        (status = 201, description = "all valid: each `registered` or `duplicate`", body = BatchResponse),
+        (status = 400, description = "an invalid item (the message names its index); nothing stored", body = ErrorBody),
+        (status = 401, description = "missing or wrong API key", body = ErrorBody),
+        (status = 413, description = "body over 2 MB", body = ErrorBody),
+        (status = 503, description = "jobqueue Redis unavailable", body = ErrorBody),
+    ),
+    security((), ("jobs_api_key" = []))
+)]
+#[post("")]
+pub async fn create_batch(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<BatchJobsRequest>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&state, &req)?;
+    let jobs = parse_batch(body.into_inner().jobs, |item| {
+        serde_json::from_value::<JobRequest>(item)
+            .map_err(|e| e.to_string())
+            .and_then(|r| new_job(&state, r))
+    })?;
+    register_batch(&state, jobs).await
+}
+
+#[utoipa::path(
+    tag = "jobs",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "one page: scheduled/retrying by next run time, pending/running by due time, done/dead newest first", body = JobPageBody),
+        (status = 400, description = "unknown state, limit outside 1..=500, bad cursor", body = ErrorBody),
         (status = 401, description = "missing or wrong API key", body = ErrorBody),
         (status = 503, description = "jobqueue Redis unavailable", body = ErrorBody),
     ),
     security((), ("jobs_api_key" = []))
 )]
-#[post("/dm-jobqueue/register/batch")]
-pub async fn register_batch(
+#[get("/jobs")]
+pub async fn list(
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: web::Json<BatchRequest>,
+    query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&state, &req)?;
-    let items = body.into_inner().jobs;
-    if items.is_empty() || items.len() > MAX_BATCH {
-        return Err(ApiError::BadRequest(format!(
-            "jobs must hold 1..={MAX_BATCH} items, got {}",
-            items.len()
-        )));
-    }
-    let jobs = items
-        .into_iter()
-        .enumerate()
-        .map(|(i, item)| {
-            serde_json::from_value::<RegisterRequest>(item)
-                .map_err(|e| e.to_string())
-                .and_then(|r| validate(&state, r))
-                .map_err(|e| ApiError::BadRequest(format!("jobs[{i}]: {e}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let stored = state.jobs.enqueue_batch(jobs).await?;
-    crate::http_metrics::jobs_registered(stored.len() as u64);
-    let jobs = stored.into_iter().map(registered).collect();
-    Ok(HttpResponse::Created().json(BatchResponse { jobs }))
+    let q = query.into_inner();
+    let status = parse_state(&q.state)?;
+    let limit = q.limit.unwrap_or(50);
+    let page = state
+        .jobs
+        .list(status, q.job_type.as_deref(), limit, q.cursor.as_deref())
+        .await?;
+    Ok(HttpResponse::Ok().json(JobPageBody {
+        jobs: page.jobs.into_iter().map(detail).collect(),
+        next_cursor: page.next_cursor,
+    }))
 }
 
 #[utoipa::path(
     tag = "jobs",
     params(("id" = String, Path, description = "job id (ULID)")),
     responses(
-        (status = 200, description = "the job", body = JobBody),
+        (status = 200, description = "the job with its error history", body = JobDetail),
+        (status = 400, description = "not a ULID", body = ErrorBody),
         (status = 404, description = "unknown id", body = ErrorBody),
         (status = 401, description = "missing or wrong API key", body = ErrorBody),
         (status = 503, description = "jobqueue Redis unavailable", body = ErrorBody),
     ),
     security((), ("jobs_api_key" = []))
 )]
-#[get("/dm-jobqueue/jobs/{id}")]
+#[get("/jobs/{id}")]
 pub async fn get_job(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -180,77 +277,12 @@ pub async fn get_job(
     job_response(&state, &id).await
 }
 
-/// `GET /api/dm-jobqueue/jobs` query.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    /// Only `dead` can be listed (the other states are counted by `/stats`).
-    pub status: String,
-    /// How many, 1..=200 (default 50).
-    pub limit: Option<usize>,
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct JobList {
-    pub jobs: Vec<JobBody>,
-}
-
-#[utoipa::path(
-    tag = "jobs",
-    params(ListQuery),
-    responses(
-        (status = 200, description = "dead jobs, newest first", body = JobList),
-        (status = 400, description = "status other than dead", body = ErrorBody),
-        (status = 401, description = "missing or wrong API key", body = ErrorBody),
-        (status = 503, description = "jobqueue Redis unavailable", body = ErrorBody),
-    ),
-    security((), ("jobs_api_key" = []))
-)]
-#[get("/dm-jobqueue/jobs")]
-pub async fn list_jobs(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    query: web::Query<ListQuery>,
-) -> Result<HttpResponse, ApiError> {
-    authorize(&state, &req)?;
-    if query.status != "dead" {
-        return Err(ApiError::BadRequest(
-            "only status=dead can be listed".into(),
-        ));
-    }
-    let jobs = state.jobs.dead_jobs(query.limit.unwrap_or(50)).await?;
-    Ok(HttpResponse::Ok().json(JobList {
-        jobs: jobs.into_iter().map(job_body).collect(),
-    }))
-}
-
-#[utoipa::path(
-    tag = "jobs",
-    responses(
-        (status = 200, description = "jobs per state", body = StatsBody),
-        (status = 401, description = "missing or wrong API key", body = ErrorBody),
-        (status = 503, description = "jobqueue Redis unavailable", body = ErrorBody),
-    ),
-    security((), ("jobs_api_key" = []))
-)]
-#[get("/dm-jobqueue/stats")]
-pub async fn stats(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    authorize(&state, &req)?;
-    let s: QueueStats = state.jobs.stats().await?;
-    Ok(HttpResponse::Ok().json(StatsBody {
-        scheduled: s.scheduled,
-        pending: s.pending,
-        active: s.active,
-        done: s.done,
-        dead: s.dead,
-    }))
-}
-
 #[utoipa::path(
     tag = "jobs",
     params(("id" = String, Path, description = "job id (ULID)")),
     responses(
-        (status = 200, description = "dead job queued again", body = JobBody),
+        (status = 200, description = "dead job due again (pending)", body = JobDetail),
+        (status = 400, description = "not a ULID", body = ErrorBody),
         (status = 404, description = "unknown id", body = ErrorBody),
         (status = 409, description = "the job is not dead", body = ErrorBody),
         (status = 401, description = "missing or wrong API key", body = ErrorBody),
@@ -258,97 +290,265 @@ pub async fn stats(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpR
     ),
     security((), ("jobs_api_key" = []))
 )]
-#[post("/dm-jobqueue/jobs/{id}/retry")]
+#[post("/jobs/{id}/retry")]
 pub async fn retry_job(
     state: web::Data<AppState>,
     req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&state, &req)?;
-    state.jobs.retry(&id).await?;
-    job_response(&state, &id).await
+    retry_response(&state, &id).await
 }
 
 #[utoipa::path(
     tag = "jobs",
     params(("id" = String, Path, description = "job id (ULID)")),
     responses(
-        (status = 204, description = "deleted"),
+        (status = 204, description = "deleted (scheduled, pending, retrying, done or dead)"),
+        (status = 400, description = "not a ULID", body = ErrorBody),
         (status = 404, description = "unknown id", body = ErrorBody),
+        (status = 409, description = "running now", body = ErrorBody),
         (status = 401, description = "missing or wrong API key", body = ErrorBody),
         (status = 503, description = "jobqueue Redis unavailable", body = ErrorBody),
     ),
     security((), ("jobs_api_key" = []))
 )]
-#[delete("/dm-jobqueue/jobs/{id}")]
+#[delete("/jobs/{id}")]
 pub async fn delete_job(
     state: web::Data<AppState>,
     req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&state, &req)?;
-    if state.jobs.delete(&id).await? {
-        Ok(HttpResponse::NoContent().finish())
-    } else {
-        Err(not_found(&id))
-    }
+    delete_response(&state, &id).await
 }
 
-/// Defaults from `jobqueue`, then the documented limits. The error names the field.
-fn validate(state: &AppState, body: RegisterRequest) -> Result<NewJob, String> {
-    let defaults = &state.settings.jobqueue;
-    let message = body.message.unwrap_or_default();
-    if message.trim().is_empty() {
-        return Err("message is required and must not be empty".into());
+#[utoipa::path(
+    tag = "jobs",
+    request_body = BulkRequest,
+    responses(
+        (status = 200, description = "dead jobs among them due again", body = BulkResponse),
+        (status = 400, description = "neither or both of ids/state, over 1000 ids, state other than dead", body = ErrorBody),
+        (status = 401, description = "missing or wrong API key", body = ErrorBody),
+        (status = 503, description = "jobqueue Redis unavailable", body = ErrorBody),
+    ),
+    security((), ("jobs_api_key" = []))
+)]
+#[post("/jobs/retry")]
+pub async fn bulk_retry(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<BulkRequest>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&state, &req)?;
+    let ids = bulk_ids(&state, body.into_inner(), |s| s == JobStatus::Dead).await?;
+    let affected = state.jobs.retry_many(&ids).await?;
+    Ok(HttpResponse::Ok().json(BulkResponse { affected }))
+}
+
+#[utoipa::path(
+    tag = "jobs",
+    request_body = BulkRequest,
+    responses(
+        (status = 200, description = "jobs deleted (running ones are skipped)", body = BulkResponse),
+        (status = 400, description = "neither or both of ids/state, over 1000 ids, state running", body = ErrorBody),
+        (status = 401, description = "missing or wrong API key", body = ErrorBody),
+        (status = 503, description = "jobqueue Redis unavailable", body = ErrorBody),
+    ),
+    security((), ("jobs_api_key" = []))
+)]
+#[post("/jobs/delete")]
+pub async fn bulk_delete(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<BulkRequest>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&state, &req)?;
+    let ids = bulk_ids(&state, body.into_inner(), |s| s != JobStatus::Running).await?;
+    let affected = state.jobs.delete_many(&ids).await?;
+    Ok(HttpResponse::Ok().json(BulkResponse { affected }))
+}
+
+// ---- shared with the seed routes ----
+
+/// HTTP fields → a [`NewJob`]. Out-of-range numbers are passed on saturated so the jobqueue's
+/// own checks (the one owner of the limits) name them.
+fn new_job(state: &AppState, r: JobRequest) -> Result<NewJob, String> {
+    let delay = match (r.delay_seconds, r.run_at.as_deref()) {
+        (Some(_), Some(_)) => return Err("give delay_seconds or run_at, not both".into()),
+        (Some(secs), None) => seconds(secs),
+        (None, Some(at)) => until(at)?,
+        (None, None) => Duration::ZERO,
+    };
+    let max_retry = r
+        .max_retry
+        .unwrap_or(state.settings.jobqueue.default_max_retry);
+    let mut job = NewJob::new(r.job_type, r.payload.unwrap_or(Value::Null))
+        .after(delay)
+        .retries(u32::try_from(max_retry).unwrap_or(u32::MAX));
+    job.timeout = r.timeout_seconds.map(seconds);
+    job.unique_key = r.unique_key;
+    job.unique_for = r.unique_for_seconds.map(seconds);
+    Ok(job)
+}
+
+/// Negative → zero-or-huge so the queue's range check rejects it with its own message.
+fn seconds(secs: i64) -> Duration {
+    u64::try_from(secs).map_or(Duration::MAX, Duration::from_secs)
+}
+
+/// `run_at` → delay from now (past: zero).
+fn until(at: &str) -> Result<Duration, String> {
+    let at = DateTime::parse_from_rfc3339(at)
+        .map_err(|e| format!("run_at must be an RFC 3339 time ({e})"))?;
+    let ms = (at.with_timezone(&Utc) - Utc::now()).num_milliseconds();
+    Ok(Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
+}
+
+/// Check the item count, turn every item into a job (the error names its index).
+pub(crate) fn parse_batch(
+    items: Vec<Value>,
+    mut parse: impl FnMut(Value) -> Result<NewJob, String>,
+) -> Result<Vec<NewJob>, ApiError> {
+    if items.is_empty() || items.len() > MAX_BATCH {
+        return Err(ApiError::BadRequest(format!(
+            "jobs must hold 1..={MAX_BATCH} items, got {}",
+            items.len()
+        )));
     }
-    if message.len() > MAX_MESSAGE_BYTES {
-        return Err(format!("message must be at most {MAX_MESSAGE_BYTES} bytes"));
-    }
-    let delay = body.delay_seconds.unwrap_or(defaults.default_delay_seconds);
-    if !(0..=MAX_DELAY_SECONDS).contains(&delay) {
-        return Err(format!("delay_seconds must be 0..={MAX_DELAY_SECONDS}"));
-    }
-    let max_retry = body.max_retry.unwrap_or(defaults.default_max_retry);
-    if !(0..=MAX_RETRY_LIMIT).contains(&max_retry) {
-        return Err(format!("max_retry must be 0..={MAX_RETRY_LIMIT}"));
-    }
-    Ok(NewJob {
-        message,
-        delay: Duration::from_secs(delay as u64),
-        max_retry: max_retry as u32,
-    })
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| parse(item).map_err(|e| ApiError::BadRequest(format!("jobs[{i}]: {e}"))))
+        .collect()
+}
+
+pub(crate) async fn register_one(state: &AppState, job: NewJob) -> Result<HttpResponse, ApiError> {
+    let stored = state.jobs.enqueue(job).await?;
+    crate::http_metrics::jobs_registered(1);
+    Ok(HttpResponse::Created().json(registered(stored)))
+}
+
+pub(crate) async fn register_batch(
+    state: &AppState,
+    jobs: Vec<NewJob>,
+) -> Result<HttpResponse, ApiError> {
+    let stored = state.jobs.enqueue_batch(jobs).await?;
+    let new = stored.iter().filter(|j| !j.duplicate).count();
+    crate::http_metrics::jobs_registered(new as u64);
+    let jobs = stored.into_iter().map(registered).collect();
+    Ok(HttpResponse::Created().json(BatchResponse { jobs }))
 }
 
 /// 401 unless the bearer token matches `jobqueue.api_key` (when one is set).
-fn authorize(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
+pub(crate) fn authorize(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
     crate::auth::require_bearer(req, state.settings.jobqueue.api_key.as_ref())
 }
 
-/// 200 with the job's current state, or 404.
-async fn job_response(state: &AppState, id: &str) -> Result<HttpResponse, ApiError> {
+/// 200 with the job in full, 400 for a malformed id, 404 for an unknown one.
+pub(crate) async fn job_response(state: &AppState, id: &str) -> Result<HttpResponse, ApiError> {
+    check_id(id)?;
     let info = state.jobs.status(id).await?.ok_or_else(|| not_found(id))?;
-    Ok(HttpResponse::Ok().json(job_body(info)))
+    Ok(HttpResponse::Ok().json(detail(info)))
+}
+
+pub(crate) async fn retry_response(state: &AppState, id: &str) -> Result<HttpResponse, ApiError> {
+    check_id(id)?;
+    state.jobs.retry(id).await?;
+    job_response(state, id).await
+}
+
+pub(crate) async fn delete_response(state: &AppState, id: &str) -> Result<HttpResponse, ApiError> {
+    check_id(id)?;
+    if state.jobs.delete(id).await? {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(not_found(id))
+    }
+}
+
+pub(crate) fn parse_state(text: &str) -> Result<JobStatus, ApiError> {
+    JobStatus::parse(text).ok_or_else(|| {
+        let known: Vec<&str> = JobStatus::ALL.iter().map(|s| s.as_str()).collect();
+        ApiError::BadRequest(format!("state must be one of {}", known.join(", ")))
+    })
+}
+
+/// The ids a bulk call acts on: the given ones, or (up to 1000) of a state `allowed` accepts.
+async fn bulk_ids(
+    state: &AppState,
+    body: BulkRequest,
+    allowed: impl Fn(JobStatus) -> bool,
+) -> Result<Vec<String>, ApiError> {
+    match (body.ids, body.state) {
+        (Some(ids), None) => {
+            if ids.len() > MAX_BULK {
+                return Err(ApiError::BadRequest(format!(
+                    "ids must hold at most {MAX_BULK} items"
+                )));
+            }
+            ids.iter().try_for_each(|id| check_id(id))?;
+            Ok(ids)
+        }
+        (None, Some(s)) => {
+            let status = parse_state(&s)?;
+            if !allowed(status) {
+                return Err(ApiError::BadRequest(format!(
+                    "state {s} is not allowed here"
+                )));
+            }
+            Ok(state.jobs.ids_in(status).await?)
+        }
+        _ => Err(ApiError::BadRequest("give either ids or state".into())),
+    }
+}
+
+fn check_id(id: &str) -> Result<(), ApiError> {
+    ulid::Ulid::from_string(id)
+        .map(|_| ())
+        .map_err(|_| ApiError::BadRequest(format!("{id:?} is not a job id (ULID)")))
 }
 
 fn not_found(id: &str) -> ApiError {
     ApiError::NotFound(format!("job {id} not found"))
 }
 
+fn time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
 fn registered(job: EnqueuedJob) -> RegisteredJob {
     RegisteredJob {
         job_id: job.job_id,
-        status: "registered".into(),
-        run_at: job.run_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+        status: if job.duplicate {
+            "duplicate"
+        } else {
+            "registered"
+        }
+        .into(),
+        run_at: (!job.duplicate).then(|| time(job.run_at)),
     }
 }
 
-fn job_body(info: JobInfo) -> JobBody {
-    JobBody {
+pub(crate) fn detail(info: JobInfo) -> JobDetail {
+    let failure = |f: JobFailure| FailureBody {
+        at: time(f.at),
+        attempt: f.attempt,
+        error: f.error,
+    };
+    JobDetail {
         job_id: info.job_id,
+        job_type: info.job_type,
+        payload: info.payload,
         status: info.status.as_str().into(),
         attempts: info.attempts,
         max_retry: info.max_retry,
-        run_at: info.run_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+        timeout_seconds: info.timeout_seconds,
+        run_at: time(info.run_at),
+        created_at: info.created_at.map(time),
+        started_at: info.started_at.map(time),
+        finished_at: info.finished_at.map(time),
         last_error: info.last_error,
+        errors: info.errors.into_iter().map(failure).collect(),
     }
 }

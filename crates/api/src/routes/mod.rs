@@ -3,10 +3,12 @@
 //! `/api/...` and `/chaos/...` are rate limited; health, readiness, metrics and docs are not.
 
 pub mod chaos;
+pub mod dm_jobqueue;
 pub mod docs;
 pub mod health;
 pub mod jobs;
 pub mod ping;
+pub mod queues;
 pub mod ui;
 
 use crate::error::ApiError;
@@ -22,7 +24,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::scope("/api")
                 .wrap(from_fn(rate_limit))
                 .service(ping::ping)
-                .configure(jobs::configure),
+                .configure(jobs::configure)
+                .configure(queues::configure)
+                .configure(dm_jobqueue::configure),
         )
         .service(
             web::scope("/chaos")

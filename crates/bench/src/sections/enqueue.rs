@@ -89,11 +89,7 @@ fn per_s(v: f64) -> String {
 }
 
 fn job() -> NewJob {
-    NewJob {
-        message: "bench".into(),
-        delay: Duration::from_secs(3600),
-        max_retry: 0,
-    }
+    NewJob::delay_print("bench").after(Duration::from_secs(3600))
 }
 
 /// `n` single enqueues, `IN_FLIGHT` at a time. Jobs/s.

@@ -57,11 +57,7 @@ pub async fn run(
 }
 
 fn due_job(message: String, delay: Duration) -> NewJob {
-    NewJob {
-        message,
-        delay,
-        max_retry: 0,
-    }
+    NewJob::delay_print(message).after(delay)
 }
 
 /// Enqueue `n` due jobs, start a worker, time first line → last line. (jobs/s, worker RSS MB)
@@ -123,7 +119,7 @@ async fn timeliness(
                 )
             })
             .collect();
-        let messages: Vec<String> = jobs.iter().map(|j| j.message.clone()).collect();
+        let messages: Vec<String> = chunk.iter().map(|i| format!("t-{i}")).collect();
         let stored = queue.enqueue_batch(jobs).await?;
         for (message, job) in messages.into_iter().zip(stored) {
             due.insert(message, job.run_at.timestamp_millis() as u64);

@@ -1,0 +1,269 @@
+//! The seed's routes under `/api/dm-jobqueue`, kept with their request shapes and defaults
+//! (delay 180 s) as thin calls into the generic jobs code (`jobs.rs`). They register the demo
+//! job `demo:delay_print`: the worker prints `[YYYY-MM-DD HH:MM:SS] <message>` after the delay;
+//! a message starting with `fail:` fails on every run.
+
+use super::jobs::{
+    authorize, delete_response, detail, job_response, parse_batch, parse_state, register_batch,
+    register_one, retry_response, BatchResponse, JobDetail, RegisteredJob,
+};
+use crate::error::{ApiError, ErrorBody};
+use crate::state::AppState;
+use actix_web::{delete, get, post, web, HttpRequest, HttpResponse};
+use cacheserver_jobqueue::{DelayPrint, JobStatus, JobType, NewJob, QueueStats};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use utoipa::ToSchema;
+
+/// Most dead jobs one seed listing returns.
+const MAX_SEED_LIST: usize = 200;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(register)
+        .service(register_batch_route)
+        .service(list_jobs)
+        .service(get_job)
+        .service(stats)
+        .service(retry_job)
+        .service(delete_job);
+}
+
+/// `POST /api/dm-jobqueue/register` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    /// What the job prints; 1 byte to 10 KB. `fail:` prefix: the job fails on purpose.
+    #[schema(example = "hello later")]
+    pub message: Option<String>,
+    /// Seconds until it runs, 0..=2592000 (default `jobqueue.default_delay_seconds`).
+    #[schema(example = 5)]
+    pub delay_seconds: Option<i64>,
+    /// Extra runs after failures, 0..=100 (default `jobqueue.default_max_retry`).
+    #[schema(example = 3)]
+    pub max_retry: Option<i64>,
+}
+
+/// `POST /api/dm-jobqueue/register/batch` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    /// 1..=1000 jobs, each like the single register body.
+    #[schema(value_type = Vec<RegisterRequest>)]
+    pub jobs: Vec<serde_json::Value>,
+}
+
+/// `GET /api/dm-jobqueue/stats` body: jobs per state (the same words as a job's `status`).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct StatsBody {
+    pub scheduled: u64,
+    pub pending: u64,
+    pub running: u64,
+    pub retrying: u64,
+    pub done: u64,
+    pub dead: u64,
+}
+
+impl From<QueueStats> for StatsBody {
+    fn from(s: QueueStats) -> Self {
+        Self {
+            scheduled: s.scheduled,
+            pending: s.pending,
+            running: s.running,
+            retrying: s.retrying,
+            done: s.done,
+            dead: s.dead,
+        }
+    }
+}
+
+/// `GET /api/dm-jobqueue/jobs` query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Only `dead` (the generic `GET /api/jobs` lists every state).
+    pub status: String,
+    /// How many, 1..=200 (default 50).
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobList {
+    pub jobs: Vec<JobDetail>,
+}
+
+#[utoipa::path(
+    tag = "jobs",
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "stored", body = RegisteredJob),
+        (status = 400, description = "invalid body", body = ErrorBody),
+        (status = 401, description = "missing or wrong API key", body = ErrorBody),
+        (status = 413, description = "body over 64 KB", body = ErrorBody),
+        (status = 503, description = "jobqueue Redis unavailable", body = ErrorBody),
+    ),
+    security((), ("jobs_api_key" = []))
+)]
+#[post("/dm-jobqueue/register")]
+pub async fn register(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<RegisterRequest>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&state, &req)?;
+    let job = demo_job(&state, body.into_inner()).map_err(ApiError::BadRequest)?;
+    register_one(&state, job).await
+}
+
+#[utoipa::path(
+    tag = "jobs",
+    request_body = BatchRequest,
+    responses(
+        (status = 201, description = "all stored", body = BatchResponse),
+        (status = 400, description = "an invalid item (the message names its index)", body = ErrorBody),
+        (status = 401, description = "missing or wrong API key", body = ErrorBody),
+        (status = 503, description = "jobqueue Redis unavailable", body = ErrorBody),
+    ),
+    security((), ("jobs_api_key" = []))
+)]
+#[post("/dm-jobqueue/register/batch")]
+pub async fn register_batch_route(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<BatchRequest>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&state, &req)?;
+    let jobs = parse_batch(body.into_inner().jobs, |item| {
+        serde_json::from_value::<RegisterRequest>(item)
+            .map_err(|e| e.to_string())
+            .and_then(|r| demo_job(&state, r))
+    })?;
+    register_batch(&state, jobs).await
+}
+
+#[utoipa::path(
+    tag = "jobs",
+    params(("id" = String, Path, description = "job id (ULID)")),
+    responses(
+        (status = 200, description = "the job", body = JobDetail),
+        (status = 400, description = "not a ULID", body = ErrorBody),
+        (status = 404, description = "unknown id", body = ErrorBody),
+        (status = 401, description = "missing or wrong API key", body = ErrorBody),
+        (status = 503, description = "jobqueue Redis unavailable", body = ErrorBody),
+    ),
+    security((), ("jobs_api_key" = []))
+)]
+#[get("/dm-jobqueue/jobs/{id}")]
+pub async fn get_job(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&state, &req)?;
+    job_response(&state, &id).await
+}
+
+#[utoipa::path(
+    tag = "jobs",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "dead jobs, newest first", body = JobList),
+        (status = 400, description = "status other than dead", body = ErrorBody),
+        (status = 401, description = "missing or wrong API key", body = ErrorBody),
+        (status = 503, description = "jobqueue Redis unavailable", body = ErrorBody),
+    ),
+    security((), ("jobs_api_key" = []))
+)]
+#[get("/dm-jobqueue/jobs")]
+pub async fn list_jobs(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&state, &req)?;
+    if parse_state(&query.status)? != JobStatus::Dead {
+        return Err(ApiError::BadRequest(
+            "only status=dead can be listed here; GET /api/jobs?state= lists every state".into(),
+        ));
+    }
+    let limit = query.limit.unwrap_or(50).clamp(1, MAX_SEED_LIST);
+    let jobs = state.jobs.dead_jobs(limit).await?;
+    Ok(HttpResponse::Ok().json(JobList {
+        jobs: jobs.into_iter().map(detail).collect(),
+    }))
+}
+
+#[utoipa::path(
+    tag = "jobs",
+    responses(
+        (status = 200, description = "jobs per state", body = StatsBody),
+        (status = 401, description = "missing or wrong API key", body = ErrorBody),
+        (status = 503, description = "jobqueue Redis unavailable", body = ErrorBody),
+    ),
+    security((), ("jobs_api_key" = []))
+)]
+#[get("/dm-jobqueue/stats")]
+pub async fn stats(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    authorize(&state, &req)?;
+    Ok(HttpResponse::Ok().json(StatsBody::from(state.jobs.stats().await?)))
+}
+
+#[utoipa::path(
+    tag = "jobs",
+    params(("id" = String, Path, description = "job id (ULID)")),
+    responses(
+        (status = 200, description = "dead job queued again", body = JobDetail),
+        (status = 400, description = "not a ULID", body = ErrorBody),
+        (status = 404, description = "unknown id", body = ErrorBody),
+        (status = 409, description = "the job is not dead", body = ErrorBody),
+        (status = 401, description = "missing or wrong API key", body = ErrorBody),
+        (status = 503, description = "jobqueue Redis unavailable", body = ErrorBody),
+    ),
+    security((), ("jobs_api_key" = []))
+)]
+#[post("/dm-jobqueue/jobs/{id}/retry")]
+pub async fn retry_job(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&state, &req)?;
+    retry_response(&state, &id).await
+}
+
+#[utoipa::path(
+    tag = "jobs",
+    params(("id" = String, Path, description = "job id (ULID)")),
+    responses(
+        (status = 204, description = "deleted"),
+        (status = 400, description = "not a ULID", body = ErrorBody),
+        (status = 404, description = "unknown id", body = ErrorBody),
+        (status = 409, description = "running now", body = ErrorBody),
+        (status = 401, description = "missing or wrong API key", body = ErrorBody),
+        (status = 503, description = "jobqueue Redis unavailable", body = ErrorBody),
+    ),
+    security((), ("jobs_api_key" = []))
+)]
+#[delete("/dm-jobqueue/jobs/{id}")]
+pub async fn delete_job(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&state, &req)?;
+    delete_response(&state, &id).await
+}
+
+/// The seed's body → a `demo:delay_print` job with the seed's defaults; the jobqueue checks
+/// the limits and the payload (its messages name the field).
+fn demo_job(state: &AppState, body: RegisterRequest) -> Result<NewJob, String> {
+    let defaults = &state.settings.jobqueue;
+    let delay = body.delay_seconds.unwrap_or(defaults.default_delay_seconds);
+    let max_retry = body.max_retry.unwrap_or(defaults.default_max_retry);
+    let payload = match body.message {
+        Some(message) => serde_json::json!({ "message": message }),
+        None => serde_json::json!({}),
+    };
+    Ok(NewJob::new(DelayPrint::NAME, payload)
+        .after(u64::try_from(delay).map_or(Duration::MAX, Duration::from_secs))
+        .retries(u32::try_from(max_retry).unwrap_or(u32::MAX)))
+}

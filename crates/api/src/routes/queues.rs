@@ -1,0 +1,193 @@
+//! Queues: counts per state, pause/resume, and the per-minute history the workers keep in Redis.
+//! This api serves one queue, `jobqueue.queue`; any other name is a 404.
+
+use super::dm_jobqueue::StatsBody;
+use super::jobs::authorize;
+use crate::error::{ApiError, ErrorBody};
+use crate::state::AppState;
+use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use cacheserver_jobqueue::MAX_HISTORY_MINUTES;
+use chrono::SecondsFormat;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(list_queues)
+        .service(pause)
+        .service(resume)
+        .service(history);
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct QueueBody {
+    #[schema(example = "dm-jobqueue")]
+    pub name: String,
+    pub paused: bool,
+    pub counts: StatsBody,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct QueueList {
+    pub queues: Vec<QueueBody>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PausedBody {
+    #[schema(example = "dm-jobqueue")]
+    pub name: String,
+    pub paused: bool,
+}
+
+/// `GET /api/queues/{queue}/history` query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// How many minutes back, 1..=1440 (default 60).
+    pub minutes: Option<u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MinuteBody {
+    /// The minute's start (RFC 3339, UTC).
+    #[schema(example = "2026-12-01T12:00:00Z")]
+    pub minute: String,
+    /// Runs that succeeded.
+    pub processed: u64,
+    /// Runs that failed (a retried job counts once per failed run).
+    pub failed: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct HistoryBody {
+    pub name: String,
+    /// Oldest first.
+    pub minutes: Vec<MinuteBody>,
+}
+
+#[utoipa::path(
+    tag = "queues",
+    responses(
+        (status = 200, description = "every queue with its counts", body = QueueList),
+        (status = 401, description = "missing or wrong API key", body = ErrorBody),
+        (status = 503, description = "jobqueue Redis unavailable", body = ErrorBody),
+    ),
+    security((), ("jobs_api_key" = []))
+)]
+#[get("/queues")]
+pub async fn list_queues(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&state, &req)?;
+    let counts = state.jobs.stats().await?;
+    let paused = state.jobs.is_paused().await?;
+    Ok(HttpResponse::Ok().json(QueueList {
+        queues: vec![QueueBody {
+            name: state.jobs.name().to_owned(),
+            paused,
+            counts: counts.into(),
+        }],
+    }))
+}
+
+#[utoipa::path(
+    tag = "queues",
+    params(("queue" = String, Path, description = "queue name")),
+    responses(
+        (status = 200, description = "paused: no new job starts; running jobs finish, and each worker may still start the few it had fetched (at most its concurrency)", body = PausedBody),
+        (status = 404, description = "unknown queue", body = ErrorBody),
+        (status = 401, description = "missing or wrong API key", body = ErrorBody),
+        (status = 503, description = "jobqueue Redis unavailable", body = ErrorBody),
+    ),
+    security((), ("jobs_api_key" = []))
+)]
+#[post("/queues/{queue}/pause")]
+pub async fn pause(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    queue: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&state, &req)?;
+    known(&state, &queue)?;
+    state.jobs.pause().await?;
+    Ok(paused(&state, true))
+}
+
+#[utoipa::path(
+    tag = "queues",
+    params(("queue" = String, Path, description = "queue name")),
+    responses(
+        (status = 200, description = "resumed", body = PausedBody),
+        (status = 404, description = "unknown queue", body = ErrorBody),
+        (status = 401, description = "missing or wrong API key", body = ErrorBody),
+        (status = 503, description = "jobqueue Redis unavailable", body = ErrorBody),
+    ),
+    security((), ("jobs_api_key" = []))
+)]
+#[post("/queues/{queue}/resume")]
+pub async fn resume(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    queue: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&state, &req)?;
+    known(&state, &queue)?;
+    state.jobs.resume().await?;
+    Ok(paused(&state, false))
+}
+
+#[utoipa::path(
+    tag = "queues",
+    params(("queue" = String, Path, description = "queue name"), HistoryQuery),
+    responses(
+        (status = 200, description = "runs per minute, from counters the workers add to in Redis (kept 24 h)", body = HistoryBody),
+        (status = 400, description = "minutes outside 1..=1440", body = ErrorBody),
+        (status = 404, description = "unknown queue", body = ErrorBody),
+        (status = 401, description = "missing or wrong API key", body = ErrorBody),
+        (status = 503, description = "jobqueue Redis unavailable", body = ErrorBody),
+    ),
+    security((), ("jobs_api_key" = []))
+)]
+#[get("/queues/{queue}/history")]
+pub async fn history(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    queue: web::Path<String>,
+    query: web::Query<HistoryQuery>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&state, &req)?;
+    known(&state, &queue)?;
+    let minutes = query.minutes.unwrap_or(60);
+    if !(1..=MAX_HISTORY_MINUTES).contains(&minutes) {
+        return Err(ApiError::BadRequest(format!(
+            "minutes must be 1..={MAX_HISTORY_MINUTES}"
+        )));
+    }
+    let counts = state.jobs.history(minutes).await?;
+    Ok(HttpResponse::Ok().json(HistoryBody {
+        name: state.jobs.name().to_owned(),
+        minutes: counts
+            .into_iter()
+            .map(|c| MinuteBody {
+                minute: c.minute.to_rfc3339_opts(SecondsFormat::Secs, true),
+                processed: c.processed,
+                failed: c.failed,
+            })
+            .collect(),
+    }))
+}
+
+fn known(state: &AppState, queue: &str) -> Result<(), ApiError> {
+    if queue == state.jobs.name() {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound(format!("queue {queue} not found")))
+    }
+}
+
+fn paused(state: &AppState, paused: bool) -> HttpResponse {
+    HttpResponse::Ok().json(PausedBody {
+        name: state.jobs.name().to_owned(),
+        paused,
+    })
+}

@@ -1,0 +1,88 @@
+//! `demo:delay_print {message}`: prints `[YYYY-MM-DD HH:MM:SS] <message>` (local time) on the
+//! worker's stdout. A message starting with [`FAIL_PREFIX`] (`fail:`) fails on every run, so tests
+//! and demos can watch retries and dead jobs. `slow:<ms>:<text>` takes that long (at most 60 s)
+//! before printing, so drills can kill a worker mid-job.
+//!
+//! This file is the one to copy for a new job type.
+
+use super::{JobContext, JobError, JobType};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Messages starting with this fail on every run (for tests and demos).
+pub const FAIL_PREFIX: &str = "fail:";
+/// Messages `slow:<ms>:<text>` take `<ms>` to run (for tests and drills).
+pub const SLOW_PREFIX: &str = "slow:";
+/// Largest message, in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 10 * 1024;
+/// `slow:` never takes longer than this.
+const MAX_SLOW: Duration = Duration::from_secs(60);
+
+pub struct DelayPrint;
+
+/// The payload of `demo:delay_print`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DelayPrintPayload {
+    /// What the job prints; 1 byte to 10 KB. `fail:` prefix: fails on purpose; `slow:<ms>:`
+    /// prefix: takes that long.
+    #[schema(example = "hello later")]
+    pub message: String,
+}
+
+impl JobType for DelayPrint {
+    const NAME: &'static str = "demo:delay_print";
+    type Payload = DelayPrintPayload;
+
+    fn validate(&self, payload: &DelayPrintPayload) -> Result<(), String> {
+        if payload.message.trim().is_empty() {
+            return Err("message is required and must not be empty".into());
+        }
+        if payload.message.len() > MAX_MESSAGE_BYTES {
+            return Err(format!("message must be at most {MAX_MESSAGE_BYTES} bytes"));
+        }
+        Ok(())
+    }
+
+    async fn run(&self, payload: DelayPrintPayload, _ctx: &JobContext) -> Result<(), JobError> {
+        let message = payload.message;
+        if let Some(duration) = slow_duration(&message) {
+            tokio::time::sleep(duration).await;
+        }
+        print_line(&message)
+    }
+}
+
+/// `slow:<ms>:...` → how long to take, capped at 60 s.
+fn slow_duration(message: &str) -> Option<Duration> {
+    let (ms, _) = message.strip_prefix(SLOW_PREFIX)?.split_once(':')?;
+    Some(Duration::from_millis(ms.parse::<u64>().ok()?).min(MAX_SLOW))
+}
+
+/// Print the line (by design: this is the demo's output) and log it.
+#[allow(clippy::print_stdout)]
+fn print_line(message: &str) -> Result<(), JobError> {
+    if let Some(reason) = message.strip_prefix(FAIL_PREFIX) {
+        return Err(JobError::retry(format!("demo failure: {}", reason.trim())));
+    }
+    let now = chrono::Local::now().format("%Y-%m-%d %H:%M:%S");
+    println!("[{now}] {message}");
+    tracing::info!(%message, "demo:delay_print ran");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slow_is_parsed_and_capped() {
+        assert_eq!(
+            slow_duration("slow:250:x"),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(slow_duration("slow:999999:x"), Some(MAX_SLOW));
+        assert_eq!(slow_duration("slow:x"), None);
+        assert_eq!(slow_duration("hello"), None);
+    }
+}

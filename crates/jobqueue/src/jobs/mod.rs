@@ -1,0 +1,269 @@
+//! Job types: the contract ([`JobType`]), the error a run returns ([`JobError`]) and the
+//! registry. **One file per type** in this folder; [`Registry::production`] holds one line per
+//! type, and that registry is what the worker runs, what the api validates against and what the
+//! OpenAPI spec documents.
+//!
+//! Adding a type: copy `delay_print.rs`, change `NAME`, the payload and `run`, then add
+//! `.with(your_type::YourType)` to [`Registry::production`]. Retries, backoff, the early-start
+//! guard, timeouts, counters and metrics are done around every type by `runner.rs`.
+
+pub mod delay_print;
+
+use crate::error::JobQueueError;
+use cacheserver_config::JobqueueSettings;
+use futures::future::BoxFuture;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use utoipa::openapi::{RefOr, Schema};
+
+pub use delay_print::{DelayPrint, FAIL_PREFIX, SLOW_PREFIX};
+
+/// A kind of job: a name, a payload type, validation and what a run does.
+pub trait JobType: Send + Sync + 'static {
+    /// Stored with each job and given by clients as `"type"`, e.g. `"demo:delay_print"`.
+    const NAME: &'static str;
+    /// What a job of this type carries (JSON; documented in the OpenAPI spec).
+    type Payload: Serialize + DeserializeOwned + utoipa::ToSchema + Send + 'static;
+
+    /// Reject a payload before it is stored; the message names the field.
+    fn validate(&self, _payload: &Self::Payload) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Longest run unless the registration gives `timeout_seconds` (`None`:
+    /// `jobqueue.default_timeout`).
+    fn default_timeout(&self) -> Option<Duration> {
+        None
+    }
+
+    /// One run. `Err` counts as a failure; [`JobError::retryable`] says whether to try again.
+    fn run(
+        &self,
+        payload: Self::Payload,
+        ctx: &JobContext,
+    ) -> impl Future<Output = Result<(), JobError>> + Send;
+}
+
+/// What a run may know about itself.
+#[derive(Debug, Clone)]
+pub struct JobContext {
+    pub job_id: String,
+    /// 1 on the first run, 2 on the first retry, …
+    pub attempt: u32,
+}
+
+/// A failed run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct JobError {
+    pub message: String,
+    /// `false`: retrying cannot help (bad request, gone), the job is dead at once.
+    pub retryable: bool,
+}
+
+impl JobError {
+    /// A failure worth another attempt (timeouts, 5xx, connection errors).
+    pub fn retry(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: true,
+        }
+    }
+
+    /// A failure no retry can fix: the job goes dead now.
+    pub fn fatal(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: false,
+        }
+    }
+}
+
+/// What is stored per job in apalis' data hash: `{"type", "payload"}`. Jobs stored before job
+/// types were plug-ins read too: `{"type": "demo:delay_print", "message": ".."}` has its fields
+/// beside `type`, which become the payload.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JobEnvelope {
+    #[serde(rename = "type")]
+    pub job_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Value>,
+    /// Today's (legacy) layout: the payload's fields beside `type`.
+    #[serde(flatten)]
+    pub legacy: serde_json::Map<String, Value>,
+}
+
+impl JobEnvelope {
+    pub fn new(job_type: &str, payload: Value) -> Self {
+        Self {
+            job_type: job_type.to_owned(),
+            payload: Some(payload),
+            legacy: Default::default(),
+        }
+    }
+
+    pub fn into_payload(self) -> Value {
+        self.payload.unwrap_or(Value::Object(self.legacy))
+    }
+}
+
+/// A job type with its payload type erased, so types can sit in one map.
+trait ErasedJobType: Send + Sync {
+    fn validate(&self, payload: &Value) -> Result<(), String>;
+    fn default_timeout(&self) -> Option<Duration>;
+    fn run<'a>(
+        &'a self,
+        payload: Value,
+        ctx: &'a JobContext,
+    ) -> BoxFuture<'a, Result<(), JobError>>;
+    fn schema(&self) -> (String, RefOr<Schema>);
+}
+
+struct Erased<T>(T);
+
+impl<T: JobType> ErasedJobType for Erased<T> {
+    fn validate(&self, payload: &Value) -> Result<(), String> {
+        let typed = T::Payload::deserialize(payload).map_err(|e| format!("payload: {e}"))?;
+        self.0.validate(&typed).map_err(|e| format!("payload: {e}"))
+    }
+
+    fn default_timeout(&self) -> Option<Duration> {
+        self.0.default_timeout()
+    }
+
+    fn run<'a>(
+        &'a self,
+        payload: Value,
+        ctx: &'a JobContext,
+    ) -> BoxFuture<'a, Result<(), JobError>> {
+        Box::pin(async move {
+            // Stored jobs were validated on enqueue; one that no longer reads cannot be fixed by a retry.
+            let typed = serde_json::from_value::<T::Payload>(payload)
+                .map_err(|e| JobError::fatal(format!("payload does not match {}: {e}", T::NAME)))?;
+            self.0.run(typed, ctx).await
+        })
+    }
+
+    fn schema(&self) -> (String, RefOr<Schema>) {
+        (
+            <T::Payload as utoipa::ToSchema>::name().into_owned(),
+            <T::Payload as utoipa::PartialSchema>::schema(),
+        )
+    }
+}
+
+/// The job types a worker runs and an api accepts. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Registry {
+    types: Arc<BTreeMap<&'static str, Arc<dyn ErasedJobType>>>,
+}
+
+impl Registry {
+    /// Every production type: ONE LINE PER TYPE.
+    pub fn production(_settings: &JobqueueSettings) -> Self {
+        Self::empty().with(DelayPrint)
+    }
+
+    /// No types (tests and embedders build their own set).
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// Add (or replace) a type.
+    pub fn with<T: JobType>(mut self, job_type: T) -> Self {
+        Arc::make_mut(&mut self.types).insert(T::NAME, Arc::new(Erased(job_type)));
+        self
+    }
+
+    /// The known type names, sorted.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.types.keys().copied().collect()
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.types.contains_key(name)
+    }
+
+    /// Unknown type or a payload its type rejects → `Invalid` naming the types or the field.
+    pub fn validate(&self, name: &str, payload: &Value) -> Result<(), JobQueueError> {
+        self.get(name)?
+            .validate(payload)
+            .map_err(JobQueueError::Invalid)
+    }
+
+    /// The type's own timeout, if it has one.
+    pub fn default_timeout(&self, name: &str) -> Option<Duration> {
+        self.types.get(name).and_then(|t| t.default_timeout())
+    }
+
+    /// (schema name, payload schema) of every type, for the OpenAPI spec.
+    pub fn schemas(&self) -> Vec<(&'static str, String, RefOr<Schema>)> {
+        self.types
+            .iter()
+            .map(|(name, t)| {
+                let (schema_name, schema) = t.schema();
+                (*name, schema_name, schema)
+            })
+            .collect()
+    }
+
+    /// Run `payload` as a job of type `name`; an unknown type is a fatal failure.
+    pub(crate) async fn run(
+        &self,
+        name: &str,
+        payload: Value,
+        ctx: &JobContext,
+    ) -> Result<(), JobError> {
+        match self.types.get(name) {
+            Some(t) => t.run(payload, ctx).await,
+            None => Err(JobError::fatal(format!("unknown job type {name:?}"))),
+        }
+    }
+
+    fn get(&self, name: &str) -> Result<&Arc<dyn ErasedJobType>, JobQueueError> {
+        self.types.get(name).ok_or_else(|| {
+            JobQueueError::Invalid(format!(
+                "unknown job type {name:?}; known types: {}",
+                self.names().join(", ")
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legacy_and_new_envelopes_read_the_same_payload() {
+        let legacy: JobEnvelope =
+            serde_json::from_str(r#"{"type":"demo:delay_print","message":"hi"}"#)
+                .unwrap_or_else(|_| JobEnvelope::new("", Value::Null));
+        let new: JobEnvelope =
+            serde_json::from_str(r#"{"type":"demo:delay_print","payload":{"message":"hi"}}"#)
+                .unwrap_or_else(|_| JobEnvelope::new("", Value::Null));
+        assert_eq!(legacy.job_type, "demo:delay_print");
+        assert_eq!(legacy.into_payload(), serde_json::json!({"message": "hi"}));
+        assert_eq!(new.into_payload(), serde_json::json!({"message": "hi"}));
+    }
+
+    #[test]
+    fn unknown_types_and_bad_payloads_are_named() {
+        let r = Registry::empty().with(DelayPrint);
+        let err = r
+            .validate("nope", &serde_json::json!({}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("demo:delay_print"), "{err}");
+        let err = r
+            .validate("demo:delay_print", &serde_json::json!({}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("message"), "{err}");
+    }
+}

@@ -1,0 +1,43 @@
+//! Every metric the worker exports, named once. Served on the worker's `/metrics`.
+//!
+//! | name | labels | what |
+//! |---|---|---|
+//! | `jobqueue_jobs_processed_total` | `type` | runs that succeeded |
+//! | `jobqueue_jobs_failed_total` | `type` | runs that failed (timeouts included) |
+//! | `jobqueue_jobs_dead_total` | `type` | jobs that failed for the last time |
+//! | `jobqueue_jobs_timed_out_total` | `type` | runs cancelled at their timeout |
+//! | `jobqueue_job_start_delay_seconds` | | histogram: start − due time |
+//! | `jobqueue_paused` | `queue` | 1 while the queue is paused |
+//! | `jobqueue_jobs` | `state` | jobs per state (scheduled, pending, running, retrying, done, dead): exported by the **api** at scrape time, not by workers, so sums do not double |
+
+pub const PROCESSED: &str = "jobqueue_jobs_processed_total";
+pub const FAILED: &str = "jobqueue_jobs_failed_total";
+pub const DEAD: &str = "jobqueue_jobs_dead_total";
+pub const TIMED_OUT: &str = "jobqueue_jobs_timed_out_total";
+pub const START_DELAY: &str = "jobqueue_job_start_delay_seconds";
+pub const PAUSED: &str = "jobqueue_paused";
+pub const DEPTH: &str = "jobqueue_jobs";
+
+pub(crate) fn processed(job_type: &str) {
+    metrics::counter!(PROCESSED, "type" => job_type.to_owned()).increment(1);
+}
+
+pub(crate) fn failed(job_type: &str) {
+    metrics::counter!(FAILED, "type" => job_type.to_owned()).increment(1);
+}
+
+pub(crate) fn dead(job_type: &str) {
+    metrics::counter!(DEAD, "type" => job_type.to_owned()).increment(1);
+}
+
+pub(crate) fn timed_out(job_type: &str) {
+    metrics::counter!(TIMED_OUT, "type" => job_type.to_owned()).increment(1);
+}
+
+pub(crate) fn start_delay(ms: u64) {
+    metrics::histogram!(START_DELAY).record(ms as f64 / 1000.0);
+}
+
+pub(crate) fn paused(queue: &str, paused: bool) {
+    metrics::gauge!(PAUSED, "queue" => queue.to_owned()).set(f64::from(u8::from(paused)));
+}
