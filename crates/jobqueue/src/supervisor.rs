@@ -204,7 +204,8 @@ impl Supervisor {
         tokio::pin!(run);
         let result = tokio::select! {
             res = &mut run => res,
-            _ = shutdown.wait_for(|stop| *stop) => self.drain(run).await,
+            // The watch guard is dropped at once: the future stays `Send` for embedders' spawns.
+            _ = async { drop(shutdown.wait_for(|stop| *stop).await) } => self.drain(run).await,
         };
         result.map_err(|e| JobQueueError::Unavailable(e.to_string()))
     }

@@ -478,3 +478,293 @@ async fn a_backlog_of_10000_jobs_due_at_once_is_processed() {
         q.stats().await
     );
 }
+
+/// The worker's heartbeat score (Unix seconds); it moves once per housekeeping round (~1 s),
+/// so two moves prove the scheduling loop ticked many times.
+fn heartbeat(redis: &RedisServer, name: &str) -> String {
+    redis.cli(&["ZSCORE", "dm-jobqueue:workers", name])
+}
+
+async fn wait_for_ticks(redis: &RedisServer, name: &str) {
+    for _ in 0..2 {
+        let before = heartbeat(redis, name);
+        assert!(
+            wait_for(Duration::from_secs(10), || heartbeat(redis, name) != before).await,
+            "worker {name} stopped beating"
+        );
+    }
+}
+
+#[tokio::test]
+async fn jobs_stored_in_the_seed_format_still_run() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let id = ulid::Ulid::new().to_string();
+    let now = Utc::now().timestamp_millis().to_string();
+    // Exactly what the seed's enqueue.lua wrote (no job_type / timeout_ms, fields beside `type`).
+    redis.cli(&[
+        "HSET",
+        "dm-jobqueue:data",
+        &id,
+        r#"{"type":"demo:delay_print","message":"legacy hello"}"#,
+    ]);
+    redis.cli(&[
+        "HSET",
+        &format!("dm-jobqueue:meta:{id}"),
+        "attempts",
+        "0",
+        "max_attempts",
+        "1",
+        "status",
+        "Pending",
+        "idempotency_key",
+        "",
+        "run_at_ms",
+        &now,
+        "next_run_ms",
+        &now,
+        "max_retry",
+        "0",
+        "failures",
+        "0",
+        "created_ms",
+        &now,
+    ]);
+    redis.cli(&["ZADD", "dm-jobqueue:delayed", &now, &id]);
+    let info = q.status(&id).await.unwrap().unwrap();
+    assert_eq!(info.job_type, "demo:delay_print");
+    assert_eq!(info.payload, serde_json::json!({"message": "legacy hello"}));
+    let worker = Worker::start(&redis, "w-legacy", &[]);
+    assert!(
+        wait_for(Duration::from_secs(15), || worker
+            .seen_at("legacy hello")
+            .is_some())
+        .await
+    );
+    assert!(wait_for_status(&q, &id, JobStatus::Done, Duration::from_secs(10)).await);
+}
+
+#[tokio::test]
+async fn a_run_past_its_timeout_is_cancelled_and_counts_as_a_failure() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let worker = Worker::start(&redis, "w-timeout", &[]);
+    let job = job("slow:60000:never printed", 0, 1).timeout(Duration::from_secs(1));
+    let id = q.enqueue(job).await.unwrap().job_id;
+    assert!(wait_for_status(&q, &id, JobStatus::Dead, Duration::from_secs(20)).await);
+    let info = q.status(&id).await.unwrap().unwrap();
+    assert_eq!(info.attempts, 2, "{info:?}");
+    assert_eq!(info.timeout_seconds, Some(1.0));
+    assert_eq!(info.last_error.as_deref(), Some("timed out after 1 s"));
+    assert!(worker.messages().is_empty());
+    let (_, metrics) = worker.get("/metrics").await.unwrap();
+    assert!(
+        metrics.contains(r#"jobqueue_jobs_timed_out_total{type="demo:delay_print"} 2"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn unique_keys_are_held_until_done_or_for_unique_for() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let first = q
+        .enqueue(job("unique one", 60_000, 0).unique("report-42", None))
+        .await
+        .unwrap();
+    let again = q
+        .enqueue(job("unique two", 0, 0).unique("report-42", None))
+        .await;
+    match again {
+        Err(JobQueueError::Duplicate { job_id }) => assert_eq!(job_id, first.job_id),
+        other => panic!("expected a duplicate, got {other:?}"),
+    }
+    // In a batch: a second job with a taken key is `duplicate`, the others are stored.
+    let batch = q
+        .enqueue_batch(vec![
+            job("b1", 60_000, 0).unique("report-42", None),
+            job("b2", 60_000, 0).unique("batch-key", None),
+            job("b3", 60_000, 0).unique("batch-key", None),
+        ])
+        .await
+        .unwrap();
+    let flags: Vec<bool> = batch.iter().map(|j| j.duplicate).collect();
+    assert_eq!(flags, [true, false, true]);
+    assert_eq!(batch[0].job_id, first.job_id);
+    assert_eq!(batch[2].job_id, batch[1].job_id);
+
+    // Once the holder is done the key is free again.
+    q.delete(&first.job_id).await.unwrap();
+    let worker = Worker::start(&redis, "w-unique", &[]);
+    let now = q
+        .enqueue(job("unique now", 0, 0).unique("report-42", None))
+        .await
+        .unwrap();
+    assert!(wait_for_status(&q, &now.job_id, JobStatus::Done, Duration::from_secs(15)).await);
+    assert!(worker.seen_at("unique now").is_some());
+    q.enqueue(job("unique after done", 0, 0).unique("report-42", None))
+        .await
+        .unwrap();
+
+    // With unique_for the key is held exactly that long, whatever the job's state.
+    let held = q
+        .enqueue(job("window", 60_000, 0).unique("window-key", Some(Duration::from_secs(30))))
+        .await
+        .unwrap();
+    let pttl: i64 = redis
+        .cli(&["PTTL", "dm-jobqueue:unique:window-key"])
+        .parse()
+        .unwrap();
+    assert!((1..=30_000).contains(&pttl), "{pttl}");
+    q.delete(&held.job_id).await.unwrap();
+    assert!(matches!(
+        q.enqueue(job("window 2", 0, 0).unique("window-key", None))
+            .await,
+        Err(JobQueueError::Duplicate { .. })
+    ));
+    assert!(matches!(
+        q.enqueue(job("x", 0, 0).unique(&"k".repeat(201), None)).await,
+        Err(JobQueueError::Invalid(m)) if m.contains("unique_key")
+    ));
+}
+
+#[tokio::test]
+async fn paused_queues_start_nothing_and_resume_where_they_were() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let worker = Worker::start(&redis, "w-pause", &[]);
+    q.enqueue(job("before pause", 0, 0)).await.unwrap();
+    assert!(
+        wait_for(Duration::from_secs(15), || worker
+            .seen_at("before pause")
+            .is_some())
+        .await
+    );
+    q.pause().await.unwrap();
+    assert!(q.is_paused().await.unwrap());
+    let ids: Vec<String> = q
+        .enqueue_batch((0..5).map(|i| job(&format!("paused {i}"), 0, 0)).collect())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.job_id)
+        .collect();
+    wait_for_ticks(&redis, "w-pause").await;
+    assert_eq!(
+        worker.messages(),
+        ["before pause"],
+        "a job started while paused"
+    );
+    assert_eq!(q.stats().await.unwrap().pending, 5);
+    let (_, metrics) = worker.get("/metrics").await.unwrap();
+    assert!(
+        metrics.contains(r#"jobqueue_paused{queue="dm-jobqueue"} 1"#),
+        "{metrics}"
+    );
+    let page = q.list(JobStatus::Pending, None, 500, None).await.unwrap();
+    assert_eq!(page.jobs.len(), 5);
+
+    q.resume().await.unwrap();
+    assert!(
+        wait_for(Duration::from_secs(15), || worker.messages().len() == 6).await,
+        "{:?}",
+        worker.messages()
+    );
+    for id in &ids {
+        assert!(wait_for_status(&q, id, JobStatus::Done, Duration::from_secs(10)).await);
+    }
+    // The per-minute history (in Redis) counts the 6 runs.
+    let mut counted = 0;
+    for _ in 0..100 {
+        counted = q
+            .history(5)
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| m.processed)
+            .sum();
+        if counted == 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(counted, 6);
+    let ttl: i64 = redis
+        .cli(&[
+            "TTL",
+            &format!("dm-jobqueue:history:{}", Utc::now().timestamp() / 60),
+        ])
+        .parse()
+        .unwrap();
+    assert!(ttl > 23 * 3600, "history ttl {ttl}");
+}
+
+#[tokio::test]
+async fn listings_page_with_stable_cursors_and_running_jobs_cannot_be_deleted() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let mut ids = Vec::new();
+    for i in 0..7u64 {
+        let stored = q
+            .enqueue(job(&format!("later {i}"), 60_000 + i * 1000, 0))
+            .await
+            .unwrap();
+        ids.push(stored.job_id);
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    for round in 0..10 {
+        let page = q
+            .list(
+                JobStatus::Scheduled,
+                Some("demo:delay_print"),
+                3,
+                cursor.as_deref(),
+            )
+            .await
+            .unwrap();
+        seen.extend(page.jobs.iter().map(|j| j.job_id.clone()));
+        if round == 0 {
+            // A job added before the cursor does not shift the next pages.
+            q.enqueue(job("sooner", 30_000, 0)).await.unwrap();
+        }
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(seen, ids, "pages in due order, none twice");
+    assert!(q
+        .list(JobStatus::Scheduled, Some("http:nothing"), 3, None)
+        .await
+        .unwrap()
+        .jobs
+        .is_empty());
+    assert!(matches!(
+        q.list(JobStatus::Scheduled, None, 0, None).await,
+        Err(JobQueueError::Invalid(_))
+    ));
+    assert!(matches!(
+        q.list(JobStatus::Scheduled, None, 5, Some("nonsense"))
+            .await,
+        Err(JobQueueError::Invalid(_))
+    ));
+
+    let _worker = Worker::start(&redis, "w-running", &[]);
+    let slow = q
+        .enqueue(job("slow:3000:slow one", 0, 0))
+        .await
+        .unwrap()
+        .job_id;
+    assert!(wait_for_status(&q, &slow, JobStatus::Running, Duration::from_secs(15)).await);
+    let running = q.list(JobStatus::Running, None, 10, None).await.unwrap();
+    assert_eq!(running.jobs.len(), 1);
+    assert!(running.jobs[0].started_at.is_some());
+    assert!(matches!(
+        q.delete(&slow).await,
+        Err(JobQueueError::Running(_))
+    ));
+    assert!(wait_for_status(&q, &slow, JobStatus::Done, Duration::from_secs(15)).await);
+    assert!(q.delete(&slow).await.unwrap());
+    assert_eq!(q.delete_many(&ids[..3]).await.unwrap(), 3);
+}

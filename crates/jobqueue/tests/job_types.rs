@@ -1,0 +1,177 @@
+//! "Adding a job type" from the README, done here: a type defined in this file (one `impl`),
+//! added to the registry with one line, registered through `JobQueue` and run by a real
+//! (in-process) supervised apalis worker on a real Redis. Test-only types never enter the
+//! production registry.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use cacheserver_config::{AppEnv, Settings};
+use cacheserver_jobqueue::{
+    JobContext, JobError, JobQueue, JobQueueError, JobStatus, JobType, NewJob, Registry,
+    Supervisor, WorkerOptions,
+};
+use cacheserver_testkit::RedisServer;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+/// The new type: `test:greet {name}` sends a greeting; `name = "later"` fails once.
+struct Greet(mpsc::UnboundedSender<String>);
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+struct GreetPayload {
+    name: String,
+}
+
+impl JobType for Greet {
+    const NAME: &'static str = "test:greet";
+    type Payload = GreetPayload;
+
+    fn validate(&self, payload: &GreetPayload) -> Result<(), String> {
+        if payload.name.is_empty() {
+            return Err("name must not be empty".into());
+        }
+        Ok(())
+    }
+
+    async fn run(&self, payload: GreetPayload, ctx: &JobContext) -> Result<(), JobError> {
+        if payload.name == "later" && ctx.attempt == 1 {
+            return Err(JobError::retry("not yet"));
+        }
+        if payload.name == "never" {
+            return Err(JobError::fatal("no retry can help"));
+        }
+        let _ = self
+            .0
+            .send(format!("hello {} (attempt {})", payload.name, ctx.attempt));
+        Ok(())
+    }
+}
+
+/// A type whose default timeout is short, to show the runner applies it.
+struct Sleepy;
+
+impl JobType for Sleepy {
+    const NAME: &'static str = "test:sleepy";
+    type Payload = serde_json::Value;
+
+    fn default_timeout(&self) -> Option<Duration> {
+        Some(Duration::from_millis(200))
+    }
+
+    async fn run(&self, _payload: serde_json::Value, _ctx: &JobContext) -> Result<(), JobError> {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        Ok(())
+    }
+}
+
+fn settings(redis: &RedisServer) -> Settings {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+    let vars = HashMap::from([
+        (
+            "APP__CACHE_SERVER__REDIS__JOBQUEUE__ADDR".to_owned(),
+            redis.addr(),
+        ),
+        (
+            "APP__JOBQUEUE__WORKER__RETRY_BACKOFF".to_owned(),
+            "50ms".to_owned(),
+        ),
+    ]);
+    Settings::load_from(&root, AppEnv::Test, Some(vars)).unwrap()
+}
+
+async fn wait_for_status(q: &JobQueue, id: &str, want: JobStatus) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if q.status(id)
+            .await
+            .unwrap()
+            .is_some_and(|i| i.status == want)
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_job_type_defined_outside_the_crate_runs_with_retries_timeouts_and_validation() {
+    let redis = RedisServer::start();
+    let s = settings(&redis);
+    let (tx, mut greetings) = mpsc::unbounded_channel();
+    // The one line that adds the types.
+    let registry = Registry::production(&s.jobqueue)
+        .with(Greet(tx))
+        .with(Sleepy);
+    assert!(!Registry::production(&s.jobqueue).contains("test:greet"));
+
+    let redis_settings = &s.cache_server.redis.jobqueue;
+    let q = JobQueue::with_registry(redis_settings, &s.jobqueue, registry.clone()).unwrap();
+    let options = WorkerOptions::from_settings(&s.jobqueue);
+    let supervisor = Supervisor::new(
+        redis_settings,
+        &s.jobqueue,
+        WorkerOptions {
+            name: "w-types".into(),
+            ..options
+        },
+    )
+    .unwrap()
+    .with_registry(registry);
+    let (stop, stopped) = watch::channel(false);
+    let worker = tokio::spawn(supervisor.run(stopped));
+
+    // Validation names the field; unknown types name the known ones.
+    let bad = q
+        .enqueue(NewJob::new("test:greet", serde_json::json!({"name": ""})))
+        .await;
+    assert!(matches!(bad, Err(JobQueueError::Invalid(m)) if m.contains("name")));
+    let unknown = q
+        .enqueue(NewJob::new("test:nope", serde_json::json!({})))
+        .await;
+    assert!(
+        matches!(unknown, Err(JobQueueError::Invalid(m)) if m.contains("test:greet") && m.contains("demo:delay_print"))
+    );
+
+    let id = q
+        .enqueue(NewJob::new("test:greet", serde_json::json!({"name": "later"})).retries(2))
+        .await
+        .unwrap()
+        .job_id;
+    let greeting = tokio::time::timeout(Duration::from_secs(15), greetings.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(greeting, "hello later (attempt 2)");
+    assert!(wait_for_status(&q, &id, JobStatus::Done).await);
+    let info = q.status(&id).await.unwrap().unwrap();
+    assert_eq!((info.attempts, info.errors.len()), (2, 1), "{info:?}");
+    assert_eq!(info.job_type, "test:greet");
+
+    // A fatal error is dead at once, whatever max_retry says.
+    let never = q
+        .enqueue(NewJob::new("test:greet", serde_json::json!({"name": "never"})).retries(5))
+        .await
+        .unwrap()
+        .job_id;
+    assert!(wait_for_status(&q, &never, JobStatus::Dead).await);
+    assert_eq!(q.status(&never).await.unwrap().unwrap().attempts, 1);
+
+    // The type's default timeout applies when the job gives none.
+    let sleepy = q
+        .enqueue(NewJob::new("test:sleepy", serde_json::json!({})))
+        .await
+        .unwrap()
+        .job_id;
+    assert!(wait_for_status(&q, &sleepy, JobStatus::Dead).await);
+    let info = q.status(&sleepy).await.unwrap().unwrap();
+    assert_eq!(info.last_error.as_deref(), Some("timed out after 0.2 s"));
+
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), worker)
+        .await
+        .unwrap()
+        .unwrap();
+}
