@@ -14,7 +14,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 struct App {
+    /// The seed's routes, `/api/dm-jobqueue`.
     base: String,
+    /// `/api`, the generic routes.
+    api: String,
     http: reqwest::Client,
 }
 
@@ -26,7 +29,8 @@ impl App {
             ("APP__API__RATE_LIMIT__ENABLED", "false".to_owned()),
             ("APP__API__RATE_LIMIT__STORAGE_TYPE", "memory".to_owned()),
             ("APP__CACHE_SERVER__REDIS__JOBQUEUE__ADDR", redis.addr()),
-            ("APP__JOBQUEUE__ENQUEUE_TIMEOUT", "500ms".to_owned()),
+            // Generous: a loaded machine must not turn a 1,000-job batch into a 503.
+            ("APP__JOBQUEUE__ENQUEUE_TIMEOUT", "5s".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -38,13 +42,42 @@ impl App {
         let app = Application::build(settings, cacheserver_api::telemetry::metrics_recorder())
             .await
             .unwrap();
-        let base = format!("http://127.0.0.1:{}/api/dm-jobqueue", app.port());
+        let api = format!("http://127.0.0.1:{}/api", app.port());
+        let base = format!("{api}/dm-jobqueue");
         tokio::spawn(app.run_until_stopped());
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
             .unwrap();
-        Self { base, http }
+        Self { base, api, http }
+    }
+
+    /// `POST /api<path>`.
+    async fn apost(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let resp = self.http.post(format!("{}{path}", self.api)).json(&body);
+        read(resp.send().await.unwrap()).await
+    }
+
+    async fn aget(&self, path: &str) -> (StatusCode, Value) {
+        read(
+            self.http
+                .get(format!("{}{path}", self.api))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    async fn adelete(&self, path: &str) -> (StatusCode, Value) {
+        read(
+            self.http
+                .delete(format!("{}{path}", self.api))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
     }
 
     async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
@@ -295,7 +328,7 @@ async fn api_key_is_required_when_configured() {
 #[tokio::test]
 async fn redis_down_answers_503_within_the_enqueue_timeout() {
     let redis = RedisServer::reserve(); // never started
-    let app = App::start(&redis, &[]).await;
+    let app = App::start(&redis, &[("APP__JOBQUEUE__ENQUEUE_TIMEOUT", "500ms")]).await;
     for path in ["/register", "/register/batch"] {
         let body = if path == "/register" {
             json!({"message": "m"})
@@ -394,4 +427,277 @@ async fn registered_job_is_printed_by_a_real_worker_after_its_delay() {
     let (_, info) = app.get(&format!("/jobs/{id}")).await;
     assert_eq!(info["status"], "done");
     assert_eq!(info["attempts"], 1);
+}
+
+fn demo(message: &str) -> Value {
+    json!({"type": "demo:delay_print", "payload": {"message": message}})
+}
+
+#[tokio::test]
+async fn generic_create_validates_type_payload_and_timing() {
+    let redis = RedisServer::start();
+    let app = App::start(&redis, &[]).await;
+    let unknown = app
+        .apost("/jobs", json!({"type": "x:y", "payload": {}}))
+        .await;
+    assert_400(unknown.clone(), "demo:delay_print");
+    assert_400(unknown, "x:y");
+    assert_400(
+        app.apost("/jobs", json!({"type": "demo:delay_print", "payload": {}}))
+            .await,
+        "message",
+    );
+    assert_400(
+        app.apost(
+            "/jobs",
+            json!({"type": "demo:delay_print", "payload": {"message": ""}}),
+        )
+        .await,
+        "message",
+    );
+    let mut both = demo("m");
+    both["delay_seconds"] = json!(5);
+    both["run_at"] = json!("2030-01-01T00:00:00Z");
+    assert_400(app.apost("/jobs", both).await, "not both");
+    for (field, value, needle) in [
+        ("run_at", json!("tomorrow"), "run_at"),
+        ("run_at", json!("2099-01-01T00:00:00Z"), "run_at"),
+        ("delay_seconds", json!(2_592_001), "delay_seconds"),
+        ("max_retry", json!(101), "max_retry"),
+        ("timeout_seconds", json!(0), "timeout_seconds"),
+        ("timeout_seconds", json!(86_401), "timeout_seconds"),
+        ("unique_key", json!("k".repeat(201)), "unique_key"),
+        ("unique_for_seconds", json!(0), "unique_for_seconds"),
+        ("colour", json!("red"), "unknown field"),
+    ] {
+        let mut body = demo("m");
+        body[field] = value;
+        if field == "unique_for_seconds" {
+            body["unique_key"] = json!("k");
+        }
+        assert_400(app.apost("/jobs", body).await, needle);
+    }
+
+    // No delay: due now. A run_at in the past: due now. A future run_at is kept to the ms.
+    let before = chrono::Utc::now();
+    let (status, now) = app.apost("/jobs", demo("now")).await;
+    assert_eq!(status, StatusCode::CREATED, "{now}");
+    assert_eq!(now["status"], "registered");
+    let run_at = |v: &Value| {
+        chrono::DateTime::parse_from_rfc3339(v["run_at"].as_str().unwrap())
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    };
+    assert!(run_at(&now) >= before - chrono::Duration::milliseconds(1));
+    assert!(run_at(&now) <= chrono::Utc::now());
+    let mut past = demo("past");
+    past["run_at"] = json!("2020-01-01T00:00:00Z");
+    let (status, past) = app.apost("/jobs", past).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert!(run_at(&past) >= before - chrono::Duration::milliseconds(1));
+    let at = (chrono::Utc::now() + chrono::Duration::days(10))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let mut later = demo("later");
+    later["run_at"] = json!(at);
+    let (status, later) = app.apost("/jobs", later).await;
+    assert_eq!(status, StatusCode::CREATED, "{later}");
+    assert_eq!(later["run_at"], json!(at));
+
+    // The detail has everything, with the type and payload.
+    let mut full = demo("detail");
+    full["delay_seconds"] = json!(60);
+    full["max_retry"] = json!(2);
+    full["timeout_seconds"] = json!(30);
+    let (_, stored) = app.apost("/jobs", full).await;
+    let id = stored["job_id"].as_str().unwrap();
+    let (status, d) = app.aget(&format!("/jobs/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(d["type"], "demo:delay_print");
+    assert_eq!(d["payload"], json!({"message": "detail"}));
+    assert_eq!(d["status"], "scheduled");
+    assert_eq!(
+        (d["max_retry"].clone(), d["timeout_seconds"].clone()),
+        (json!(2), json!(30.0))
+    );
+    assert_eq!(d["run_at"], stored["run_at"]);
+    assert!(d["created_at"].is_string() && d["started_at"].is_null());
+    assert_eq!(d["errors"], json!([]));
+    assert_400(app.aget("/jobs/not-a-ulid").await, "ULID");
+    assert_eq!(
+        app.aget("/jobs/01ARZ3NDEKTSV4RRFFQ69G5FAV").await.0,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn unique_keys_answer_409_with_the_holder_and_batches_mark_duplicates() {
+    let redis = RedisServer::start();
+    let app = App::start(&redis, &[]).await;
+    let mut body = demo("once");
+    body["delay_seconds"] = json!(60);
+    body["unique_key"] = json!("invoice-7");
+    let (status, first) = app.apost("/jobs", body.clone()).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, dup) = app.apost("/jobs", body.clone()).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{dup}");
+    assert_eq!(
+        (dup["code"].clone(), dup["job_id"].clone()),
+        (json!(409), first["job_id"].clone())
+    );
+
+    let jobs = json!({"jobs": [body, demo("free")]});
+    let (status, batch) = app.apost("/jobs/batch", jobs).await;
+    assert_eq!(status, StatusCode::CREATED, "{batch}");
+    assert_eq!(batch["jobs"][0]["status"], "duplicate");
+    assert_eq!(batch["jobs"][0]["job_id"], first["job_id"]);
+    assert_eq!(batch["jobs"][1]["status"], "registered");
+}
+
+#[tokio::test]
+async fn generic_batch_takes_up_to_1000_items_and_2_mb() {
+    let redis = RedisServer::start();
+    let app = App::start(&redis, &[]).await;
+    assert_400(
+        app.apost("/jobs/batch", json!({"jobs": []})).await,
+        "1..=1000",
+    );
+    let bad =
+        json!({"jobs": [demo("ok"), {"type": "demo:delay_print", "payload": {"message": ""}}]});
+    assert_400(app.apost("/jobs/batch", bad).await, "jobs[1]");
+    let (_, counts) = app.aget("/queues").await;
+    assert_eq!(
+        counts["queues"][0]["counts"]["pending"], 0,
+        "nothing stored"
+    );
+    // 1000 jobs of ~1.5 KB: over the api's 64 KB default, under the batch's 2 MB.
+    let text = "x".repeat(1500);
+    let jobs: Vec<Value> = (0..1000).map(|_| demo(&text)).collect();
+    let (status, body) = app.apost("/jobs/batch", json!({"jobs": jobs})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["jobs"].as_array().unwrap().len(), 1000);
+    let big = "x".repeat(2200);
+    let jobs: Vec<Value> = (0..1000).map(|_| demo(&big)).collect();
+    let (status, body) = app.apost("/jobs/batch", json!({"jobs": jobs})).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_eq!(body["code"], 413);
+}
+
+#[tokio::test]
+async fn listing_retry_delete_bulk_and_queues_over_http() {
+    let redis = RedisServer::start();
+    let app = App::start(&redis, &[]).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let mut body = demo(&format!("later {i}"));
+        body["delay_seconds"] = json!(100 + i);
+        ids.push(
+            app.apost("/jobs", body).await.1["job_id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let (status, page) = app.aget("/jobs?state=scheduled&limit=2").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let first: Vec<&str> = page["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["job_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(first, [ids[0].as_str(), ids[1].as_str()]);
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let (_, page) = app
+        .aget(&format!(
+            "/jobs?state=scheduled&limit=2&type=demo:delay_print&cursor={cursor}"
+        ))
+        .await;
+    assert_eq!(page["jobs"][0]["job_id"], ids[2].as_str());
+    assert_400(app.aget("/jobs?state=failed").await, "state must be one of");
+    assert_400(app.aget("/jobs?state=dead&limit=0").await, "limit");
+    assert_400(app.aget("/jobs?state=dead&limit=501").await, "limit");
+    assert_400(app.aget("/jobs?state=dead&cursor=zzz").await, "cursor");
+
+    // Retry of a non-dead job: 409; delete: 204 then 404.
+    assert_eq!(
+        app.apost(&format!("/jobs/{}/retry", ids[0]), json!({}))
+            .await
+            .0,
+        StatusCode::CONFLICT
+    );
+    assert_eq!(
+        app.adelete(&format!("/jobs/{}", ids[0])).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.adelete(&format!("/jobs/{}", ids[0])).await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    // Bulk.
+    assert_400(app.apost("/jobs/delete", json!({})).await, "either");
+    assert_400(
+        app.apost("/jobs/retry", json!({"state": "scheduled"}))
+            .await,
+        "not allowed",
+    );
+    let (status, deleted) = app
+        .apost("/jobs/delete", json!({"ids": [ids[1], ids[2]]}))
+        .await;
+    assert_eq!((status, deleted), (StatusCode::OK, json!({"affected": 2})));
+    let (_, deleted) = app
+        .apost("/jobs/delete", json!({"state": "scheduled"}))
+        .await;
+    assert_eq!(deleted, json!({"affected": 2}));
+    let (_, retried) = app.apost("/jobs/retry", json!({"state": "dead"})).await;
+    assert_eq!(retried, json!({"affected": 0}));
+
+    // Queues.
+    let (status, queues) = app.aget("/queues").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(queues["queues"][0]["name"], "dm-jobqueue");
+    assert_eq!(queues["queues"][0]["paused"], false);
+    let counts = queues["queues"][0]["counts"].as_object().unwrap();
+    let keys: Vec<&str> = counts.keys().map(String::as_str).collect();
+    assert_eq!(keys.len(), 6, "{keys:?}");
+    for k in [
+        "scheduled",
+        "pending",
+        "running",
+        "retrying",
+        "done",
+        "dead",
+    ] {
+        assert!(counts.contains_key(k), "{k}");
+    }
+    let (status, paused) = app.apost("/queues/dm-jobqueue/pause", json!({})).await;
+    assert_eq!(
+        (status, paused),
+        (
+            StatusCode::OK,
+            json!({"name": "dm-jobqueue", "paused": true})
+        )
+    );
+    assert_eq!(app.aget("/queues").await.1["queues"][0]["paused"], true);
+    let (_, resumed) = app.apost("/queues/dm-jobqueue/resume", json!({})).await;
+    assert_eq!(resumed["paused"], false);
+    assert_eq!(
+        app.apost("/queues/nope/pause", json!({})).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.aget("/queues/nope/history").await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (status, history) = app.aget("/queues/dm-jobqueue/history?minutes=3").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(history["minutes"].as_array().unwrap().len(), 3);
+    assert_400(
+        app.aget("/queues/dm-jobqueue/history?minutes=0").await,
+        "minutes",
+    );
+    assert_400(
+        app.aget("/queues/dm-jobqueue/history?minutes=1441").await,
+        "minutes",
+    );
 }

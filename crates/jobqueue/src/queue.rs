@@ -415,7 +415,13 @@ impl Prepared {
 /// The queue's limits, named by their HTTP fields, then the type's own validation.
 fn prepare(registry: &Registry, job: NewJob, now_ms: u64) -> Result<Prepared, JobQueueError> {
     let invalid = |m: String| Err(JobQueueError::Invalid(m));
-    if job.delay > Duration::from_secs(MAX_DELAY_SECONDS as u64) {
+    let due_ms = match job.at {
+        Some(at) => u64::try_from(at.timestamp_millis())
+            .unwrap_or(0)
+            .max(now_ms),
+        None => now_ms.saturating_add(u64::try_from(job.delay.as_millis()).unwrap_or(u64::MAX)),
+    };
+    if due_ms - now_ms > MAX_DELAY_SECONDS as u64 * 1000 {
         return invalid(format!(
             "delay_seconds must be 0..={MAX_DELAY_SECONDS} (run_at at most 30 days ahead)"
         ));
@@ -447,7 +453,6 @@ fn prepare(registry: &Registry, job: NewJob, now_ms: u64) -> Result<Prepared, Jo
         }
     }
     registry.validate(&job.job_type, &job.payload)?;
-    let due_ms = now_ms + job.delay.as_millis() as u64;
     let json = serde_json::to_string(&JobEnvelope::new(&job.job_type, job.payload))?;
     Ok(Prepared {
         json,

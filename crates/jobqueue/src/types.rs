@@ -18,6 +18,8 @@ pub struct NewJob {
     pub payload: Value,
     /// Due this long after registration (0: now).
     pub delay: Duration,
+    /// Due at this time instead of after `delay` (in the past: now).
+    pub at: Option<DateTime<Utc>>,
     /// Extra runs after a failure; the job runs at most `1 + max_retry` times.
     pub max_retry: u32,
     /// Longest run; `None`: the type's default, else `jobqueue.default_timeout`.
@@ -35,6 +37,7 @@ impl NewJob {
             job_type: job_type.into(),
             payload,
             delay: Duration::ZERO,
+            at: None,
             max_retry: 0,
             timeout: None,
             unique_key: None,
@@ -53,6 +56,12 @@ impl NewJob {
 
     pub fn after(mut self, delay: Duration) -> Self {
         self.delay = delay;
+        self
+    }
+
+    /// Due at `at` (in the past: now) instead of after a delay.
+    pub fn at(mut self, at: DateTime<Utc>) -> Self {
+        self.at = Some(at);
         self
     }
 

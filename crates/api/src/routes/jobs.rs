@@ -374,11 +374,11 @@ pub async fn bulk_delete(
 /// HTTP fields → a [`NewJob`]. Out-of-range numbers are passed on saturated so the jobqueue's
 /// own checks (the one owner of the limits) name them.
 fn new_job(state: &AppState, r: JobRequest) -> Result<NewJob, String> {
-    let delay = match (r.delay_seconds, r.run_at.as_deref()) {
+    let (delay, at) = match (r.delay_seconds, r.run_at.as_deref()) {
         (Some(_), Some(_)) => return Err("give delay_seconds or run_at, not both".into()),
-        (Some(secs), None) => seconds(secs),
-        (None, Some(at)) => until(at)?,
-        (None, None) => Duration::ZERO,
+        (Some(secs), None) => (seconds(secs), None),
+        (None, Some(at)) => (Duration::ZERO, Some(parse_time(at)?)),
+        (None, None) => (Duration::ZERO, None),
     };
     let max_retry = r
         .max_retry
@@ -386,6 +386,7 @@ fn new_job(state: &AppState, r: JobRequest) -> Result<NewJob, String> {
     let mut job = NewJob::new(r.job_type, r.payload.unwrap_or(Value::Null))
         .after(delay)
         .retries(u32::try_from(max_retry).unwrap_or(u32::MAX));
+    job.at = at;
     job.timeout = r.timeout_seconds.map(seconds);
     job.unique_key = r.unique_key;
     job.unique_for = r.unique_for_seconds.map(seconds);
@@ -397,12 +398,10 @@ fn seconds(secs: i64) -> Duration {
     u64::try_from(secs).map_or(Duration::MAX, Duration::from_secs)
 }
 
-/// `run_at` → delay from now (past: zero).
-fn until(at: &str) -> Result<Duration, String> {
-    let at = DateTime::parse_from_rfc3339(at)
-        .map_err(|e| format!("run_at must be an RFC 3339 time ({e})"))?;
-    let ms = (at.with_timezone(&Utc) - Utc::now()).num_milliseconds();
-    Ok(Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
+fn parse_time(at: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(at)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("run_at must be an RFC 3339 time ({e})"))
 }
 
 /// Check the item count, turn every item into a job (the error names its index).
