@@ -623,7 +623,7 @@ async fn unique_keys_are_held_until_done_or_for_unique_for() {
         Err(JobQueueError::Duplicate { .. })
     ));
     assert!(matches!(
-        q.enqueue(job("x", 0, 0).unique(&"k".repeat(201), None)).await,
+        q.enqueue(job("x", 0, 0).unique("k".repeat(201), None)).await,
         Err(JobQueueError::Invalid(m)) if m.contains("unique_key")
     ));
 }
