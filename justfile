@@ -136,7 +136,7 @@ e2e:
     if [ ! -d e2e/node_modules/playwright-core ]; then
         (cd e2e && npm ci --no-audit --no-fund)
     fi
-    # The script bounds itself (180 s); the outer timeout only guards against a hung node.
+    # The script bounds itself (270 s); the outer timeout only guards against a hung node.
     timeout 300 node e2e/jobs-page.test.mjs
 
 # Benchmarks on real processes (release builds, own Redis, wrk); writes docs/benchmarks.md (~4 min)
