@@ -126,9 +126,10 @@ function describe(resp, data) {
 // ---- alerts ----
 
 /** Each alert gets a new sequence number, so a reader can tell a new message from an old one. */
-function showAlert(kind, text) {
+function showAlert(kind, text, rateLimited = false) {
   const el = $("alert");
   el.className = `alert ${kind}`;
+  el.dataset.rateLimited = String(rateLimited); // cleared by the next successful refresh
   el.textContent = text;
   el.dataset.seq = String(Number(el.dataset.seq) + 1);
   el.hidden = false;
@@ -139,7 +140,7 @@ function clearAlert() {
 }
 
 function showError(e) {
-  showAlert("error", e instanceof ApiError ? e.message : String(e));
+  showAlert("error", e instanceof ApiError ? e.message : String(e), e.status === 429);
 }
 
 // ---- polling ----
@@ -183,7 +184,7 @@ async function loop() {
 /** One refresh: counts, then the list if anything changed, then the chart when due. */
 async function tick() {
   const now = Date.now();
-  if (now < rate.blockedUntil) return 0;
+  if (now < rate.blockedUntil) return 0; // no request at all until Retry-After has passed
   let requests = 0;
   const before = queue.counts;
   await refreshQueues();
@@ -204,6 +205,7 @@ async function tick() {
     requests++;
   }
   $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+  if ($("alert").dataset.rateLimited === "true") clearAlert(); // the limit is over: say no more
   return requests;
 }
 
