@@ -349,9 +349,13 @@ function renderList() {
 /** Per-job actions: retry a dead job, delete (cancel, if scheduled) anything not running. */
 function jobButtons(job) {
   const out = [];
-  if (job.status === "dead") out.push(button("Retry", "", () => retryOne(job.job_id)));
-  if (job.status === "scheduled") out.push(button("Cancel", "danger", () => deleteOne(job.job_id, "cancelled")));
-  else if (job.status !== "running") out.push(button("Delete", "danger", () => deleteOne(job.job_id, "deleted")));
+  // The clicked button is disabled while its request runs: a double click sends one request.
+  if (job.status === "dead") out.push(button("Retry", "", (e) => retryOne(job.job_id, e.currentTarget)));
+  if (job.status === "scheduled") {
+    out.push(button("Cancel", "danger", (e) => deleteOne(job.job_id, "cancelled", e.currentTarget)));
+  } else if (job.status !== "running") {
+    out.push(button("Delete", "danger", (e) => deleteOne(job.job_id, "deleted", e.currentTarget)));
+  }
   return out;
 }
 
@@ -389,15 +393,15 @@ async function act(control, work) {
   }
 }
 
-function retryOne(id) {
-  act(null, async () => {
+function retryOne(id, control) {
+  act(control, async () => {
     await api("POST", `/api/jobs/${encodeURIComponent(id)}/retry`);
     return `Job ${id} queued again.`;
   });
 }
 
-function deleteOne(id, verb) {
-  act(null, async () => {
+function deleteOne(id, verb, control) {
+  act(control, async () => {
     await api("DELETE", `/api/jobs/${encodeURIComponent(id)}`);
     if (id === detailId) closeDetail();
     return `Job ${id} ${verb}.`;
@@ -594,9 +598,10 @@ document.addEventListener("DOMContentLoaded", () => {
   $("pause-toggle").addEventListener("click", togglePause);
   $("banner-resume").addEventListener("click", togglePause);
   $("detail-close").addEventListener("click", closeDetail);
-  $("detail-retry").addEventListener("click", () => detailId && retryOne(detailId));
-  $("detail-delete").addEventListener("click", () => {
-    if (detailId) deleteOne(detailId, $("detail").dataset.status === "scheduled" ? "cancelled" : "deleted");
+  $("detail-retry").addEventListener("click", (e) => detailId && retryOne(detailId, e.currentTarget));
+  $("detail-delete").addEventListener("click", (e) => {
+    const verb = $("detail").dataset.status === "scheduled" ? "cancelled" : "deleted";
+    if (detailId) deleteOne(detailId, verb, e.currentTarget);
   });
   $("bulk-retry").addEventListener("click", () => bulk("retry"));
   $("bulk-delete").addEventListener("click", () => bulk("delete"));
