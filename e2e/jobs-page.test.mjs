@@ -84,11 +84,19 @@ async function scenario({ base, worker }) {
   rmSync(path.join(ARTIFACTS, "jobs-page-failure.png"), { force: true }); // from an earlier run
   const context = await launchBrowser();
   const page = context.pages()[0] || (await context.newPage());
+  // The page's last API calls, printed on failure: when did it last read what?
+  const calls = [];
+  page.on("response", (r) => {
+    if (!r.url().includes("/api/")) return;
+    calls.push(`${new Date().toISOString().slice(11, 23)} ${r.request().method()} ${r.status()} ${r.url().slice(base.length)}`);
+    if (calls.length > 40) calls.shift();
+  });
   try {
     await steps(page, base, worker);
   } catch (e) {
     // What the page showed when it failed, for the CI artefacts.
     await shot(page, "jobs-page-failure.png").catch(() => {});
+    console.error(`--- the page's last API calls ---\n${calls.join("\n")}`);
     throw e;
   } finally {
     await context.close().catch(() => {});

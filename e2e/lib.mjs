@@ -18,7 +18,7 @@ const API_BIN = process.env.API_BIN || path.join(ROOT, "target/debug/api");
 const WORKER_BIN = process.env.WORKER_BIN || path.join(ROOT, "target/debug/worker");
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 export const ARTIFACTS = process.env.E2E_ARTIFACTS || path.join(ROOT, "target/e2e");
-export const STEP_MS = 30_000;
+export const STEP_MS = 45_000; // a bound per step (the page refreshes every 5-12 s), not a pause
 
 export const children = [];
 const tempDirs = [];

@@ -11,7 +11,7 @@ const STATES = ["scheduled", "pending", "running", "retrying", "done", "dead"];
 const MIN_POLL_MS = 5000; // fastest refresh of counts (and the list when they change)
 const MAX_POLL_MS = 60000;
 const HIDDEN_POLL_MS = 30000; // a tab nobody looks at needs no fresh numbers
-const LIST_MAX_AGE_MS = 30000; // the list is refreshed at least this often even if counts stay
+const LIST_MAX_AGE_MS = 15000; // the list is refreshed at least this often even if counts stay
 const HISTORY_MS = 60000; // the chart's data is per minute
 const HISTORY_SOON_MS = 20000; // sooner when jobs finished since the last fetch
 const BUDGET_SHARE = 0.6; // the page spends at most this share of what is left in a window
@@ -193,7 +193,7 @@ async function tick() {
   // After a change the list is read on the next tick too: counts and lists are separate reads,
   // and a job counted as done may reach the done list a moment later.
   const settling = timers.settle > 0;
-  timers.settle = changed ? 1 : 0;
+  timers.settle = changed ? 2 : Math.max(0, timers.settle - 1);
   if (changed || settling || now >= timers.listAt) {
     await refreshList();
     requests++;
