@@ -1,108 +1,241 @@
-// Browser test of the jobs page in headless Chromium (Debian's /usr/bin/chromium, driven by
-// playwright-core). Starts a real redis-server, the api and a worker on free loopback ports,
-// registers a job through the page and waits until the page shows it `done`; then a failing job
-// becomes dead and is retried from the page. Every wait is bounded; every process is killed on
-// exit. Needs the binaries built first (`just e2e` builds them).
-//
-// Env: API_BIN, WORKER_BIN (default target/debug/{api,worker}), CHROMIUM (default
-// /usr/bin/chromium), E2E_ARTIFACTS (screenshots; default target/e2e).
+// Browser test of the jobs page (the queue dashboard) in headless Chromium, against a real
+// redis-server, api and worker (see lib.mjs). It runs under the default rate limits (60/min per
+// client), shared by the page and the test's own API calls, and asserts that no request got 429.
+// Covers: register through the page → done; a failing job → dead with its error history; retry
+// one; bulk retry and bulk delete of selected dead jobs; tabs, pagination and the type filter;
+// cancel a scheduled job; pause → banner, a due job does not start, resume → it runs; the chart.
+// No sleeps: every wait is for something the page shows, and bounded.
 
-import { existsSync, mkdirSync } from "node:fs";
+import { mkdirSync, copyFileSync, rmSync } from "node:fs";
 import path from "node:path";
-import {
-  ROOT, CHROMIUM, ARTIFACTS, STEP_MS, log, freePort, start, waitFor, answers, startRedis,
-  launchBrowser, run,
-} from "./lib.mjs";
+import { ARTIFACTS, ROOT, STEP_MS, fatal, launchBrowser, log, runTest, waitFor } from "./lib.mjs";
 
-const API_BIN = process.env.API_BIN || path.join(ROOT, "target/debug/api");
-const WORKER_BIN = process.env.WORKER_BIN || path.join(ROOT, "target/debug/worker");
-const WHOLE_TEST_MS = 180_000;
+const WHOLE_TEST_MS = 270_000;
+const CHART_MS = 90_000; // the page fetches the history about once a minute
 
-async function startStack() {
-  for (const bin of [API_BIN, WORKER_BIN, CHROMIUM]) {
-    if (!existsSync(bin)) throw new Error(`${bin} is missing (build with: just e2e)`);
-  }
-  const redisPort = await startRedis();
-  const [apiPort, healthPort] = [await freePort(), await freePort()];
-  const env = {
-    APP_ENV: "test",
-    APP_CONFIG_DIR: path.join(ROOT, "config"),
-    APP__SERVER__HOST: "127.0.0.1",
-    APP__SERVER__PORT: String(apiPort),
-    APP__CACHE_SERVER__REDIS__JOBQUEUE__ADDR: `127.0.0.1:${redisPort}`,
-    // Empty: rate limiting in memory, no cluster needed.
-    APP__CACHE_SERVER__REDIS__DEFAULT__CLUSTER__ADDRS: "",
-    APP__JOBQUEUE__WORKER__HEALTH_PORT: String(healthPort),
-    APP__LOGGING__LEVEL: "info",
-  };
-  start("api", API_BIN, [], env);
-  const worker = start("worker", WORKER_BIN, ["--name", `e2e-${process.pid}`], env);
-  const base = `http://127.0.0.1:${apiPort}`;
-  await waitFor("api /ready", () => answers(`${base}/ready`));
-  await waitFor("worker /health", () => answers(`http://127.0.0.1:${healthPort}/health`));
-  return { base, worker };
+const row = (page, id) => page.locator(`#jobs-body tr[data-job-id="${id}"]`);
+const rows = (page) => page.locator("#jobs-body tr");
+
+async function shot(page, name) {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  const file = path.join(ARTIFACTS, name);
+  await page.screenshot({ path: file, fullPage: true });
+  return file;
 }
 
-/** Ids the page has announced so far: a success alert naming one of them is stale. */
-const announced = new Set();
+/**
+ * Do `action`, then wait for a *new* alert (its sequence number grew) of `kind` whose text
+ * matches `pattern`; returns the match. A new alert of the other kind fails at once.
+ */
+async function expectAlert(page, action, kind, pattern) {
+  const alert = page.locator("#alert");
+  const before = Number(await alert.getAttribute("data-seq"));
+  await action();
+  return waitFor(`a new ${kind} alert matching ${pattern}`, async () => {
+    if (Number(await alert.getAttribute("data-seq")) <= before || (await alert.isHidden())) return null;
+    const text = (await alert.textContent()) || "";
+    if (!(await alert.getAttribute("class")).includes(kind)) throw fatal(`the page said: ${text}`);
+    return pattern.exec(text) || null;
+  });
+}
 
-/** Fill the form and register; returns the new job's id as the page shows it. */
-async function registerThroughPage(page, message, delay, maxRetry) {
-  await page.fill("#message", message);
+async function registerThroughPage(page, payload, delay, maxRetry) {
+  await page.selectOption("#job-type", "demo:delay_print");
+  await page.fill("#payload", JSON.stringify(payload));
   await page.fill("#delay", String(delay));
   await page.fill("#max-retry", String(maxRetry));
-  await page.click("#register");
-  // The previous registration's alert may still be on screen: wait for one naming a new id.
-  const alert = page.locator("#alert.success", { hasText: "registered" });
-  const id = await waitFor("the page to announce a new job id", async () => {
-    const found = /Job (\S+) registered/.exec((await alert.textContent({ timeout: 1000 })) || "")?.[1];
-    return found && !announced.has(found) ? found : null;
-  });
-  announced.add(id);
+  const [, id] = await expectAlert(page, () => page.click("#register"), "success", /Job (\S+) registered/);
   return id;
 }
 
-async function jobStatusBecomes(page, id, status) {
-  const badge = page.locator(`#jobs-body tr[data-job-id="${id}"] .badge`);
-  await waitFor(`job ${id} shown as ${status}`, async () => (await badge.textContent()) === status);
+async function openTab(page, state) {
+  await page.click(`#tabs [data-state="${state}"]`);
+  await page.locator(`#tabs [data-state="${state}"].active`).waitFor();
 }
 
-async function scenario(base, worker) {
+async function count(page, state) {
+  return Number(await page.locator(`[data-count="${state}"]`).textContent());
+}
+
+async function countBecomes(page, state, n, ms) {
+  await waitFor(`the ${state} tab to count ${n}`, async () => (await count(page, state)) === n, ms);
+}
+
+async function rowShown(page, id, ms) {
+  await waitFor(`job ${id} in the list`, async () => (await row(page, id).count()) === 1, ms);
+}
+
+async function rowCount(page, n) {
+  await waitFor(`${n} rows in the list`, async () => (await rows(page).count()) === n);
+}
+
+/** The api's own client, for setting up many jobs in one request (it shares the rate limit). */
+async function registerBatch(base, jobs) {
+  const resp = await fetch(`${base}/api/jobs/batch`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ jobs }),
+  });
+  if (resp.status !== 201) throw new Error(`batch: ${resp.status} ${await resp.text()}`);
+  return (await resp.json()).jobs.map((j) => j.job_id);
+}
+
+async function scenario({ base, worker }) {
+  rmSync(path.join(ARTIFACTS, "jobs-page-failure.png"), { force: true }); // from an earlier run
   const context = await launchBrowser();
+  const page = context.pages()[0] || (await context.newPage());
+  // The page's last API calls, printed on failure: when did it last read what?
+  const calls = [];
+  page.on("response", (r) => {
+    if (!r.url().includes("/api/")) return;
+    calls.push(`${new Date().toISOString().slice(11, 23)} ${r.request().method()} ${r.status()} ${r.url().slice(base.length)}`);
+    if (calls.length > 40) calls.shift();
+  });
   try {
-    const page = context.pages()[0] || (await context.newPage());
-    page.setDefaultTimeout(STEP_MS);
-    const pageErrors = [];
-    page.on("pageerror", (e) => pageErrors.push(String(e)));
-    await page.goto(`${base}/`, { timeout: STEP_MS });
-
-    const message = `hello from the e2e test ${Date.now()}`;
-    const id = await registerThroughPage(page, message, 1, 0);
-    log(`registered ${id}; waiting for done`);
-    await jobStatusBecomes(page, id, "done");
-    await waitFor("the worker's printed line", () => worker.output.includes(message));
-    await waitFor("queue counts showing the done job", async () =>
-      Number(await page.locator('[data-stat="done"]').textContent()) >= 1);
-
-    const failing = await registerThroughPage(page, `fail: on purpose ${Date.now()}`, 0, 0);
-    await jobStatusBecomes(page, failing, "dead");
-    const retry = page.locator("#dead-body button", { hasText: "Retry" }).first();
-    await retry.waitFor({ timeout: STEP_MS });
-    mkdirSync(ARTIFACTS, { recursive: true });
-    await page.screenshot({ path: path.join(ARTIFACTS, "jobs-page.png"), fullPage: true });
-    await retry.click();
-    await page.locator("#alert.success", { hasText: "queued again" }).waitFor({ timeout: STEP_MS });
-    // The retried job fails again (it always does) and is dead once more.
-    await jobStatusBecomes(page, failing, "dead");
-    await page.screenshot({ path: path.join(ARTIFACTS, "jobs-page-after-retry.png"), fullPage: true });
-    if (pageErrors.length) throw new Error(`errors in the page: ${pageErrors.join("; ")}`);
-    log(`ok; screenshots in ${ARTIFACTS}`);
+    await steps(page, base, worker);
+  } catch (e) {
+    // What the page showed when it failed, for the CI artefacts.
+    await shot(page, "jobs-page-failure.png").catch(() => {});
+    console.error(`--- the page's last API calls ---\n${calls.join("\n")}`);
+    throw e;
   } finally {
     await context.close().catch(() => {});
   }
 }
 
-run("jobs page", WHOLE_TEST_MS, async () => {
-  const { base, worker } = await startStack();
-  await scenario(base, worker);
-});
+async function steps(page, base, worker) {
+  {
+    page.setDefaultTimeout(STEP_MS);
+    const pageErrors = [];
+    const limited = [];
+    page.on("pageerror", (e) => pageErrors.push(String(e)));
+    page.on("dialog", (d) => d.accept()); // the bulk delete asks for confirmation
+    page.on("response", (r) => r.status() === 429 && limited.push(r.url()));
+    await page.goto(`${base}/`, { timeout: STEP_MS });
+    await page.locator("#queue-name", { hasText: "dm-jobqueue" }).waitFor();
+    await page.locator('#job-type option[value="demo:delay_print"]').waitFor({ state: "attached" });
+
+    // 1. Register through the page and see it done.
+    const message = `hello from the e2e test ${Date.now()}`;
+    const id = await registerThroughPage(page, { message }, 1, 0);
+    log(`registered ${id}; waiting for done`);
+    await openTab(page, "done");
+    await rowShown(page, id);
+    await waitFor("the worker's printed line", () => worker.output.includes(message));
+
+    // 2. A failing job reaches dead; its detail shows the error history (2 runs).
+    const failing = await registerThroughPage(page, { message: `fail: on purpose ${Date.now()}` }, 0, 1);
+    await openTab(page, "dead");
+    await rowShown(page, failing);
+    await row(page, failing).locator("button.link").click();
+    await page.locator("#detail-id", { hasText: failing }).waitFor();
+    await page.locator('#detail [data-field="status"]', { hasText: "dead" }).waitFor();
+    await waitFor("two failures in the error history", async () => (await page.locator("#detail-errors tbody tr").count()) === 2);
+    const errors = await page.locator("#detail-errors tbody").textContent();
+    if (!errors.includes("on purpose")) throw new Error(`error history without the failure: ${errors}`);
+    await shot(page, "jobs-page-detail.png");
+
+    // 3. Retry one: it gets its runs again (1 + max retry), fails again and is dead once more.
+    await expectAlert(page, () => row(page, failing).locator("button", { hasText: "Retry" }).click(), "success",
+      new RegExp(`Job ${failing} queued again`));
+    await waitFor("the retried job dead again with 4 failures in its history", async () =>
+      (await page.locator("#detail-errors tbody tr").count()) === 4 &&
+      (await page.locator('#detail [data-field="status"]').textContent()) === "dead");
+
+    // 4. Bulk retry, then bulk delete, of selected dead jobs.
+    const more = await registerBatch(base, [1, 2].map((i) => ({
+      type: "demo:delay_print", payload: { message: `fail: bulk ${i}` }, max_retry: 0,
+    })));
+    for (const m of more) await rowShown(page, m);
+    await countBecomes(page, "dead", 3);
+    for (const m of more) await row(page, m).locator("input.select").check();
+    await expectAlert(page, () => page.click("#bulk-retry"), "success", /^2 jobs of 2 selected queued again/);
+    await waitFor("both retried jobs dead again (2 failures each)", async () => {
+      for (const m of more) {
+        if ((await row(page, m).count()) !== 1) return false; // not back in the dead tab yet
+        if ((await row(page, m).getAttribute("data-failures")) !== "2") return false;
+      }
+      return true;
+    });
+    await page.check("#select-all");
+    await expectAlert(page, () => page.click("#bulk-delete"), "success", /^3 jobs of 3 selected deleted/);
+    await countBecomes(page, "dead", 0);
+    await page.locator("#jobs-empty", { hasText: "No dead jobs" }).waitFor();
+
+    // 5. Tabs + pagination (more jobs than a page) + type filter; cancel a scheduled job.
+    const later = await registerBatch(base, Array.from({ length: 12 }, (_, i) => ({
+      type: "demo:delay_print", payload: { message: `later ${i}` }, delay_seconds: 3600,
+    })));
+    await openTab(page, "scheduled");
+    await page.selectOption("#page-size", "10");
+    await countBecomes(page, "scheduled", 12);
+    await rowCount(page, 10);
+    await page.locator("#next-page:enabled").waitFor();
+    await page.click("#next-page");
+    await page.locator("#page-label", { hasText: "page 2" }).waitFor();
+    await rowCount(page, 2);
+    const seen = new Set();
+    for (const tr of await rows(page).all()) seen.add(await tr.getAttribute("data-job-id"));
+    await page.click("#prev-page");
+    await page.locator("#page-label", { hasText: "page 1" }).waitFor();
+    await rowCount(page, 10);
+    for (const tr of await rows(page).all()) seen.add(await tr.getAttribute("data-job-id"));
+    if (!later.every((j) => seen.has(j))) throw new Error("the two pages do not hold all 12 scheduled jobs");
+    await page.fill("#type-filter", "other:type");
+    await page.press("#type-filter", "Enter");
+    await page.locator("#jobs-empty", { hasText: "No scheduled jobs of type other:type" }).waitFor();
+    await page.fill("#type-filter", "demo:delay_print");
+    await page.press("#type-filter", "Enter");
+    await rowCount(page, 10);
+    const cancelled = await rows(page).first().getAttribute("data-job-id");
+    await expectAlert(page, () => row(page, cancelled).locator("button", { hasText: "Cancel" }).click(), "success",
+      new RegExp(`Job ${cancelled} cancelled`));
+    await countBecomes(page, "scheduled", 11);
+    await waitFor("the cancelled job gone from the list", async () => (await row(page, cancelled).count()) === 0);
+    await page.fill("#type-filter", "");
+    await page.press("#type-filter", "Enter");
+
+    // 6. Pause → banner; a due job does not start; resume → it runs.
+    await expectAlert(page, () => page.click("#pause-toggle"), "success", /paused/);
+    await page.locator("#paused-banner").waitFor({ state: "visible" });
+    const pausedMessage = `while paused ${Date.now()}`;
+    const held = await registerThroughPage(page, { message: pausedMessage }, 0, 0);
+    await openTab(page, "pending");
+    await rowShown(page, held);
+    // Two more refreshes of the page (each reads the counts) with the job still pending.
+    for (let i = 0; i < 2; i++) {
+      const stamp = await page.locator("#updated").textContent();
+      await waitFor("the page to refresh", async () => (await page.locator("#updated").textContent()) !== stamp);
+    }
+    if ((await row(page, held).count()) !== 1 || worker.output.includes(pausedMessage)) {
+      throw new Error("a job started while the queue was paused");
+    }
+    await shot(page, "jobs-page-paused.png");
+    await expectAlert(page, () => page.click("#banner-resume"), "success", /resumed/);
+    await page.locator("#paused-banner").waitFor({ state: "hidden" });
+    await openTab(page, "done");
+    await rowShown(page, held);
+    await waitFor("the held job's printed line", () => worker.output.includes(pausedMessage));
+
+    // 7. The chart shows processed and failed runs (from the history route).
+    await waitFor("the chart to count processed and failed runs", async () => {
+      const summary = page.locator("#chart-summary");
+      return Number(await summary.getAttribute("data-processed")) >= 2 &&
+        Number(await summary.getAttribute("data-failed")) >= 5 &&
+        (await page.locator("#chart rect.processed").count()) >= 1 &&
+        (await page.locator("#chart rect.failed").count()) >= 1;
+    }, CHART_MS);
+    await openTab(page, "scheduled");
+    await rowCount(page, 10); // 11 left, 10 a page
+    await rows(page).first().locator("button.link").click();
+    await page.locator('#detail [data-field="status"]', { hasText: "scheduled" }).waitFor();
+    const dashboard = await shot(page, "jobs-dashboard.png");
+    if (process.env.E2E_UPDATE_DOCS) copyFileSync(dashboard, path.join(ROOT, "docs", "jobs-dashboard.png"));
+
+    if (pageErrors.length) throw new Error(`errors in the page: ${pageErrors.join("; ")}`);
+    if (limited.length) throw new Error(`the page was rate limited (429): ${limited.join(", ")}`);
+    log(`ok; screenshots in ${ARTIFACTS}`);
+  }
+}
+
+runTest("jobs page", scenario, WHOLE_TEST_MS);

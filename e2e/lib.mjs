@@ -3,7 +3,7 @@
 // runner with a whole-test watchdog. Node's standard library and playwright-core only.
 
 import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -13,9 +13,11 @@ import { chromium } from "playwright-core";
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 export const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 export const ARTIFACTS = process.env.E2E_ARTIFACTS || path.join(ROOT, "target/e2e");
-export const STEP_MS = 30_000;
+export const STEP_MS = 45_000; // a bound per step (the jobs page refreshes every 5-12 s), not a pause
+const API_BIN = process.env.API_BIN || path.join(ROOT, "target/debug/api");
+const WORKER_BIN = process.env.WORKER_BIN || path.join(ROOT, "target/debug/worker");
 
-const children = [];
+export const children = [];
 const tempDirs = [];
 
 export function log(...args) {
@@ -61,15 +63,16 @@ export function start(name, cmd, args, env = {}, options = {}) {
   return child;
 }
 
-/** Poll `check` every 200 ms until truthy or `ms` passes; throws with `what` on timeout. */
+/** Poll `check` every 200 ms until truthy or `ms` passes; throws with `what` on timeout.
+ * An error made by `fatal()` ends the wait at once; any other counts as "not yet". */
 export async function waitFor(what, check, ms = STEP_MS) {
   const deadline = Date.now() + ms;
   for (;;) {
     try {
       const value = await check();
       if (value) return value;
-    } catch {
-      // not yet
+    } catch (e) {
+      if (e.fatal) throw e; // e.g. the page answered with an error: waiting longer cannot help
     }
     if (Date.now() >= deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 200));
@@ -115,6 +118,37 @@ export async function startRedis() {
   ]);
   await waitFor("redis-server", () => redisPing(port));
   return port;
+}
+
+/** An error that ends a waitFor at once. */
+export function fatal(message) {
+  return Object.assign(new Error(message), { fatal: true });
+}
+
+/** A redis-server, the api (limiter in memory, default limits) and a worker on free ports. */
+export async function startStack() {
+  for (const bin of [API_BIN, WORKER_BIN, CHROMIUM]) {
+    if (!existsSync(bin)) throw new Error(`${bin} is missing (build with: just e2e)`);
+  }
+  const redisPort = await startRedis();
+  const [apiPort, healthPort] = [await freePort(), await freePort()];
+  const env = {
+    APP_ENV: "test",
+    APP_CONFIG_DIR: path.join(ROOT, "config"),
+    APP__SERVER__HOST: "127.0.0.1",
+    APP__SERVER__PORT: String(apiPort),
+    APP__CACHE_SERVER__REDIS__JOBQUEUE__ADDR: `127.0.0.1:${redisPort}`,
+    // Empty: rate limiting in memory, no cluster needed.
+    APP__CACHE_SERVER__REDIS__DEFAULT__CLUSTER__ADDRS: "",
+    APP__JOBQUEUE__WORKER__HEALTH_PORT: String(healthPort),
+    APP__LOGGING__LEVEL: "info",
+  };
+  start("api", API_BIN, [], env);
+  const worker = start("worker", WORKER_BIN, ["--name", `e2e-${process.pid}`], env);
+  const base = `http://127.0.0.1:${apiPort}`;
+  await waitFor("api /ready", () => answers(`${base}/ready`));
+  await waitFor("worker /health", () => answers(`http://127.0.0.1:${healthPort}/health`));
+  return { base, worker };
 }
 
 /** Headless Chromium with a throwaway profile. */
@@ -172,4 +206,9 @@ export async function run(name, wholeMs, body) {
   }
   console.log(failed ? `e2e ${name}: 0 passed, 1 failed` : `e2e ${name}: 1 passed, 0 failed`);
   process.exit(failed ? 1 : 0);
+}
+
+/** `run` with a fresh stack handed to `scenario({ base, worker })`. */
+export function runTest(name, scenario, wholeMs) {
+  return run(name, wholeMs, async () => scenario(await startStack()));
 }

@@ -1,33 +1,54 @@
-// The jobs page. Plain JS, no dependencies: register a job, follow its status, show queue
-// counts and dead jobs (with Retry). Every API call goes through `api()`, which shows errors
-// readably and keeps the page under the api's rate limit (60 requests/minute by default).
+// The jobs page: an operator's view of the queue. Plain JS, no dependencies.
+// Tabs per state with counts, cursor pagination and a type filter; a job's detail with its error
+// history; retry / delete one job or the selected ones; pause / resume; runs per minute as an
+// SVG chart; a form to register a job. Every API call goes through `api()`, which shows errors
+// readably and paces the page under the api's rate limits (60/min, 1,000/h per client by
+// default), leaving room for whatever else the same client calls. textContent only: payloads
+// and errors are user input.
 "use strict";
 
-const API = "/api/dm-jobqueue";
-const TICK_MS = 1000; // one scheduler tick; each job is polled at most once per tick
-const FAR_POLL_MS = 5000; // while a job is not due for a while
-const STATS_POLL_MS = 10000;
-const MAX_JOB_POLLS_PER_TICK = 3;
-const LOW_BUDGET = 5; // requests left in the window below which only job polls are made
-const TERMINAL = new Set(["done", "dead"]);
-
-const jobs = new Map(); // id -> { id, message, status, attempts, runAt, nextPoll, lastError }
-const rate = { remaining: null, resetAt: 0, pausedUntil: 0 };
-let statsNext = 0;
+const STATES = ["scheduled", "pending", "running", "retrying", "done", "dead"];
+const MIN_POLL_MS = 5000; // fastest refresh of counts (and the list when they change)
+const MAX_POLL_MS = 60000;
+const HIDDEN_POLL_MS = 30000; // a tab nobody looks at needs no fresh numbers
+const LIST_MAX_AGE_MS = 15000; // the list is refreshed at least this often even if counts stay
+const HISTORY_MS = 60000; // the chart's data is per minute
+const HISTORY_SOON_MS = 20000; // sooner when jobs finished since the last fetch
+const BUDGET_SHARE = 0.6; // the page spends at most this share of what is left in a window
+const ACTION_GAP_MS = 1000; // refreshes triggered by clicks are at least this far apart
 
 const $ = (id) => document.getElementById(id);
 
+const view = {
+  state: "scheduled",
+  type: "",
+  pageSize: 20,
+  cursors: [null], // cursors[i] fetches page i; the last entry is the current page's
+  nextCursor: null,
+  jobs: [], // the current page
+  selected: new Set(),
+  gen: 0, // bumped when tab, filter, page size or page change: older answers are dropped
+};
+const queue = { name: null, paused: false, counts: null };
+const rate = { minute: null, hour: null, blockedUntil: 0 };
+const timers = { settle: 0, listAt: 0, historyAt: 0, historyCounts: null, lastTick: 0 };
+let detailId = null;
+let knownTypes = []; // [{name, schema}] from the OpenAPI spec
+
 /** A failed API call, with what the user should see. */
 class ApiError extends Error {
-  constructor(status, message, retryAfter) {
+  constructor(status, message) {
     super(message);
     this.status = status;
-    this.retryAfter = retryAfter;
   }
 }
 
+// ---- API and rate limits ----
+
 /** fetch + JSON + rate-limit bookkeeping. Throws ApiError with a readable message. */
 async function api(method, path, body) {
+  const wait = rate.blockedUntil - Date.now();
+  if (wait > 0) throw new ApiError(429, `Rate limited by the api: try again in ${Math.ceil(wait / 1000)} s.`);
   const init = { method, headers: { Accept: "application/json" } };
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
@@ -36,38 +57,63 @@ async function api(method, path, body) {
   let resp;
   try {
     resp = await fetch(path, init);
-  } catch (e) {
+  } catch {
     throw new ApiError(0, "The api cannot be reached (is it running?)");
   }
   noteRateLimit(resp);
-  const data = await resp.json().catch(() => null);
+  const data = resp.status === 204 ? null : await resp.json().catch(() => null);
   if (resp.ok) return data;
-  throw new ApiError(resp.status, describe(resp, data), retryAfterSecs(resp));
+  throw new ApiError(resp.status, describe(resp, data));
 }
 
-function retryAfterSecs(resp) {
-  const v = Number(resp.headers.get("Retry-After"));
-  return Number.isFinite(v) && v > 0 ? v : 0;
+function header(resp, name) {
+  const v = resp.headers.get(name);
+  return v === null || v === "" || !Number.isFinite(Number(v)) ? null : Number(v);
 }
 
 function noteRateLimit(resp) {
-  const remaining = resp.headers.get("X-RateLimit-Remaining");
-  const reset = Number(resp.headers.get("X-RateLimit-Reset"));
-  if (remaining !== null) {
-    rate.remaining = Number(remaining);
-    rate.resetAt = Date.now() + (Number.isFinite(reset) ? reset : 60) * 1000;
-  }
+  const now = Date.now();
+  const window = (remaining, reset) => {
+    const r = header(resp, remaining);
+    const t = header(resp, reset);
+    return r === null ? null : { remaining: r, resetAt: now + (t ?? 60) * 1000 };
+  };
+  rate.minute = window("X-RateLimit-Remaining", "X-RateLimit-Reset") || rate.minute;
+  rate.hour = window("X-RateLimit-Hour-Remaining", "X-RateLimit-Hour-Reset") || rate.hour;
   if (resp.status === 429) {
-    rate.pausedUntil = Date.now() + Math.max(retryAfterSecs(resp), 1) * 1000;
+    rate.blockedUntil = now + Math.max(header(resp, "Retry-After") ?? 0, 1) * 1000;
   }
-  $("rate").textContent = rate.remaining === null ? "" : `(${rate.remaining} requests left this minute)`;
+  const parts = [];
+  if (rate.minute) parts.push(`${rate.minute.remaining} requests left this minute`);
+  if (rate.hour) parts.push(`${rate.hour.remaining} this hour`);
+  $("rate").textContent = parts.length ? `(${parts.join(", ")})` : "";
+}
+
+/**
+ * How long to wait before a tick that will make `requests` calls: never faster than
+ * MIN_POLL_MS, and slow enough that the page uses only BUDGET_SHARE of what is left in each
+ * window before it resets (so a user calling the api keeps the rest).
+ */
+function pollDelay(requests) {
+  const now = Date.now();
+  let delay = document.hidden ? HIDDEN_POLL_MS : MIN_POLL_MS;
+  for (const w of [rate.minute, rate.hour]) {
+    if (!w || w.resetAt <= now) continue;
+    const left = w.remaining * BUDGET_SHARE;
+    const perRequest = left >= 1 ? (w.resetAt - now) / left : w.resetAt - now;
+    delay = Math.max(delay, perRequest * requests);
+  }
+  delay = Math.max(delay, rate.blockedUntil - now);
+  return Math.min(delay, MAX_POLL_MS);
 }
 
 function describe(resp, data) {
   const msg = data && data.message ? data.message : resp.statusText;
   switch (resp.status) {
-    case 429:
-      return `Too many requests: the api's rate limit is reached. Try again in ${retryAfterSecs(resp) || "a few"} s.`;
+    case 429: {
+      const secs = resp.headers.get("Retry-After");
+      return `Too many requests: the api's rate limit is reached. Try again in ${secs || "a few"} s.`;
+    }
     case 503:
       return `The job queue is unavailable right now (Redis down?): ${msg}. Try again shortly.`;
     case 401:
@@ -77,10 +123,15 @@ function describe(resp, data) {
   }
 }
 
-function showAlert(kind, text) {
+// ---- alerts ----
+
+/** Each alert gets a new sequence number, so a reader can tell a new message from an old one. */
+function showAlert(kind, text, rateLimited = false) {
   const el = $("alert");
   el.className = `alert ${kind}`;
+  el.dataset.rateLimited = String(rateLimited); // cleared by the next successful refresh
   el.textContent = text;
+  el.dataset.seq = String(Number(el.dataset.seq) + 1);
   el.hidden = false;
 }
 
@@ -89,113 +140,123 @@ function clearAlert() {
 }
 
 function showError(e) {
-  showAlert("error", e instanceof ApiError ? e.message : String(e));
-}
-
-// ---- register ----
-
-async function onRegister(event) {
-  event.preventDefault();
-  const button = $("register");
-  const body = {
-    message: $("message").value,
-    delay_seconds: Number($("delay").value),
-    max_retry: Number($("max-retry").value),
-  };
-  button.disabled = true;
-  clearAlert(); // a message left from an earlier action must not read as this one's answer
-  try {
-    const created = await api("POST", `${API}/register`, body);
-    const id = created.job_id;
-    const runAt = created.run_at ? Date.parse(created.run_at) : Date.now() + body.delay_seconds * 1000;
-    jobs.set(id, { id, message: body.message, status: created.status || "scheduled", attempts: 0, runAt, nextPoll: 0 });
-    showAlert("success", `Job ${id} registered.`);
-    $("message").value = "";
-    renderJobs();
-  } catch (e) {
-    showError(e);
-  } finally {
-    button.disabled = false;
-  }
+  showAlert("error", e instanceof ApiError ? e.message : String(e), e.status === 429);
 }
 
 // ---- polling ----
 
-/** One scheduler tick: poll due jobs, then counts, within the rate budget. */
-async function tick() {
-  const now = Date.now();
-  if (now < rate.pausedUntil) {
-    const secs = Math.ceil((rate.pausedUntil - now) / 1000);
-    showAlert("error", `Rate limited by the api: updates resume in ${secs} s.`);
+let timer = null;
+let ticking = false;
+let again = false;
+
+/** Refresh now (after a click), but never two refreshes within ACTION_GAP_MS. */
+function refreshSoon() {
+  timers.listAt = 0;
+  if (ticking) {
+    again = true;
     return;
   }
-  await pollJobs(now);
-  const lowBudget = rate.remaining !== null && rate.remaining <= LOW_BUDGET && now < rate.resetAt;
-  if (now >= statsNext && !lowBudget) {
-    statsNext = now + STATS_POLL_MS;
-    await refreshStats();
-  }
+  clearTimeout(timer);
+  timer = setTimeout(loop, Math.max(0, timers.lastTick + ACTION_GAP_MS - Date.now()));
 }
 
-async function pollJobs(now) {
-  const due = [...jobs.values()]
-    .filter((j) => !TERMINAL.has(j.status) && now >= j.nextPoll)
-    .sort((a, b) => a.nextPoll - b.nextPoll)
-    .slice(0, MAX_JOB_POLLS_PER_TICK);
-  for (const job of due) {
-    // Every second once due; every few seconds while the due time is still far.
-    job.nextPoll = now + (job.runAt - now > FAR_POLL_MS ? FAR_POLL_MS : TICK_MS);
-    try {
-      const info = await api("GET", `${API}/jobs/${encodeURIComponent(job.id)}`);
-      const finished = !TERMINAL.has(job.status) && TERMINAL.has(info.status);
-      Object.assign(job, { status: info.status, attempts: info.attempts, lastError: info.last_error });
-      if (finished) statsNext = 0; // counts changed: refresh them on this tick
-    } catch (e) {
-      if (e.status === 404) job.status = "gone";
-      showError(e);
-      if (e.status === 429) break;
-    }
-  }
-  if (due.length) renderJobs();
-}
-
-async function refreshStats() {
+/** Ticks never overlap: the next one is scheduled when the previous has finished. */
+async function loop() {
+  ticking = true;
+  let requests = 1;
   try {
-    const stats = await api("GET", `${API}/stats`);
-    for (const dd of document.querySelectorAll("[data-stat]")) {
-      const v = stats[dd.dataset.stat];
-      dd.textContent = v === undefined ? "–" : v;
-    }
-    $("stats-updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
-    renderDead(await deadJobs(stats));
+    requests = await tick();
   } catch (e) {
     showError(e);
+  } finally {
+    ticking = false;
+    timers.lastTick = Date.now();
+    if (again) {
+      again = false;
+      timer = setTimeout(loop, ACTION_GAP_MS);
+    } else {
+      // Pace by what the next tick will likely cost: counts, sometimes the list.
+      timer = setTimeout(loop, pollDelay(Math.max(requests, 1)));
+    }
   }
 }
 
-/** Dead jobs of the whole queue (one extra call, only when there are any). */
-async function deadJobs(stats) {
-  if (!stats.dead) return [];
-  const list = await api("GET", `${API}/jobs?status=dead&limit=20`);
-  return list.jobs;
+/** One refresh: counts, then the list if anything changed, then the chart when due. */
+async function tick() {
+  const now = Date.now();
+  if (now < rate.blockedUntil) return 0; // no request at all until Retry-After has passed
+  let requests = 0;
+  const before = queue.counts;
+  await refreshQueues();
+  requests++;
+  const changed = !before || STATES.some((s) => before[s] !== queue.counts[s]);
+  // After a change the list is read on the next tick too: counts and lists are separate reads,
+  // and a job counted as done may reach the done list a moment later.
+  const settling = timers.settle > 0;
+  timers.settle = changed ? 2 : Math.max(0, timers.settle - 1);
+  if (changed || settling || now >= timers.listAt) {
+    await refreshList();
+    requests++;
+  }
+  const finishedSince =
+    timers.historyCounts && (timers.historyCounts.done !== queue.counts.done || timers.historyCounts.dead !== queue.counts.dead);
+  if (now >= timers.historyAt || (finishedSince && now >= timers.historyAt - HISTORY_MS + HISTORY_SOON_MS)) {
+    await refreshHistory();
+    requests++;
+  }
+  $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+  if ($("alert").dataset.rateLimited === "true") clearAlert(); // the limit is over: say no more
+  return requests;
 }
 
-async function onRetry(id, button) {
-  button.disabled = true;
-  try {
-    await api("POST", `${API}/jobs/${encodeURIComponent(id)}/retry`);
-    const job = jobs.get(id);
-    if (job) Object.assign(job, { status: "pending", nextPoll: 0, runAt: Date.now() });
-    showAlert("success", `Job ${id} queued again.`);
-    statsNext = 0;
-    renderJobs();
-  } catch (e) {
-    showError(e);
-    button.disabled = false;
+async function refreshQueues() {
+  const data = await api("GET", "/api/queues");
+  const q = data.queues[0];
+  if (!q) throw new Error("the api serves no queue");
+  queue.name = q.name;
+  queue.counts = q.counts;
+  setPaused(q.paused);
+  $("queue-name").textContent = q.name;
+  for (const el of document.querySelectorAll("[data-count]")) {
+    const v = q.counts[el.dataset.count];
+    el.textContent = v === undefined ? "–" : String(v);
   }
 }
 
-// ---- rendering (textContent only: messages are user input) ----
+function setPaused(paused) {
+  queue.paused = paused;
+  $("paused-banner").hidden = !paused;
+  $("paused-queue").textContent = queue.name || "";
+  const button = $("pause-toggle");
+  button.disabled = false;
+  button.textContent = paused ? "Resume" : "Pause";
+  button.classList.toggle("danger", !paused);
+}
+
+async function refreshList() {
+  const params = new URLSearchParams({ state: view.state, limit: String(view.pageSize) });
+  if (view.type) params.set("type", view.type);
+  const cursor = view.cursors[view.cursors.length - 1];
+  if (cursor) params.set("cursor", cursor);
+  const gen = view.gen;
+  const data = await api("GET", `/api/jobs?${params}`);
+  if (gen !== view.gen) return; // the user moved on while this was in flight; refresh again
+  view.jobs = data.jobs;
+  view.nextCursor = data.next_cursor;
+  timers.listAt = Date.now() + LIST_MAX_AGE_MS;
+  renderList();
+  const open = detailId && data.jobs.find((j) => j.job_id === detailId);
+  if (open) renderDetail(open);
+}
+
+async function refreshHistory() {
+  const data = await api("GET", `/api/queues/${encodeURIComponent(queue.name)}/history?minutes=60`);
+  timers.historyAt = Date.now() + HISTORY_MS;
+  timers.historyCounts = queue.counts;
+  renderChart(data.minutes);
+}
+
+// ---- the list ----
 
 function cell(text, className) {
   const td = document.createElement("td");
@@ -204,64 +265,378 @@ function cell(text, className) {
   return td;
 }
 
-function badge(status) {
-  const td = document.createElement("td");
-  const span = document.createElement("span");
-  span.className = `badge ${status}`;
-  span.textContent = status;
-  td.appendChild(span);
-  return td;
+function button(text, className, onClick) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.className = `small ${className || ""}`.trim();
+  b.textContent = text;
+  b.addEventListener("click", onClick);
+  return b;
 }
 
-function renderJobs() {
+function when(iso) {
+  if (!iso) return "–";
+  const d = new Date(iso);
+  const sameDay = d.toDateString() === new Date().toDateString();
+  return sameDay ? d.toLocaleTimeString() : d.toLocaleString();
+}
+
+function payloadSummary(payload) {
+  const text = JSON.stringify(payload);
+  return text.length > 80 ? `${text.slice(0, 77)}…` : text;
+}
+
+/** The time that matters in each state: when it runs, when it started, when it ended. */
+function timeOf(job) {
+  if (view.state === "running") return job.started_at;
+  if (view.state === "done" || view.state === "dead") return job.finished_at;
+  return job.run_at;
+}
+
+function renderList() {
   const body = $("jobs-body");
   body.replaceChildren();
-  for (const job of [...jobs.values()].reverse()) {
+  const ids = new Set(view.jobs.map((j) => j.job_id));
+  for (const id of view.selected) if (!ids.has(id)) view.selected.delete(id);
+  for (const job of view.jobs) {
+    const id = job.job_id;
     const tr = document.createElement("tr");
-    tr.dataset.jobId = job.id;
-    tr.append(
-      cell(job.id, "id"),
-      cell(job.message),
-      badge(job.status),
-      cell(String(job.attempts ?? 0)),
-      cell(new Date(job.runAt).toLocaleTimeString()),
-    );
+    tr.dataset.jobId = id;
+    tr.dataset.failures = String(job.errors.length); // the history survives a retry; attempts restart
+    tr.classList.toggle("open", id === detailId);
+    const check = document.createElement("input");
+    check.type = "checkbox";
+    check.className = "select";
+    check.checked = view.selected.has(id);
+    check.setAttribute("aria-label", `select ${id}`);
+    check.addEventListener("change", () => {
+      if (check.checked) view.selected.add(id);
+      else view.selected.delete(id);
+      renderBulk();
+    });
+    const checkCell = document.createElement("td");
+    checkCell.appendChild(check);
+    const idCell = document.createElement("td");
+    idCell.className = "id";
+    idCell.appendChild(button(id, "link", () => openDetail(id)));
+    const actions = document.createElement("td");
+    actions.className = "actions";
+    for (const b of jobButtons(job)) actions.appendChild(b);
+    tr.append(checkCell, idCell, cell(job.type), cell(payloadSummary(job.payload), "payload"), cell(String(job.attempts)), cell(when(timeOf(job))), actions);
+    if (job.last_error && (view.state === "dead" || view.state === "retrying")) {
+      tr.title = `${job.errors.length} failure(s); last error: ${job.last_error}`;
+    }
     body.appendChild(tr);
   }
-  $("jobs-table").hidden = jobs.size === 0;
-  $("jobs-empty").hidden = jobs.size !== 0;
-}
-
-function renderDead(list) {
-  const body = $("dead-body");
-  body.replaceChildren();
-  for (const job of list) {
-    const id = job.job_id || job.id;
-    const tr = document.createElement("tr");
-    const action = document.createElement("td");
-    const button = document.createElement("button");
-    button.className = "small";
-    button.textContent = "Retry";
-    button.addEventListener("click", () => onRetry(id, button));
-    action.appendChild(button);
-    tr.append(cell(id, "id"), cell(job.last_error || job.lastError || ""), cell(String(job.attempts ?? "")), action);
-    body.appendChild(tr);
+  $("jobs-table").hidden = view.jobs.length === 0;
+  $("jobs-empty").hidden = view.jobs.length !== 0;
+  $("jobs-empty").textContent = view.type ? `No ${view.state} jobs of type ${view.type}.` : `No ${view.state} jobs.`;
+  $("time-col").textContent = { running: "Started", done: "Finished", dead: "Died" }[view.state] || "Runs at";
+  const page = view.cursors.length;
+  $("page-label").textContent = `page ${page}`;
+  $("prev-page").disabled = page === 1;
+  // A cursor may lead to an empty page; a full page is the only hint that more may follow.
+  $("next-page").disabled = !view.nextCursor || view.jobs.length < view.pageSize;
+  for (const tab of document.querySelectorAll("#tabs [data-state]")) {
+    const on = tab.dataset.state === view.state;
+    tab.classList.toggle("active", on);
+    tab.setAttribute("aria-selected", String(on));
   }
-  $("dead-table").hidden = list.length === 0;
-  $("dead-empty").hidden = list.length !== 0;
+  for (const job of view.jobs) rememberType(job.type);
+  renderBulk();
 }
 
-/** Ticks never overlap: the next one is scheduled after the previous finished. */
-async function loop() {
+/** Per-job actions: retry a dead job, delete (cancel, if scheduled) anything not running. */
+function jobButtons(job) {
+  const out = [];
+  // The clicked button is disabled while its request runs: a double click sends one request.
+  if (job.status === "dead") out.push(button("Retry", "", (e) => retryOne(job.job_id, e.currentTarget)));
+  if (job.status === "scheduled") {
+    out.push(button("Cancel", "danger", (e) => deleteOne(job.job_id, "cancelled", e.currentTarget)));
+  } else if (job.status !== "running") {
+    out.push(button("Delete", "danger", (e) => deleteOne(job.job_id, "deleted", e.currentTarget)));
+  }
+  return out;
+}
+
+function renderBulk() {
+  const n = view.selected.size;
+  $("bulk-retry").hidden = view.state !== "dead";
+  $("bulk-retry").disabled = n === 0;
+  $("bulk-delete").hidden = view.state === "running";
+  $("bulk-delete").disabled = n === 0;
+  $("bulk-retry").textContent = n ? `Retry selected (${n})` : "Retry selected";
+  $("bulk-delete").textContent = n ? `Delete selected (${n})` : "Delete selected";
+  const all = $("select-all");
+  all.checked = n > 0 && n === view.jobs.length;
+  all.indeterminate = n > 0 && n < view.jobs.length;
+}
+
+/** Tab, filter or page size changed: back to page one, nothing selected. */
+function resetView(changes) {
+  Object.assign(view, changes, { cursors: [null], nextCursor: null, selected: new Set(), gen: view.gen + 1 });
+  refreshSoon();
+}
+
+// ---- actions ----
+
+/** Run one user action: disable its button, show the outcome, refresh. */
+async function act(control, work) {
+  if (control) control.disabled = true;
   try {
-    await tick();
+    showAlert("success", await work());
+  } catch (e) {
+    showError(e);
   } finally {
-    setTimeout(loop, TICK_MS);
+    if (control) control.disabled = false;
+    refreshSoon();
   }
 }
+
+function retryOne(id, control) {
+  act(control, async () => {
+    await api("POST", `/api/jobs/${encodeURIComponent(id)}/retry`);
+    return `Job ${id} queued again.`;
+  });
+}
+
+function deleteOne(id, verb, control) {
+  act(control, async () => {
+    await api("DELETE", `/api/jobs/${encodeURIComponent(id)}`);
+    if (id === detailId) closeDetail();
+    return `Job ${id} ${verb}.`;
+  });
+}
+
+function bulk(kind) {
+  const ids = [...view.selected];
+  if (!ids.length) return;
+  if (kind === "delete" && !confirm(`Delete ${ids.length} job(s)? This cannot be undone.`)) return;
+  act($(`bulk-${kind}`), async () => {
+    const { affected } = await api("POST", `/api/jobs/${kind}`, { ids });
+    view.selected.clear();
+    if (kind === "delete" && ids.includes(detailId)) closeDetail();
+    const what = affected === 1 ? "1 job" : `${affected} jobs`;
+    return kind === "retry" ? `${what} of ${ids.length} selected queued again.` : `${what} of ${ids.length} selected deleted.`;
+  });
+}
+
+function togglePause() {
+  const resume = queue.paused;
+  act($("pause-toggle"), async () => {
+    const data = await api("POST", `/api/queues/${encodeURIComponent(queue.name)}/${resume ? "resume" : "pause"}`);
+    setPaused(data.paused);
+    return data.paused ? `Queue ${data.name} paused.` : `Queue ${data.name} resumed.`;
+  });
+}
+
+async function onRegister(event) {
+  event.preventDefault();
+  clearAlert(); // a message left from an earlier action must not read as this one's answer
+  let payload;
+  try {
+    payload = JSON.parse($("payload").value);
+  } catch (e) {
+    showAlert("error", `The payload is not valid JSON: ${e.message}`);
+    return;
+  }
+  const body = {
+    type: $("job-type").value,
+    payload,
+    delay_seconds: Number($("delay").value),
+    max_retry: Number($("max-retry").value),
+  };
+  act($("register"), async () => {
+    const created = await api("POST", "/api/jobs", body);
+    return `Job ${created.job_id} registered (runs at ${when(created.run_at)}).`;
+  });
+}
+
+// ---- detail ----
+
+async function openDetail(id) {
+  detailId = id;
+  try {
+    renderDetail(await api("GET", `/api/jobs/${encodeURIComponent(id)}`));
+    $("detail").scrollIntoView({ block: "nearest" });
+  } catch (e) {
+    showError(e);
+  }
+  for (const tr of $("jobs-body").children) tr.classList.toggle("open", tr.dataset.jobId === id);
+}
+
+function closeDetail() {
+  detailId = null;
+  $("detail").hidden = true;
+  for (const tr of $("jobs-body").children) tr.classList.remove("open");
+}
+
+function renderDetail(job) {
+  if (job.job_id !== detailId) return;
+  $("detail").hidden = false;
+  $("detail").dataset.status = job.status;
+  $("detail-id").textContent = job.job_id;
+  const fields = {
+    type: job.type,
+    status: job.status,
+    attempts: String(job.attempts),
+    max_retry: String(job.max_retry),
+    created_at: when(job.created_at),
+    run_at: when(job.run_at),
+    started_at: when(job.started_at),
+    finished_at: when(job.finished_at),
+  };
+  for (const dd of $("detail").querySelectorAll("[data-field]")) dd.textContent = fields[dd.dataset.field];
+  $("detail-payload").textContent = JSON.stringify(job.payload, null, 2);
+  const rows = $("detail-errors").tBodies[0];
+  rows.replaceChildren();
+  for (const f of job.errors) {
+    const tr = document.createElement("tr");
+    tr.append(cell(String(f.attempt)), cell(when(f.at)), cell(f.error, "error"));
+    rows.appendChild(tr);
+  }
+  $("detail-errors").hidden = job.errors.length === 0;
+  $("detail-no-errors").hidden = job.errors.length !== 0;
+  $("detail-retry").hidden = job.status !== "dead";
+  $("detail-delete").hidden = job.status === "running";
+  $("detail-delete").textContent = job.status === "scheduled" ? "Cancel" : "Delete";
+  $("detail-updated").textContent = `as of ${new Date().toLocaleTimeString()}`;
+}
+
+// ---- chart ----
+
+const SVG = "http://www.w3.org/2000/svg";
+
+function svg(name, attrs, text) {
+  const el = document.createElementNS(SVG, name);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, String(v));
+  if (text !== undefined) el.textContent = text;
+  return el;
+}
+
+/** Processed and failed runs per minute, side by side, oldest left. */
+function renderChart(minutes) {
+  const chart = $("chart");
+  chart.replaceChildren();
+  const W = 600, H = 110, top = 12, bottom = 96;
+  const max = Math.max(1, ...minutes.map((m) => Math.max(m.processed, m.failed)));
+  const slot = W / Math.max(minutes.length, 1);
+  const bar = Math.max(1, slot / 2 - 1);
+  const scale = (v) => (v / max) * (bottom - top);
+  chart.appendChild(svg("line", { x1: 0, y1: bottom + 0.5, x2: W, y2: bottom + 0.5, class: "axis" }));
+  minutes.forEach((m, i) => {
+    const x = i * slot;
+    const label = `${new Date(m.minute).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })}: ${m.processed} processed, ${m.failed} failed`;
+    const g = svg("g", {});
+    g.appendChild(svg("title", {}, label));
+    g.appendChild(svg("rect", { x, y: top, width: slot, height: bottom - top, class: "hover" }));
+    if (m.processed) g.appendChild(svg("rect", { x, y: bottom - scale(m.processed), width: bar, height: scale(m.processed), class: "processed" }));
+    if (m.failed) g.appendChild(svg("rect", { x: x + bar, y: bottom - scale(m.failed), width: bar, height: scale(m.failed), class: "failed" }));
+    chart.appendChild(g);
+  });
+  chart.appendChild(svg("text", { x: 2, y: 10, class: "scale" }, `max ${max}/min`));
+  chart.appendChild(svg("text", { x: 2, y: H - 2, class: "scale" }, "60 min ago"));
+  chart.appendChild(svg("text", { x: W - 2, y: H - 2, class: "scale end" }, "now"));
+  const processed = minutes.reduce((n, m) => n + m.processed, 0);
+  const failed = minutes.reduce((n, m) => n + m.failed, 0);
+  const summary = $("chart-summary");
+  summary.dataset.processed = String(processed);
+  summary.dataset.failed = String(failed);
+  summary.textContent = `Last hour: ${processed} processed, ${failed} failed (updated ${new Date().toLocaleTimeString()}).`;
+}
+
+// ---- job types (from the OpenAPI spec, which is not rate limited) ----
+
+async function loadTypes() {
+  try {
+    const resp = await fetch("/api-docs/openapi.json");
+    const spec = await resp.json();
+    // The spec names each registered type and its payload schema: `demo:delay_print` → `DelayPrintPayload`.
+    const found = [...(spec.info.description || "").matchAll(/`([^`\s]+:[^`\s]+)` → `(\w+)`/g)];
+    knownTypes = found.map(([, name, schemaName]) => ({ name, schema: spec.components.schemas[schemaName] }));
+  } catch {
+    knownTypes = [];
+  }
+  if (!knownTypes.length) knownTypes = [{ name: "demo:delay_print", schema: null }];
+  const select = $("job-type");
+  select.replaceChildren();
+  for (const t of knownTypes) {
+    const opt = document.createElement("option");
+    opt.value = t.name;
+    opt.textContent = t.name;
+    select.appendChild(opt);
+    rememberType(t.name);
+  }
+  select.value = knownTypes[0].name;
+  fillPayloadTemplate();
+}
+
+/** A payload skeleton from the schema's examples, so the form starts valid. */
+function fillPayloadTemplate() {
+  const t = knownTypes.find((k) => k.name === $("job-type").value);
+  const props = (t && t.schema && t.schema.properties) || {};
+  const template = {};
+  for (const [k, p] of Object.entries(props)) template[k] = p.example ?? (p.type === "string" ? "" : null);
+  if (Object.keys(template).length) $("payload").value = JSON.stringify(template);
+}
+
+/** Types for the filter's suggestions: the known ones and any seen in the lists. */
+function rememberType(name) {
+  const list = $("known-types");
+  if ([...list.options].some((o) => o.value === name)) return;
+  const opt = document.createElement("option");
+  opt.value = name;
+  list.appendChild(opt);
+}
+
+// ---- wiring ----
 
 document.addEventListener("DOMContentLoaded", () => {
   $("register-form").addEventListener("submit", onRegister);
+  $("job-type").addEventListener("change", fillPayloadTemplate);
   $("alert").addEventListener("click", clearAlert);
+  $("pause-toggle").addEventListener("click", togglePause);
+  $("banner-resume").addEventListener("click", togglePause);
+  $("detail-close").addEventListener("click", closeDetail);
+  $("detail-retry").addEventListener("click", (e) => detailId && retryOne(detailId, e.currentTarget));
+  $("detail-delete").addEventListener("click", (e) => {
+    const verb = $("detail").dataset.status === "scheduled" ? "cancelled" : "deleted";
+    if (detailId) deleteOne(detailId, verb, e.currentTarget);
+  });
+  $("bulk-retry").addEventListener("click", () => bulk("retry"));
+  $("bulk-delete").addEventListener("click", () => bulk("delete"));
+  $("select-all").addEventListener("change", (e) => {
+    view.selected = e.target.checked ? new Set(view.jobs.map((j) => j.job_id)) : new Set();
+    renderList();
+  });
+  for (const tab of document.querySelectorAll("#tabs [data-state]")) {
+    tab.addEventListener("click", () => resetView({ state: tab.dataset.state }));
+  }
+  // On change (blur, or picking a suggestion) and on Enter; only a new value resets the view.
+  const applyFilter = () => {
+    const type = $("type-filter").value.trim();
+    if (type !== view.type) resetView({ type });
+  };
+  $("type-filter").addEventListener("change", applyFilter);
+  $("type-filter").addEventListener("keydown", (e) => e.key === "Enter" && applyFilter());
+  $("page-size").addEventListener("change", (e) => resetView({ pageSize: Number(e.target.value) }));
+  $("next-page").addEventListener("click", () => {
+    if (!view.nextCursor) return;
+    view.cursors.push(view.nextCursor);
+    view.selected.clear();
+    view.gen++;
+    refreshSoon();
+  });
+  $("prev-page").addEventListener("click", () => {
+    if (view.cursors.length > 1) view.cursors.pop();
+    view.selected.clear();
+    view.gen++;
+    refreshSoon();
+  });
+  // Coming back to a hidden tab: refresh now instead of at the slow hidden pace.
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden) refreshSoon();
+  });
+  loadTypes();
   loop();
 });
