@@ -416,6 +416,15 @@ async fn registered_job_is_printed_by_a_real_worker_after_its_delay() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    // The line is printed before the job is acknowledged: wait for `done` before the kill.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let info = loop {
+        let (_, info) = app.get(&format!("/jobs/{id}")).await;
+        if info["status"] == "done" || Instant::now() > deadline {
+            break info;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let _ = worker.kill();
     let _ = worker.wait();
     let (at, line) = seen.expect("the worker printed the job");
@@ -424,7 +433,6 @@ async fn registered_job_is_printed_by_a_real_worker_after_its_delay() {
         line.starts_with('[') && line.as_bytes()[20] == b']',
         "{line}"
     );
-    let (_, info) = app.get(&format!("/jobs/{id}")).await;
     assert_eq!(info["status"], "done");
     assert_eq!(info["attempts"], 1);
 }
