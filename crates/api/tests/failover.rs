@@ -268,3 +268,68 @@ async fn a_sigkilled_single_redis_loses_no_accepted_job() {
     .await;
     assert!(statuses.iter().all(|s| *s == 201 || *s == 503));
 }
+
+/// `min_replicas_acked: 1` on a master with no replica: the job is written, WAIT sees nobody,
+/// the answer is 503 saying so. With a replica attached: 201, and the replica has the job the
+/// moment the 201 arrives (that is what WAIT in the same pipeline as the write proves). After
+/// `SCRIPT FLUSH` (as on a new master) the script is loaded again and it still confirms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_replicas_acked_answers_201_only_once_a_replica_has_the_job() {
+    let master = RedisServer::start();
+    let app = spawn_app(&[
+        ("APP__CACHE_SERVER__REDIS__JOBQUEUE__ADDR", &master.addr()),
+        (
+            "APP__CACHE_SERVER__REDIS__JOBQUEUE__MIN_REPLICAS_ACKED",
+            "1",
+        ),
+        // Room for a replica's ack on a busy machine; the 503 without one waits this long.
+        ("APP__JOBQUEUE__ENQUEUE_TIMEOUT", "3s"),
+        ("APP__API__RATE_LIMIT__ENABLED", "false"),
+    ])
+    .await;
+    let register = |message: &str| {
+        app.http
+            .post(app.url("/api/dm-jobqueue/register"))
+            .json(&serde_json::json!({"message": message, "delay_seconds": 600}))
+            .send()
+    };
+    let alone = register("no replica yet").await.unwrap();
+    assert_eq!(alone.status(), 503);
+    let body: serde_json::Value = alone.json().await.unwrap();
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(message.contains("0 of 1 replica(s) confirmed"), "{body}");
+    assert_eq!(
+        master.cli(&["HLEN", "dm-jobqueue:data"]),
+        "1",
+        "the job may exist"
+    );
+
+    let port = master.port().to_string();
+    let replica = RedisServer::start_with(|_| {
+        (
+            vec!["--replicaof".into(), "127.0.0.1".into(), port],
+            Vec::new(),
+        )
+    });
+    let synced = wait(Duration::from_secs(20), || {
+        master
+            .try_cli(&["INFO", "replication"])
+            .is_ok_and(|i| i.contains("state=online"))
+    })
+    .await;
+    assert!(synced, "the replica never synced");
+    for (i, flush) in [false, true].into_iter().enumerate() {
+        if flush {
+            assert_eq!(master.cli(&["SCRIPT", "FLUSH"]), "OK");
+        }
+        let resp = register(&format!("confirmed-{i}")).await.unwrap();
+        assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+        let job: serde_json::Value = resp.json().await.unwrap();
+        let id = job["job_id"].as_str().unwrap();
+        assert_eq!(
+            replica.cli(&["HEXISTS", "dm-jobqueue:data", id]),
+            "1",
+            "201 before the replica had job {id}"
+        );
+    }
+}

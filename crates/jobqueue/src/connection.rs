@@ -35,29 +35,40 @@ pub fn client(redis: &SingleRedisSettings) -> Result<Client, JobQueueError> {
     client_at(redis, &redis.addr)
 }
 
-/// `WAIT <min_replicas_acked> <ms>` on the connection that just wrote: `Ok` once that many
-/// replicas have the write, `NotConfirmed` otherwise. A WAIT on another connection would prove
-/// nothing (it waits for that connection's own writes). No-op when `min_replicas_acked` is 0.
-pub async fn confirm_replicas(
+/// Run `call` (an invocation of `script`) and, when `min_replicas_acked` > 0, `WAIT <n> <ms>`
+/// right behind it in one pipeline: both leave in one write on one socket, so WAIT counts the
+/// replicas that took this write. A WAIT sent on its own could go out on a socket the manager
+/// reopened in between and confirm nothing. `NotConfirmed` when fewer replicas answer within
+/// three quarters of `budget`.
+pub async fn invoke_confirmed<T: redis::FromRedisValue>(
     conn: &mut impl redis::aio::ConnectionLike,
+    script: &redis::Script,
+    call: &redis::ScriptInvocation<'_>,
     redis: &SingleRedisSettings,
     budget: std::time::Duration,
-) -> Result<(), JobQueueError> {
+) -> Result<T, JobQueueError> {
     let want = redis.min_replicas_acked;
     if want <= 0 {
-        return Ok(());
+        return Ok(call.invoke_async(conn).await?);
     }
     // Leave a quarter of the budget for the reply itself.
     let wait_ms = u64::try_from((budget * 3 / 4).as_millis())
         .unwrap_or(u64::MAX)
         .max(1);
-    let acked: i64 = redis::cmd("WAIT")
+    // SCRIPT LOAD leads the pipeline, so NOSCRIPT (a new master, a restarted Redis) cannot
+    // happen: a NOSCRIPT would still run the WAIT, which blocks for all of `wait_ms` when
+    // replicas are missing, before a retry could even start.
+    let (out, acked): (T, i64) = redis::pipe()
+        .load_script(script)
+        .ignore()
+        .invoke_script(call)
+        .cmd("WAIT")
         .arg(want)
         .arg(wait_ms)
         .query_async(conn)
         .await?;
     if acked >= want {
-        Ok(())
+        Ok(out)
     } else {
         Err(JobQueueError::NotConfirmed(format!(
             "the job was stored on the master but only {acked} of {want} replica(s) confirmed it within {wait_ms} ms; it may exist — retrying is safe"

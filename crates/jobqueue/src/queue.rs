@@ -153,9 +153,7 @@ impl JobQueue {
         let (redis, budget) = (&self.inner.redis, self.inner.enqueue_timeout);
         let holders = self
             .with_connection(budget, |mut c| async move {
-                let holders = storage::enqueue(&mut c, &keys, stored).await?;
-                crate::connection::confirm_replicas(&mut c, redis, budget).await?;
-                Ok(holders)
+                storage::enqueue_confirmed(&mut c, &keys, stored, redis, budget).await
             })
             .await?;
         tracing::debug!(count = prepared.len(), "jobs enqueued");

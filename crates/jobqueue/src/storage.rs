@@ -59,7 +59,7 @@ use crate::error::JobQueueError;
 use apalis_redis::{Config, ConnectionManager, RedisStorage};
 use cacheserver_config::SingleRedisSettings;
 use redis::aio::ConnectionManagerConfig;
-use redis::Script;
+use redis::{Script, ScriptInvocation};
 use std::sync::LazyLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -217,6 +217,26 @@ pub async fn enqueue(
     keys: &Keys,
     jobs: &[StoredJob<'_>],
 ) -> Result<Vec<Option<String>>, JobQueueError> {
+    let out: Vec<String> = enqueue_call(keys, jobs).invoke_async(conn).await?;
+    Ok(holders(out))
+}
+
+/// [`enqueue`], confirmed by `min_replicas_acked` replicas: the script and `WAIT` go out in one
+/// pipeline (see [`crate::connection::invoke_confirmed`]).
+pub async fn enqueue_confirmed(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+    jobs: &[StoredJob<'_>],
+    redis: &SingleRedisSettings,
+    budget: Duration,
+) -> Result<Vec<Option<String>>, JobQueueError> {
+    let call = enqueue_call(keys, jobs);
+    let out: Vec<String> =
+        crate::connection::invoke_confirmed(conn, &ENQUEUE, &call, redis, budget).await?;
+    Ok(holders(out))
+}
+
+fn enqueue_call(keys: &Keys, jobs: &[StoredJob<'_>]) -> ScriptInvocation<'static> {
     let mut call = ENQUEUE.prepare_invoke();
     call.key(keys.apalis.job_data_hash())
         .key(&keys.meta)
@@ -236,11 +256,14 @@ pub async fn enqueue(
             .arg(job.unique_key)
             .arg(job.unique_for_ms);
     }
-    let out: Vec<String> = call.invoke_async(conn).await?;
-    Ok(out
-        .into_iter()
+    call
+}
+
+/// The script's reply: "" stored, else the id holding the unique key.
+fn holders(out: Vec<String>) -> Vec<Option<String>> {
+    out.into_iter()
         .map(|holder| Some(holder).filter(|h| !h.is_empty()))
-        .collect())
+        .collect()
 }
 
 /// One promotion step (workarounds 1–3, 9). Returns (due jobs moved, retries parked, paused).
