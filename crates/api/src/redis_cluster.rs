@@ -222,6 +222,8 @@ pub struct ConnectionStats {
     /// The last misconfiguration seen (wrong password, NOPERM, TLS trust); cleared by a
     /// successful connect or call. `/ready` answers 503 while it is set.
     misconfigured: Mutex<Option<String>>,
+    /// A TLS-port probe is running (at most one at a time).
+    probing: AtomicBool,
 }
 
 impl ConnectionStats {
@@ -232,9 +234,12 @@ impl ConnectionStats {
 
     /// Remember `error` when it is a misconfiguration; logged at ERROR the first time it changes.
     fn note(&self, error: &fred::error::Error) {
-        let Some(why) = misconfiguration(error) else {
-            return;
-        };
+        if let Some(why) = misconfiguration(error) {
+            self.set_misconfiguration(why);
+        }
+    }
+
+    fn set_misconfiguration(&self, why: String) {
         if let Ok(mut m) = self.misconfigured.lock() {
             if m.as_deref() != Some(why.as_str()) {
                 tracing::error!(error = %why, "Redis Cluster misconfigured");
@@ -284,11 +289,35 @@ impl ConnectionStats {
     }
 }
 
+/// With TLS off, an I/O error may be plain text sent to a TLS port (the server closes the
+/// connection, like a node going down): ask that port in the background and, if it speaks TLS,
+/// record the misconfiguration. Never awaited in the event task: a slow listener lags fred's
+/// event channel, which ends the listener.
+fn probe_for_tls(stats: &Arc<ConnectionStats>, error: &fred::error::Error, node: &Server) {
+    use cacheserver_jobqueue::tls_probe;
+    if misconfiguration(error).is_some() || !tls_probe::looks_closed(&error.to_string()) {
+        return;
+    }
+    if stats.probing.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let (stats, host, port) = (stats.clone(), node.host.to_string(), node.port);
+    tokio::spawn(async move {
+        if tls_probe::is_tls_port(&host, port).await {
+            let hint = tls_probe::hint("cache_server.redis.default.tls.enabled");
+            stats.set_misconfiguration(format!("Redis Cluster node {host}:{port}: {hint}"));
+        }
+        stats.probing.store(false, Ordering::Release);
+    });
+}
+
 /// The api's Redis Cluster pool.
 #[derive(Clone)]
 pub struct RedisCluster {
     pool: Pool,
     stats: Arc<ConnectionStats>,
+    /// A seed node to probe when an error names none; `None` with TLS on (nothing to probe).
+    plain_text_seed: Option<Server>,
 }
 
 impl RedisCluster {
@@ -304,7 +333,15 @@ impl RedisCluster {
         )?;
         let stats = Arc::new(ConnectionStats::default());
         stats.mark_down();
-        let cluster = Self { pool, stats };
+        let plain_text_seed = match settings.cluster.addrs.first() {
+            Some(addr) if !settings.tls.enabled => Some(parse_server(addr)?),
+            _ => None,
+        };
+        let cluster = Self {
+            pool,
+            stats,
+            plain_text_seed,
+        };
         for (index, client) in cluster.pool.clients().iter().enumerate() {
             cluster.watch_events(index, client);
             // The handle ends only when the client quits; it is not needed.
@@ -323,12 +360,17 @@ impl RedisCluster {
             }
         }));
         let stats = self.stats.clone();
+        let seed = self.plain_text_seed.clone();
         drop(client.on_error(move |(error, server)| {
             let stats = stats.clone();
+            let probe = seed.as_ref().map(|seed| server.clone().unwrap_or(seed.clone()));
             async move {
                 stats.errors.fetch_add(1, Ordering::Relaxed);
                 stats.mark_down();
                 stats.note(&error);
+                if let Some(node) = &probe {
+                    probe_for_tls(&stats, &error, node);
+                }
                 metrics::counter!("redis_errors_total").increment(1);
                 let server = server.map(|s| s.to_string()).unwrap_or_default();
                 if stats.outage_logged.swap(true, Ordering::Relaxed) {

@@ -449,3 +449,37 @@ async fn a_cluster_certificate_from_an_unknown_ca_is_503_naming_tls() {
         "the api keeps serving from memory"
     );
 }
+
+/// Plain text to a TLS port: the server closes the connection, which looks like an outage. It is
+/// a misconfiguration: `/ready` 503 naming TLS for both clients, even in `auto`; the api keeps
+/// serving. (fred never gets past the connection, so one TLS server stands in for the cluster.)
+#[tokio::test]
+async fn plain_text_on_a_tls_port_is_503_naming_tls_even_in_auto() {
+    let certs = TestCerts::generate();
+    let tls = RedisServer::start_tls(&certs, false);
+    let app = spawn_app(&[
+        (
+            "APP__CACHE_SERVER__REDIS__DEFAULT__CLUSTER__ADDRS",
+            &tls.addr(),
+        ),
+        ("APP__CACHE_SERVER__REDIS__JOBQUEUE__ADDR", &tls.addr()),
+        ("APP__API__RATE_LIMIT__STORAGE_TYPE", "auto"),
+    ])
+    .await;
+    let named = eventually(Duration::from_secs(20), || async {
+        let resp = app.get("/ready").await;
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await.unwrap();
+        let says = |check: &str, key: &str| {
+            body["checks"][check]
+                .as_str()
+                .is_some_and(|t| t.contains("is it a TLS port") && t.contains(key))
+        };
+        status == 503
+            && says("rate_limit_redis", "redis.default.tls.enabled=false")
+            && says("jobqueue_redis", "redis.jobqueue.tls.enabled=false")
+    })
+    .await;
+    assert!(named, "{}", app.get("/ready").await.text().await.unwrap());
+    assert_eq!(app.ping().await.status(), 200, "the api keeps serving");
+}

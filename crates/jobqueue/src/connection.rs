@@ -76,6 +76,37 @@ pub async fn invoke_confirmed<T: redis::FromRedisValue>(
     }
 }
 
+/// `result`, with an I/O error that is really plain text sent to a TLS port turned into the
+/// misconfiguration it is ([`crate::tls_probe`]); anything else unchanged.
+pub async fn explained<T>(
+    redis: &SingleRedisSettings,
+    result: Result<T, JobQueueError>,
+) -> Result<T, JobQueueError> {
+    match result {
+        Err(JobQueueError::Unavailable(text))
+            if !redis.tls.enabled && crate::tls_probe::looks_closed(&text) =>
+        {
+            Err(explain_closed(redis, text).await)
+        }
+        other => other,
+    }
+}
+
+async fn explain_closed(redis: &SingleRedisSettings, text: String) -> JobQueueError {
+    let addr = if redis.sentinel.is_enabled() {
+        sentinel::tracker(redis).and_then(|t| t.master())
+    } else {
+        Ok(redis.addr.clone())
+    };
+    if let Ok((addr, (host, port))) = addr.and_then(|a| split_addr(&a).map(|hp| (a, hp))) {
+        if crate::tls_probe::is_tls_port(&host, port).await {
+            let hint = crate::tls_probe::hint("cache_server.redis.jobqueue.tls.enabled");
+            return JobQueueError::Misconfigured(format!("jobqueue Redis at {addr}: {hint}"));
+        }
+    }
+    JobQueueError::Unavailable(text)
+}
+
 fn client_at(redis: &SingleRedisSettings, addr: &str) -> Result<Client, JobQueueError> {
     let (host, port) = split_addr(addr)?;
     let addr = if redis.tls.enabled {

@@ -8,6 +8,7 @@
 //! - [`Supervisor`]: runs the apalis worker, restarts it across Redis outages, drains on shutdown.
 //! - [`storage`]: every Redis key, every apalis-redis internal relied on, every workaround.
 //! - [`metrics`]: every metric name.
+//! - [`tls_probe`]: tells plain text on a TLS port from an outage (both Redis clients use it).
 
 pub mod connection;
 mod error;
@@ -19,6 +20,7 @@ mod queue;
 mod runner;
 pub mod storage;
 mod supervisor;
+pub mod tls_probe;
 mod types;
 
 pub use error::JobQueueError;

@@ -356,7 +356,7 @@ impl JobQueue {
         if was != reached {
             tracing::warn!(addr = %self.inner.redis.addr, connected = reached, "jobqueue Redis connection changed");
         }
-        result
+        crate::connection::explained(&self.inner.redis, result).await
     }
 
     /// Round-robin over the slots, creating a lazy connection where there is none.

@@ -180,7 +180,8 @@ impl Supervisor {
 
     /// One life of the apalis worker: connect, reclaim our own orphans, run until error or shutdown.
     async fn run_once(&self, mut shutdown: watch::Receiver<bool>) -> Result<(), JobQueueError> {
-        let mut conn = storage::connect(&self.redis).await?;
+        let connected = storage::connect(&self.redis).await;
+        let mut conn = crate::connection::explained(&self.redis, connected).await?;
         let keys = self.queue.keys().clone();
         let name = &self.options.name;
         let requeued = storage::requeue_worker(&mut conn, &keys, Some(name)).await?;

@@ -236,15 +236,10 @@ async fn an_unknown_ca_or_plain_text_on_the_tls_port_fails_without_hanging() {
         .unwrap_err();
     assert!(matches!(err, JobQueueError::Misconfigured(_)), "{err:?}");
     assert!(err.to_string().contains("TLS"), "{err}");
-    // Plain text on a TLS port: the server drops the connection; the call ends, bounded.
+    // Plain text on a TLS port: the server drops the connection, which is named, not an outage.
     let err = queue(&addr, &[]).ping().await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            JobQueueError::Unavailable(_) | JobQueueError::Misconfigured(_)
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, JobQueueError::Misconfigured(_)), "{err:?}");
+    assert!(err.to_string().contains("is it a TLS port"), "{err}");
 }
 
 #[tokio::test]
@@ -300,4 +295,25 @@ async fn a_write_to_a_replica_is_unavailable_not_an_internal_error() {
         .unwrap_err();
     assert!(matches!(err, JobQueueError::Unavailable(_)), "{err:?}");
     assert!(err.to_string().contains("failover"), "{err}");
+}
+
+#[tokio::test]
+async fn a_killed_redis_is_unavailable_not_a_misconfiguration() {
+    let mut redis = RedisServer::start();
+    let q = queue(&redis.addr(), &[]);
+    q.ping().await.unwrap();
+    // The open connection sees the server go (reset / EOF): the probe finds nothing listening.
+    redis.kill();
+    let err = q.ping().await.unwrap_err();
+    assert!(matches!(err, JobQueueError::Unavailable(_)), "{err:?}");
+    // Back on the same port: the old socket fails, the probe finds a plain Redis answering PING.
+    redis.restart();
+    for _ in 0..50 {
+        match q.ping().await {
+            Ok(()) => return,
+            Err(e) => assert!(matches!(e, JobQueueError::Unavailable(_)), "{e:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the queue never reached the restarted Redis");
 }
