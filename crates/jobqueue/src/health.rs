@@ -1,5 +1,5 @@
 //! The worker's HTTP server (actix-web, one thread): `GET /health` (200 running and connected,
-//! else 503) and `GET /metrics` (Prometheus text). Anything else is a JSON 404.
+//! else 503 with a `reason`) and `GET /metrics` (Prometheus text). Anything else is a JSON 404.
 
 use crate::supervisor::WorkerState;
 use actix_web::dev::Server;
@@ -61,10 +61,26 @@ async fn not_found() -> HttpResponse {
 
 fn status_json(state: &WorkerState, status: &str) -> serde_json::Value {
     use std::sync::atomic::Ordering::Relaxed;
-    serde_json::json!({
+    let mut body = serde_json::json!({
         "status": status,
         "running": state.running.load(Relaxed),
         "redis_connected": state.connected.load(Relaxed),
         "restarts": state.restarts.load(Relaxed),
+    });
+    if !state.healthy() {
+        body["reason"] = reason(state).into();
+    }
+    body
+}
+
+/// Why the worker is unhealthy: the supervisor's last error, else which part is not up yet.
+fn reason(state: &WorkerState) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    state.reason().unwrap_or_else(|| {
+        if state.running.load(Relaxed) {
+            "the scheduling loop cannot reach the jobqueue Redis".into()
+        } else {
+            "the apalis worker is starting".into()
+        }
     })
 }

@@ -81,11 +81,24 @@ pub struct WorkerState {
     /// The last Redis call of the scheduling loop succeeded.
     pub connected: AtomicBool,
     pub restarts: AtomicU64,
+    /// Why the apalis worker last stopped (`misconfigured: ...` or the outage), until it runs
+    /// again; `/health` shows it. Redis' replies, never a secret.
+    reason: std::sync::Mutex<Option<String>>,
 }
 
 impl WorkerState {
     pub fn healthy(&self) -> bool {
         self.running.load(Ordering::Relaxed) && self.connected.load(Ordering::Relaxed)
+    }
+
+    pub fn reason(&self) -> Option<String> {
+        self.reason.lock().ok().and_then(|r| r.clone())
+    }
+
+    fn set_reason(&self, why: Option<String>) {
+        if let Ok(mut r) = self.reason.lock() {
+            *r = why;
+        }
     }
 }
 
@@ -151,11 +164,13 @@ impl Supervisor {
                 Err(JobQueueError::Misconfigured(why)) => {
                     // Not an outage: retry at the slowest pace, say why once per minute.
                     backoff = RESTART_BACKOFF_MAX;
+                    self.state.set_reason(Some(format!("misconfigured: {why}")));
                     if misconfig.ready(Instant::now()) {
                         tracing::error!(error = %why, retry_every = ?backoff, "worker cannot use the jobqueue Redis (misconfiguration); repeating this once per minute");
                     }
                 }
                 Err(e) => {
+                    self.state.set_reason(Some(e.to_string()));
                     let since = *outage_since.get_or_insert_with(Instant::now);
                     tracing::warn!(error = %e, outage_for = ?since.elapsed(), retry_in = ?backoff, "worker lost Redis; restarting");
                 }
@@ -206,6 +221,7 @@ impl Supervisor {
             .concurrency(opts.concurrency)
             .build(runner::handle);
         self.state.running.store(true, Ordering::Relaxed);
+        self.state.set_reason(None);
         tracing::info!(worker = %name, concurrency = self.options.concurrency, "apalis worker started");
         let mut signal = shutdown.clone();
         let run = worker.run_until(async move {

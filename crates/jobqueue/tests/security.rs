@@ -297,6 +297,58 @@ async fn a_write_to_a_replica_is_unavailable_not_an_internal_error() {
     assert!(err.to_string().contains("failover"), "{err}");
 }
 
+/// The worker's `/health`: (status, body).
+async fn worker_health(port: u16) -> Option<(u16, serde_json::Value)> {
+    let resp = reqwest::get(format!("http://127.0.0.1:{port}/health"))
+        .await
+        .ok()?;
+    let status = resp.status().as_u16();
+    Some((status, resp.json().await.ok()?))
+}
+
+/// Polls the worker's `/health` until its `reason` contains `needle`; the last body seen.
+async fn health_reason(worker: &Worker, needle: &str) -> (bool, serde_json::Value) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = serde_json::Value::Null;
+    while Instant::now() < deadline {
+        if let Some((status, body)) = worker_health(worker.health_port).await {
+            let named = body["reason"].as_str().is_some_and(|r| r.contains(needle));
+            last = body;
+            if status == 503 && named {
+                return (true, last);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (false, last)
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_named_in_the_worker_health_without_the_secret() {
+    let redis = RedisServer::start_with_password(SECRET);
+    let wrong = "wrong-Pw-4e21";
+    let env = [(
+        "APP__CACHE_SERVER__REDIS__JOBQUEUE__PASSWORD".to_owned(),
+        wrong.to_owned(),
+    )];
+    let worker = Worker::start(&redis.addr(), &env);
+    let (named, body) = health_reason(&worker, "authentication").await;
+    assert!(named, "{body}\n{}", worker.all_output());
+    let text = body.to_string();
+    assert!(text.contains("misconfigured:"), "{text}");
+    assert!(!text.contains(wrong) && !text.contains(SECRET), "{text}");
+}
+
+#[tokio::test]
+async fn plain_text_on_a_tls_port_is_a_misconfiguration_in_the_worker_health() {
+    let certs = TestCerts::generate();
+    let redis = RedisServer::start_tls(&certs, false);
+    let worker = Worker::start(&redis.addr(), &[]);
+    let (named, body) = health_reason(&worker, "is it a TLS port").await;
+    assert!(named, "{body}\n{}", worker.all_output());
+    assert!(body.to_string().contains("misconfigured:"), "{body}");
+}
+
 #[tokio::test]
 async fn a_killed_redis_is_unavailable_not_a_misconfiguration() {
     let mut redis = RedisServer::start();
