@@ -329,6 +329,9 @@ async fn killed_cluster_falls_back_without_hanging() {
     }
     assert_eq!(app.limiter_backend().await, "memory");
     assert!(metric(&app, "ratelimit_decisions_total", &["backend=\"memory\""]).await >= 1.0);
+    // Closed connections of a killed cluster are an outage, not plain text on a TLS port.
+    let stats = app.state.redis.as_ref().unwrap().stats();
+    assert_eq!(stats.misconfiguration(), None);
 
     cluster.create();
     assert!(
@@ -337,6 +340,11 @@ async fn killed_cluster_falls_back_without_hanging() {
         })
         .await,
         "back to Redis"
+    );
+    assert_eq!(
+        stats.misconfiguration(),
+        None,
+        "a restart is not a misconfiguration"
     );
 }
 
