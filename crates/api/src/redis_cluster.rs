@@ -363,7 +363,9 @@ impl RedisCluster {
         let seed = self.plain_text_seed.clone();
         drop(client.on_error(move |(error, server)| {
             let stats = stats.clone();
-            let probe = seed.as_ref().map(|seed| server.clone().unwrap_or(seed.clone()));
+            let probe = seed
+                .as_ref()
+                .map(|seed| server.clone().unwrap_or_else(|| seed.clone()));
             async move {
                 stats.errors.fetch_add(1, Ordering::Relaxed);
                 stats.mark_down();

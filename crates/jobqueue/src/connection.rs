@@ -93,18 +93,25 @@ pub async fn explained<T>(
 }
 
 async fn explain_closed(redis: &SingleRedisSettings, text: String) -> JobQueueError {
-    let addr = if redis.sentinel.is_enabled() {
-        sentinel::tracker(redis).and_then(|t| t.master())
-    } else {
-        Ok(redis.addr.clone())
+    let Ok(addr) = current_addr(redis) else {
+        return JobQueueError::Unavailable(text);
     };
-    if let Ok((addr, (host, port))) = addr.and_then(|a| split_addr(&a).map(|hp| (a, hp))) {
-        if crate::tls_probe::is_tls_port(&host, port).await {
-            let hint = crate::tls_probe::hint("cache_server.redis.jobqueue.tls.enabled");
-            return JobQueueError::Misconfigured(format!("jobqueue Redis at {addr}: {hint}"));
-        }
+    let Ok((host, port)) = split_addr(&addr) else {
+        return JobQueueError::Unavailable(text);
+    };
+    if !crate::tls_probe::is_tls_port(&host, port).await {
+        return JobQueueError::Unavailable(text);
     }
-    JobQueueError::Unavailable(text)
+    let hint = crate::tls_probe::hint("cache_server.redis.jobqueue.tls.enabled");
+    JobQueueError::Misconfigured(format!("jobqueue Redis at {addr}: {hint}"))
+}
+
+/// Where connections go now: `addr`, or with Sentinel the master it names.
+fn current_addr(redis: &SingleRedisSettings) -> Result<String, JobQueueError> {
+    if redis.sentinel.is_enabled() {
+        return sentinel::tracker(redis)?.master();
+    }
+    Ok(redis.addr.clone())
 }
 
 fn client_at(redis: &SingleRedisSettings, addr: &str) -> Result<Client, JobQueueError> {
