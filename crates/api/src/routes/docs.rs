@@ -137,7 +137,8 @@ pub struct ReadyBody {
 #[derive(Serialize, ToSchema)]
 pub struct ReadyChecks {
     /// `ok`, or the misconfiguration that keeps a Redis unusable (wrong password, missing ACL
-    /// permission naming the command or script, untrusted certificate); never a secret.
+    /// permission naming the command or script, untrusted certificate, plain text on a TLS
+    /// port); never a secret.
     #[schema(example = "ok")]
     pub config: String,
     /// `ok` or the error reaching the jobqueue Redis.
