@@ -183,12 +183,9 @@ impl JobQueue {
         Ok(JobPage { jobs, next_cursor })
     }
 
-    /// Up to `limit` dead jobs, newest first.
+    /// Up to `limit` (1..=[`MAX_LIST`], else `Invalid`) dead jobs, newest first.
     pub async fn dead_jobs(&self, limit: usize) -> Result<Vec<JobInfo>, JobQueueError> {
-        Ok(self
-            .list(JobStatus::Dead, None, limit.clamp(1, MAX_LIST), None)
-            .await?
-            .jobs)
+        Ok(self.list(JobStatus::Dead, None, limit, None).await?.jobs)
     }
 
     /// Ids of up to [`crate::queue::MAX_BULK`] jobs in `state` (for bulk retry/delete).

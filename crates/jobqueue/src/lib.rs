@@ -31,5 +31,5 @@ pub use runner::Backoff;
 pub use supervisor::{default_worker_name, Supervisor, WorkerOptions, WorkerState};
 pub use types::{
     EnqueuedJob, JobFailure, JobInfo, JobPage, JobStatus, MinuteCount, NewJob, QueueStats,
-    RetriedJob, MAX_BATCH, MAX_UNIQUE_KEY_BYTES,
+    RetriedJob, MAX_BATCH, MAX_UNIQUE_KEY_CHARS,
 };

@@ -5,7 +5,7 @@
 use crate::error::JobQueueError;
 use crate::jobs::{JobEnvelope, Registry};
 use crate::storage::{self, Keys, StoredJob};
-use crate::types::{EnqueuedJob, JobStatus, NewJob, RetriedJob, MAX_BATCH, MAX_UNIQUE_KEY_BYTES};
+use crate::types::{EnqueuedJob, JobStatus, NewJob, RetriedJob, MAX_BATCH, MAX_UNIQUE_KEY_CHARS};
 use apalis_redis::ConnectionManager;
 use cacheserver_config::{
     JobqueueSettings, SingleRedisSettings, MAX_DELAY_SECONDS, MAX_RETRY_LIMIT,
@@ -449,9 +449,9 @@ fn prepare(registry: &Registry, job: NewJob, now_ms: u64) -> Result<Prepared, Jo
     }
     let given = job.unique_key.is_some();
     let unique_key = job.unique_key.unwrap_or_default();
-    if given && (unique_key.is_empty() || unique_key.len() > MAX_UNIQUE_KEY_BYTES) {
+    if given && (unique_key.is_empty() || unique_key.chars().count() > MAX_UNIQUE_KEY_CHARS) {
         return invalid(format!(
-            "unique_key must be 1..={MAX_UNIQUE_KEY_BYTES} bytes"
+            "unique_key must be 1..={MAX_UNIQUE_KEY_CHARS} characters"
         ));
     }
     if let Some(for_) = job.unique_for {

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 /// Most jobs accepted by one `enqueue_batch` call.
 pub const MAX_BATCH: usize = 1_000;
-/// Longest `unique_key`, in bytes.
-pub const MAX_UNIQUE_KEY_BYTES: usize = 200;
+/// Longest `unique_key`, in characters (what JSON Schema's `maxLength` counts).
+pub const MAX_UNIQUE_KEY_CHARS: usize = 200;
 
 /// A job to register.
 #[derive(Debug, Clone)]
@@ -94,7 +94,7 @@ pub struct EnqueuedJob {
 }
 
 /// Where a job is in its life; the same words in statuses, filters and counts.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
     /// Waiting for its due time.

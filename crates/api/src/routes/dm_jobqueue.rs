@@ -4,8 +4,9 @@
 //! a message starting with `fail:` fails on every run.
 
 use super::jobs::{
-    authorize, delete_response, detail, job_response, parse_batch, parse_state, register_batch,
-    register_one, retry_response, BatchResponse, JobDetail, RegisteredJob,
+    authorize, delete_response, detail, job_response, parse_batch, parse_state, present,
+    register_batch, register_one, retry_response, BatchResponse, DeadState, JobDetail, JobIdPath,
+    RegisteredJob,
 };
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
@@ -17,6 +18,8 @@ use utoipa::ToSchema;
 
 /// Most dead jobs one seed listing returns.
 const MAX_SEED_LIST: usize = 200;
+/// Dead jobs returned without `limit`.
+const DEFAULT_SEED_LIST: usize = 50;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(register)
@@ -28,18 +31,28 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(delete_job);
 }
 
+// Bounds are literals (attributes take no consts); tests/spec_walk.rs checks them against the api.
+
 /// `POST /api/dm-jobqueue/register` body.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
-    /// What the job prints; 1 byte to 10 KB. `fail:` prefix: the job fails on purpose.
-    #[schema(example = "hello later")]
-    pub message: Option<String>,
-    /// Seconds until it runs, 0..=2592000 (default `jobqueue.default_delay_seconds`).
-    #[schema(example = 5)]
+    /// What the job prints: at most 10240 characters, not only whitespace. `fail:` prefix: the
+    /// job fails on purpose.
+    #[schema(
+        example = "hello later",
+        min_length = 1,
+        max_length = 10240,
+        pattern = r"\S"
+    )]
+    pub message: String,
+    /// Seconds until it runs (default `jobqueue.default_delay_seconds`).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false, minimum = 0, maximum = 2592000, example = 5)]
     pub delay_seconds: Option<i64>,
-    /// Extra runs after failures, 0..=100 (default `jobqueue.default_max_retry`).
-    #[schema(example = 3)]
+    /// Extra runs after failures (default `jobqueue.default_max_retry`).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false, minimum = 0, maximum = 100, example = 3)]
     pub max_retry: Option<i64>,
 }
 
@@ -47,8 +60,8 @@ pub struct RegisterRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
-    /// 1..=1000 jobs, each like the single register body.
-    #[schema(value_type = Vec<RegisterRequest>)]
+    /// Each like the single register body.
+    #[schema(value_type = Vec<RegisterRequest>, min_items = 1, max_items = 1000)]
     pub jobs: Vec<serde_json::Value>,
 }
 
@@ -81,8 +94,10 @@ impl From<QueueStats> for StatsBody {
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Only `dead` (the generic `GET /api/jobs` lists every state).
+    #[param(value_type = DeadState, inline)]
     pub status: String,
-    /// How many, 1..=200 (default 50).
+    /// How many (default 50); out of range is a 400, never clamped.
+    #[param(nullable = false, minimum = 1, maximum = 200)]
     pub limit: Option<usize>,
 }
 
@@ -96,7 +111,7 @@ pub struct JobList {
     request_body = RegisterRequest,
     responses(
         (status = 201, description = "stored", body = RegisteredJob),
-        (status = 400, description = "invalid body", body = ErrorBody),
+        (status = 400, description = "a body the schema rejects (the message names the field)", body = ErrorBody),
         (status = 401, description = "missing or wrong API key", body = ErrorBody),
         (status = 413, description = "body over 64 KB", body = ErrorBody),
         (status = 503, description = "jobqueue Redis unavailable", body = ErrorBody),
@@ -119,8 +134,9 @@ pub async fn register(
     request_body = BatchRequest,
     responses(
         (status = 201, description = "all stored", body = BatchResponse),
-        (status = 400, description = "an invalid item (the message names its index)", body = ErrorBody),
+        (status = 400, description = "a body the schema rejects (the message names the item's index); nothing stored", body = ErrorBody),
         (status = 401, description = "missing or wrong API key", body = ErrorBody),
+        (status = 413, description = "body over 64 KB", body = ErrorBody),
         (status = 503, description = "jobqueue Redis unavailable", body = ErrorBody),
     ),
     security((), ("jobs_api_key" = []))
@@ -142,7 +158,7 @@ pub async fn register_batch_route(
 
 #[utoipa::path(
     tag = "jobs",
-    params(("id" = String, Path, description = "job id (ULID)")),
+    params(JobIdPath),
     responses(
         (status = 200, description = "the job", body = JobDetail),
         (status = 400, description = "not a ULID", body = ErrorBody),
@@ -156,10 +172,10 @@ pub async fn register_batch_route(
 pub async fn get_job(
     state: web::Data<AppState>,
     req: HttpRequest,
-    id: web::Path<String>,
+    path: web::Path<JobIdPath>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&state, &req)?;
-    job_response(&state, &id).await
+    job_response(&state, &path.id).await
 }
 
 #[utoipa::path(
@@ -167,7 +183,7 @@ pub async fn get_job(
     params(ListQuery),
     responses(
         (status = 200, description = "dead jobs, newest first", body = JobList),
-        (status = 400, description = "status other than dead", body = ErrorBody),
+        (status = 400, description = "status other than dead, limit outside 1..=200, an unknown parameter", body = ErrorBody),
         (status = 401, description = "missing or wrong API key", body = ErrorBody),
         (status = 503, description = "jobqueue Redis unavailable", body = ErrorBody),
     ),
@@ -185,7 +201,12 @@ pub async fn list_jobs(
             "only status=dead can be listed here; GET /api/jobs?state= lists every state".into(),
         ));
     }
-    let limit = query.limit.unwrap_or(50).clamp(1, MAX_SEED_LIST);
+    let limit = query.limit.unwrap_or(DEFAULT_SEED_LIST);
+    if !(1..=MAX_SEED_LIST).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be 1..={MAX_SEED_LIST}"
+        )));
+    }
     let jobs = state.jobs.dead_jobs(limit).await?;
     Ok(HttpResponse::Ok().json(JobList {
         jobs: jobs.into_iter().map(detail).collect(),
@@ -209,7 +230,7 @@ pub async fn stats(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpR
 
 #[utoipa::path(
     tag = "jobs",
-    params(("id" = String, Path, description = "job id (ULID)")),
+    params(JobIdPath),
     responses(
         (status = 200, description = "dead job queued again", body = JobDetail),
         (status = 400, description = "not a ULID", body = ErrorBody),
@@ -224,15 +245,15 @@ pub async fn stats(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpR
 pub async fn retry_job(
     state: web::Data<AppState>,
     req: HttpRequest,
-    id: web::Path<String>,
+    path: web::Path<JobIdPath>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&state, &req)?;
-    retry_response(&state, &id).await
+    retry_response(&state, &path.id).await
 }
 
 #[utoipa::path(
     tag = "jobs",
-    params(("id" = String, Path, description = "job id (ULID)")),
+    params(JobIdPath),
     responses(
         (status = 204, description = "deleted"),
         (status = 400, description = "not a ULID", body = ErrorBody),
@@ -247,10 +268,10 @@ pub async fn retry_job(
 pub async fn delete_job(
     state: web::Data<AppState>,
     req: HttpRequest,
-    id: web::Path<String>,
+    path: web::Path<JobIdPath>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&state, &req)?;
-    delete_response(&state, &id).await
+    delete_response(&state, &path.id).await
 }
 
 /// The seed's body → a `demo:delay_print` job with the seed's defaults; the jobqueue checks
@@ -259,10 +280,7 @@ fn demo_job(state: &AppState, body: RegisterRequest) -> Result<NewJob, String> {
     let defaults = &state.settings.jobqueue;
     let delay = body.delay_seconds.unwrap_or(defaults.default_delay_seconds);
     let max_retry = body.max_retry.unwrap_or(defaults.default_max_retry);
-    let payload = match body.message {
-        Some(message) => serde_json::json!({ "message": message }),
-        None => serde_json::json!({}),
-    };
+    let payload = serde_json::json!({ "message": body.message });
     Ok(NewJob::new(DelayPrint::NAME, payload)
         .after(u64::try_from(delay).map_or(Duration::MAX, Duration::from_secs))
         .retries(u32::try_from(max_retry).unwrap_or(u32::MAX)))

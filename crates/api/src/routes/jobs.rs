@@ -12,10 +12,13 @@ use cacheserver_jobqueue::{
     EnqueuedJob, JobFailure, JobInfo, JobStatus, NewJob, MAX_BATCH, MAX_BULK,
 };
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use std::time::Duration;
 use utoipa::ToSchema;
+
+/// Page size of `GET /api/jobs` without `limit`.
+const DEFAULT_LIMIT: usize = 50;
 
 /// Largest body of `POST /api/jobs/batch`.
 pub const MAX_BATCH_BODY_BYTES: usize = 2 * 1024 * 1024;
@@ -40,33 +43,50 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(delete_job);
 }
 
-/// `POST /api/jobs` body (and each item of a batch).
+// The bounds in `#[schema(..)]` are literals (the attributes take no consts); the jobqueue's
+// constants enforce them and tests/spec_walk.rs sends requests at and past every bound.
+
+/// `POST /api/jobs` body (and each item of a batch). The spec states it once per job type
+/// (`oneOf`, by `type`), each with its payload schema.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobRequest {
-    /// A registered job type (`demo:delay_print`, `http:webhook`); its payload schema is
-    /// `<Type>Payload` in the components.
+    /// A registered job type (`demo:delay_print`, `http:webhook`).
     #[serde(rename = "type")]
     #[schema(example = "demo:delay_print")]
     pub job_type: String,
-    /// The type's payload.
+    /// The type's payload (`<Type>Payload` in the components).
     #[schema(value_type = Object, example = json!({"message": "hello"}))]
-    pub payload: Option<Value>,
-    /// Seconds until it is due, 0..=2592000; not with `run_at`. Neither: due now.
-    #[schema(example = 5)]
+    pub payload: Value,
+    /// Seconds until it is due; not with `run_at`. Neither: due now.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false, minimum = 0, maximum = 2592000, example = 5)]
     pub delay_seconds: Option<i64>,
-    /// When it is due (RFC 3339), at most 30 days ahead; in the past: due now.
-    #[schema(example = "2026-12-01T12:00:00Z")]
+    /// When it is due (RFC 3339), at most 30 days ahead (else 400); in the past: due now. Not
+    /// with `delay_seconds`.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false, format = DateTime, example = "2026-12-01T12:00:00Z")]
     pub run_at: Option<String>,
-    /// Extra runs after failures, 0..=100 (default `jobqueue.default_max_retry`).
-    #[schema(example = 3)]
+    /// Extra runs after failures (default `jobqueue.default_max_retry`).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false, minimum = 0, maximum = 100, example = 3)]
     pub max_retry: Option<i64>,
-    /// Longest run, 1..=86400 s (default: the type's, else `jobqueue.default_timeout`).
+    /// Longest run in seconds (default: the type's, else `jobqueue.default_timeout`).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false, minimum = 1, maximum = 86400, example = 30)]
     pub timeout_seconds: Option<i64>,
-    /// ≤ 200 bytes. While a job with this key is not done or dead, another → 409 (batch:
-    /// `duplicate`).
+    /// While a job with this key is not done or dead, another → 409 (batch: `duplicate`).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(
+        nullable = false,
+        min_length = 1,
+        max_length = 200,
+        example = "order-42"
+    )]
     pub unique_key: Option<String>,
-    /// 1..=2592000: the key is held exactly this long after registration instead.
+    /// The key is held exactly this long after registration instead; needs `unique_key`.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false, minimum = 1, maximum = 2592000, example = 60)]
     pub unique_for_seconds: Option<i64>,
 }
 
@@ -74,9 +94,30 @@ pub struct JobRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchJobsRequest {
-    /// 1..=1000 jobs.
-    #[schema(value_type = Vec<JobRequest>)]
+    #[schema(value_type = Vec<JobRequest>, min_items = 1, max_items = 1000)]
     pub jobs: Vec<Value>,
+}
+
+/// An optional field that, when given, holds a value: `null` is a 400 like any wrong type, so
+/// "absent" has one spelling and the spec's types need no `null`.
+pub(crate) fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
+/// `{id}` of the job routes: a ULID (Crockford base32, either case); else 400.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct JobIdPath {
+    /// Job id.
+    #[param(
+        pattern = "^[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$",
+        example = "01JDQ2X7Q9W5K8M3N4P6R7S8T9"
+    )]
+    pub id: String,
 }
 
 /// A registered job.
@@ -137,15 +178,21 @@ pub struct JobDetail {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    /// scheduled | pending | running | retrying | done | dead
+    #[param(value_type = JobStatus, inline)]
     pub state: String,
     /// Only jobs of this type (a page may then hold fewer than `limit`; follow `next_cursor`).
     #[serde(rename = "type")]
-    #[param(rename = "type")]
+    #[param(rename = "type", nullable = false, example = "demo:delay_print")]
     pub job_type: Option<String>,
-    /// 1..=500 (default 50).
+    /// Page size (default 50); out of range is a 400, never clamped.
+    #[param(nullable = false, minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page (`<score>:<id>`; another → 400).
+    #[param(
+        nullable = false,
+        pattern = "^[0-9]+(\\.[0-9]+)?:[0-9A-Za-z]+$",
+        example = "1764590400000:01JDQ2X7Q9W5K8M3N4P6R7S8T9"
+    )]
     pub cursor: Option<String>,
 }
 
@@ -156,15 +203,55 @@ pub struct JobPageBody {
     pub next_cursor: Option<String>,
 }
 
-/// Bulk body: `ids` or `state`.
+/// `POST /api/jobs/retry` body: exactly one of `ids` and `state`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct BulkRequest {
-    /// At most 1000 job ids.
+pub struct BulkRetryRequest {
+    /// These jobs (the dead ones among them are retried).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false, value_type = Vec<JobId>, max_items = 1000)]
     pub ids: Option<Vec<String>>,
-    /// Every job in this state (at most 1000 per call; repeat while `affected` is 1000).
-    #[schema(example = "dead")]
+    /// Dead jobs, at most 1000 per call; repeat while `affected` is 1000.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false, value_type = DeadState)]
     pub state: Option<String>,
+}
+
+/// `POST /api/jobs/delete` body: exactly one of `ids` and `state`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkDeleteRequest {
+    /// These jobs (running ones are skipped).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false, value_type = Vec<JobId>, max_items = 1000)]
+    pub ids: Option<Vec<String>>,
+    /// Jobs in this state, at most 1000 per call; repeat while `affected` is 1000.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false, value_type = DeletableState)]
+    pub state: Option<String>,
+}
+
+/// A job id (ULID, Crockford base32, either case).
+#[derive(ToSchema)]
+#[schema(value_type = String, pattern = "^[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$", example = "01JDQ2X7Q9W5K8M3N4P6R7S8T9")]
+pub struct JobId(pub String);
+
+/// The only state whose jobs can be retried.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum DeadState {
+    Dead,
+}
+
+/// The states whose jobs can be deleted (not `running`).
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum DeletableState {
+    Scheduled,
+    Pending,
+    Retrying,
+    Done,
+    Dead,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -177,7 +264,7 @@ pub struct BulkResponse {
     request_body = JobRequest,
     responses(
         (status = 201, description = "stored", body = RegisteredJob),
-        (status = 400, description = "unknown type (the message names the known ones), a payload its type rejects (names the field), a value out of range, `delay_seconds` with `run_at`", body = ErrorBody),
+        (status = 400, description = "a body the schema rejects (the message names the field; an unknown type names the known ones), `run_at` over 30 days ahead, a webhook host not allowed or webhooks disabled", body = ErrorBody),
         (status = 401, description = "missing or wrong API key", body = ErrorBody),
         (status = 409, description = "`unique_key` held by another job (`job_id`)", body = ErrorBody),
         (status = 413, description = "body over 64 KB", body = ErrorBody),
@@ -202,7 +289,7 @@ pub async fn create(
     request_body = BatchJobsRequest,
     responses(
         (status = 201, description = "all valid: each `registered` or `duplicate`", body = BatchResponse),
-        (status = 400, description = "an invalid item (the message names its index); nothing stored", body = ErrorBody),
+        (status = 400, description = "a body the schema rejects, or an item the single route would reject (the message names its index); nothing stored", body = ErrorBody),
         (status = 401, description = "missing or wrong API key", body = ErrorBody),
         (status = 413, description = "body over 2 MB", body = ErrorBody),
         (status = 503, description = "jobqueue Redis unavailable", body = ErrorBody),
@@ -229,7 +316,7 @@ pub async fn create_batch(
     params(ListQuery),
     responses(
         (status = 200, description = "one page: scheduled/retrying by next run time, pending/running by due time, done/dead newest first", body = JobPageBody),
-        (status = 400, description = "unknown state, limit outside 1..=500, bad cursor", body = ErrorBody),
+        (status = 400, description = "a query the schema rejects: unknown state, limit outside 1..=500, a cursor this api did not return, an unknown parameter", body = ErrorBody),
         (status = 401, description = "missing or wrong API key", body = ErrorBody),
         (status = 503, description = "jobqueue Redis unavailable", body = ErrorBody),
     ),
@@ -244,7 +331,7 @@ pub async fn list(
     authorize(&state, &req)?;
     let q = query.into_inner();
     let status = parse_state(&q.state)?;
-    let limit = q.limit.unwrap_or(50);
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
     let page = state
         .jobs
         .list(status, q.job_type.as_deref(), limit, q.cursor.as_deref())
@@ -257,7 +344,7 @@ pub async fn list(
 
 #[utoipa::path(
     tag = "jobs",
-    params(("id" = String, Path, description = "job id (ULID)")),
+    params(JobIdPath),
     responses(
         (status = 200, description = "the job with its error history", body = JobDetail),
         (status = 400, description = "not a ULID", body = ErrorBody),
@@ -271,15 +358,15 @@ pub async fn list(
 pub async fn get_job(
     state: web::Data<AppState>,
     req: HttpRequest,
-    id: web::Path<String>,
+    path: web::Path<JobIdPath>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&state, &req)?;
-    job_response(&state, &id).await
+    job_response(&state, &path.id).await
 }
 
 #[utoipa::path(
     tag = "jobs",
-    params(("id" = String, Path, description = "job id (ULID)")),
+    params(JobIdPath),
     responses(
         (status = 200, description = "dead job due again (pending)", body = JobDetail),
         (status = 400, description = "not a ULID", body = ErrorBody),
@@ -294,15 +381,15 @@ pub async fn get_job(
 pub async fn retry_job(
     state: web::Data<AppState>,
     req: HttpRequest,
-    id: web::Path<String>,
+    path: web::Path<JobIdPath>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&state, &req)?;
-    retry_response(&state, &id).await
+    retry_response(&state, &path.id).await
 }
 
 #[utoipa::path(
     tag = "jobs",
-    params(("id" = String, Path, description = "job id (ULID)")),
+    params(JobIdPath),
     responses(
         (status = 204, description = "deleted (scheduled, pending, retrying, done or dead)"),
         (status = 400, description = "not a ULID", body = ErrorBody),
@@ -317,19 +404,20 @@ pub async fn retry_job(
 pub async fn delete_job(
     state: web::Data<AppState>,
     req: HttpRequest,
-    id: web::Path<String>,
+    path: web::Path<JobIdPath>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&state, &req)?;
-    delete_response(&state, &id).await
+    delete_response(&state, &path.id).await
 }
 
 #[utoipa::path(
     tag = "jobs",
-    request_body = BulkRequest,
+    request_body = BulkRetryRequest,
     responses(
         (status = 200, description = "dead jobs among them due again", body = BulkResponse),
-        (status = 400, description = "neither or both of ids/state, over 1000 ids, state other than dead", body = ErrorBody),
+        (status = 400, description = "neither or both of ids/state, over 1000 ids, an id not a ULID, state other than dead", body = ErrorBody),
         (status = 401, description = "missing or wrong API key", body = ErrorBody),
+        (status = 413, description = "body over 64 KB", body = ErrorBody),
         (status = 503, description = "jobqueue Redis unavailable", body = ErrorBody),
     ),
     security((), ("jobs_api_key" = []))
@@ -338,21 +426,23 @@ pub async fn delete_job(
 pub async fn bulk_retry(
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: web::Json<BulkRequest>,
+    body: web::Json<BulkRetryRequest>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&state, &req)?;
-    let ids = bulk_ids(&state, body.into_inner(), |s| s == JobStatus::Dead).await?;
+    let BulkRetryRequest { ids, state: which } = body.into_inner();
+    let ids = bulk_ids(&state, ids, which, |s| s == JobStatus::Dead).await?;
     let affected = state.jobs.retry_many(&ids).await?;
     Ok(HttpResponse::Ok().json(BulkResponse { affected }))
 }
 
 #[utoipa::path(
     tag = "jobs",
-    request_body = BulkRequest,
+    request_body = BulkDeleteRequest,
     responses(
         (status = 200, description = "jobs deleted (running ones are skipped)", body = BulkResponse),
-        (status = 400, description = "neither or both of ids/state, over 1000 ids, state running", body = ErrorBody),
+        (status = 400, description = "neither or both of ids/state, over 1000 ids, an id not a ULID, state running or unknown", body = ErrorBody),
         (status = 401, description = "missing or wrong API key", body = ErrorBody),
+        (status = 413, description = "body over 64 KB", body = ErrorBody),
         (status = 503, description = "jobqueue Redis unavailable", body = ErrorBody),
     ),
     security((), ("jobs_api_key" = []))
@@ -361,10 +451,11 @@ pub async fn bulk_retry(
 pub async fn bulk_delete(
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: web::Json<BulkRequest>,
+    body: web::Json<BulkDeleteRequest>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&state, &req)?;
-    let ids = bulk_ids(&state, body.into_inner(), |s| s != JobStatus::Running).await?;
+    let BulkDeleteRequest { ids, state: which } = body.into_inner();
+    let ids = bulk_ids(&state, ids, which, |s| s != JobStatus::Running).await?;
     let affected = state.jobs.delete_many(&ids).await?;
     Ok(HttpResponse::Ok().json(BulkResponse { affected }))
 }
@@ -383,7 +474,7 @@ fn new_job(state: &AppState, r: JobRequest) -> Result<NewJob, String> {
     let max_retry = r
         .max_retry
         .unwrap_or(state.settings.jobqueue.default_max_retry);
-    let mut job = NewJob::new(r.job_type, r.payload.unwrap_or(Value::Null))
+    let mut job = NewJob::new(r.job_type, r.payload)
         .after(delay)
         .retries(u32::try_from(max_retry).unwrap_or(u32::MAX));
     job.at = at;
@@ -476,10 +567,11 @@ pub(crate) fn parse_state(text: &str) -> Result<JobStatus, ApiError> {
 /// The ids a bulk call acts on: the given ones, or (up to 1000) of a state `allowed` accepts.
 async fn bulk_ids(
     state: &AppState,
-    body: BulkRequest,
+    ids: Option<Vec<String>>,
+    which: Option<String>,
     allowed: impl Fn(JobStatus) -> bool,
 ) -> Result<Vec<String>, ApiError> {
-    match (body.ids, body.state) {
+    match (ids, which) {
         (Some(ids), None) => {
             if ids.len() > MAX_BULK {
                 return Err(ApiError::BadRequest(format!(

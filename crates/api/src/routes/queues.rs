@@ -42,7 +42,8 @@ pub struct PausedBody {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
-    /// How many minutes back, 1..=1440 (default 60).
+    /// How many minutes back (default 60); out of range is a 400.
+    #[param(nullable = false, minimum = 1, maximum = 1440)]
     pub minutes: Option<u64>,
 }
 
@@ -92,7 +93,7 @@ pub async fn list_queues(
 
 #[utoipa::path(
     tag = "queues",
-    params(("queue" = String, Path, description = "queue name")),
+    params(("queue" = String, Path, description = "queue name (`jobqueue.queue`; another → 404)", example = "dm-jobqueue")),
     responses(
         (status = 200, description = "paused: no new job starts; running jobs finish, and each worker may still start the few it had fetched (at most its concurrency)", body = PausedBody),
         (status = 404, description = "unknown queue", body = ErrorBody),
@@ -115,7 +116,7 @@ pub async fn pause(
 
 #[utoipa::path(
     tag = "queues",
-    params(("queue" = String, Path, description = "queue name")),
+    params(("queue" = String, Path, description = "queue name (`jobqueue.queue`; another → 404)", example = "dm-jobqueue")),
     responses(
         (status = 200, description = "resumed", body = PausedBody),
         (status = 404, description = "unknown queue", body = ErrorBody),
@@ -138,10 +139,10 @@ pub async fn resume(
 
 #[utoipa::path(
     tag = "queues",
-    params(("queue" = String, Path, description = "queue name"), HistoryQuery),
+    params(("queue" = String, Path, description = "queue name (`jobqueue.queue`; another → 404)", example = "dm-jobqueue"), HistoryQuery),
     responses(
         (status = 200, description = "runs per minute, from counters the workers add to in Redis (kept 24 h)", body = HistoryBody),
-        (status = 400, description = "minutes outside 1..=1440", body = ErrorBody),
+        (status = 400, description = "minutes outside 1..=1440 or not a number, an unknown parameter", body = ErrorBody),
         (status = 404, description = "unknown queue", body = ErrorBody),
         (status = 401, description = "missing or wrong API key", body = ErrorBody),
         (status = 503, description = "jobqueue Redis unavailable", body = ErrorBody),

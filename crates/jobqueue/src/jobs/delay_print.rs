@@ -13,8 +13,9 @@ use std::time::Duration;
 pub const FAIL_PREFIX: &str = "fail:";
 /// Messages `slow:<ms>:<text>` take `<ms>` to run (for tests and drills).
 pub const SLOW_PREFIX: &str = "slow:";
-/// Largest message, in bytes.
-pub const MAX_MESSAGE_BYTES: usize = 10 * 1024;
+/// Longest message, in characters (Unicode code points): what JSON Schema's `maxLength` counts,
+/// so the spec states exactly this rule.
+pub const MAX_MESSAGE_CHARS: usize = 10 * 1024;
 /// `slow:` never takes longer than this.
 const MAX_SLOW: Duration = Duration::from_secs(60);
 
@@ -24,9 +25,15 @@ pub struct DelayPrint;
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DelayPrintPayload {
-    /// What the job prints; 1 byte to 10 KB. `fail:` prefix: fails on purpose; `slow:<ms>:`
-    /// prefix: takes that long.
-    #[schema(example = "hello later")]
+    /// What the job prints: at most 10240 characters, not only whitespace. `fail:` prefix:
+    /// fails on purpose; `slow:<ms>:` prefix: takes that long.
+    // Literals: the attribute takes no consts; tests/spec_walk.rs checks them against the api.
+    #[schema(
+        example = "hello later",
+        min_length = 1,
+        max_length = 10240,
+        pattern = r"\S"
+    )]
     pub message: String,
 }
 
@@ -35,11 +42,13 @@ impl JobType for DelayPrint {
     type Payload = DelayPrintPayload;
 
     fn validate(&self, payload: &DelayPrintPayload) -> Result<(), String> {
-        if payload.message.trim().is_empty() {
-            return Err("message is required and must not be empty".into());
+        if is_blank(&payload.message) {
+            return Err("message is required and must not be blank".into());
         }
-        if payload.message.len() > MAX_MESSAGE_BYTES {
-            return Err(format!("message must be at most {MAX_MESSAGE_BYTES} bytes"));
+        if payload.message.chars().count() > MAX_MESSAGE_CHARS {
+            return Err(format!(
+                "message must be at most {MAX_MESSAGE_CHARS} characters"
+            ));
         }
         Ok(())
     }
@@ -51,6 +60,24 @@ impl JobType for DelayPrint {
         }
         print_line(&message)
     }
+}
+
+/// No character outside ECMA-262's `\s`: the spec's `pattern: "\\S"` fails exactly these
+/// (Rust's `char::is_whitespace` differs on U+0085 and U+FEFF).
+pub fn is_blank(text: &str) -> bool {
+    text.chars().all(|c| {
+        matches!(
+            c,
+            '\t' | '\n' | '\u{b}' | '\u{c}' | '\r' | ' ' | '\u{a0}' | '\u{1680}' | '\u{2000}'
+                ..='\u{200a}'
+                    | '\u{2028}'
+                    | '\u{2029}'
+                    | '\u{202f}'
+                    | '\u{205f}'
+                    | '\u{3000}'
+                    | '\u{feff}'
+        )
+    })
 }
 
 /// `slow:<ms>:...` → how long to take, capped at 60 s.
@@ -74,6 +101,15 @@ fn print_line(message: &str) -> Result<(), JobError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blank_is_ecma_whitespace_only() {
+        assert!(is_blank(""));
+        assert!(is_blank(" \t\n\u{a0}\u{feff}\u{3000}"));
+        assert!(!is_blank(" x "));
+        // NEL is whitespace to Rust, not to ECMA-262's `\s`.
+        assert!(!is_blank("\u{85}"));
+    }
 
     #[test]
     fn slow_is_parsed_and_capped() {

@@ -34,18 +34,24 @@ pub enum WebhookMethod {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookPayload {
-    /// `http://` or `https://`, host in `jobqueue.webhook.allowed_hosts`.
-    #[schema(example = "https://hooks.example.com/orders")]
+    /// `http://` or `https://`, host in `jobqueue.webhook.allowed_hosts` (a 400 names a host
+    /// that is not; with none allowed the type is disabled).
+    #[schema(
+        example = "https://hooks.example.com/orders",
+        format = "uri",
+        pattern = "^[hH][tT][tT][pP][sS]?://"
+    )]
     pub url: String,
     /// POST (default), PUT or PATCH.
     #[serde(default)]
     pub method: WebhookMethod,
-    /// Sent as given; values are shown as `"***"` wherever the job is shown or logged.
+    /// Sent as given; values are shown as `"***"` wherever the job is shown or logged. Names are
+    /// HTTP tokens, values visible ASCII, space or tab.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
-    /// Sent as JSON; absent: no body.
+    /// Sent as JSON (any JSON value); absent or `null`: no body.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub body: Option<Value>,
 }
 
