@@ -45,14 +45,36 @@ pub struct WebhookPayload {
     /// POST (default), PUT or PATCH.
     #[serde(default)]
     pub method: WebhookMethod,
-    /// Sent as given; values are shown as `"***"` wherever the job is shown or logged. Names are
-    /// HTTP tokens, values visible ASCII, space or tab.
     #[serde(default)]
+    #[schema(schema_with = headers_schema)]
     pub headers: BTreeMap<String, String>,
     /// Sent as JSON (any JSON value); absent or `null`: no body.
     #[serde(default)]
     #[schema(value_type = Value)]
     pub body: Option<Value>,
+}
+
+/// What `http` accepts as a header name (a token, any case) and value (no control character but
+/// tab); `headers()` rejects the rest.
+const HEADER_NAME_PATTERN: &str = "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$";
+const HEADER_VALUE_PATTERN: &str = "^[^\\u0000-\\u0008\\u000A-\\u001F\\u007F]*$";
+
+/// `headers` in the spec: a map whose names and values carry the patterns `http` enforces.
+fn headers_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::{ObjectBuilder, Type};
+    let text = |pattern: &str| {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(pattern))
+    };
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .description(Some(
+            "Sent as given; values are shown as `\"***\"` wherever the job is shown or logged.",
+        ))
+        .property_names(Some(text(HEADER_NAME_PATTERN)))
+        .additional_properties(Some(text(HEADER_VALUE_PATTERN)))
+        .build()
 }
 
 impl Webhook {
