@@ -16,9 +16,24 @@ use serde_json::{json, Map, Value};
 
 /// Bounds the generator: `$ref` chains and nesting (our schemas are far shallower).
 const MAX_DEPTH: usize = 8;
-/// A string no pattern of the spec matches (ULIDs, cursors, URLs).
-const OFF_PATTERN: &str = "~";
+/// Tried in order for a string that breaks a `pattern`.
+const OFF_PATTERN: &[&str] = &["~", "\u{1}", " ", ""];
 const OFF_ENUM: &str = "zz-not-in-enum";
+
+/// The spec's patterns are ECMA-262 regexes; ours use only syntax the `regex` crate reads alike.
+fn matches(pattern: &str, text: &str) -> bool {
+    regex::Regex::new(pattern)
+        .unwrap_or_else(|e| panic!("pattern {pattern}: {e}"))
+        .is_match(text)
+}
+
+/// A string `pattern` rejects.
+fn off_pattern(pattern: &str) -> &'static str {
+    OFF_PATTERN
+        .iter()
+        .find(|s| !matches(pattern, s))
+        .unwrap_or_else(|| panic!("no string here breaks {pattern}"))
+}
 
 struct Gen<'a> {
     spec: &'a Value,
@@ -230,7 +245,8 @@ impl Gen<'_> {
         out
     }
 
-    /// A property the schema does not name, or a map value of the wrong kind.
+    /// A property the schema does not name, a map value of the wrong kind, a map key that
+    /// breaks `propertyNames`.
     fn invalid_extra_property(
         &self,
         schema: &Value,
@@ -238,16 +254,27 @@ impl Gen<'_> {
         depth: usize,
     ) -> Vec<(String, Value)> {
         let extra = &schema["additionalProperties"];
-        let bad_values: Vec<(String, Value)> = match extra {
-            Value::Bool(false) => vec![("an unknown property".into(), json!(1))],
-            Value::Object(_) => self.invalid(extra, depth + 1),
+        let mut bad: Vec<(String, String, Value)> = match extra {
+            Value::Bool(false) => vec![("an unknown property".into(), "zz_extra".into(), json!(1))],
+            Value::Object(_) => self
+                .invalid(extra, depth + 1)
+                .into_iter()
+                .map(|(what, v)| (format!("a map value: {what}"), "zz_extra".into(), v))
+                .collect(),
             _ => Vec::new(),
         };
-        bad_values
-            .into_iter()
-            .map(|(what, bad)| {
+        if let (Some(p), Value::Object(_)) = (schema["propertyNames"]["pattern"].as_str(), extra) {
+            let value = self.first_valid(extra, depth + 1);
+            bad.push((
+                format!("a map key breaking {p}"),
+                off_pattern(p).into(),
+                value,
+            ));
+        }
+        bad.into_iter()
+            .map(|(what, key, value)| {
                 let mut o = base.clone();
-                o.insert("zz_extra".into(), bad);
+                o.insert(key, value);
                 (what, Value::Object(o))
             })
             .collect()
@@ -370,19 +397,34 @@ fn wrong_types(schema: &Value) -> Vec<(String, Value)> {
     out
 }
 
-/// Strings an unconstrained or `\S` pattern accepts: the example, the shortest, the longest in
-/// ASCII and in two-byte characters (length bounds count characters).
+/// The example, the shortest string, the longest in ASCII and in two-byte characters (length
+/// bounds count characters), all kept only where the pattern matches; the example must.
 fn valid_strings(schema: &Value) -> Vec<Value> {
-    let mut out: Vec<Value> = schema.get("example").cloned().into_iter().collect();
-    let min = schema["minLength"].as_u64().unwrap_or(0) as usize;
-    let free = schema["pattern"].as_str().is_none_or(|p| p == r"\S");
-    if free && schema.get("format").is_none() {
-        out.push(json!("x".repeat(min.max(1))));
-        if let Some(max) = schema["maxLength"].as_u64() {
-            out.push(json!("x".repeat(max as usize)));
-            out.push(json!("é".repeat(max as usize)));
-        }
+    let pattern = schema["pattern"].as_str().unwrap_or("");
+    let example: Vec<Value> = schema.get("example").cloned().into_iter().collect();
+    for e in &example {
+        assert!(
+            matches(pattern, e.as_str().unwrap()),
+            "example {e} breaks {pattern}"
+        );
     }
+    let min = schema["minLength"].as_u64().unwrap_or(0) as usize;
+    let mut texts = vec!["x".repeat(min.max(1))];
+    if let Some(max) = schema["maxLength"].as_u64() {
+        texts.extend(["x".repeat(max as usize), "é".repeat(max as usize)]);
+    }
+    if schema.get("format").is_some() {
+        texts.clear();
+    }
+    let out: Vec<Value> = example
+        .into_iter()
+        .chain(
+            texts
+                .into_iter()
+                .filter(|t| matches(pattern, t))
+                .map(Value::from),
+        )
+        .collect();
     assert!(!out.is_empty(), "give an example to {schema}");
     out
 }
@@ -406,7 +448,7 @@ fn invalid_strings(schema: &Value) -> Vec<(String, Value)> {
             out.push(("blank".into(), json!(" ".repeat(min.max(1)))));
             out.push(("tab and newline".into(), json!("\t\n")));
         }
-        Some(p) => out.push((format!("not matching {p}"), json!(OFF_PATTERN))),
+        Some(p) => out.push((format!("not matching {p}"), json!(off_pattern(p)))),
         None => {}
     }
     if schema["format"] == "date-time" {
