@@ -671,6 +671,22 @@ fn documented(op: &Value, status: u16) -> bool {
     op["responses"].get(status.to_string()).is_some()
 }
 
+/// Every error a route documents has the one error body (`/ready`'s 503 is its readiness body).
+fn error_bodies_are_error_body(path: &str, method: &str, op: &Value) {
+    if path == "/ready" {
+        return;
+    }
+    for (status, response) in op["responses"].as_object().unwrap() {
+        if status.starts_with('4') || status.starts_with('5') {
+            let schema = &response["content"]["application/json"]["schema"]["$ref"];
+            assert_eq!(
+                schema, "#/components/schemas/ErrorBody",
+                "{method} {path} {status}"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn every_operation_accepts_what_its_schema_allows_and_rejects_the_rest_with_400() {
     let redis = RedisServer::start();
@@ -693,10 +709,15 @@ async fn every_operation_accepts_what_its_schema_allows_and_rejects_the_rest_wit
     let mut failures = Vec::new();
     let (mut sent_valid, mut sent_invalid) = (0, 0);
     for (path, method, op) in operations(&spec) {
+        error_bodies_are_error_body(&path, &method, op);
         let (valid, invalid) = calls(&gen, op);
         assert!(
             !valid.is_empty(),
             "{method} {path}: nothing valid generated"
+        );
+        assert!(
+            invalid.is_empty() || documented(op, 400),
+            "{method} {path} takes input but documents no 400"
         );
         for call in &valid {
             let got = send(&app, &method, &path, call).await;

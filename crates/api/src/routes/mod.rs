@@ -10,6 +10,7 @@ pub mod health;
 pub mod jobs;
 pub mod ping;
 pub mod queues;
+mod spec_rules;
 pub mod ui;
 
 use crate::ratelimit::rate_limit;
