@@ -3,6 +3,8 @@
 //! `startup::Application::build` wires everything; `main` and the tests both use it.
 
 pub mod auth;
+pub mod chaos;
+pub mod domain_metrics;
 pub mod error;
 pub mod http_metrics;
 pub mod ratelimit;

@@ -15,5 +15,5 @@ pub struct AppState {
     pub jobs: JobQueue,
     pub metrics: PrometheusHandle,
     /// Cooldown, serialization and history of chaos resets.
-    pub chaos: crate::routes::chaos::ChaosState,
+    pub chaos: crate::chaos::ChaosState,
 }

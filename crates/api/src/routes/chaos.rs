@@ -10,37 +10,9 @@ use crate::state::AppState;
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use utoipa::ToSchema;
-
-/// What the chaos routes remember between calls; lives in [`AppState`].
-#[derive(Default)]
-pub struct ChaosState {
-    /// Held for the whole reset so concurrent resets run one after the other; holds when the
-    /// last reset finished (for the cooldown).
-    reset_lock: tokio::sync::Mutex<Option<Instant>>,
-    /// Wall-clock time of the last reset, readable by `status` while a reset runs.
-    last_reset: Mutex<Option<DateTime<Utc>>>,
-    /// Times the jobqueue connection came back after a reset. `JobQueue` reconnects lazily and
-    /// exposes no counter, so a comeback is noticed when it is connected again after a reset.
-    jobqueue_reconnects: AtomicU64,
-    jobqueue_reset_pending: AtomicBool,
-}
-
-impl ChaosState {
-    fn last_reset(&self) -> Option<DateTime<Utc>> {
-        self.last_reset.lock().ok().and_then(|t| *t)
-    }
-
-    fn jobqueue_reconnects(&self, connected: bool) -> u64 {
-        if connected && self.jobqueue_reset_pending.swap(false, Ordering::Relaxed) {
-            self.jobqueue_reconnects.fetch_add(1, Ordering::Relaxed);
-        }
-        self.jobqueue_reconnects.load(Ordering::Relaxed)
-    }
-}
 
 /// Body of `POST /chaos/redis-reset`; may be empty.
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -105,17 +77,14 @@ pub async fn redis_reset(
 ) -> Result<HttpResponse, ApiError> {
     guard(&state, &req)?;
     let request = parse_body(&body)?;
-    let chaos = &state.chaos;
-    let mut last = chaos.reset_lock.lock().await;
+    let mut last = state.chaos.lock_reset().await;
     check_cooldown(*last, state.settings.chaos.cooldown, request.force)?;
     let closed = close_all(&state).await;
     let now = Utc::now();
     *last = Some(Instant::now());
-    if let Ok(mut at) = chaos.last_reset.lock() {
-        *at = Some(now);
-    }
+    state.chaos.set_last_reset(now);
     drop(last);
-    crate::http_metrics::chaos_reset(closed);
+    crate::domain_metrics::chaos_reset(closed);
     tracing::warn!(
         connections_closed = closed,
         "chaos: every Redis connection closed"
@@ -205,10 +174,7 @@ fn check_cooldown(last: Option<Instant>, cooldown: Duration, force: bool) -> Res
 async fn close_all(state: &AppState) -> usize {
     let cluster = state.redis.as_ref().map_or(0, |r| r.close_all());
     let jobqueue = state.jobs.reset_connections().await;
-    state
-        .chaos
-        .jobqueue_reset_pending
-        .store(true, Ordering::Relaxed);
+    state.chaos.jobqueue_reset();
     cluster + jobqueue
 }
 

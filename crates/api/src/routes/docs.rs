@@ -7,9 +7,8 @@
 use super::spec_rules::{ChaosBody, JobTypes, RateLimited, RequestRules};
 use super::{chaos, dm_jobqueue, health, jobs, ping, queues, ui};
 use crate::error::ErrorBody;
-use serde::Serialize;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 pub const SPEC_PATH: &str = "/api-docs/openapi.json";
@@ -33,7 +32,7 @@ pub const SPEC_PATH: &str = "/api-docs/openapi.json";
     ),
     // The jobs handlers are declared relative to their `/api` scope.
     nest((path = "/api", api = ApiScope)),
-    components(schemas(ErrorBody, HealthBody, ReadyBody, ReadyChecks)),
+    components(schemas(ErrorBody, health::HealthBody, health::ReadyBody, health::ReadyChecks)),
     // JobTypes after RequestRules: each type's request is cloned from the finished JobRequest.
     modifiers(&BearerTokens, &RequestRules, &JobTypes, &RateLimited, &ChaosBody),
     tags(
@@ -94,38 +93,4 @@ pub fn spec() -> utoipa::openapi::OpenApi {
 /// Swagger UI at `/swagger-ui/` and the spec at [`SPEC_PATH`].
 pub fn swagger_ui() -> SwaggerUi {
     SwaggerUi::new("/swagger-ui/{_:.*}").url(SPEC_PATH, spec())
-}
-
-/// `GET /health` body (documentation only; the handler writes the same JSON).
-#[derive(Serialize, ToSchema)]
-pub struct HealthBody {
-    #[schema(example = "ok")]
-    pub status: String,
-}
-
-/// `GET /ready` body (documentation only; the handler writes the same JSON).
-#[derive(Serialize, ToSchema)]
-pub struct ReadyBody {
-    /// `ready` or `not_ready`.
-    #[schema(example = "ready")]
-    pub status: String,
-    pub checks: ReadyChecks,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ReadyChecks {
-    /// `ok`, or the misconfiguration that keeps a Redis unusable (wrong password, missing ACL
-    /// permission naming the command or script, untrusted certificate, plain text on a TLS
-    /// port); never a secret.
-    #[schema(example = "ok")]
-    pub config: String,
-    /// `ok` or the error reaching the jobqueue Redis.
-    #[schema(example = "ok")]
-    pub jobqueue_redis: String,
-    /// `redis`, `memory` or `fail_open` (then not ready).
-    #[schema(example = "redis")]
-    pub rate_limit_backend: String,
-    /// Only while the Redis Cluster is misconfigured: why.
-    #[schema(nullable = false)]
-    pub rate_limit_redis: Option<String>,
 }

@@ -515,7 +515,7 @@ pub(crate) fn parse_batch(
 
 pub(crate) async fn register_one(state: &AppState, job: NewJob) -> Result<HttpResponse, ApiError> {
     let stored = state.jobs.enqueue(job).await?;
-    crate::http_metrics::jobs_registered(1);
+    crate::domain_metrics::jobs_registered(1);
     Ok(HttpResponse::Created().json(registered(stored)))
 }
 
@@ -525,7 +525,7 @@ pub(crate) async fn register_batch(
 ) -> Result<HttpResponse, ApiError> {
     let stored = state.jobs.enqueue_batch(jobs).await?;
     let new = stored.iter().filter(|j| !j.duplicate).count();
-    crate::http_metrics::jobs_registered(new as u64);
+    crate::domain_metrics::jobs_registered(new as u64);
     let jobs = stored.into_iter().map(registered).collect();
     Ok(HttpResponse::Created().json(BatchResponse { jobs }))
 }

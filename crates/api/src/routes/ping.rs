@@ -1,4 +1,5 @@
-use actix_web::{get, HttpResponse};
+use super::health::HealthBody;
+use actix_web::{get, web::Json};
 
 /// The cheapest rate-limited route (benchmarks use it).
 #[utoipa::path(
@@ -6,11 +7,11 @@ use actix_web::{get, HttpResponse};
     path = "/api/ping",
     tag = "health",
     responses(
-        (status = 200, description = "pong", body = crate::routes::docs::HealthBody),
+        (status = 200, description = "pong", body = HealthBody),
         (status = 429, description = "rate limited", body = crate::error::ErrorBody),
     )
 )]
 #[get("/ping")]
-pub async fn ping() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+pub async fn ping() -> Json<HealthBody> {
+    Json(HealthBody::ok())
 }
