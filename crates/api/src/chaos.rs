@@ -2,7 +2,6 @@
 //! when the last reset happened. Lives in `AppState`; `routes::chaos` drives it.
 
 use chrono::{DateTime, Utc};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 use tokio::sync::MutexGuard;
@@ -14,10 +13,6 @@ pub struct ChaosState {
     reset_lock: tokio::sync::Mutex<Option<Instant>>,
     /// Wall-clock time of the last reset, readable by `status` while a reset runs.
     last_reset: Mutex<Option<DateTime<Utc>>>,
-    /// Times the jobqueue connection came back after a reset. `JobQueue` reconnects lazily and
-    /// exposes no counter, so a comeback is noticed when it is connected again after a reset.
-    jobqueue_reconnects: AtomicU64,
-    jobqueue_reset_pending: AtomicBool,
 }
 
 impl ChaosState {
@@ -34,16 +29,5 @@ impl ChaosState {
         if let Ok(mut last) = self.last_reset.lock() {
             *last = Some(at);
         }
-    }
-
-    pub fn jobqueue_reset(&self) {
-        self.jobqueue_reset_pending.store(true, Ordering::Relaxed);
-    }
-
-    pub fn jobqueue_reconnects(&self, connected: bool) -> u64 {
-        if connected && self.jobqueue_reset_pending.swap(false, Ordering::Relaxed) {
-            self.jobqueue_reconnects.fetch_add(1, Ordering::Relaxed);
-        }
-        self.jobqueue_reconnects.load(Ordering::Relaxed)
     }
 }

@@ -242,3 +242,21 @@ async fn chaos_routes_are_rate_limited() {
     assert_eq!(resp.status(), 429);
     assert!(!header(&resp, "x-ratelimit-limit").is_empty());
 }
+
+#[tokio::test]
+async fn status_is_a_pure_read() {
+    let jobqueue = RedisServer::start();
+    let app = spawn_app(&[("APP__CACHE_SERVER__REDIS__JOBQUEUE__ADDR", &jobqueue.addr())]).await;
+    assert_eq!(register_job(&app, "first connection").await, 201);
+    // Two resets, each followed by a reconnecting call, and no status read in between: both
+    // comebacks are counted although nobody looked.
+    for round in 0..2 {
+        let resp = reset(&app, Some(json!({"force": true}))).await;
+        assert_eq!(resp.status(), 200, "reset {round}");
+        assert_eq!(register_job(&app, "after a reset").await, 201);
+    }
+    let first = chaos_status(&app).await;
+    let second = chaos_status(&app).await;
+    assert_eq!(first["jobqueue"]["reconnects"], 2, "{first}");
+    assert_eq!(first, second, "a status read changed the status");
+}

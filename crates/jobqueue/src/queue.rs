@@ -12,7 +12,7 @@ use cacheserver_config::{
 };
 use chrono::{DateTime, Utc};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -42,6 +42,10 @@ struct Inner {
     next: AtomicUsize,
     /// Whether the last call reached Redis.
     connected: AtomicBool,
+    /// Whether any call ever reached Redis: the first connection is not a reconnection.
+    ever_connected: AtomicBool,
+    /// Times a call reached Redis again after calls that did not (or after a chaos reset).
+    reconnects: AtomicU64,
 }
 
 impl JobQueue {
@@ -72,6 +76,8 @@ impl JobQueue {
             slots: (0..pool).map(|_| Mutex::new(None)).collect(),
             next: AtomicUsize::new(0),
             connected: AtomicBool::new(false),
+            ever_connected: AtomicBool::new(false),
+            reconnects: AtomicU64::new(0),
         };
         Ok(Self {
             inner: Arc::new(inner),
@@ -308,6 +314,12 @@ impl JobQueue {
         self.inner.connected.load(Ordering::Relaxed)
     }
 
+    /// Times Redis was reached again after it was not (an outage or a chaos reset); the first
+    /// connection does not count.
+    pub fn reconnects(&self) -> u64 {
+        self.inner.reconnects.load(Ordering::Relaxed)
+    }
+
     /// Chaos: close every connection this handle holds (Redis sees them go: `CLIENT KILL` on the
     /// connection's own id) and forget them; the next call reconnects. Returns how many.
     pub async fn reset_connections(&self) -> usize {
@@ -353,6 +365,9 @@ impl JobQueue {
             }
         }
         let was = self.inner.connected.swap(reached, Ordering::Relaxed);
+        if reached && !was && self.inner.ever_connected.swap(true, Ordering::Relaxed) {
+            self.inner.reconnects.fetch_add(1, Ordering::Relaxed);
+        }
         if was != reached {
             tracing::warn!(addr = %self.inner.redis.addr, connected = reached, "jobqueue Redis connection changed");
         }

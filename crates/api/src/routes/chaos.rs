@@ -130,12 +130,11 @@ pub async fn status(
             reconnects: r.stats().reconnects.load(Ordering::Relaxed),
         },
     );
-    let connected = state.jobs.is_connected();
     let jobqueue = ConnectionStatus {
-        connected,
+        connected: state.jobs.is_connected(),
         connection_count: state.jobs.connection_count(),
         last_reset,
-        reconnects: state.chaos.jobqueue_reconnects(connected),
+        reconnects: state.jobs.reconnects(),
     };
     Ok(HttpResponse::Ok().json(ChaosStatus { redis, jobqueue }))
 }
@@ -174,7 +173,6 @@ fn check_cooldown(last: Option<Instant>, cooldown: Duration, force: bool) -> Res
 async fn close_all(state: &AppState) -> usize {
     let cluster = state.redis.as_ref().map_or(0, |r| r.close_all());
     let jobqueue = state.jobs.reset_connections().await;
-    state.chaos.jobqueue_reset();
     cluster + jobqueue
 }
 
