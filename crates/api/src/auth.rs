@@ -1,10 +1,51 @@
-//! Optional bearer-token guards (`jobqueue.api_key`, `chaos.token`).
+//! Optional bearer-token guards (`jobqueue.api_key`, `chaos.token`): one middleware per scope,
+//! so no handler has to remember the check.
 
 use crate::error::ApiError;
+use crate::state::AppState;
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::AUTHORIZATION;
-use actix_web::HttpRequest;
-use cacheserver_config::{ExposeSecret, SecretString};
+use actix_web::middleware::Next;
+use actix_web::{web, HttpRequest};
+use cacheserver_config::{ExposeSecret, SecretString, Settings};
+use std::sync::Arc;
 use subtle::ConstantTimeEq;
+
+/// Middleware of the jobs and queues scopes: 401 unless the bearer token is `jobqueue.api_key`
+/// (when one is set).
+pub async fn jobs_api_key(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let settings = match settings(&req) {
+        Ok(settings) => settings,
+        Err(error) => return Ok(req.error_response(error).map_into_right_body()),
+    };
+    bearer(req, next, settings.jobqueue.api_key.as_ref()).await
+}
+
+/// The app's settings; a missing state is a wiring bug, answered 500 rather than let through.
+pub fn settings(req: &ServiceRequest) -> Result<Arc<Settings>, ApiError> {
+    req.app_data::<web::Data<AppState>>()
+        .map(|state| state.settings.clone())
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("AppState missing from the app")))
+}
+
+/// Call `next` when the request carries `secret` (or none is set); else answer 401.
+pub async fn bearer(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+    secret: Option<&SecretString>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    match require_bearer(req.request(), secret) {
+        Ok(()) => next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_left_body),
+        Err(error) => Ok(req.error_response(error).map_into_right_body()),
+    }
+}
 
 /// Ok when no secret is configured, or when `Authorization: Bearer <secret>` matches it.
 pub fn require_bearer(req: &HttpRequest, secret: Option<&SecretString>) -> Result<(), ApiError> {

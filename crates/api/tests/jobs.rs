@@ -321,6 +321,11 @@ async fn api_key_is_required_when_configured() {
         assert_eq!(body["code"], 401);
     }
     assert_eq!(app.get("/stats").await.0, StatusCode::UNAUTHORIZED);
+    let queues = app.http.get(format!("{}/queues", app.api)).send().await;
+    assert_eq!(queues.unwrap().status(), StatusCode::UNAUTHORIZED);
+    // The key guards the jobs API, not the rest of `/api`.
+    let ping = app.http.get(format!("{}/ping", app.api)).send().await;
+    assert_eq!(ping.unwrap().status(), StatusCode::OK);
     let req = app.http.post(&url).bearer_auth("s3cret").json(&body);
     assert_eq!(req.send().await.unwrap().status(), StatusCode::CREATED);
 }

@@ -7,7 +7,10 @@
 
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
-use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{get, post, web, HttpResponse};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::Ordering;
@@ -72,10 +75,8 @@ pub struct ChaosStatus {
 #[post("/redis-reset")]
 pub async fn redis_reset(
     state: web::Data<AppState>,
-    req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    guard(&state, &req)?;
     let request = parse_body(&body)?;
     let mut last = state.chaos.lock_reset().await;
     check_cooldown(*last, state.settings.chaos.cooldown, request.force)?;
@@ -110,11 +111,7 @@ pub async fn redis_reset(
     security((), ("chaos_token" = []))
 )]
 #[get("/status")]
-pub async fn status(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-) -> Result<HttpResponse, ApiError> {
-    guard(&state, &req)?;
+pub async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let last_reset = state.chaos.last_reset().map(rfc3339);
     let redis = state.redis.as_ref().map_or(
         ConnectionStatus {
@@ -139,13 +136,22 @@ pub async fn status(
     Ok(HttpResponse::Ok().json(ChaosStatus { redis, jobqueue }))
 }
 
-/// 404 while chaos is disabled; 401 unless the bearer token matches when one is configured.
-fn guard(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
-    let settings = &state.settings.chaos;
-    if !settings.enabled {
-        return Err(ApiError::NotFound("no such route".into()));
-    }
-    crate::auth::require_bearer(req, settings.token.as_ref())
+/// Middleware of `/chaos`: 404 while chaos is disabled (the routes look absent), then 401
+/// unless the bearer token matches `chaos.token` when one is configured.
+pub async fn guard(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<EitherBody<impl MessageBody>>>, actix_web::Error> {
+    let refusal = match crate::auth::settings(&req) {
+        Ok(settings) if settings.chaos.enabled => {
+            return crate::auth::bearer(req, next, settings.chaos.token.as_ref())
+                .await
+                .map(ServiceResponse::map_into_left_body);
+        }
+        Ok(_) => ApiError::NotFound("no such route".into()),
+        Err(error) => error,
+    };
+    Ok(req.error_response(refusal).map_into_right_body())
 }
 
 /// Empty (or blank) body means defaults; anything else must be the JSON object.

@@ -7,7 +7,7 @@
 
 use crate::error::{json_error_handler, ApiError, ErrorBody};
 use crate::state::AppState;
-use actix_web::{delete, get, post, web, HttpRequest, HttpResponse};
+use actix_web::{delete, get, post, web, HttpResponse};
 use cacheserver_jobqueue::{
     EnqueuedJob, JobFailure, JobInfo, JobStatus, NewJob, MAX_BATCH, MAX_BULK,
 };
@@ -275,10 +275,8 @@ pub struct BulkResponse {
 #[post("/jobs")]
 pub async fn create(
     state: web::Data<AppState>,
-    req: HttpRequest,
     body: web::Json<JobRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&state, &req)?;
     let job = new_job(&state, body.into_inner()).map_err(ApiError::BadRequest)?;
     register_one(&state, job).await
 }
@@ -299,10 +297,8 @@ pub async fn create(
 #[post("")]
 pub async fn create_batch(
     state: web::Data<AppState>,
-    req: HttpRequest,
     body: web::Json<BatchJobsRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&state, &req)?;
     let jobs = parse_batch(body.into_inner().jobs, |item| {
         serde_json::from_value::<JobRequest>(item)
             .map_err(|e| e.to_string())
@@ -325,10 +321,8 @@ pub async fn create_batch(
 #[get("/jobs")]
 pub async fn list(
     state: web::Data<AppState>,
-    req: HttpRequest,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&state, &req)?;
     let q = query.into_inner();
     let status = parse_state(&q.state)?;
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
@@ -357,10 +351,8 @@ pub async fn list(
 #[get("/jobs/{id}")]
 pub async fn get_job(
     state: web::Data<AppState>,
-    req: HttpRequest,
     path: web::Path<JobIdPath>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&state, &req)?;
     job_response(&state, &path.id).await
 }
 
@@ -380,10 +372,8 @@ pub async fn get_job(
 #[post("/jobs/{id}/retry")]
 pub async fn retry_job(
     state: web::Data<AppState>,
-    req: HttpRequest,
     path: web::Path<JobIdPath>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&state, &req)?;
     retry_response(&state, &path.id).await
 }
 
@@ -403,10 +393,8 @@ pub async fn retry_job(
 #[delete("/jobs/{id}")]
 pub async fn delete_job(
     state: web::Data<AppState>,
-    req: HttpRequest,
     path: web::Path<JobIdPath>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&state, &req)?;
     delete_response(&state, &path.id).await
 }
 
@@ -425,10 +413,8 @@ pub async fn delete_job(
 #[post("/jobs/retry")]
 pub async fn bulk_retry(
     state: web::Data<AppState>,
-    req: HttpRequest,
     body: web::Json<BulkRetryRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&state, &req)?;
     let BulkRetryRequest { ids, state: which } = body.into_inner();
     let ids = bulk_ids(&state, ids, which, |s| s == JobStatus::Dead).await?;
     let affected = state.jobs.retry_many(&ids).await?;
@@ -450,10 +436,8 @@ pub async fn bulk_retry(
 #[post("/jobs/delete")]
 pub async fn bulk_delete(
     state: web::Data<AppState>,
-    req: HttpRequest,
     body: web::Json<BulkDeleteRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&state, &req)?;
     let BulkDeleteRequest { ids, state: which } = body.into_inner();
     let ids = bulk_ids(&state, ids, which, |s| s != JobStatus::Running).await?;
     let affected = state.jobs.delete_many(&ids).await?;
@@ -528,11 +512,6 @@ pub(crate) async fn register_batch(
     crate::domain_metrics::jobs_registered(new as u64);
     let jobs = stored.into_iter().map(registered).collect();
     Ok(HttpResponse::Created().json(BatchResponse { jobs }))
-}
-
-/// 401 unless the bearer token matches `jobqueue.api_key` (when one is set).
-pub(crate) fn authorize(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
-    crate::auth::require_bearer(req, state.settings.jobqueue.api_key.as_ref())
 }
 
 /// 200 with the job in full, 400 for a malformed id, 404 for an unknown one.

@@ -1,6 +1,7 @@
 //! Every route of the api, registered in one place.
 //!
 //! `/api/...` and `/chaos/...` are rate limited; health, readiness, metrics and docs are not.
+//! Bearer tokens are checked per scope (`auth::jobs_api_key`, `chaos::guard`), not per handler.
 
 pub mod chaos;
 pub mod dm_jobqueue;
@@ -25,12 +26,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::scope("/api")
                 .wrap(from_fn(rate_limit))
                 .service(ping::ping)
-                .configure(jobs::configure)
-                .configure(queues::configure)
-                .configure(dm_jobqueue::configure),
+                .service(
+                    // Everything under `/api` but `ping`: one guard for the jobs API key.
+                    web::scope("")
+                        .wrap(from_fn(crate::auth::jobs_api_key))
+                        .configure(jobs::configure)
+                        .configure(queues::configure)
+                        .configure(dm_jobqueue::configure),
+                ),
         )
         .service(
             web::scope("/chaos")
+                // The last wrap runs first: rate limit, then the guard.
+                .wrap(from_fn(chaos::guard))
                 .wrap(from_fn(rate_limit))
                 .service(chaos::redis_reset)
                 .service(chaos::status),
