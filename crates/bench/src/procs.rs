@@ -3,6 +3,8 @@
 //! times (the worker prints one line per job; its arrival time is the job's start, ±pipe latency).
 
 use anyhow::{bail, Context};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -136,15 +138,15 @@ impl Proc {
         }
     }
 
-    /// SIGTERM, wait up to `grace`, then SIGKILL. std has no SIGTERM and unsafe code is
-    /// forbidden, so `kill(1)` sends it.
+    /// SIGTERM, wait up to `grace`, then SIGKILL.
     pub fn terminate(&mut self, grace: Duration) {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
+        if let Ok(pid) = i32::try_from(child.id()) {
+            // An error means it is gone already; the wait below notices.
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if child.try_wait().ok().flatten().is_some() {

@@ -5,6 +5,8 @@ use cacheserver_config::{AppEnv, Settings};
 use cacheserver_jobqueue::{JobQueue, JobQueueError, JobStatus, NewJob};
 use cacheserver_testkit::{free_port, RedisServer};
 use chrono::{DateTime, Utc};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -114,8 +116,8 @@ impl Worker {
     }
 
     fn sigterm_and_wait(&mut self, timeout: Duration) -> Option<i32> {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let pid = Pid::from_raw(i32::try_from(self.child.id()).unwrap());
+        kill(pid, Signal::SIGTERM).unwrap();
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().unwrap() {
