@@ -5,12 +5,13 @@
 
 mod common;
 
-use cacheserver_testkit::{free_port, RedisServer, SentinelSet, SENTINEL_MASTER_NAME};
+use cacheserver_testkit::{
+    free_port, ChildProcess, Line, RedisServer, SentinelSet, Stderr, Stream, SENTINEL_MASTER_NAME,
+};
 use common::{spawn_app, TestApp};
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,53 +30,59 @@ fn worker_binary() -> Option<PathBuf> {
     found
 }
 
+/// The worker process; its printed lines are collected as they arrive.
 struct Worker {
-    child: Child,
-    printed: Arc<Mutex<HashSet<String>>>,
+    proc: ChildProcess,
 }
 
 impl Worker {
     fn start(bin: &Path, env: &[(&str, String)]) -> Self {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
-        let mut child = Command::new(bin)
-            .env("APP_ENV", "test")
+        let mut cmd = Command::new(bin);
+        cmd.env("APP_ENV", "test")
             .env("APP_CONFIG_DIR", root)
             .env(
                 "APP__JOBQUEUE__WORKER__HEALTH_PORT",
                 free_port().to_string(),
             )
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let printed: Arc<Mutex<HashSet<String>>> = Arc::default();
-        let sink = printed.clone();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let message = line.split_once("] ").map_or(line.as_str(), |(_, m)| m);
-                sink.lock().unwrap().insert(message.to_owned());
-            }
-        });
-        Self { child, printed }
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+        Self {
+            proc: ChildProcess::spawn(&mut cmd, Stderr::Inherit),
+        }
     }
 
+    /// Accepted messages not printed (yet).
     fn missing(&self, accepted: &HashSet<String>) -> Vec<String> {
-        let printed = self.printed.lock().unwrap();
-        accepted.difference(&printed).cloned().collect()
+        let lines = self.proc.lines(Stream::Stdout);
+        let printed = printed(&lines);
+        accepted
+            .iter()
+            .filter(|m| !printed.contains(m.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    /// Wait until every accepted message is printed, at most `bound`.
+    async fn wait_all_printed(&self, bound: Duration, accepted: &HashSet<String>) -> bool {
+        self.proc
+            .wait_for(Stream::Stdout, bound, |lines| {
+                let printed = printed(lines);
+                accepted.iter().all(|m| printed.contains(m.as_str()))
+            })
+            .await
     }
 
     fn is_alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
+        self.proc.is_alive()
     }
 }
 
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The messages of `[time] message` lines.
+fn printed(lines: &[Line]) -> HashSet<&str> {
+    lines
+        .iter()
+        .map(|l| l.text.split_once("] ").map_or(l.text.as_str(), |(_, m)| m))
+        .collect()
 }
 
 /// What the load saw: accepted messages, and when each status arrived.
@@ -174,10 +181,9 @@ async fn under_load(
         .map(|(at, _)| *at)
         .max();
     let window = last_failure.map_or(Duration::ZERO, |t| t - faulted_at);
-    let ran = wait(Duration::from_secs(60), || {
-        worker.missing(&seen.accepted).is_empty()
-    })
-    .await;
+    let ran = worker
+        .wait_all_printed(Duration::from_secs(60), &seen.accepted)
+        .await;
     let missing = worker.missing(&seen.accepted);
     assert!(
         ran,

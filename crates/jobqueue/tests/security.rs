@@ -5,12 +5,10 @@
 
 use cacheserver_config::{AppEnv, Settings};
 use cacheserver_jobqueue::{JobQueue, JobQueueError, NewJob};
-use cacheserver_testkit::{free_port, RedisServer, TestCerts};
+use cacheserver_testkit::{free_port, ChildProcess, RedisServer, Stderr, Stream, TestCerts};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const USER: &str = "cacheserver-jobqueue";
@@ -74,13 +72,9 @@ fn job(message: &str) -> NewJob {
     NewJob::delay_print(message)
 }
 
-type Lines = Arc<Mutex<Vec<String>>>;
-
 /// A `worker` process; stdout (job output) and stderr (logs) collected line by line.
 struct Worker {
-    child: Child,
-    stdout: Lines,
-    stderr: Lines,
+    proc: ChildProcess,
     health_port: u16,
 }
 
@@ -88,8 +82,8 @@ impl Worker {
     fn start(addr: &str, env: &[(String, String)]) -> Self {
         let health_port = free_port();
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_worker"))
-            .args(["--name", &format!("sec-{health_port}")])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_worker"));
+        cmd.args(["--name", &format!("sec-{health_port}")])
             .env("APP_ENV", "test")
             .env("APP_CONFIG_DIR", root)
             .env("APP__CACHE_SERVER__REDIS__JOBQUEUE__ADDR", addr)
@@ -99,51 +93,38 @@ impl Worker {
             )
             .env("APP__LOGGING__LEVEL", "debug")
             .env_remove("RUST_LOG")
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn worker");
-        let collect = |pipe: Box<dyn std::io::Read + Send>| {
-            let lines: Lines = Arc::default();
-            let sink = lines.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    sink.lock().unwrap().push(line);
-                }
-            });
-            lines
-        };
-        let stdout = collect(Box::new(child.stdout.take().unwrap()));
-        let stderr = collect(Box::new(child.stderr.take().unwrap()));
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         Self {
-            child,
-            stdout,
-            stderr,
+            proc: ChildProcess::spawn(&mut cmd, Stderr::Capture),
             health_port,
         }
     }
 
-    fn printed(&self, text: &str) -> bool {
-        self.stdout
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.ends_with(text))
+    /// Wait until a job prints `text`, at most `bound`.
+    async fn wait_printed(&self, bound: Duration, text: &str) -> bool {
+        self.proc
+            .wait_for_line(Stream::Stdout, bound, |l| l.ends_with(text))
+            .await
+    }
+
+    /// Wait until a log line contains `needle`, at most `bound`.
+    async fn wait_logged(&self, bound: Duration, needle: &str) -> bool {
+        self.proc
+            .wait_for_line(Stream::Stderr, bound, |l| l.contains(needle))
+            .await
     }
 
     fn log_lines(&self, needle: &str) -> usize {
-        self.stderr
-            .lock()
-            .unwrap()
+        self.proc
+            .texts(Stream::Stderr)
             .iter()
             .filter(|l| l.contains(needle))
             .count()
     }
 
     fn all_output(&self) -> String {
-        let mut all = self.stderr.lock().unwrap().join("\n");
-        all.push_str(&self.stdout.lock().unwrap().join("\n"));
+        let mut all = self.proc.texts(Stream::Stderr).join("\n");
+        all.push_str(&self.proc.texts(Stream::Stdout).join("\n"));
         all
     }
 
@@ -155,26 +136,8 @@ impl Worker {
     }
 
     fn is_alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
+        self.proc.is_alive()
     }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    check()
 }
 
 #[tokio::test]
@@ -190,9 +153,9 @@ async fn mutual_tls_and_the_shipped_acl_user_register_and_run_a_job() {
     let worker = Worker::start(&addr, &env);
     q.enqueue(job("over mutual tls")).await.unwrap();
     assert!(
-        wait_for(Duration::from_secs(20), || worker
-            .printed("over mutual tls"))
-        .await,
+        worker
+            .wait_printed(Duration::from_secs(20), "over mutual tls")
+            .await,
         "the job did not run; worker log:\n{}",
         worker.all_output()
     );
@@ -251,10 +214,9 @@ async fn a_missing_acl_permission_keeps_the_worker_running_and_says_why_once() {
     let env = user_env(USER, SECRET);
     let mut worker = Worker::start(&redis.addr(), &env);
     assert!(
-        wait_for(Duration::from_secs(20), || worker
-            .log_lines("misconfiguration")
-            >= 1)
-        .await,
+        worker
+            .wait_logged(Duration::from_secs(20), "misconfiguration")
+            .await,
         "the worker never said why; log:\n{}",
         worker.all_output()
     );

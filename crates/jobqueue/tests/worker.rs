@@ -3,14 +3,11 @@
 
 use cacheserver_config::{AppEnv, Settings};
 use cacheserver_jobqueue::{JobQueue, JobQueueError, JobStatus, NewJob};
-use cacheserver_testkit::{free_port, RedisServer};
+use cacheserver_testkit::{free_port, ChildProcess, Line, RedisServer, Stderr, Stream};
 use chrono::{DateTime, Utc};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -39,13 +36,9 @@ fn job(message: &str, delay_ms: u64, max_retry: u32) -> NewJob {
         .retries(max_retry)
 }
 
-/// Printed lines with the time each arrived.
-type Lines = Arc<Mutex<Vec<(DateTime<Utc>, String)>>>;
-
-/// A `worker` process whose stdout lines are collected with the time they arrived.
+/// A `worker` process; its stdout lines (the jobs' output) are collected as they arrive.
 struct Worker {
-    child: Child,
-    lines: Lines,
+    proc: ChildProcess,
     health_port: u16,
 }
 
@@ -53,8 +46,8 @@ impl Worker {
     fn start(redis: &RedisServer, name: &str, extra_env: &[(&str, &str)]) -> Self {
         let health_port = free_port();
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_worker"))
-            .args(["--name", name])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_worker"));
+        cmd.args(["--name", name])
             .env("APP_ENV", "test")
             .env("APP_CONFIG_DIR", root)
             .env("APP__CACHE_SERVER__REDIS__JOBQUEUE__ADDR", redis.addr())
@@ -64,40 +57,39 @@ impl Worker {
             )
             .env("APP__LOGGING__LEVEL", "info")
             .env("APP__JOBQUEUE__WORKER__RETRY_BACKOFF", "100ms")
-            .envs(extra_env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn worker");
-        let stdout = child.stdout.take().unwrap();
-        let lines: Lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push((Utc::now(), line));
-            }
-        });
+            .envs(extra_env.iter().copied());
         Self {
-            child,
-            lines,
+            proc: ChildProcess::spawn(&mut cmd, Stderr::Inherit),
             health_port,
         }
     }
 
     fn messages(&self) -> Vec<String> {
-        let lines = self.lines.lock().unwrap();
-        lines
+        self.proc
+            .texts(Stream::Stdout)
             .iter()
-            .map(|(_, l)| message_of(l).to_owned())
+            .map(|l| message_of(l).to_owned())
             .collect()
     }
 
     fn seen_at(&self, message: &str) -> Option<(DateTime<Utc>, String)> {
-        let lines = self.lines.lock().unwrap();
-        lines
-            .iter()
-            .find(|(_, l)| message_of(l) == message)
-            .cloned()
+        self.proc
+            .lines(Stream::Stdout)
+            .into_iter()
+            .find(|l| message_of(&l.text) == message)
+            .map(|l| (DateTime::<Utc>::from(l.at), l.text))
+    }
+
+    /// Wait until the printed lines satisfy `check`, at most `bound`.
+    async fn wait_lines(&self, bound: Duration, check: impl FnMut(&[Line]) -> bool) -> bool {
+        self.proc.wait_for(Stream::Stdout, bound, check).await
+    }
+
+    /// Wait until `message` is printed, at most `bound`.
+    async fn wait_printed(&self, bound: Duration, message: &str) -> bool {
+        self.proc
+            .wait_for_line(Stream::Stdout, bound, |l| message_of(l) == message)
+            .await
     }
 
     async fn get(&self, path: &str) -> Option<(u16, String)> {
@@ -111,31 +103,15 @@ impl Worker {
     }
 
     fn sigkill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.proc.kill();
     }
 
     fn sigterm_and_wait(&mut self, timeout: Duration) -> Option<i32> {
-        let pid = Pid::from_raw(i32::try_from(self.child.id()).unwrap());
-        kill(pid, Signal::SIGTERM).unwrap();
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
+        self.proc.terminate(timeout).and_then(|s| s.code())
     }
 
     fn is_alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        self.sigkill();
+        self.proc.is_alive()
     }
 }
 
@@ -191,7 +167,9 @@ async fn delayed_jobs_run_after_their_delay_never_early_and_done_jobs_are_trimme
         expected.push((message, enqueued));
     }
     assert!(
-        wait_for(Duration::from_secs(10), || worker.messages().len() >= 20).await,
+        worker
+            .wait_lines(Duration::from_secs(10), |l| l.len() >= 20)
+            .await,
         "only {:?} ran",
         worker.messages()
     );
@@ -307,7 +285,11 @@ async fn sigkilled_worker_jobs_complete_on_a_worker_with_another_name() {
             .unwrap_or(0)
             > 0
     };
-    assert!(wait_for(Duration::from_secs(10), || !first.messages().is_empty()).await);
+    assert!(
+        first
+            .wait_lines(Duration::from_secs(10), |l| !l.is_empty())
+            .await
+    );
     assert!(wait_for(Duration::from_secs(5), inflight).await);
     first.sigkill();
     let orphaned: u64 = redis
@@ -317,12 +299,13 @@ async fn sigkilled_worker_jobs_complete_on_a_worker_with_another_name() {
     assert!(orphaned > 0, "no job was in flight when the worker died");
     let ran_first: HashSet<String> = first.messages().into_iter().collect();
     let second = Worker::start(&redis, "w-heir", &[]);
-    let all_printed = wait_for(Duration::from_secs(25), || {
-        let mut seen = ran_first.clone();
-        seen.extend(second.messages());
-        seen.len() == 300
-    })
-    .await;
+    let all_printed = second
+        .wait_lines(Duration::from_secs(25), |lines| {
+            let mut seen = ran_first.clone();
+            seen.extend(lines.iter().map(|l| message_of(&l.text).to_owned()));
+            seen.len() == 300
+        })
+        .await;
     assert!(
         all_printed,
         "first {} second {}",
@@ -396,12 +379,7 @@ async fn worker_process_survives_a_redis_restart_and_drains_on_sigterm() {
     let q = queue(&redis);
     let mut worker = Worker::start(&redis, "w-survivor", &[]);
     q.enqueue(job("before", 0, 0)).await.unwrap();
-    assert!(
-        wait_for(Duration::from_secs(10), || worker
-            .seen_at("before")
-            .is_some())
-        .await
-    );
+    assert!(worker.wait_printed(Duration::from_secs(10), "before").await);
 
     redis.kill();
     let mut unhealthy = false;
@@ -427,10 +405,7 @@ async fn worker_process_survives_a_redis_restart_and_drains_on_sigterm() {
     }
     assert!(enqueued);
     assert!(
-        wait_for(Duration::from_secs(15), || worker
-            .seen_at("after")
-            .is_some())
-        .await,
+        worker.wait_printed(Duration::from_secs(15), "after").await,
         "worker did not resume: {:?}",
         worker.messages()
     );
@@ -467,10 +442,9 @@ async fn a_backlog_of_10000_jobs_due_at_once_is_processed() {
             ("APP__LOGGING__LEVEL", "warn"),
         ],
     );
-    let done = wait_for(Duration::from_secs(40), || {
-        worker.messages().len() >= 10_000
-    })
-    .await;
+    let done = worker
+        .wait_lines(Duration::from_secs(40), |l| l.len() >= 10_000)
+        .await;
     let unique: HashSet<String> = worker.messages().into_iter().collect();
     println!("10,000 jobs in {:?}", started.elapsed());
     assert!(
@@ -538,10 +512,9 @@ async fn jobs_stored_in_the_seed_format_still_run() {
     assert_eq!(info.payload, serde_json::json!({"message": "legacy hello"}));
     let worker = Worker::start(&redis, "w-legacy", &[]);
     assert!(
-        wait_for(Duration::from_secs(15), || worker
-            .seen_at("legacy hello")
-            .is_some())
-        .await
+        worker
+            .wait_printed(Duration::from_secs(15), "legacy hello")
+            .await
     );
     assert!(wait_for_status(&q, &id, JobStatus::Done, Duration::from_secs(10)).await);
 }
@@ -637,10 +610,9 @@ async fn paused_queues_start_nothing_and_resume_where_they_were() {
     let worker = Worker::start(&redis, "w-pause", &[]);
     q.enqueue(job("before pause", 0, 0)).await.unwrap();
     assert!(
-        wait_for(Duration::from_secs(15), || worker
-            .seen_at("before pause")
-            .is_some())
-        .await
+        worker
+            .wait_printed(Duration::from_secs(15), "before pause")
+            .await
     );
     q.pause().await.unwrap();
     assert!(q.is_paused().await.unwrap());
@@ -668,10 +640,13 @@ async fn paused_queues_start_nothing_and_resume_where_they_were() {
 
     q.resume().await.unwrap();
     assert!(
-        wait_for(Duration::from_secs(15), || worker.messages().len() == 6).await,
+        worker
+            .wait_lines(Duration::from_secs(15), |l| l.len() >= 6)
+            .await,
         "{:?}",
         worker.messages()
     );
+    assert_eq!(worker.messages().len(), 6, "{:?}", worker.messages());
     for id in &ids {
         assert!(wait_for_status(&q, id, JobStatus::Done, Duration::from_secs(10)).await);
     }
