@@ -1,21 +1,15 @@
-//! Logging (tracing, pretty or JSON) and the Prometheus recorder.
+//! Logging and the Prometheus recorder of the api (set up as `cacheserver_telemetry` says), and
+//! the HELP lines of its metrics.
 
-use cacheserver_config::{LogFormat, LoggingSettings};
+use cacheserver_config::LoggingSettings;
+use cacheserver_telemetry::{init_tracing, prometheus_builder, LogTarget};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
-use tracing_subscriber::{fmt, EnvFilter};
 
 /// Install the global tracing subscriber and metrics recorder once. Returns the handle that
 /// renders `/metrics`. `RUST_LOG` overrides `logging.level`.
 pub fn init(logging: &LoggingSettings) -> anyhow::Result<PrometheusHandle> {
-    let filter =
-        EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&logging.level))?;
-    let builder = fmt().with_env_filter(filter).with_target(true);
-    match logging.format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Pretty => builder.compact().try_init(),
-    }
-    .map_err(|e| anyhow::anyhow!("cannot install the tracing subscriber: {e}"))?;
+    init_tracing(logging, LogTarget::Stdout)?;
     Ok(metrics_recorder())
 }
 
@@ -28,15 +22,13 @@ pub fn metrics_recorder() -> PrometheusHandle {
 }
 
 fn install_recorder() -> PrometheusHandle {
-    // Recommended naming (0.18): counters are rendered with `_total` (our names already end in
-    // it, so they are unchanged) on the sample, HELP and TYPE lines alike.
-    let builder = || PrometheusBuilder::new().with_recommended_naming(true);
-    let recorder = builder()
+    // Our counter names already end in `_total`, so recommended naming leaves them unchanged.
+    let recorder = prometheus_builder()
         .set_buckets(&[
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
         ])
         .map_or_else(
-            |_| builder().build_recorder(),
+            |_| prometheus_builder().build_recorder(),
             PrometheusBuilder::build_recorder,
         );
     let handle = recorder.handle();

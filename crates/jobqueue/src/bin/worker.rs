@@ -2,8 +2,9 @@
 //! worker until SIGTERM / Ctrl-C (in-flight jobs finish within `shutdown_grace`, exit 0).
 
 use anyhow::Context;
-use cacheserver_config::{LogFormat, LoggingSettings, Settings};
+use cacheserver_config::Settings;
 use cacheserver_jobqueue::{health, Backoff, Supervisor, WorkerOptions};
+use cacheserver_telemetry::{init_tracing, prometheus_builder, LogTarget};
 use clap::Parser;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,8 +38,8 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let settings = Settings::load().context("cannot load settings")?;
-    init_tracing(&settings.logging)?;
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+    init_tracing(&settings.logging, LogTarget::Stderr)?;
+    let metrics = prometheus_builder()
         .install_recorder()
         .context("cannot install the metrics recorder")?;
 
@@ -89,22 +90,6 @@ fn options(args: &Args, settings: &Settings) -> WorkerOptions {
         .max(base);
     options.backoff = Backoff { base, max };
     options
-}
-
-fn init_tracing(logging: &LoggingSettings) -> anyhow::Result<()> {
-    use tracing_subscriber::{fmt, EnvFilter};
-    let filter =
-        EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&logging.level))?;
-    // Logs go to stderr: stdout carries the demo job's printed lines.
-    let builder = fmt()
-        .with_env_filter(filter)
-        .with_target(true)
-        .with_writer(std::io::stderr);
-    match logging.format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Pretty => builder.compact().try_init(),
-    }
-    .map_err(|e| anyhow::anyhow!("cannot install the tracing subscriber: {e}"))
 }
 
 async fn wait_for_signal() {
