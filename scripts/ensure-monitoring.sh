@@ -4,6 +4,7 @@
 #   validate docker-compose.monitoring.yml; no Docker engine is needed for that).
 # Used by `just test`, `just monitor` and .ci/run. Safe to run repeatedly.
 set -euo pipefail
+source "$(dirname -- "${BASH_SOURCE[0]}")/lib/apt.sh"
 
 missing=()
 command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
@@ -11,24 +12,8 @@ command -v prometheus-redis-exporter >/dev/null 2>&1 || missing+=(prometheus-red
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
-echo "ensure-monitoring: installing ${missing[*]} with apt-get" >&2
-if ! command -v apt-get >/dev/null 2>&1; then
-    echo "ensure-monitoring: apt-get is not available; install ${missing[*]} yourself" >&2
-    exit 1
-fi
-sudo_cmd=()
-if [ "$(id -u)" -ne 0 ]; then
-    if command -v sudo >/dev/null 2>&1; then
-        sudo_cmd=(sudo)
-    else
-        echo "ensure-monitoring: not root and sudo is not available; run as root: apt-get install -y ${missing[*]}" >&2
-        exit 1
-    fi
-fi
-export DEBIAN_FRONTEND=noninteractive
-${sudo_cmd[@]+"${sudo_cmd[@]}"} apt-get update
 # No recommends: the prometheus package would pull in node-exporter and friends.
-${sudo_cmd[@]+"${sudo_cmd[@]}"} apt-get install -y --no-install-recommends "${missing[@]}"
+apt_install ensure-monitoring --no-install-recommends -- "${missing[@]}"
 # On systemd hosts the packages start system services on 9090/9121; `just monitor` reports a
 # port that is already taken instead of fighting over it.
 for tool in prometheus promtool prometheus-redis-exporter docker-compose; do

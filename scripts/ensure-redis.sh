@@ -3,31 +3,14 @@
 # `redis-server` (which pulls in redis-tools for redis-cli) when either is missing.
 # Used by scripts/start-redis.sh, `just test` and .ci/run. Safe to run repeatedly.
 set -euo pipefail
+source "$(dirname -- "${BASH_SOURCE[0]}")/lib/apt.sh"
 
 if command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1; then
     exit 0
 fi
 
-echo "ensure-redis: redis-server/redis-cli not found; installing the redis-server package with apt-get" >&2
-
-if ! command -v apt-get >/dev/null 2>&1; then
-    echo "ensure-redis: apt-get is not available; install Redis (redis-server and redis-cli, 7.x) yourself" >&2
-    exit 1
-fi
-
-sudo_cmd=()
-if [ "$(id -u)" -ne 0 ]; then
-    if command -v sudo >/dev/null 2>&1; then
-        sudo_cmd=(sudo)
-    else
-        echo "ensure-redis: not root and sudo is not available; run as root: apt-get install -y redis-server" >&2
-        exit 1
-    fi
-fi
-
-export DEBIAN_FRONTEND=noninteractive
-${sudo_cmd[@]+"${sudo_cmd[@]}"} apt-get update
-${sudo_cmd[@]+"${sudo_cmd[@]}"} apt-get install -y redis-server
+echo "ensure-redis: redis-server/redis-cli not found" >&2
+apt_install ensure-redis -- redis-server
 
 # The package may start a system-wide redis on 6379 (systemd hosts). We do not rely on it;
 # scripts/start-redis.sh will report it as "not started by this script" if it holds the port.
