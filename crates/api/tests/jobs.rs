@@ -3,14 +3,12 @@
 
 use cacheserver_api::startup::Application;
 use cacheserver_config::{AppEnv, Settings};
-use cacheserver_testkit::{free_port, RedisServer};
+use cacheserver_testkit::{free_port, ChildProcess, RedisServer, Stderr, Stream};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 struct App {
@@ -376,28 +374,15 @@ async fn registered_job_is_printed_by_a_real_worker_after_its_delay() {
     let redis = RedisServer::start();
     let app = App::start(&redis, &[]).await;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
-    let mut worker = Command::new(bin)
-        .env("APP_ENV", "test")
+    let mut cmd = Command::new(bin);
+    cmd.env("APP_ENV", "test")
         .env("APP_CONFIG_DIR", root)
         .env("APP__CACHE_SERVER__REDIS__JOBQUEUE__ADDR", redis.addr())
         .env(
             "APP__JOBQUEUE__WORKER__HEALTH_PORT",
             free_port().to_string(),
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let lines = Arc::new(Mutex::new(
-        Vec::<(chrono::DateTime<chrono::Utc>, String)>::new(),
-    ));
-    let sink = lines.clone();
-    let stdout = worker.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            sink.lock().unwrap().push((chrono::Utc::now(), line));
-        }
-    });
+        );
+    let mut worker = ChildProcess::spawn(&mut cmd, Stderr::Capture);
 
     let (status, body) = app
         .post(
@@ -408,19 +393,15 @@ async fn registered_job_is_printed_by_a_real_worker_after_its_delay() {
     assert_eq!(status, StatusCode::CREATED);
     let run_at = chrono::DateTime::parse_from_rfc3339(body["run_at"].as_str().unwrap()).unwrap();
     let id = body["job_id"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let seen = loop {
-        let found = lines
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|(_, l)| l.ends_with("] e2e hello"))
-            .cloned();
-        if found.is_some() || Instant::now() > deadline {
-            break found;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let printed = |l: &str| l.ends_with("] e2e hello");
+    worker
+        .wait_for_line(Stream::Stdout, Duration::from_secs(30), printed)
+        .await;
+    let seen = worker
+        .lines(Stream::Stdout)
+        .into_iter()
+        .find(|l| printed(&l.text))
+        .map(|l| (chrono::DateTime::<chrono::Utc>::from(l.at), l.text));
     // The line is printed before the job is acknowledged: wait for `done` before the kill.
     let deadline = Instant::now() + Duration::from_secs(30);
     let info = loop {
@@ -430,8 +411,7 @@ async fn registered_job_is_printed_by_a_real_worker_after_its_delay() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let _ = worker.kill();
-    let _ = worker.wait();
+    worker.kill();
     let (at, line) = seen.expect("the worker printed the job");
     assert!(at >= run_at, "ran early: {at} < {run_at}");
     assert!(

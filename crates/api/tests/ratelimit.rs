@@ -7,10 +7,10 @@ mod common;
 
 use cacheserver_config::RateLimitRule;
 use cacheserver_testkit::RedisCluster;
-use common::{eventually, header, seeds, settings, spawn_app, spawn_app_with, TestApp};
+use common::{eventually, header, seeds, settings, spawn_app, spawn_app_with, within, TestApp};
 use futures::StreamExt;
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const SECS: Duration = Duration::from_secs(1);
 
@@ -266,13 +266,12 @@ async fn many_clients_through_two_instances_get_exactly_their_limits() {
             "minute {minute}: clients with ≠ {wanted} passed: {wrong:?}"
         );
     }
+    // Redis decided. (No request failed open: that would have let a client pass more than its
+    // limit above. The metric cannot say it: the recorder is shared by the tests running in
+    // this process, and one of them fails open on purpose.)
     for app in [&a, &b] {
         let redis = metric(app, "ratelimit_decisions_total", &["backend=\"redis\""]).await;
-        let open = metric(app, "ratelimit_decisions_total", &["backend=\"fail_open\""]).await;
-        assert!(
-            redis > 0.0 && open == 0.0,
-            "redis {redis}, fail_open {open}"
-        );
+        assert!(redis > 0.0, "redis {redis}");
     }
 }
 
@@ -284,11 +283,9 @@ async fn starts_with_the_cluster_down_then_moves_to_redis() {
     let t = pinned_time();
     pin(&app, t);
     // Serves at once, limited in memory.
-    let started = Instant::now();
-    let resp = app.ping().await;
+    let resp = within(2 * SECS, "ping while Redis is down", app.ping()).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(header(&resp, "x-ratelimit-remaining"), "59");
-    assert!(started.elapsed() < 2 * SECS, "no hang while Redis is down");
     assert_eq!(app.limiter_backend().await, "memory");
 
     cluster.create();
@@ -317,15 +314,9 @@ async fn killed_cluster_falls_back_without_hanging() {
 
     cluster.kill_all();
     for i in 0..20 {
-        let started = Instant::now();
-        let resp = app.ping().await;
+        let resp = within(2 * SECS, &format!("request {i}"), app.ping()).await;
         assert_eq!(resp.status(), 200, "request {i} while the cluster is down");
         assert!(!header(&resp, "x-ratelimit-remaining").is_empty());
-        assert!(
-            started.elapsed() < 2 * SECS,
-            "request {i} took {:?}",
-            started.elapsed()
-        );
     }
     assert_eq!(app.limiter_backend().await, "memory");
     assert!(metric(&app, "ratelimit_decisions_total", &["backend=\"memory\""]).await >= 1.0);
@@ -392,9 +383,8 @@ async fn limiting_continues_after_a_master_failover() {
     cluster.node_mut(master).kill();
     // Requests are answered promptly throughout the failover.
     for _ in 0..10 {
-        let started = Instant::now();
-        assert_eq!(app.ping().await.status(), 200);
-        assert!(started.elapsed() < 2 * SECS);
+        let resp = within(2 * SECS, "ping during the failover", app.ping()).await;
+        assert_eq!(resp.status(), 200);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     cluster.wait_ok();

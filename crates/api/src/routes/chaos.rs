@@ -207,9 +207,19 @@ mod tests {
 
     #[test]
     fn body_may_be_empty_but_not_malformed() {
-        assert!(!parse_body(b"").is_ok_and(|r| r.force));
-        assert!(!parse_body(b" \n").is_ok_and(|r| r.force));
-        assert!(parse_body(br#"{"force": true}"#).is_ok_and(|r| r.force));
+        assert!(matches!(parse_body(b""), Ok(ResetRequest { force: false })));
+        assert!(matches!(
+            parse_body(b" \n"),
+            Ok(ResetRequest { force: false })
+        ));
+        assert!(matches!(
+            parse_body(b"{}"),
+            Ok(ResetRequest { force: false })
+        ));
+        assert!(matches!(
+            parse_body(br#"{"force": true}"#),
+            Ok(ResetRequest { force: true })
+        ));
         assert!(parse_body(b"{force").is_err());
         assert!(parse_body(br#"{"forse": true}"#).is_err());
     }

@@ -147,6 +147,17 @@ where
     }
 }
 
+/// Await `fut`; a hang past `bound` fails the test (a bound on the wait, not a speed check).
+pub async fn within<T>(
+    bound: Duration,
+    what: &str,
+    fut: impl std::future::Future<Output = T>,
+) -> T {
+    tokio::time::timeout(bound, fut)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer within {bound:?}"))
+}
+
 pub fn header(resp: &reqwest::Response, name: &str) -> String {
     resp.headers()
         .get(name)
