@@ -209,10 +209,8 @@ fn parse_server(addr: &str) -> Result<Server, RedisError> {
 /// Counters and timings of connection events, shared with the event tasks.
 #[derive(Debug, Default)]
 pub struct ConnectionStats {
-    pub connects: AtomicU64,
+    /// Comebacks after an outage (the first connection does not count); `/chaos/status` shows it.
     pub reconnects: AtomicU64,
-    pub errors: AtomicU64,
-    pub cluster_changes: AtomicU64,
     /// The current outage was logged at WARN already; later errors go to DEBUG (no log storm
     /// while the reconnect policy retries).
     outage_logged: AtomicBool,
@@ -270,7 +268,6 @@ impl ConnectionStats {
 
     /// One connection (client × node) came up. The first after an outage logs how long it took.
     fn record_connect(&self, client: usize, server: &Server) {
-        self.connects.fetch_add(1, Ordering::Relaxed);
         self.outage_logged.store(false, Ordering::Relaxed);
         self.clear_misconfiguration();
         metrics::counter!("redis_connects_total").increment(1);
@@ -367,7 +364,6 @@ impl RedisCluster {
                 .as_ref()
                 .map(|seed| server.clone().unwrap_or_else(|| seed.clone()));
             async move {
-                stats.errors.fetch_add(1, Ordering::Relaxed);
                 stats.mark_down();
                 stats.note(&error);
                 if let Some(node) = &probe {
@@ -383,14 +379,9 @@ impl RedisCluster {
                 Ok(())
             }
         }));
-        let stats = self.stats.clone();
-        drop(client.on_cluster_change(move |changes| {
-            let stats = stats.clone();
-            async move {
-                stats.cluster_changes.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(client = index, ?changes, "redis cluster topology changed");
-                Ok(())
-            }
+        drop(client.on_cluster_change(move |changes| async move {
+            tracing::info!(client = index, ?changes, "redis cluster topology changed");
+            Ok(())
         }));
     }
 

@@ -30,10 +30,6 @@ impl Lines {
         self.lock().clone()
     }
 
-    pub fn clear(&self) {
-        self.lock().clear();
-    }
-
     fn push(&self, line: String) {
         let at = crate::now_ms();
         self.lock().push((at, line));
