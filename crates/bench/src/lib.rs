@@ -46,6 +46,8 @@ pub struct Plan {
     pub idle_window: Duration,
     /// Where `api`, `worker` (and `cacheserver-bench`) live.
     pub bin_dir: PathBuf,
+    /// Run only these sections (`--only worker,bullmq`); empty: all.
+    pub only: Vec<String>,
 }
 
 impl Plan {
@@ -62,6 +64,7 @@ impl Plan {
             failover: Duration::from_secs(8),
             idle_window: Duration::from_secs(10),
             bin_dir,
+            only: Vec::new(),
         }
     }
 
@@ -79,7 +82,13 @@ impl Plan {
             failover: Duration::from_secs(2),
             idle_window: Duration::from_secs(1),
             bin_dir,
+            only: Vec::new(),
         }
+    }
+
+    /// Whether `section` is part of this run.
+    pub fn runs(&self, section: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == section)
     }
 }
 

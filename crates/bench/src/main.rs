@@ -23,6 +23,10 @@ struct Args {
     /// Markdown file whose generated part is replaced (default docs/benchmarks.md; not in smoke).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Run only these sections (comma list of limiter, enqueue, worker, bullmq, reconnect);
+    /// a partial run writes no docs unless `--out` is given.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -45,17 +49,24 @@ async fn main() -> anyhow::Result<()> {
     };
     match args.command {
         Some(Cmd::Drill) => run_drill(&bin_dir, args.smoke).await,
-        None => run_bench(bin_dir, args.smoke, args.out).await,
+        None => run_bench(bin_dir, args.smoke, args.out, args.only).await,
     }
 }
 
-async fn run_bench(bin_dir: PathBuf, smoke: bool, out: Option<PathBuf>) -> anyhow::Result<()> {
-    let plan = if smoke {
+async fn run_bench(
+    bin_dir: PathBuf,
+    smoke: bool,
+    out: Option<PathBuf>,
+    only: Vec<String>,
+) -> anyhow::Result<()> {
+    let mut plan = if smoke {
         Plan::smoke(bin_dir)
     } else {
         Plan::full(bin_dir)
     };
-    let out = match (smoke, out) {
+    let partial = !only.is_empty();
+    plan.only = only;
+    let out = match (smoke || partial, out) {
         (_, Some(out)) => Some(out),
         (false, None) => Some(workspace_root().join("docs/benchmarks.md")),
         (true, None) => None,

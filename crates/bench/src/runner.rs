@@ -19,21 +19,33 @@ pub async fn bench(plan: &Plan, out: Option<&Path>) -> anyhow::Result<Report> {
         "bench: redis and cluster up; logs in {}",
         stack.dir.path().display()
     );
-    let r = sections::limiter::run(&stack, plan, &mut report).await;
-    check(plan, &mut report, "limiter", r)?;
-    let enqueue = sections::enqueue::run(&stack, plan, &mut report).await;
-    let enqueue = check(plan, &mut report, "enqueue", enqueue)?;
-    let raw = enqueue.map_or(0.0, |e| e.raw_single);
-    let worker = sections::worker::run(&stack, plan, &mut report, raw).await;
-    let worker = check(plan, &mut report, "worker", worker)?;
-    let ours = sections::bullmq::Ours {
-        enqueue: enqueue.as_ref(),
-        worker: worker.as_ref(),
-    };
-    let r = sections::bullmq::run(&stack, plan, &mut report, ours).await;
-    check(plan, &mut report, "bullmq", r)?;
-    let r = sections::reconnect::run(&mut stack, plan, &mut report).await;
-    check(plan, &mut report, "reconnect", r)?;
+    if plan.runs("limiter") {
+        let r = sections::limiter::run(&stack, plan, &mut report).await;
+        check(plan, &mut report, "limiter", r)?;
+    }
+    let mut enqueue = None;
+    if plan.runs("enqueue") {
+        let r = sections::enqueue::run(&stack, plan, &mut report).await;
+        enqueue = check(plan, &mut report, "enqueue", r)?;
+    }
+    let mut worker = None;
+    if plan.runs("worker") {
+        let raw = enqueue.as_ref().map_or(0.0, |e| e.raw_single);
+        let r = sections::worker::run(&stack, plan, &mut report, raw).await;
+        worker = check(plan, &mut report, "worker", r)?;
+    }
+    if plan.runs("bullmq") {
+        let ours = sections::bullmq::Ours {
+            enqueue: enqueue.as_ref(),
+            worker: worker.as_ref(),
+        };
+        let r = sections::bullmq::run(&stack, plan, &mut report, ours).await;
+        check(plan, &mut report, "bullmq", r)?;
+    }
+    if plan.runs("reconnect") {
+        let r = sections::reconnect::run(&mut stack, plan, &mut report).await;
+        check(plan, &mut report, "reconnect", r)?;
+    }
     if let Some(out) = out {
         report.write(out, &machine, plan.smoke)?;
         println!("bench: wrote {}", out.display());

@@ -219,7 +219,8 @@ pub struct WorkerSettings {
     pub health_host: String,
     /// Port of the worker's `/health` and `/metrics`; 0 picks a free one.
     pub health_port: u16,
-    /// How often an idle worker looks for due jobs (default 50ms).
+    /// Longest an idle worker sleeps before it looks at Redis again (default 1s); a job due
+    /// sooner, a new job or a resume wakes it at once.
     #[serde(deserialize_with = "duration::deserialize")]
     pub poll_interval: Duration,
     /// On SIGTERM, how long in-flight jobs may take to finish (default 30s).
@@ -370,7 +371,7 @@ impl JobqueueSettings {
         if worker.concurrency <= 0 {
             worker.concurrency = 8;
         }
-        or_default(&mut worker.poll_interval, Duration::from_millis(50));
+        or_default(&mut worker.poll_interval, Duration::from_secs(1));
         or_default(&mut worker.shutdown_grace, Duration::from_secs(30));
         or_default(&mut worker.retry_backoff, Duration::from_secs(1));
         or_default(&mut worker.retry_backoff_max, Duration::from_secs(300));

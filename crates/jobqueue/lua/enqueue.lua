@@ -3,11 +3,14 @@
 -- deciding unique keys atomically.
 -- KEYS[1]: {q}:data (hash id -> job json)  KEYS[2]: {q}:meta prefix  KEYS[3]: {q}:delayed (zset, due ms)
 -- KEYS[4]: {q}:unique prefix (string per key: the job id holding it)  KEYS[5]: {q}:dead (apalis set)
--- KEYS[6]: {q}:dead_at (zset)
+-- KEYS[6]: {q}:dead_at (zset)  KEYS[7]: {q}:wake (list: a marker wakes a waiting worker)
 -- ARGV: repeating groups of 9: id, job_json, due_ms, max_retry, created_ms, timeout_ms,
 --       job_type, unique_key ("" none), unique_for_ms (0: until the job is done or dead)
 -- Returns one string per job: "" stored, else the id of the job already holding its unique key.
 local out = {}
+-- Waiting workers sleep until the earliest due time they saw: wake them when a job is due sooner.
+local head = redis.call("zrange", KEYS[3], 0, 0, "WITHSCORES")[2]
+local earliest = nil
 
 -- A key without expiry is held while its job exists and is neither done nor dead.
 local function still_held(lock)
@@ -54,8 +57,15 @@ for i = 1, #ARGV, 9 do
                 "failures", 0, "created_ms", ARGV[i + 4], "timeout_ms", ARGV[i + 5],
                 "job_type", ARGV[i + 6], "unique_key", unique_key)
             redis.call("zadd", KEYS[3], ARGV[i + 2], id)
+            local due = tonumber(ARGV[i + 2])
+            if not earliest or due < earliest then
+                earliest = due
+            end
         end
         table.insert(out, "")
     end
+end
+if earliest and (not head or earliest < tonumber(head)) and redis.call("llen", KEYS[7]) == 0 then
+    redis.call("rpush", KEYS[7], 1)
 end
 return out

@@ -1,4 +1,4 @@
--- Pause a queue: set the flag (promote.lua then moves no due job) and hand the jobs already
+-- Pause a queue: set the flag (fetch.lua then takes nothing) and hand the jobs already
 -- waiting in apalis' {q}:active list back to {q}:delayed at their due time, so only what a worker
 -- has already fetched can still start.
 -- KEYS[1]: {q}:paused  KEYS[2]: {q}:active  KEYS[3]: {q}:delayed  KEYS[4]: meta prefix

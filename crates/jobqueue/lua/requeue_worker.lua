@@ -3,7 +3,7 @@
 -- register a name seen within `orphaned_duration` and only re-queues its own orphans after a
 -- heartbeat interval; (b) as a reaper for workers whose heartbeat is older than ARGV[1]
 -- (apalis waits heartbeat_interval x missed_heartbeats = 300 s by default).
--- KEYS[1]: {q}:workers (zset, last heartbeat in s)  KEYS[2]: {q}:active  KEYS[3]: {q}:signal
+-- KEYS[1]: {q}:workers (zset, last heartbeat in s)  KEYS[2]: {q}:active  KEYS[3]: {q}:wake (a marker wakes a waiting worker)
 -- KEYS[4]: {q}:inflight prefix  KEYS[5]: meta prefix  KEYS[6]: worker metadata prefix ({q}:workers:metadata)
 -- KEYS[7]: {q}:data (a job deleted while it ran is dropped, not re-queued: apalis' fetch_next
 --          fails on an id without data and would stop every worker that fetches it)

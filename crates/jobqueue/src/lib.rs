@@ -10,6 +10,8 @@
 //! - [`metrics`]: every metric name.
 //! - [`tls_probe`]: tells plain text on a TLS port from an outage (both Redis clients use it).
 
+mod acks;
+mod backend;
 pub mod connection;
 mod error;
 pub mod health;

@@ -276,12 +276,12 @@ impl JobQueue {
     }
 
     pub async fn resume(&self) -> Result<(), JobQueueError> {
-        let key = self.inner.keys.paused.clone();
+        let keys = self.inner.keys.clone();
         self.with_connection(self.inner.call_timeout, |mut c| async move {
-            redis::cmd("DEL")
-                .arg(&key)
-                .query_async::<()>(&mut c)
-                .await?;
+            let mut pipe = redis::pipe();
+            pipe.del(&keys.paused).ignore();
+            storage::wake(&mut pipe, &keys);
+            pipe.query_async::<()>(&mut c).await?;
             Ok(())
         })
         .await?;

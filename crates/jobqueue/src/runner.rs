@@ -1,20 +1,17 @@
 //! The layer around every job type: the early-start guard, the timeout, counting failures
-//! (apalis ignores `max_attempts`), backoff, dead, metrics and the per-minute history. The apalis
-//! handler is [`handle`]; job types only see their payload and a [`JobContext`].
+//! (apalis ignores `max_attempts`), backoff, dead and metrics. The apalis handler is [`handle`];
+//! job types only see their payload and a [`JobContext`]. Each run's result goes to
+//! [`Acks`], which writes it (and the per-minute history) to Redis.
 
+use crate::acks::Acks;
 use crate::jobs::{JobContext, JobEnvelope, JobError, Registry};
 use crate::metrics as m;
-use crate::storage::{self, Keys};
-use apalis::prelude::{AbortError, BoxDynError, Data, MetadataStore, TaskId};
-use apalis_redis::ConnectionManager;
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use crate::storage::{self, Finished, Outcome};
+use apalis::prelude::{BoxDynError, Data, MetadataStore, TaskId};
 use std::time::Duration;
 
 /// A job seen this much early (or less) waits inside the handler; more is sent back to wait.
 const MAX_IN_HANDLER_WAIT_MS: u64 = 2_000;
-/// Budget for writing a failure down.
-const RECORD_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Retry delays: `base × 2^(failures-1)`, capped at `max`.
 #[derive(Debug, Clone, Copy)]
@@ -39,61 +36,14 @@ impl Backoff {
     }
 }
 
-/// Runs finished per minute, counted in memory and added to Redis by the scheduling loop, so a
-/// job costs no extra round trip.
-#[derive(Debug, Default)]
-pub struct History {
-    minutes: Mutex<BTreeMap<u64, (u64, u64)>>,
-}
-
-impl History {
-    fn record(&self, ok: bool) {
-        let minute = storage::now_ms() / 60_000;
-        if let Ok(mut map) = self.minutes.lock() {
-            let entry = map.entry(minute).or_default();
-            if ok {
-                entry.0 += 1;
-            } else {
-                entry.1 += 1;
-            }
-        }
-    }
-
-    /// Everything counted since the last call: (minute, processed, failed).
-    pub fn take(&self) -> Vec<(u64, u64, u64)> {
-        self.minutes
-            .lock()
-            .map(|mut map| {
-                std::mem::take(&mut *map)
-                    .into_iter()
-                    .map(|(k, (p, f))| (k, p, f))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// Put counts back after a failed flush.
-    pub fn restore(&self, entries: Vec<(u64, u64, u64)>) {
-        if let Ok(mut map) = self.minutes.lock() {
-            for (minute, p, f) in entries {
-                let entry = map.entry(minute).or_default();
-                entry.0 += p;
-                entry.1 += f;
-            }
-        }
-    }
-}
-
 /// What the handler needs besides the job.
 #[derive(Clone)]
 pub struct Runner {
-    pub conn: ConnectionManager,
-    pub keys: Keys,
+    pub acks: Acks,
     pub backoff: Backoff,
     pub registry: Registry,
     /// `jobqueue.default_timeout`.
     pub default_timeout: Duration,
-    pub history: Arc<History>,
 }
 
 /// The apalis handler: guard, run with a timeout, then count success or failure.
@@ -107,7 +57,13 @@ pub async fn handle(
     let next_run_ms = meta_u64(&meta, "next_run_ms");
     if let Some(early) = too_early(next_run_ms).await {
         tracing::debug!(job_id = %id, early_ms = early, "job is early, sent back to wait");
-        return Err(format!("job is early by {early} ms, sent back to wait").into());
+        runner.finished(
+            id,
+            Outcome::Later {
+                due_ms: next_run_ms,
+            },
+        );
+        return Ok(());
     }
     let job_type = job.job_type.clone();
     let started_ms = storage::now_ms();
@@ -129,14 +85,15 @@ pub async fn handle(
             )))
         }
     };
-    match result {
+    let outcome = match result {
         Ok(()) => {
             m::processed(&job_type);
-            runner.history.record(true);
-            Ok(())
+            Outcome::Done
         }
-        Err(error) => runner.on_failure(&id, &job_type, &meta, error).await,
-    }
+        Err(error) => runner.on_failure(&id, &job_type, &meta, error),
+    };
+    runner.finished(id, outcome);
+    Ok(())
 }
 
 /// Never run before the due time: wait briefly, or say how early when it is far off.
@@ -165,41 +122,37 @@ impl Runner {
         }
     }
 
-    /// Write the failure down; the last allowed one (or one no retry can fix) returns
-    /// `AbortError`, which apalis stores as dead.
-    async fn on_failure(
+    fn finished(&self, id: String, outcome: Outcome) {
+        self.acks.send(Finished { id, outcome });
+    }
+
+    /// Count the failure; the last allowed one (or one no retry can fix) makes the job dead.
+    fn on_failure(
         &self,
         id: &str,
         job_type: &str,
         meta: &MetadataStore,
         error: JobError,
-    ) -> Result<(), BoxDynError> {
+    ) -> Outcome {
         let failures = meta_u64(meta, "failures") as u32 + 1;
         let max_retry = meta_u64(meta, "max_retry") as u32;
-        let last = failures > max_retry || !error.retryable;
-        let next_run_ms = storage::now_ms() + self.backoff.after(failures).as_millis() as u64;
-        let message = error.message.clone();
-        let mut conn = self.conn.clone();
-        let failure = storage::Failure {
-            id,
-            attempt: failures,
-            error: &message,
-            next_run_ms,
-        };
-        let record = storage::record_failure(&mut conn, &self.keys, &failure);
-        if let Err(e) = tokio::time::timeout(RECORD_TIMEOUT, record).await {
-            tracing::warn!(job_id = %id, error = %e, "could not record the failure");
-        }
         m::failed(job_type);
-        self.history.record(false);
-        if last {
+        let message = error.message;
+        if failures > max_retry || !error.retryable {
             tracing::warn!(job_id = %id, job_type, failures, %message, "job failed for the last time: dead");
             m::dead(job_type);
-            return Err(AbortError::new(error).into());
+            return Outcome::Dead {
+                failures,
+                error: message,
+            };
         }
         tracing::info!(job_id = %id, job_type, failures, max_retry, %message, "job failed, will retry");
         m::retried(job_type);
-        Err(error.into())
+        Outcome::Retry {
+            failures,
+            next_run_ms: storage::now_ms() + self.backoff.after(failures).as_millis() as u64,
+            error: message,
+        }
     }
 }
 
@@ -222,17 +175,5 @@ mod tests {
         assert_eq!(b.after(3), Duration::from_millis(400));
         assert_eq!(b.after(4), Duration::from_millis(500));
         assert_eq!(b.after(90), Duration::from_millis(500));
-    }
-
-    #[test]
-    fn history_takes_what_was_recorded() {
-        let h = History::default();
-        h.record(true);
-        h.record(true);
-        h.record(false);
-        let taken = h.take();
-        let sum: (u64, u64) = taken.iter().fold((0, 0), |a, e| (a.0 + e.1, a.1 + e.2));
-        assert_eq!(sum, (2, 1));
-        assert!(h.take().is_empty());
     }
 }

@@ -3,41 +3,40 @@
 //! `crates/jobqueue/lua/`, one per operation.
 //!
 //! ## Keys (all under `<queue>:`, e.g. `dm-jobqueue:`)
-//! apalis-redis' own (we keep its layout so its worker, acks, leases and heartbeats run unchanged):
-//! `data` (hash id → job JSON `{"type","payload"}`), `meta:<id>` (hash: apalis' `status`,
-//! `attempts`, `locked_at`, `done_at`… plus ours: `run_at_ms`, `next_run_ms`, `created_ms`,
-//! `max_retry`, `failures`, `last_error`, `timeout_ms`, `job_type`, `unique_key`), `active` (list of
-//! due ids apalis fetches from), `signal`, `scheduled` (apalis' retry zset), `inflight:<worker>`
-//! (set), `done` and `dead` (sets apalis adds acked jobs to), `workers` (zset of heartbeats),
-//! `workers:metadata:<worker>`.
+//! apalis-redis' own (we keep its layout so its registration, heartbeats and orphan re-queueing
+//! run unchanged): `data` (hash id → job JSON `{"type","payload"}`), `meta:<id>` (hash: apalis'
+//! `status`, `attempts`, `locked_at`, `locked_by`, `done_at`… plus ours: `run_at_ms`,
+//! `next_run_ms`, `created_ms`, `max_retry`, `failures`, `last_error`, `timeout_ms`, `job_type`,
+//! `unique_key`), `active` (list: jobs handed back, taken first), `scheduled` (apalis' retry zset,
+//! only from older versions), `inflight:<worker>` (set), `done` and `dead` (sets, only from older
+//! versions), `workers` (zset of heartbeats), `workers:metadata:<worker>`.
 //! Ours: `delayed` (zset, due time in **ms**), `retrying` (zset, next attempt in ms), `finished`
-//! (zset: done jobs by when seen done), `dead_at` (zset: dead jobs by when seen dead),
+//! (zset: done jobs by when done), `dead_at` (zset: dead jobs by when dead),
 //! `errors:<id>` (list: the last 10 failures as JSON), `unique:<key>` (string: the job id holding a
 //! unique key; with `unique_for_seconds` it expires), `paused` (string: set while paused),
-//! `history:<minute>` (hash `processed`, `failed`; expires after 24 h).
+//! `history:<minute>` (hash `processed`, `failed`; expires after 24 h), `wake` (list: at most one
+//! marker, pushed when a job becomes due sooner than a waiting worker knows; BLPOPed).
 //!
 //! Outside the prefix: apalis-redis' `register_worker.lua` writes the global key
 //! `core:apalis:queues:list` (a set of queue names), outside KEYS: an ACL user limited to
 //! `~<queue>*` fails on every worker start, so its rules need `~core:apalis:queues:list` too.
 //!
 //! ## apalis-redis 1.0.0 internals relied on
-//! - the key names above, from [`Config`]'s accessors; the meta hash layout that `fetch_next.lua`
-//!   returns and `acquire_leases.lua`/`handle_results.lua` write (`status` = `Running`, `Done`,
-//!   `Failed`, `Killed`; `locked_at` and `done_at` in seconds);
-//! - `fetch_next.lua` reads only `active` (and promotes `scheduled`, which we keep empty);
-//! - an `AbortError` from the handler makes `handle_results.lua` add the job to `dead`.
+//! - the key names above, from [`Config`]'s accessors; the meta hash layout (`status` =
+//!   `Pending`, `Running`, `Done`, `Failed`, `Killed`; `locked_at` and `done_at` in seconds);
+//! - `register_worker.lua`, `keep_alive.lua` and `reenqueue_orphaned.lua` (run by `RedisStorage`
+//!   inside our backend, `backend.rs`) hand orphans back to `active`, which `fetch.lua` takes first.
 //!
 //! ## Workarounds (upstream: github.com/apalis-dev/apalis-redis)
 //! 1. **Whole-second `run_at`, jobs fire up to ~1 s early** (`batch_push.lua`/`fetch_next.lua` use
-//!    Unix seconds): we enqueue with our own script into `delayed` scored in ms and promote
-//!    due jobs ourselves (`promote.lua`); the runner also waits if it ever sees a job early.
+//!    Unix seconds): we enqueue with our own script into `delayed` scored in ms and `fetch.lua`
+//!    takes due jobs from there; the runner also waits if it ever sees a job early.
 //! 2. **`fetch_next.lua` unpacks every due job at once** ("too many results to unpack" at ~8,000
-//!    due jobs, the worker dies on every restart): our jobs never wait in apalis' `scheduled`;
-//!    `promote.lua` moves due jobs in chunks of [`PROMOTE_CHUNK`].
+//!    due jobs, the worker dies on every restart): `fetch.lua` takes at most what one fetch asks.
 //! 3. **`max_attempts` ignored, 25 retries hard-coded, linear 1 s backoff** (`handle_results.lua`):
-//!    the runner counts failures in the job's meta and chooses the next run time; `promote.lua`
-//!    parks retries in `retrying` and resets apalis' `attempts`; the last attempt returns an
-//!    `AbortError` so apalis moves the job to `dead`.
+//!    the runner counts failures and chooses the next run time; `finish.lua` parks retries in
+//!    `retrying` (ms) or the job in `dead_at`. Retries an older version left in apalis'
+//!    `scheduled` are moved over by `park_retries.lua`.
 //! 4. **A Redis error ends the worker for good and the process exits 0** (apalis-redis#76): see
 //!    `supervisor.rs`, which restarts it with backoff. Connections get explicit timeouts
 //!    ([`connection_config`]).
@@ -45,14 +44,18 @@
 //!    old heartbeat is fresh** (apalis#504): we requeue our own name's in-flight jobs before every
 //!    start and reap workers whose heartbeat is older than [`ORPHAN_AFTER`] (`requeue_worker.lua`).
 //! 6. **Done and dead jobs are kept forever in unordered sets** (no retention, no time):
-//!    `trim_done.lua` stamps them into `finished`/`dead_at` and deletes done jobs after
-//!    `jobqueue.done_retention`. Dead jobs stay until deleted.
+//!    `finish.lua` writes them to `finished`/`dead_at` with the time, `trim_done.lua` stamps what
+//!    older versions left in the sets and deletes done jobs after `jobqueue.done_retention`.
+//!    Dead jobs stay until deleted.
 //! 7. **The library's stats/list queries are broken**: counts are raw ZCARD/LLEN/SCARD and
 //!    listings read our zsets (`queue.rs`, `list.lua`).
-//! 8. **Each fetched job is removed from `active` with LREM** (`acquire_leases.lua`), O(list
-//!    length): `promote.lua` keeps at most [`MAX_ACTIVE`] jobs there; the rest wait in `delayed`.
-//! 9. **No pause**: `pause.lua` sets `paused` (then `promote.lua` moves nothing) and hands `active`
-//!    back to `delayed`; only the jobs a worker already fetched (at most its concurrency) start.
+//! 8. **Fetch, lease and ack are separate round trips, serialised, with an O(length) LREM per job
+//!    and a poll every `poll_interval`** (apalis-core's `Persisted` + `acquire_leases.lua`): our
+//!    backend (`backend.rs`) fetches with `fetch.lua`, `acks.rs` writes results with
+//!    `finish.lua` while the next fetch runs, and idle workers sleep until the next due time or a
+//!    `wake` marker. The measurements that made this necessary are in `backend.rs`.
+//! 9. **No pause**: `pause.lua` sets `paused` (then `fetch.lua` takes nothing) and hands `active`
+//!    back to `delayed`; only the jobs a worker already fetched start.
 //! 10. **`register_worker.lua` writes `core:apalis:queues:list`** outside the prefix (see above).
 
 use crate::error::JobQueueError;
@@ -65,9 +68,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Jobs moved per Lua call: far below Lua's unpack limit (~8,000).
 pub const PROMOTE_CHUNK: usize = 1_000;
-/// Most jobs waiting in apalis' `{q}:active` list: apalis removes each fetched job with an
-/// O(length) LREM, so a long list makes every job slower (workaround 8).
-pub const MAX_ACTIVE: usize = 1_000;
 /// How often a worker writes its heartbeat (apalis' default is 30 s).
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// A worker whose heartbeat is older than this is dead: its in-flight jobs are re-queued.
@@ -75,8 +75,8 @@ pub const ORPHAN_AFTER: Duration = Duration::from_secs(5);
 
 static ENQUEUE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/enqueue.lua")));
-static PROMOTE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/promote.lua")));
+static PARK_RETRIES: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/park_retries.lua")));
 static REQUEUE_WORKER: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/requeue_worker.lua")));
 static TRIM_DONE: LazyLock<Script> =
@@ -86,6 +86,8 @@ static RETRY_DEAD: LazyLock<Script> =
 static DELETE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/delete.lua")));
 static PAUSE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/pause.lua")));
 static LIST: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/list.lua")));
+static FETCH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/fetch.lua")));
+static FINISH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/finish.lua")));
 /// Failures kept per job.
 pub const ERRORS_KEPT: isize = 10;
 /// Per-minute history counters live this long.
@@ -105,6 +107,7 @@ pub struct Keys {
     pub unique: String,
     pub paused: String,
     pub history: String,
+    pub wake: String,
 }
 
 impl Keys {
@@ -121,6 +124,7 @@ impl Keys {
             unique: format!("{queue}:unique"),
             paused: format!("{queue}:paused"),
             history: format!("{queue}:history"),
+            wake: format!("{queue}:wake"),
             apalis,
         }
     }
@@ -136,18 +140,23 @@ impl Keys {
     pub fn history_of(&self, minute: u64) -> String {
         format!("{}:{minute}", self.history)
     }
+
+    /// A worker's in-flight set (apalis-redis' layout).
+    pub fn inflight_of(&self, worker: &str) -> String {
+        format!("{}:{worker}", self.apalis.inflight_jobs_set())
+    }
 }
 
-/// apalis-redis config: short heartbeats (workaround 5), results persisted (acks drive
-/// done/dead), no pub/sub events (nobody listens; they cost a PUBLISH per job).
+/// apalis-redis config: short heartbeats (workaround 5), no pub/sub events (nobody listens;
+/// they cost a PUBLISH per job). Leases and acks are ours (workaround 8).
 pub fn apalis_config(queue: &str) -> Config {
     Config::default()
         .queue(queue)
         .heartbeat_interval(HEARTBEAT_INTERVAL)
         .missed_heartbeats((ORPHAN_AFTER.as_secs() / HEARTBEAT_INTERVAL.as_secs().max(1)) as usize)
         .emit_events(false)
-        .persist_results(true)
-        .lock_tasks(true)
+        .persist_results(false)
+        .lock_tasks(false)
 }
 
 /// The apalis storage for the worker, on its own connection.
@@ -243,7 +252,8 @@ fn enqueue_call(keys: &Keys, jobs: &[StoredJob<'_>]) -> ScriptInvocation<'static
         .key(&keys.delayed)
         .key(&keys.unique)
         .key(keys.apalis.dead_jobs_set())
-        .key(&keys.dead_at);
+        .key(&keys.dead_at)
+        .key(&keys.wake);
     let now = now_ms();
     for job in jobs {
         call.arg(job.id)
@@ -266,23 +276,18 @@ fn holders(out: Vec<String>) -> Vec<Option<String>> {
         .collect()
 }
 
-/// One promotion step (workarounds 1–3, 9). Returns (due jobs moved, retries parked, paused).
-pub async fn promote_step(
+/// Move retries apalis parked (workaround 3) to ours. Returns (parked, paused).
+pub async fn park_retries(
     conn: &mut ConnectionManager,
     keys: &Keys,
-) -> Result<(usize, usize, bool), JobQueueError> {
-    let c = &keys.apalis;
-    Ok(PROMOTE
-        .key(&keys.delayed)
-        .key(c.active_jobs_list())
-        .key(c.signal_list())
-        .key(c.scheduled_jobs_set())
+) -> Result<(usize, bool), JobQueueError> {
+    Ok(PARK_RETRIES
+        .key(keys.apalis.scheduled_jobs_set())
         .key(&keys.meta)
         .key(&keys.retrying)
         .key(&keys.paused)
         .arg(now_ms())
         .arg(PROMOTE_CHUNK)
-        .arg(MAX_ACTIVE)
         .invoke_async(conn)
         .await?)
 }
@@ -299,7 +304,7 @@ pub async fn requeue_worker(
     Ok(REQUEUE_WORKER
         .key(c.workers_set())
         .key(c.active_jobs_list())
-        .key(c.signal_list())
+        .key(&keys.wake)
         .key(c.inflight_jobs_set())
         .key(&keys.meta)
         .key(format!("{}:metadata", c.workers_set()))
@@ -354,7 +359,7 @@ pub async fn retry_dead(
     keys: &Keys,
     id: &str,
 ) -> Result<i64, JobQueueError> {
-    Ok(RETRY_DEAD
+    let revived: i64 = RETRY_DEAD
         .key(keys.apalis.dead_jobs_set())
         .key(&keys.dead_at)
         .key(&keys.delayed)
@@ -362,7 +367,13 @@ pub async fn retry_dead(
         .arg(id)
         .arg(now_ms())
         .invoke_async(conn)
-        .await?)
+        .await?;
+    if revived == 1 {
+        let mut pipe = redis::pipe();
+        wake(&mut pipe, keys);
+        pipe.query_async::<()>(conn).await?;
+    }
+    Ok(revived)
 }
 
 /// 1 deleted, 0 unknown, -1 running (refused).
@@ -433,63 +444,153 @@ pub async fn list_page(
         .collect())
 }
 
-/// A failed run, for [`record_failure`].
-pub struct Failure<'a> {
-    pub id: &'a str,
-    pub attempt: u32,
-    pub error: &'a str,
-    pub next_run_ms: u64,
+/// A job [`fetch`] took for a worker: its id, stored JSON and the meta fields the runner reads.
+#[derive(Debug, Clone)]
+pub struct FetchedJob {
+    pub id: String,
+    pub json: String,
+    pub meta: std::collections::HashMap<String, String>,
 }
 
-/// Record a failed run in one round trip: failures, last error, when it may run next, and the
-/// error history (last [`ERRORS_KEPT`]).
-pub async fn record_failure(
+/// What one [`fetch`] call returned.
+#[derive(Debug, Default)]
+pub struct Fetched {
+    pub jobs: Vec<FetchedJob>,
+    /// When fewer jobs than asked were due: the earliest due time (ms) of the rest, if any.
+    pub next_due_ms: Option<u64>,
+}
+
+const FETCHED_FIELDS: [&str; 4] = ["next_run_ms", "failures", "max_retry", "timeout_ms"];
+
+/// Take up to `want` due jobs for `worker` in one call (`fetch.lua`).
+pub async fn fetch(
     conn: &mut ConnectionManager,
     keys: &Keys,
-    failure: &Failure<'_>,
-) -> Result<(), JobQueueError> {
-    let entry = serde_json::json!({
-        "at_ms": now_ms(),
-        "attempt": failure.attempt,
-        "error": failure.error,
-    })
-    .to_string();
-    let errors = keys.errors_of(failure.id);
-    redis::pipe()
-        .hset_multiple(
-            keys.meta_of(failure.id),
-            &[
-                ("failures", failure.attempt.to_string()),
-                ("last_error", failure.error.to_owned()),
-                ("next_run_ms", failure.next_run_ms.to_string()),
-            ],
-        )
-        .ignore()
-        .lpush(&errors, entry)
-        .ignore()
-        .ltrim(&errors, 0, ERRORS_KEPT - 1)
-        .ignore()
-        .query_async::<()>(conn)
+    worker: &str,
+    want: usize,
+) -> Result<Fetched, JobQueueError> {
+    let c = &keys.apalis;
+    let now = now_ms();
+    let flat: Vec<String> = FETCH
+        .key(c.workers_set())
+        .key(c.active_jobs_list())
+        .key(keys.inflight_of(worker))
+        .key(c.job_data_hash())
+        .key(&keys.meta)
+        .key(&keys.retrying)
+        .key(&keys.delayed)
+        .key(&keys.paused)
+        .key(&keys.wake)
+        .arg(now)
+        .arg(want.max(1))
+        .arg(worker)
+        .arg(now / 1000)
+        .invoke_async(conn)
         .await?;
-    Ok(())
+    let mut rest = flat.into_iter();
+    let next_due_ms = rest
+        .next()
+        .and_then(|d| d.parse::<f64>().ok())
+        .filter(|d| *d >= 0.0)
+        .map(|d| d as u64);
+    let rest: Vec<String> = rest.collect();
+    let jobs = rest
+        .chunks_exact(2 + FETCHED_FIELDS.len())
+        .map(|j| FetchedJob {
+            id: j[0].clone(),
+            json: j[1].clone(),
+            meta: FETCHED_FIELDS
+                .iter()
+                .zip(&j[2..])
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
+        })
+        .collect();
+    Ok(Fetched { jobs, next_due_ms })
 }
 
-/// Add counted runs to the per-minute history, one round trip.
-pub async fn add_history(
+/// How a run ended, for [`finish`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Done,
+    /// Failed; runs again at `next_run_ms`.
+    Retry {
+        failures: u32,
+        next_run_ms: u64,
+        error: String,
+    },
+    /// Failed for the last time.
+    Dead {
+        failures: u32,
+        error: String,
+    },
+    /// Not run (early, or released at shutdown): back to waiting until `due_ms`.
+    Later {
+        due_ms: u64,
+    },
+}
+
+/// The result of one run of job `id`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finished {
+    pub id: String,
+    pub outcome: Outcome,
+}
+
+/// Record results of `worker`'s runs in one call (`finish.lua`; replaces apalis' acks and
+/// workaround 3's separate failure write). Returns how many were recorded (a result for a job
+/// no longer in flight at this worker is skipped).
+pub async fn finish(
     conn: &mut ConnectionManager,
     keys: &Keys,
-    entries: &[(u64, u64, u64)],
-) -> Result<(), JobQueueError> {
-    let mut pipe = redis::pipe();
-    for (minute, processed, failed) in entries {
-        let key = keys.history_of(*minute);
-        pipe.hincr(&key, "processed", *processed)
-            .ignore()
-            .hincr(&key, "failed", *failed)
-            .ignore()
-            .expire(&key, HISTORY_TTL.as_secs() as i64)
-            .ignore();
+    worker: &str,
+    results: &[Finished],
+) -> Result<u64, JobQueueError> {
+    let now = now_ms();
+    let mut call = FINISH.prepare_invoke();
+    call.key(keys.inflight_of(worker))
+        .key(&keys.meta)
+        .key(&keys.finished)
+        .key(&keys.retrying)
+        .key(&keys.dead_at)
+        .key(&keys.errors)
+        .key(keys.history_of(now / 60_000))
+        .key(&keys.delayed)
+        .key(&keys.wake)
+        .arg(now)
+        .arg(now / 1000)
+        .arg(ERRORS_KEPT)
+        .arg(HISTORY_TTL.as_secs());
+    for result in results {
+        let (kind, failures, next_run_ms, error) = match &result.outcome {
+            Outcome::Done => ("done", 0, 0, ""),
+            Outcome::Retry {
+                failures,
+                next_run_ms,
+                error,
+            } => ("retry", *failures, *next_run_ms, error.as_str()),
+            Outcome::Dead { failures, error } => ("dead", *failures, now, error.as_str()),
+            Outcome::Later { due_ms } => ("later", 0, *due_ms, ""),
+        };
+        let entry = if error.is_empty() {
+            String::new()
+        } else {
+            serde_json::json!({ "at_ms": now, "attempt": failures, "error": error }).to_string()
+        };
+        call.arg(&result.id)
+            .arg(kind)
+            .arg(failures)
+            .arg(next_run_ms)
+            .arg(error)
+            .arg(entry);
     }
-    pipe.query_async::<()>(conn).await?;
-    Ok(())
+    Ok(call.invoke_async(conn).await?)
+}
+
+/// Wake one waiting worker (after a resume, or jobs handed back).
+pub fn wake(pipe: &mut redis::Pipeline, keys: &Keys) {
+    pipe.rpush(&keys.wake, 1)
+        .ignore()
+        .ltrim(&keys.wake, -1, -1)
+        .ignore();
 }

@@ -3,14 +3,17 @@
 //! apalis-redis ends its worker on the first Redis error and `run()` simply returns
 //! (apalis-redis#76), so a process would exit 0 on a Redis blip. The supervisor restarts it with
 //! backoff and logs each outage and recovery with timings. Beside the apalis worker it runs the
-//! scheduling loop (`storage.rs`: promote due jobs, park retries, reap dead workers, trim done jobs).
+//! result writer (`acks.rs`), the wake-up listener (`backend.rs`) and the housekeeping loop
+//! (`storage.rs`: heartbeat, reap dead workers, trim done jobs).
 
+use crate::acks::Acks;
+use crate::backend::{self, Fetcher, QueueBackend};
 use crate::error::JobQueueError;
 use crate::jobs::{JobEnvelope, Registry};
 use crate::queue::JobQueue;
-use crate::runner::{self, Backoff, History, Runner};
+use crate::runner::{self, Backoff, Runner};
 use crate::storage;
-use apalis::prelude::{BackendExt, WorkerBuilder, WorkerBuilderExt, WorkerError};
+use apalis::prelude::{WorkerBuilder, WorkerBuilderExt, WorkerError};
 use cacheserver_config::{JobqueueSettings, SingleRedisSettings};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,10 +24,8 @@ const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// A misconfiguration (wrong password, missing ACL permission, TLS trust) is said this often.
 const MISCONFIG_LOG_EVERY: Duration = Duration::from_secs(60);
-/// Reap, heartbeat and trim every this many scheduling ticks.
-const HOUSEKEEPING_EVERY: u32 = 20;
-/// At most this many promotion calls per tick (× `PROMOTE_CHUNK` jobs).
-const MAX_CHUNKS_PER_TICK: usize = 20;
+/// How long queued results may take to be written before a restart or exit.
+const FLUSH_WITHIN: Duration = Duration::from_secs(3);
 
 /// How one worker process runs.
 #[derive(Debug, Clone)]
@@ -108,7 +109,6 @@ pub struct Supervisor {
     options: WorkerOptions,
     state: Arc<WorkerState>,
     registry: Registry,
-    history: Arc<History>,
 }
 
 impl Supervisor {
@@ -123,7 +123,6 @@ impl Supervisor {
             options,
             state: Arc::new(WorkerState::default()),
             registry: Registry::production(settings),
-            history: Arc::default(),
         })
     }
 
@@ -138,27 +137,75 @@ impl Supervisor {
     }
 
     /// Run until `shutdown` turns true, then stop fetching, let in-flight jobs finish within
-    /// `shutdown_grace` and return.
+    /// `shutdown_grace`, write their results and return.
     pub async fn run(self, shutdown: watch::Receiver<bool>) {
-        let scheduler = tokio::spawn(scheduling_loop(
-            self.queue.clone(),
-            self.options.clone(),
-            self.state.clone(),
-            self.history.clone(),
-            shutdown.clone(),
-        ));
-        self.supervise(shutdown).await;
-        scheduler.abort();
+        let keys = self.queue.keys().clone();
+        let (acks, writer) = match self.background_connections() {
+            Ok((results, wakeups)) => {
+                let wake = Arc::new(tokio::sync::Notify::new());
+                let listener = tokio::spawn(backend::listen_for_wakeups(
+                    wakeups,
+                    keys.clone(),
+                    wake.clone(),
+                    self.options.poll_interval,
+                ));
+                let (acks, writer) = Acks::start(results, keys, self.options.name.clone());
+                let housekeeping = tokio::spawn(housekeeping_loop(
+                    self.queue.clone(),
+                    self.options.clone(),
+                    self.state.clone(),
+                    shutdown.clone(),
+                ));
+                self.supervise(shutdown, &acks, &wake).await;
+                listener.abort();
+                housekeeping.abort();
+                (acks, writer)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "worker cannot start");
+                return;
+            }
+        };
+        if !acks.flush(FLUSH_WITHIN).await {
+            tracing::warn!(
+                "could not write every job result before stopping; those jobs will run again"
+            );
+        }
+        drop(acks);
+        writer.abort();
         tracing::info!(worker = %self.options.name, "worker stopped");
     }
 
-    async fn supervise(&self, mut shutdown: watch::Receiver<bool>) {
+    /// The result writer's connection and the wake-up listener's (it blocks in BLPOP, so its
+    /// response timeout must outlast the block).
+    fn background_connections(
+        &self,
+    ) -> Result<
+        (
+            apalis_redis::ConnectionManager,
+            apalis_redis::ConnectionManager,
+        ),
+        JobQueueError,
+    > {
+        let results = storage::lazy_connection(&self.redis)?;
+        let mut blocking = self.redis.clone();
+        blocking.read_timeout = blocking.read_timeout.max(self.options.poll_interval * 2);
+        blocking.write_timeout = blocking.read_timeout;
+        Ok((results, storage::lazy_connection(&blocking)?))
+    }
+
+    async fn supervise(
+        &self,
+        mut shutdown: watch::Receiver<bool>,
+        acks: &Acks,
+        wake: &Arc<tokio::sync::Notify>,
+    ) {
         let mut backoff = RESTART_BACKOFF_MIN;
         let mut outage_since: Option<Instant> = None;
         let mut misconfig = crate::connection::Throttle::new(MISCONFIG_LOG_EVERY);
         while !*shutdown.borrow() {
             let started = Instant::now();
-            match self.run_once(shutdown.clone()).await {
+            match self.run_once(shutdown.clone(), acks, wake).await {
                 Ok(()) if *shutdown.borrow() => return,
                 Ok(()) => tracing::warn!("apalis worker ended without error; restarting"),
                 Err(JobQueueError::Misconfigured(why)) => {
@@ -194,29 +241,41 @@ impl Supervisor {
     }
 
     /// One life of the apalis worker: connect, reclaim our own orphans, run until error or shutdown.
-    async fn run_once(&self, mut shutdown: watch::Receiver<bool>) -> Result<(), JobQueueError> {
+    async fn run_once(
+        &self,
+        mut shutdown: watch::Receiver<bool>,
+        acks: &Acks,
+        wake: &Arc<tokio::sync::Notify>,
+    ) -> Result<(), JobQueueError> {
         let connected = storage::connect(&self.redis).await;
         let mut conn = crate::connection::explained(&self.redis, connected).await?;
         let keys = self.queue.keys().clone();
         let name = &self.options.name;
+        // Results of the previous life first: their jobs must not be re-queued as orphans.
+        acks.flush(FLUSH_WITHIN).await;
         let requeued = storage::requeue_worker(&mut conn, &keys, Some(name)).await?;
         if requeued > 0 {
             tracing::info!(requeued, worker = %name, "re-queued jobs left in flight by a previous run");
         }
         let opts = &self.options;
-        let storage =
-            storage::apalis_storage::<JobEnvelope>(conn.clone(), &keys.queue, opts.concurrency)
-                .poll_with_interval(opts.poll_interval);
+        let fetcher = Fetcher {
+            conn: conn.clone(),
+            keys: keys.clone(),
+            worker: name.clone(),
+            want: opts.concurrency.max(backend::MIN_FETCH),
+            idle_wait: opts.poll_interval,
+            wake: wake.clone(),
+            acks: acks.clone(),
+        };
+        let apalis = storage::apalis_storage::<JobEnvelope>(conn, &keys.queue, opts.concurrency);
         let runner = Runner {
-            conn,
-            keys,
+            acks: acks.clone(),
             backoff: opts.backoff,
             registry: self.registry.clone(),
             default_timeout: opts.default_timeout,
-            history: self.history.clone(),
         };
         let worker = WorkerBuilder::new(name.as_str())
-            .backend(storage)
+            .backend(QueueBackend::new(apalis, fetcher))
             .data(runner)
             .concurrency(opts.concurrency)
             .build(runner::handle);
@@ -253,75 +312,48 @@ impl Supervisor {
     }
 }
 
-/// Every `poll_interval`: promote due jobs (in chunks), park retries, add the history counts;
-/// every `HOUSEKEEPING_EVERY` ticks: heartbeat, reap dead workers, trim done jobs.
-async fn scheduling_loop(
+/// Every heartbeat interval: heartbeat, reap dead workers, trim done jobs.
+async fn housekeeping_loop(
     queue: JobQueue,
     options: WorkerOptions,
     state: Arc<WorkerState>,
-    history: Arc<History>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut tick = tokio::time::interval(options.poll_interval);
+    let mut tick = tokio::time::interval(storage::HEARTBEAT_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut n: u32 = 0;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
-        let housekeeping = n.is_multiple_of(HOUSEKEEPING_EVERY);
-        n = n.wrapping_add(1);
-        let result = schedule_once(&queue, &options, &history, housekeeping).await;
+        let result = housekeeping(&queue, &options).await;
         let ok = result.is_ok();
         if let Err(e) = result {
             if state.connected.load(Ordering::Relaxed) {
-                tracing::warn!(error = %e, "scheduling loop lost Redis");
+                tracing::warn!(error = %e, "housekeeping lost Redis");
             }
         }
         state.connected.store(ok, Ordering::Relaxed);
     }
 }
 
-async fn schedule_once(
-    queue: &JobQueue,
-    options: &WorkerOptions,
-    history: &History,
-    housekeeping: bool,
-) -> Result<(), JobQueueError> {
+async fn housekeeping(queue: &JobQueue, options: &WorkerOptions) -> Result<(), JobQueueError> {
     let budget = Duration::from_secs(3);
     let keys = queue.keys().clone();
     let name = options.name.clone();
     let retention = options.done_retention;
-    let counted = history.take();
     queue
         .with_connection(budget, |mut c| async move {
-            if !counted.is_empty() {
-                if let Err(e) = storage::add_history(&mut c, &keys, &counted).await {
-                    history.restore(counted);
-                    return Err(e);
-                }
+            let (_, paused) = storage::park_retries(&mut c, &keys).await?;
+            crate::metrics::paused(&keys.queue, paused);
+            storage::heartbeat(&mut c, &keys, &name).await?;
+            let reaped = storage::requeue_worker(&mut c, &keys, None).await?;
+            if reaped > 0 {
+                tracing::warn!(reaped, "re-queued jobs of workers with a stale heartbeat");
             }
-            for _ in 0..MAX_CHUNKS_PER_TICK {
-                let (due, parked, paused) = storage::promote_step(&mut c, &keys).await?;
-                crate::metrics::paused(&keys.queue, paused);
-                if due > 0 || parked > 0 {
-                    tracing::debug!(due, parked, "promoted");
-                }
-                if due < storage::PROMOTE_CHUNK && parked < storage::PROMOTE_CHUNK {
-                    break;
-                }
-            }
-            if housekeeping {
-                storage::heartbeat(&mut c, &keys, &name).await?;
-                let reaped = storage::requeue_worker(&mut c, &keys, None).await?;
-                if reaped > 0 {
-                    tracing::warn!(reaped, "re-queued jobs of workers with a stale heartbeat");
-                }
-                let (_, trimmed) = storage::trim_done(&mut c, &keys, retention).await?;
-                if trimmed > 0 {
-                    tracing::debug!(trimmed, "trimmed finished jobs");
-                }
+            let (_, trimmed) = storage::trim_done(&mut c, &keys, retention).await?;
+            if trimmed > 0 {
+                tracing::debug!(trimmed, "trimmed finished jobs");
             }
             Ok(())
         })

@@ -8,6 +8,8 @@
 //! guard, timeouts, counters and metrics are done around every type by `runner.rs`.
 
 pub mod delay_print;
+#[cfg(feature = "bench")]
+pub mod noop;
 pub mod webhook;
 
 use crate::error::JobQueueError;
@@ -181,9 +183,13 @@ pub struct Registry {
 impl Registry {
     /// Every production type: ONE LINE PER TYPE.
     pub fn production(settings: &JobqueueSettings) -> Self {
-        Self::empty()
+        let registry = Self::empty()
             .with(DelayPrint)
-            .with(Webhook::new(&settings.webhook))
+            .with(Webhook::new(&settings.webhook));
+        // `just bench` builds with it; no production build has it.
+        #[cfg(feature = "bench")]
+        let registry = registry.with(noop::Noop);
+        registry
     }
 
     /// No types (tests and embedders build their own set).

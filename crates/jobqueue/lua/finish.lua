@@ -1,0 +1,56 @@
+-- Record finished runs of one worker in one call (replaces apalis' handle_results.lua, which
+-- retries 25 times at whole seconds, and our separate failure write): done jobs go to
+-- {q}:finished, failed ones to {q}:retrying at the millisecond the runner chose or, on the last
+-- allowed failure, to {q}:dead_at; runs the worker did not start (early, or released at shutdown)
+-- go back to {q}:delayed. A job no longer in the worker's in-flight set (re-queued meanwhile) is
+-- skipped, so sending the same result twice is harmless. Per-minute history counts are added.
+-- KEYS[1]: in-flight set  KEYS[2]: meta prefix  KEYS[3]: {q}:finished  KEYS[4]: {q}:retrying
+-- KEYS[5]: {q}:dead_at  KEYS[6]: errors prefix  KEYS[7]: history key of this minute
+-- KEYS[8]: {q}:delayed  KEYS[9]: {q}:wake
+-- ARGV[1]: now (ms)  ARGV[2]: now (s)  ARGV[3]: errors kept per job  ARGV[4]: history ttl (s)
+-- ARGV[5..]: groups of 6: id, kind (done|retry|dead|later), failures, next_run_ms, last_error,
+--            error entry (JSON)
+-- Returns the number of results recorded.
+local recorded, processed, failed, rescheduled = 0, 0, 0, 0
+for i = 5, #ARGV, 6 do
+    local id, kind = ARGV[i], ARGV[i + 1]
+    if redis.call("srem", KEYS[1], id) == 1 then
+        recorded = recorded + 1
+        local meta_key = KEYS[2] .. ":" .. id
+        if kind == "done" then
+            processed = processed + 1
+            redis.call("zadd", KEYS[3], ARGV[1], id)
+            redis.call("hset", meta_key, "status", "Done", "done_at", ARGV[2])
+        elseif kind == "later" then
+            rescheduled = rescheduled + 1
+            redis.call("zadd", KEYS[8], ARGV[i + 3], id)
+            redis.call("hset", meta_key, "status", "Pending")
+            redis.call("hdel", meta_key, "locked_at", "locked_by")
+        else
+            failed = failed + 1
+            local errors = KEYS[6] .. ":" .. id
+            redis.call("lpush", errors, ARGV[i + 5])
+            redis.call("ltrim", errors, 0, tonumber(ARGV[3]) - 1)
+            redis.call("hset", meta_key, "failures", ARGV[i + 2], "last_error", ARGV[i + 4],
+                "next_run_ms", ARGV[i + 3], "done_at", ARGV[2])
+            if kind == "retry" then
+                rescheduled = rescheduled + 1
+                redis.call("zadd", KEYS[4], ARGV[i + 3], id)
+                redis.call("hset", meta_key, "status", "Failed")
+            else
+                redis.call("zadd", KEYS[5], ARGV[1], id)
+                redis.call("hset", meta_key, "status", "Killed")
+            end
+        end
+    end
+end
+if processed + failed > 0 then
+    redis.call("hincrby", KEYS[7], "processed", processed)
+    redis.call("hincrby", KEYS[7], "failed", failed)
+    redis.call("expire", KEYS[7], ARGV[4])
+end
+-- a waiting worker computed its wake-up time before these were scheduled
+if rescheduled > 0 and redis.call("llen", KEYS[9]) == 0 then
+    redis.call("rpush", KEYS[9], 1)
+end
+return recorded

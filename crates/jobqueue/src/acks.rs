@@ -1,0 +1,104 @@
+//! Results of finished runs, written to Redis by one task per worker process: while one write
+//! is in flight the next results queue up and go together, so a busy worker pays one round trip
+//! per batch instead of one per job, and the next fetch never waits for an ack.
+//!
+//! A result still queued when the process is SIGKILLed is lost with it; its job stays in the
+//! worker's in-flight set and is re-queued (run again) by the next start or the reaper: jobs are
+//! run at least once.
+
+use crate::storage::{self, Finished, Keys};
+use apalis_redis::ConnectionManager;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Results written per call (bounds the script's argument list).
+const MAX_PER_WRITE: usize = 512;
+const RETRY_MIN: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(1);
+
+enum Msg {
+    Result(Finished),
+    /// Answered once every result sent before it is written.
+    Flush(oneshot::Sender<()>),
+}
+
+/// Where runs report their results. Cheap to clone; the writer ends when every clone is dropped
+/// and what was queued is written.
+#[derive(Clone)]
+pub struct Acks {
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+impl Acks {
+    /// Start the writer for `worker`'s results.
+    pub fn start(
+        conn: ConnectionManager,
+        keys: Keys,
+        worker: String,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let writer = tokio::spawn(write_loop(rx, conn, keys, worker));
+        (Self { tx }, writer)
+    }
+
+    pub fn send(&self, result: Finished) {
+        if self.tx.send(Msg::Result(result)).is_err() {
+            tracing::warn!("result writer stopped; the job will be re-queued and run again");
+        }
+    }
+
+    /// Wait until every result sent so far is written (or `within` passes).
+    pub async fn flush(&self, within: Duration) -> bool {
+        let (done, written) = oneshot::channel();
+        if self.tx.send(Msg::Flush(done)).is_err() {
+            return false;
+        }
+        matches!(tokio::time::timeout(within, written).await, Ok(Ok(())))
+    }
+}
+
+async fn write_loop(
+    mut rx: mpsc::UnboundedReceiver<Msg>,
+    mut conn: ConnectionManager,
+    keys: Keys,
+    worker: String,
+) {
+    let mut batch = Vec::new();
+    let mut waiting = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(msg) = next.take().or_else(|| rx.try_recv().ok()) {
+            match msg {
+                Msg::Result(r) => batch.push(r),
+                Msg::Flush(done) => waiting.push(done),
+            }
+            if batch.len() >= MAX_PER_WRITE {
+                break;
+            }
+        }
+        write(&mut conn, &keys, &worker, &batch).await;
+        batch.clear();
+        for done in waiting.drain(..) {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// Write one batch, retrying while Redis is unreachable (the jobs are done; only the record of
+/// it is pending, and the worker fetches nothing new meanwhile).
+async fn write(conn: &mut ConnectionManager, keys: &Keys, worker: &str, batch: &[Finished]) {
+    if batch.is_empty() {
+        return;
+    }
+    let mut pause = RETRY_MIN;
+    loop {
+        match storage::finish(conn, keys, worker, batch).await {
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, results = batch.len(), retry_in = ?pause, "cannot record job results; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(RETRY_MAX);
+            }
+        }
+    }
+}
