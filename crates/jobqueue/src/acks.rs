@@ -6,8 +6,8 @@
 //! worker's in-flight set and is re-queued (run again) by the next start or the reaper: jobs are
 //! run at least once.
 
-use crate::storage::{self, Finished, Keys};
-use apalis_redis::ConnectionManager;
+use crate::queue::JobQueue;
+use crate::storage::{self, Finished};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -15,6 +15,8 @@ use tokio::sync::{mpsc, oneshot};
 const MAX_PER_WRITE: usize = 512;
 const RETRY_MIN: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(1);
+/// One write's budget (a stalled Redis must not stall the writer).
+const WRITE_BUDGET: Duration = Duration::from_secs(3);
 
 enum Msg {
     Result(Finished),
@@ -30,14 +32,11 @@ pub struct Acks {
 }
 
 impl Acks {
-    /// Start the writer for `worker`'s results.
-    pub fn start(
-        conn: ConnectionManager,
-        keys: Keys,
-        worker: String,
-    ) -> (Self, tokio::task::JoinHandle<()>) {
+    /// Start the writer for `worker`'s results. It uses the queue's connections, which follow
+    /// a Sentinel failover.
+    pub fn start(queue: JobQueue, worker: String) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let writer = tokio::spawn(write_loop(rx, conn, keys, worker));
+        let writer = tokio::spawn(write_loop(rx, queue, worker));
         (Self { tx }, writer)
     }
 
@@ -57,12 +56,7 @@ impl Acks {
     }
 }
 
-async fn write_loop(
-    mut rx: mpsc::UnboundedReceiver<Msg>,
-    mut conn: ConnectionManager,
-    keys: Keys,
-    worker: String,
-) {
+async fn write_loop(mut rx: mpsc::UnboundedReceiver<Msg>, queue: JobQueue, worker: String) {
     let mut batch = Vec::new();
     let mut waiting = Vec::new();
     while let Some(first) = rx.recv().await {
@@ -76,8 +70,7 @@ async fn write_loop(
                 break;
             }
         }
-        write(&mut conn, &keys, &worker, &batch).await;
-        batch.clear();
+        write(&queue, &worker, std::mem::take(&mut batch)).await;
         for done in waiting.drain(..) {
             let _ = done.send(());
         }
@@ -86,13 +79,21 @@ async fn write_loop(
 
 /// Write one batch, retrying while Redis is unreachable (the jobs are done; only the record of
 /// it is pending, and the worker fetches nothing new meanwhile).
-async fn write(conn: &mut ConnectionManager, keys: &Keys, worker: &str, batch: &[Finished]) {
+async fn write(queue: &JobQueue, worker: &str, batch: Vec<Finished>) {
     if batch.is_empty() {
         return;
     }
+    let batch = std::sync::Arc::new(batch);
     let mut pause = RETRY_MIN;
     loop {
-        match storage::finish(conn, keys, worker, batch).await {
+        let keys = queue.keys().clone();
+        let results = batch.clone();
+        let written = queue
+            .with_connection(WRITE_BUDGET, |mut c| async move {
+                storage::finish(&mut c, &keys, worker, &results).await
+            })
+            .await;
+        match written {
             Ok(_) => return,
             Err(e) => {
                 tracing::warn!(error = %e, results = batch.len(), retry_in = ?pause, "cannot record job results; retrying");

@@ -18,6 +18,7 @@ use apalis::prelude::{Backend, MetadataStore, Task, TaskBuilder, TaskId, WorkerC
 use apalis_core::backend::finalize::Ephemeral;
 use apalis_core::backend::BackendConfig;
 use apalis_redis::{ConnectionManager, RedisStorage};
+use cacheserver_config::SingleRedisSettings;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use std::collections::VecDeque;
@@ -204,27 +205,41 @@ impl BackendConfig for QueueBackend {
 }
 
 /// Turn wake-up markers (`{q}:wake`, pushed when a job becomes due sooner than a waiting worker
-/// thinks) into notifications. It blocks, so it has a connection of its own.
+/// thinks) into notifications. It blocks, so it has a connection of its own, made again after
+/// an error (with Sentinel, to the master of the moment). `redis` must allow a response to take
+/// longer than `block`.
 pub async fn listen_for_wakeups(
-    mut conn: ConnectionManager,
+    redis: SingleRedisSettings,
     keys: Keys,
     wake: Arc<Notify>,
     block: Duration,
 ) {
     loop {
-        let popped: Result<Option<(String, String)>, _> = redis::cmd("BLPOP")
-            .arg(&keys.wake)
-            .arg(block.as_secs_f64())
-            .query_async(&mut conn)
-            .await;
-        match popped {
-            Ok(Some(_)) => wake.notify_one(),
-            Ok(None) => {}
+        let mut conn = match storage::lazy_connection(&redis) {
+            Ok(conn) => conn,
             Err(e) => {
-                tracing::debug!(error = %e, "wake-up listener lost Redis");
-                // A missed marker costs at most `poll_interval`: look again anyway.
+                tracing::debug!(error = %e, "wake-up listener has no connection");
                 wake.notify_one();
                 tokio::time::sleep(block).await;
+                continue;
+            }
+        };
+        loop {
+            let popped: Result<Option<(String, String)>, _> = redis::cmd("BLPOP")
+                .arg(&keys.wake)
+                .arg(block.as_secs_f64())
+                .query_async(&mut conn)
+                .await;
+            match popped {
+                Ok(Some(_)) => wake.notify_one(),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "wake-up listener lost Redis");
+                    // A missed marker costs at most `poll_interval`: look again anyway.
+                    wake.notify_one();
+                    tokio::time::sleep(block).await;
+                    break;
+                }
             }
         }
     }

@@ -140,32 +140,23 @@ impl Supervisor {
     /// `shutdown_grace`, write their results and return.
     pub async fn run(self, shutdown: watch::Receiver<bool>) {
         let keys = self.queue.keys().clone();
-        let (acks, writer) = match self.background_connections() {
-            Ok((results, wakeups)) => {
-                let wake = Arc::new(tokio::sync::Notify::new());
-                let listener = tokio::spawn(backend::listen_for_wakeups(
-                    wakeups,
-                    keys.clone(),
-                    wake.clone(),
-                    self.options.poll_interval,
-                ));
-                let (acks, writer) = Acks::start(results, keys, self.options.name.clone());
-                let housekeeping = tokio::spawn(housekeeping_loop(
-                    self.queue.clone(),
-                    self.options.clone(),
-                    self.state.clone(),
-                    shutdown.clone(),
-                ));
-                self.supervise(shutdown, &acks, &wake).await;
-                listener.abort();
-                housekeeping.abort();
-                (acks, writer)
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "worker cannot start");
-                return;
-            }
-        };
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let listener = tokio::spawn(backend::listen_for_wakeups(
+            self.blocking_settings(),
+            keys,
+            wake.clone(),
+            self.options.poll_interval,
+        ));
+        let (acks, writer) = Acks::start(self.queue.clone(), self.options.name.clone());
+        let housekeeping = tokio::spawn(housekeeping_loop(
+            self.queue.clone(),
+            self.options.clone(),
+            self.state.clone(),
+            shutdown.clone(),
+        ));
+        self.supervise(shutdown, &acks, &wake).await;
+        listener.abort();
+        housekeeping.abort();
         if !acks.flush(FLUSH_WITHIN).await {
             tracing::warn!(
                 "could not write every job result before stopping; those jobs will run again"
@@ -176,22 +167,13 @@ impl Supervisor {
         tracing::info!(worker = %self.options.name, "worker stopped");
     }
 
-    /// The result writer's connection and the wake-up listener's (it blocks in BLPOP, so its
-    /// response timeout must outlast the block).
-    fn background_connections(
-        &self,
-    ) -> Result<
-        (
-            apalis_redis::ConnectionManager,
-            apalis_redis::ConnectionManager,
-        ),
-        JobQueueError,
-    > {
-        let results = storage::lazy_connection(&self.redis)?;
+    /// Settings for the wake-up listener's connection: it blocks in BLPOP for up to
+    /// `poll_interval`, so its response timeout must outlast that.
+    fn blocking_settings(&self) -> SingleRedisSettings {
         let mut blocking = self.redis.clone();
         blocking.read_timeout = blocking.read_timeout.max(self.options.poll_interval * 2);
         blocking.write_timeout = blocking.read_timeout;
-        Ok((results, storage::lazy_connection(&blocking)?))
+        blocking
     }
 
     async fn supervise(
