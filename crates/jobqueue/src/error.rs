@@ -1,7 +1,7 @@
 //! The one error type of the jobqueue library.
 
 /// What can go wrong with the job queue. The api maps each variant to a status code.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum JobQueueError {
     /// Redis did not answer in time or refused the connection (api: 503).
     #[error("jobqueue Redis unavailable: {0}")]

@@ -12,6 +12,7 @@
 
 mod acks;
 mod backend;
+mod batcher;
 pub mod connection;
 mod error;
 pub mod health;

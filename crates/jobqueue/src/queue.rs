@@ -2,6 +2,7 @@
 //! scheduling loop; reading jobs back is in `inspect.rs`. Never waits for Redis at construction;
 //! every call has a deadline.
 
+use crate::batcher::{self, Waiting};
 use crate::error::JobQueueError;
 use crate::jobs::{JobEnvelope, Registry};
 use crate::storage::{self, Keys, StoredJob};
@@ -13,8 +14,9 @@ use cacheserver_config::{
 use chrono::{DateTime, Utc};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 
 /// Budget for reads and admin calls (ping, status, stats, retry, delete).
 const CALL_TIMEOUT_CAP: Duration = Duration::from_secs(2);
@@ -46,6 +48,8 @@ struct Inner {
     ever_connected: AtomicBool,
     /// Times a call reached Redis again after calls that did not (or after a chaos reset).
     reconnects: AtomicU64,
+    /// Single enqueues on their way to [`batcher::run`] (started on first use).
+    batcher: OnceLock<mpsc::UnboundedSender<Waiting<Prepared>>>,
 }
 
 impl JobQueue {
@@ -78,6 +82,7 @@ impl JobQueue {
             connected: AtomicBool::new(false),
             ever_connected: AtomicBool::new(false),
             reconnects: AtomicU64::new(0),
+            batcher: OnceLock::new(),
         };
         Ok(Self {
             inner: Arc::new(inner),
@@ -115,10 +120,24 @@ impl JobQueue {
     /// `Duplicate` with the existing job's id.
     pub async fn enqueue(&self, job: NewJob) -> Result<EnqueuedJob, JobQueueError> {
         let prepared = prepare(&self.inner.registry, job, storage::now_ms())?;
-        let mut stored = self.store(vec![prepared]).await?;
-        let job = stored
-            .pop()
-            .ok_or_else(|| JobQueueError::Internal("enqueue stored nothing".into()))?;
+        let (reply, stored) = oneshot::channel();
+        self.batcher()
+            .send(Waiting {
+                job: prepared,
+                reply,
+            })
+            .map_err(|_| JobQueueError::Internal("the enqueue batcher stopped".into()))?;
+        let budget = self.inner.enqueue_timeout;
+        let job = match tokio::time::timeout(budget, stored).await {
+            Ok(Ok(stored)) => stored?,
+            Ok(Err(_)) => return Err(JobQueueError::Internal("enqueue stored nothing".into())),
+            Err(_) => {
+                return Err(JobQueueError::Unavailable(format!(
+                    "no answer from {} within {budget:?}",
+                    self.inner.redis.addr
+                )))
+            }
+        };
         if job.duplicate {
             return Err(JobQueueError::Duplicate { job_id: job.job_id });
         }
@@ -150,6 +169,18 @@ impl JobQueue {
             })
             .collect::<Result<Vec<_>, _>>()?;
         self.store(prepared).await
+    }
+
+    /// Where single enqueues go to be stored together (see `batcher.rs`).
+    fn batcher(&self) -> &mpsc::UnboundedSender<Waiting<Prepared>> {
+        self.inner.batcher.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            // Weak: the batcher must not keep the queue alive; it ends with the last handle.
+            let inner = Arc::downgrade(&self.inner);
+            let store = move || inner.upgrade().map(|inner| JobQueue { inner });
+            tokio::spawn(batcher::run(rx, store, self.inner.slots.len()));
+            tx
+        })
     }
 
     async fn store(&self, prepared: Vec<Prepared>) -> Result<Vec<EnqueuedJob>, JobQueueError> {
@@ -410,6 +441,12 @@ async fn kill_own_connection(mut conn: ConnectionManager, budget: Duration) {
             let quit = redis::cmd("QUIT");
             let _ = tokio::time::timeout(budget, quit.query_async::<()>(&mut conn)).await;
         }
+    }
+}
+
+impl batcher::Store<Prepared> for JobQueue {
+    async fn store(&self, jobs: Vec<Prepared>) -> Result<Vec<EnqueuedJob>, JobQueueError> {
+        JobQueue::store(self, jobs).await
     }
 }
 

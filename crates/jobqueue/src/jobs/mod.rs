@@ -8,8 +8,6 @@
 //! guard, timeouts, counters and metrics are done around every type by `runner.rs`.
 
 pub mod delay_print;
-#[cfg(feature = "bench")]
-pub mod noop;
 pub mod webhook;
 
 use crate::error::JobQueueError;
@@ -183,13 +181,9 @@ pub struct Registry {
 impl Registry {
     /// Every production type: ONE LINE PER TYPE.
     pub fn production(settings: &JobqueueSettings) -> Self {
-        let registry = Self::empty()
+        Self::empty()
             .with(DelayPrint)
-            .with(Webhook::new(&settings.webhook));
-        // `just bench` builds with it; no production build has it.
-        #[cfg(feature = "bench")]
-        let registry = registry.with(noop::Noop);
-        registry
+            .with(Webhook::new(&settings.webhook))
     }
 
     /// No types (tests and embedders build their own set).

@@ -1,8 +1,8 @@
-//! `bench:noop {}`: does nothing. Compiled only with the `bench` feature (`just bench` builds the
-//! worker with it), so the benchmark can measure the queue without the demo job's printing; it is
-//! never in a production registry.
+//! `bench:noop {}`: does nothing, so the benchmark measures the queue without the demo job's
+//! printing. Only the bench's own worker (`bench-worker`) and queue register it; it is never in
+//! the production registry.
 
-use super::{JobContext, JobError, JobType};
+use cacheserver_jobqueue::{JobContext, JobError, JobType};
 use serde::{Deserialize, Serialize};
 
 pub struct Noop;
