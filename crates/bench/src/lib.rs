@@ -11,6 +11,7 @@
 
 pub mod drill;
 pub mod machine;
+pub mod noop;
 pub mod procs;
 pub mod report;
 pub mod resources;

@@ -5,6 +5,9 @@
 use cacheserver_jobqueue::{JobContext, JobError, JobType};
 use serde::{Deserialize, Serialize};
 
+/// The type's name.
+pub const NOOP: &str = "bench:noop";
+
 pub struct Noop;
 
 /// The payload of `bench:noop`: nothing.
@@ -12,7 +15,7 @@ pub struct Noop;
 pub struct NoopPayload {}
 
 impl JobType for Noop {
-    const NAME: &'static str = "bench:noop";
+    const NAME: &'static str = NOOP;
     type Payload = NoopPayload;
 
     async fn run(&self, _payload: NoopPayload, _ctx: &JobContext) -> Result<(), JobError> {

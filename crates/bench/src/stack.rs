@@ -161,7 +161,7 @@ impl Stack {
         .context("job queue")
     }
 
-    fn settings(&self) -> anyhow::Result<cacheserver_config::Settings> {
+    pub fn settings(&self) -> anyhow::Result<cacheserver_config::Settings> {
         let vars = self
             .env(&[])
             .into_iter()

@@ -1,10 +1,13 @@
-//! 4. Worker throughput: due no-op jobs processed per second by one worker at concurrency
-//!    1/8/64, against the raw enqueue rate. 5. Timeliness: start − due of 1,000 jobs delayed 1–5 s.
+//! 4. Worker throughput: due jobs processed per second by one worker at concurrency 1/8/64,
+//!    against the raw enqueue rate: the demo job (the `worker` binary; it prints a line per job)
+//!    and `bench:noop` (the same `Supervisor` run in this process with the bench's registry, so
+//!    printing is not in the figure). 5. Timeliness: start − due of 1,000 jobs delayed 1–5 s.
 //!
 //! Start times: the worker prints one line per job (stdout is line-buffered) and the bench stamps
 //! each line when it reads it from the pipe, so "started" is the print time plus pipe latency
 //! (well under a millisecond): an upper bound on lateness, and an early start would show as < 0.
 
+use crate::noop::{Noop, NOOP};
 use crate::procs::{job_message, Lines};
 use crate::report::Report;
 use crate::resources;
@@ -12,10 +15,10 @@ use crate::stack::Stack;
 use crate::stats;
 use crate::Plan;
 use anyhow::bail;
-use cacheserver_jobqueue::{JobQueue, NewJob, MAX_BATCH};
+use cacheserver_jobqueue::{JobQueue, NewJob, Registry, Supervisor, WorkerOptions, MAX_BATCH};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Worker concurrencies measured (BullMQ runs the same ones: sections/bullmq.rs).
 pub const CONCURRENCIES: [usize; 3] = [1, 8, 64];
@@ -25,8 +28,10 @@ pub const TIMELY_CONCURRENCY: usize = 64;
 /// Our figures that the BullMQ comparison (sections/bullmq.rs) puts beside BullMQ's.
 #[derive(Debug, Clone, Default)]
 pub struct WorkerFigures {
-    /// (concurrency, jobs/s) on `plan.jobs` due jobs.
+    /// (concurrency, jobs/s) on `plan.jobs` due demo jobs (they print a line each).
     pub rates: Vec<(usize, f64)>,
+    /// (concurrency, jobs/s) on `plan.jobs` due `bench:noop` jobs.
+    pub noop_rates: Vec<(usize, f64)>,
     /// Highest worker RSS (MB) right after draining `plan.jobs` jobs.
     pub rss_mib: f64,
     /// Growth of Redis `used_memory` per finished job, after the last drain.
@@ -55,6 +60,13 @@ pub async fn run(
             format!("{rate:.0}/s ({ratio:.2})"),
             "≥ 0.50",
             ratio >= 0.5,
+        );
+        let noop = noop_throughput(stack, plan.jobs, concurrency).await?;
+        figures.noop_rates.push((concurrency, noop));
+        report.info(
+            "4 worker",
+            &format!("concurrency {concurrency}, bench:noop jobs: jobs/s"),
+            format!("{noop:.0}/s"),
         );
     }
     let (rss, late_ms) = timeliness(stack, &queue, plan, report).await?;
@@ -110,6 +122,66 @@ async fn throughput(
     let secs = (last.saturating_sub(first) as f64 / 1000.0).max(0.001);
     let bytes = (resources::redis_used_memory(&stack.jobqueue) - empty) / n as f64;
     Ok(((n - 1) as f64 / secs, rss, bytes))
+}
+
+/// `n` due `bench:noop` jobs drained by the worker library in this process; rate = jobs done
+/// between the first and the last seen done / time between them (polled every 2 ms).
+async fn noop_throughput(stack: &Stack, n: usize, concurrency: usize) -> anyhow::Result<f64> {
+    stack.flush_jobqueue();
+    let settings = stack.settings()?;
+    let redis = &settings.cache_server.redis.jobqueue;
+    let registry = Registry::production(&settings.jobqueue).with(Noop);
+    let queue = JobQueue::with_registry(redis, &settings.jobqueue, registry.clone())?;
+    let ids: Vec<usize> = (0..n).collect();
+    for chunk in ids.chunks(MAX_BATCH) {
+        let jobs = chunk
+            .iter()
+            .map(|_| NewJob::new(NOOP, serde_json::json!({})))
+            .collect();
+        queue.enqueue_batch(jobs).await?;
+    }
+    let mut options = WorkerOptions::from_settings(&settings.jobqueue);
+    options.name = format!("bench-noop-c{concurrency}");
+    options.concurrency = concurrency;
+    let worker = Supervisor::new(redis, &settings.jobqueue, options)?.with_registry(registry);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(worker.run(stopped));
+    let drained = drain_times(&queue, n, Duration::from_secs(30 + (n / 500) as u64)).await;
+    let _ = stop.send(true);
+    running.await?;
+    let (first, first_done, last) = drained?;
+    let secs = last.duration_since(first).as_secs_f64().max(0.001);
+    Ok((n - first_done) as f64 / secs)
+}
+
+/// (when some were first seen done, how many then, when all were done).
+async fn drain_times(
+    queue: &JobQueue,
+    n: usize,
+    within: Duration,
+) -> anyhow::Result<(Instant, usize, Instant)> {
+    let deadline = Instant::now() + within;
+    let mut first = None;
+    loop {
+        let key = queue.keys().finished.clone();
+        let done: usize = queue
+            .with_connection(Duration::from_secs(2), |mut c| async move {
+                Ok(redis::cmd("ZCARD").arg(&key).query_async(&mut c).await?)
+            })
+            .await?;
+        let now = Instant::now();
+        if done > 0 && first.is_none() {
+            first = Some((now, done));
+        }
+        if done >= n {
+            let (at, count) = first.unwrap_or((now, done));
+            return Ok((at, count.min(n - 1), now));
+        }
+        if now >= deadline {
+            bail!("bench:noop: {done} of {n} jobs done within {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
 
 /// Jobs delayed 1–5 s (whole seconds, as the api accepts), worker already running.
