@@ -34,7 +34,8 @@ async fn bench_smoke_runs_every_section() {
 /// BullMQ ran in the same run: every row has its figure, and ours beside it where we measure it.
 fn bullmq_rows_are_sane(report: &cacheserver_bench::report::Report) {
     let rows = &report.comparisons;
-    assert_eq!(rows.len(), 13, "BullMQ rows: {rows:#?}");
+    // Worker rows twice (bench:noop and the demo job), per concurrency.
+    assert_eq!(rows.len(), 16, "BullMQ rows: {rows:#?}");
     for row in rows {
         assert!(!row.bullmq.starts_with('—'), "no BullMQ figure: {row:?}");
         if let Some(r) = row.ratio {
