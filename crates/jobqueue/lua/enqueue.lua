@@ -50,12 +50,17 @@ for i = 1, #ARGV, 9 do
         table.insert(out, holder)
     else
         if redis.call("hsetnx", KEYS[1], id, ARGV[i + 1]) == 1 then
-            local max_retry = tonumber(ARGV[i + 3])
-            redis.call("hset", KEYS[2] .. ":" .. id,
-                "attempts", 0, "max_attempts", max_retry + 1, "status", "Pending", "idempotency_key", "",
-                "run_at_ms", ARGV[i + 2], "next_run_ms", ARGV[i + 2], "max_retry", max_retry,
-                "failures", 0, "created_ms", ARGV[i + 4], "timeout_ms", ARGV[i + 5],
-                "job_type", ARGV[i + 6], "unique_key", unique_key)
+            -- Only what is read back (a field costs ~20 B per job); absent means 0 / none.
+            local meta_key = KEYS[2] .. ":" .. id
+            redis.call("hset", meta_key, "status", "Pending", "run_at_ms", ARGV[i + 2],
+                "next_run_ms", ARGV[i + 2], "max_retry", ARGV[i + 3], "created_ms", ARGV[i + 4],
+                "job_type", ARGV[i + 6])
+            if ARGV[i + 5] ~= "0" then
+                redis.call("hset", meta_key, "timeout_ms", ARGV[i + 5])
+            end
+            if #unique_key > 0 then
+                redis.call("hset", meta_key, "unique_key", unique_key)
+            end
             redis.call("zadd", KEYS[3], ARGV[i + 2], id)
             local due = tonumber(ARGV[i + 2])
             if not earliest or due < earliest then

@@ -15,7 +15,9 @@ use crate::stack::Stack;
 use crate::stats;
 use crate::Plan;
 use anyhow::bail;
-use cacheserver_jobqueue::{JobQueue, NewJob, Registry, Supervisor, WorkerOptions, MAX_BATCH};
+use cacheserver_jobqueue::{
+    storage, JobQueue, NewJob, Registry, Supervisor, WorkerOptions, MAX_BATCH,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,6 +38,8 @@ pub struct WorkerFigures {
     pub rss_mib: f64,
     /// Growth of Redis `used_memory` per finished job, after the last drain.
     pub redis_bytes_per_job: f64,
+    /// The same once `done_retention` has passed for them (trimmed): should be ~0.
+    pub redis_bytes_per_job_trimmed: f64,
     /// started − due (ms) of each delayed job.
     pub late_ms: Vec<f64>,
 }
@@ -49,7 +53,10 @@ pub async fn run(
     let queue = stack.job_queue()?;
     let mut figures = WorkerFigures::default();
     for concurrency in CONCURRENCIES {
+        let empty = resources::redis_used_memory(&stack.jobqueue);
         let (rate, rss, bytes) = throughput(stack, &queue, plan.jobs, concurrency).await?;
+        figures.redis_bytes_per_job_trimmed =
+            bytes_after_retention(stack, &queue, plan.jobs, empty).await?;
         figures.rates.push((concurrency, rate));
         figures.rss_mib = figures.rss_mib.max(rss);
         figures.redis_bytes_per_job = bytes;
@@ -69,6 +76,17 @@ pub async fn run(
             format!("{noop:.0}/s"),
         );
     }
+    let (kept, trimmed) = (
+        figures.redis_bytes_per_job,
+        figures.redis_bytes_per_job_trimmed,
+    );
+    report.goal(
+        "6 memory",
+        "Redis bytes per finished job: kept until done_retention / after it (trimmed)",
+        format!("{kept:.0} B / {trimmed:.0} B"),
+        "after ≤ 10% of kept",
+        trimmed <= kept * 0.1,
+    );
     let (rss, late_ms) = timeliness(stack, &queue, plan, report).await?;
     figures.late_ms = late_ms;
     let worst_rss = figures.rss_mib.max(rss);
@@ -122,6 +140,28 @@ async fn throughput(
     let secs = (last.saturating_sub(first) as f64 / 1000.0).max(0.001);
     let bytes = (resources::redis_used_memory(&stack.jobqueue) - empty) / n as f64;
     Ok(((n - 1) as f64 / secs, rss, bytes))
+}
+
+/// Redis bytes per job left once the finished jobs' `done_retention` has passed: what the
+/// worker's trim (`trim_done.lua`) leaves, measured by trimming with a retention of 0.
+async fn bytes_after_retention(
+    stack: &Stack,
+    queue: &JobQueue,
+    n: usize,
+    empty: f64,
+) -> anyhow::Result<f64> {
+    for _ in 0..(n / storage::PROMOTE_CHUNK + 2) {
+        let keys = queue.keys().clone();
+        let (_, deleted) = queue
+            .with_connection(Duration::from_secs(5), |mut c| async move {
+                storage::trim_done(&mut c, &keys, Duration::ZERO).await
+            })
+            .await?;
+        if deleted == 0 {
+            break;
+        }
+    }
+    Ok((resources::redis_used_memory(&stack.jobqueue) - empty) / n as f64)
 }
 
 /// `n` due `bench:noop` jobs drained by the worker library in this process; rate = jobs done
