@@ -571,12 +571,17 @@ async function loadTypes() {
   fillPayloadTemplate();
 }
 
-/** A payload skeleton from the schema's examples, so the form starts valid. */
+/** A payload skeleton from the schema's examples, so the form starts valid: optional fields
+ *  without an example are left out (the api rejects `null` for them). */
 function fillPayloadTemplate() {
   const t = knownTypes.find((k) => k.name === $("job-type").value);
   const props = (t && t.schema && t.schema.properties) || {};
+  const required = (t && t.schema && t.schema.required) || [];
   const template = {};
-  for (const [k, p] of Object.entries(props)) template[k] = p.example ?? (p.type === "string" ? "" : null);
+  for (const [k, p] of Object.entries(props)) {
+    if (p.example !== undefined) template[k] = p.example;
+    else if (required.includes(k)) template[k] = p.type === "string" ? "" : {};
+  }
   if (Object.keys(template).length) $("payload").value = JSON.stringify(template);
 }
 

@@ -316,20 +316,24 @@ pub async fn requeue_worker(
 }
 
 /// Keep our heartbeat fresh even while every slot is busy (apalis beats only between polls).
-/// `XX`: never re-register a worker that was reaped.
+/// `XX`: never re-register a worker that was reaped. Returns whether the queue is paused (same
+/// round trip).
 pub async fn heartbeat(
     conn: &mut ConnectionManager,
     keys: &Keys,
     worker: &str,
-) -> Result<(), JobQueueError> {
-    redis::cmd("ZADD")
+) -> Result<bool, JobQueueError> {
+    let (paused,): (bool,) = redis::pipe()
+        .cmd("ZADD")
         .arg(keys.apalis.workers_set())
         .arg("XX")
         .arg(now_ms() / 1000)
         .arg(worker)
-        .query_async::<()>(conn)
+        .ignore()
+        .exists(&keys.paused)
+        .query_async(conn)
         .await?;
-    Ok(())
+    Ok(paused)
 }
 
 /// Stamp and trim finished jobs (workaround 6). Returns (stamped, deleted).

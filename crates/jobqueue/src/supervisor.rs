@@ -24,6 +24,8 @@ const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// A misconfiguration (wrong password, missing ACL permission, TLS trust) is said this often.
 const MISCONFIG_LOG_EVERY: Duration = Duration::from_secs(60);
+/// Reap, trim and adopt retries every this many heartbeats.
+const SWEEP_EVERY: u64 = 5;
 /// How long queued results may take to be written before a restart or exit.
 const FLUSH_WITHIN: Duration = Duration::from_secs(3);
 
@@ -294,7 +296,8 @@ impl Supervisor {
     }
 }
 
-/// Every heartbeat interval: heartbeat, reap dead workers, trim done jobs.
+/// Every heartbeat interval: heartbeat; every [`SWEEP_EVERY`] of them also reap dead workers,
+/// trim done jobs and adopt apalis-parked retries (an idle worker costs a few calls a second).
 async fn housekeeping_loop(
     queue: JobQueue,
     options: WorkerOptions,
@@ -303,12 +306,12 @@ async fn housekeeping_loop(
 ) {
     let mut tick = tokio::time::interval(storage::HEARTBEAT_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+    for n in 0u64.. {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
-        let result = housekeeping(&queue, &options).await;
+        let result = housekeeping(&queue, &options, n.is_multiple_of(SWEEP_EVERY)).await;
         let ok = result.is_ok();
         if let Err(e) = result {
             if state.connected.load(Ordering::Relaxed) {
@@ -319,16 +322,23 @@ async fn housekeeping_loop(
     }
 }
 
-async fn housekeeping(queue: &JobQueue, options: &WorkerOptions) -> Result<(), JobQueueError> {
+async fn housekeeping(
+    queue: &JobQueue,
+    options: &WorkerOptions,
+    sweep: bool,
+) -> Result<(), JobQueueError> {
     let budget = Duration::from_secs(3);
     let keys = queue.keys().clone();
     let name = options.name.clone();
     let retention = options.done_retention;
     queue
         .with_connection(budget, |mut c| async move {
-            let (_, paused) = storage::park_retries(&mut c, &keys).await?;
+            let paused = storage::heartbeat(&mut c, &keys, &name).await?;
             crate::metrics::paused(&keys.queue, paused);
-            storage::heartbeat(&mut c, &keys, &name).await?;
+            if !sweep {
+                return Ok(());
+            }
+            storage::park_retries(&mut c, &keys).await?;
             let reaped = storage::requeue_worker(&mut c, &keys, None).await?;
             if reaped > 0 {
                 tracing::warn!(reaped, "re-queued jobs of workers with a stale heartbeat");

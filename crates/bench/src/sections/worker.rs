@@ -53,6 +53,7 @@ pub async fn run(
     let queue = stack.job_queue()?;
     let mut figures = WorkerFigures::default();
     for concurrency in CONCURRENCIES {
+        stack.flush_jobqueue();
         let empty = resources::redis_used_memory(&stack.jobqueue);
         let (rate, rss, bytes) = throughput(stack, &queue, plan.jobs, concurrency).await?;
         figures.redis_bytes_per_job_trimmed =
