@@ -268,6 +268,15 @@ async fn a_sigkilled_single_redis_loses_no_accepted_job() {
     let app = spawn_app(&overrides).await;
     let redis_ref = &mut redis;
     let (_, statuses) = under_load(app, &mut worker, || {
+        // Shown if the test fails: with `appendfsync everysec` Redis may postpone the AOF write
+        // (up to 2 s) behind a slow fsync while it already replied; a SIGKILL then loses those
+        // writes. A non-zero `aof_delayed_fsync` or a pending fsync here points at that.
+        let info = redis_ref.cli(&["INFO", "persistence"]);
+        let aof: Vec<&str> = info
+            .lines()
+            .filter(|l| l.contains("fsync") || l.starts_with("aof_last_write_status"))
+            .collect();
+        println!("jobqueue Redis before the SIGKILL: {aof:?}");
         redis_ref.kill();
         redis_ref.restart();
     })
