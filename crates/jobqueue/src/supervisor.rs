@@ -246,7 +246,7 @@ impl Supervisor {
             conn: conn.clone(),
             keys: keys.clone(),
             worker: name.clone(),
-            want: opts.concurrency.max(backend::MIN_FETCH),
+            want: (opts.concurrency * 2).max(backend::MIN_FETCH),
             idle_wait: opts.poll_interval,
             wake: wake.clone(),
             acks: acks.clone(),
