@@ -7,7 +7,7 @@
 mod script;
 
 use super::enqueue::{EnqueueFigures, BATCHES_IN_FLIGHT, IN_FLIGHT};
-use super::worker::{WorkerFigures, CONCURRENCIES, TIMELY_CONCURRENCY};
+use super::worker::{drain_bound, WorkerFigures, CONCURRENCIES, TIMELY_CONCURRENCY};
 use crate::procs::{Lines, Proc};
 use crate::report::Report;
 use crate::resources::{self, IdleCpu};
@@ -83,7 +83,7 @@ fn worker_runs(
     peer: &mut Peer,
 ) -> anyhow::Result<()> {
     let jobs = plan.jobs.to_string();
-    let drain = Duration::from_secs(30 + (plan.jobs / 500) as u64);
+    let drain = drain_bound(plan.jobs);
     for concurrency in CONCURRENCIES {
         redis.cli(&["FLUSHALL"]);
         let empty = resources::redis_used_memory(redis);

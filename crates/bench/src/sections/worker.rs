@@ -55,7 +55,7 @@ pub async fn run(
     for concurrency in CONCURRENCIES {
         stack.flush_jobqueue();
         let empty = resources::redis_used_memory(&stack.jobqueue);
-        let (rate, rss, bytes) = throughput(stack, &queue, plan.jobs, concurrency).await?;
+        let (rate, rss, bytes) = throughput(stack, &queue, plan.jobs, concurrency, empty).await?;
         figures.redis_bytes_per_job_trimmed =
             bytes_after_retention(stack, &queue, plan.jobs, empty).await?;
         figures.rates.push((concurrency, rate));
@@ -105,28 +105,43 @@ fn due_job(message: String, delay: Duration) -> NewJob {
     NewJob::delay_print(message).after(delay)
 }
 
-/// Enqueue `n` due jobs, start a worker, time first line → last line.
-/// (jobs/s, worker RSS MB, Redis bytes per finished job)
+/// Store jobs `0..n` made by `job`, [`MAX_BATCH`] per call.
+async fn enqueue_all(
+    queue: &JobQueue,
+    n: usize,
+    job: impl Fn(usize) -> NewJob,
+) -> anyhow::Result<()> {
+    let ids: Vec<usize> = (0..n).collect();
+    for chunk in ids.chunks(MAX_BATCH) {
+        queue
+            .enqueue_batch(chunk.iter().map(|&i| job(i)).collect())
+            .await?;
+    }
+    Ok(())
+}
+
+/// How long draining `n` jobs may take before the run counts as failed (ours and BullMQ's).
+pub fn drain_bound(n: usize) -> Duration {
+    Duration::from_secs(30 + (n / 500) as u64)
+}
+
+/// On an empty queue (`used_memory` then: `empty`), enqueue `n` due jobs, start a worker, time
+/// first line → last line. (jobs/s, worker RSS MB, Redis bytes per finished job)
 async fn throughput(
     stack: &Stack,
     queue: &JobQueue,
     n: usize,
     concurrency: usize,
+    empty: f64,
 ) -> anyhow::Result<(f64, f64, f64)> {
-    stack.flush_jobqueue();
-    let empty = resources::redis_used_memory(&stack.jobqueue);
-    let ids: Vec<usize> = (0..n).collect();
-    for chunk in ids.chunks(MAX_BATCH) {
-        let jobs = chunk
-            .iter()
-            .map(|i| due_job(format!("w{concurrency}-{i}"), Duration::ZERO))
-            .collect();
-        queue.enqueue_batch(jobs).await?;
-    }
+    enqueue_all(queue, n, |i| {
+        due_job(format!("w{concurrency}-{i}"), Duration::ZERO)
+    })
+    .await?;
     let lines = Arc::new(Lines::default());
     let name = format!("bench-worker-c{concurrency}");
     let mut worker = stack.worker(&name, concurrency, lines.clone()).await?;
-    let timeout = Duration::from_secs(30 + (n / 500) as u64);
+    let timeout = drain_bound(n);
     let done = lines.wait_for(n, timeout).await;
     let rss = worker.proc.rss_mib().unwrap_or(0.0);
     worker.proc.terminate(Duration::from_secs(10));
@@ -173,21 +188,14 @@ async fn noop_throughput(stack: &Stack, n: usize, concurrency: usize) -> anyhow:
     let redis = &settings.cache_server.redis.jobqueue;
     let registry = Registry::production(&settings.jobqueue).with(Noop);
     let queue = JobQueue::with_registry(redis, &settings.jobqueue, registry.clone())?;
-    let ids: Vec<usize> = (0..n).collect();
-    for chunk in ids.chunks(MAX_BATCH) {
-        let jobs = chunk
-            .iter()
-            .map(|_| NewJob::new(NOOP, serde_json::json!({})))
-            .collect();
-        queue.enqueue_batch(jobs).await?;
-    }
+    enqueue_all(&queue, n, |_| NewJob::new(NOOP, serde_json::json!({}))).await?;
     let mut options = WorkerOptions::from_settings(&settings.jobqueue);
     options.name = format!("bench-noop-c{concurrency}");
     options.concurrency = concurrency;
     let worker = Supervisor::new(redis, &settings.jobqueue, options)?.with_registry(registry);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let running = tokio::spawn(worker.run(stopped));
-    let drained = drain_times(&queue, n, Duration::from_secs(30 + (n / 500) as u64)).await;
+    let drained = drain_times(&queue, n, drain_bound(n)).await;
     let _ = stop.send(true);
     running.await?;
     let (first, first_done, last) = drained?;
