@@ -32,6 +32,7 @@ fn install_recorder() -> PrometheusHandle {
             PrometheusBuilder::build_recorder,
         );
     let handle = recorder.handle();
+    cacheserver_telemetry::spawn_upkeep(&handle);
     if metrics::set_global_recorder(recorder).is_err() {
         // Only another library installing its own recorder first can cause this.
         tracing::warn!("a metrics recorder was already installed; /metrics will be empty");

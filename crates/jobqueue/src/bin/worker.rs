@@ -42,6 +42,7 @@ async fn main() -> anyhow::Result<()> {
     let metrics = prometheus_builder()
         .install_recorder()
         .context("cannot install the metrics recorder")?;
+    cacheserver_telemetry::spawn_upkeep(&metrics);
 
     let options = options(&args, &settings);
     let supervisor = Supervisor::new(
