@@ -342,6 +342,7 @@ native_start() {
     for p in "${CLUSTER_PORTS[@]}"; do
         start_node "$p" \
             --cluster-enabled yes \
+            --lazyfree-lazy-expire yes \
             --cluster-config-file "nodes-$p.conf" \
             --cluster-node-timeout 5000 || failed=1
     done

@@ -45,24 +45,42 @@ fn find_keys(cluster: &RedisCluster, pattern: &str) -> Vec<String> {
     keys
 }
 
-/// The value of `key` as the cluster sees it (redis-cli follows MOVED with -c).
-fn redis_get(cluster: &RedisCluster, key: &str) -> Option<u64> {
+/// Field `field` of hash `key` as the cluster sees it (redis-cli follows MOVED with -c).
+fn redis_hget(cluster: &RedisCluster, key: &str, field: &str) -> Option<u64> {
     let port = cluster.node(0).port().to_string();
     let out = std::process::Command::new("redis-cli")
-        .args(["-c", "-p", &port, "GET", key])
+        .args(["-c", "-p", &port, "HGET", key, field])
         .output()
         .ok()?;
     String::from_utf8_lossy(&out.stdout).trim().parse().ok()
 }
 
-/// The minute counter of `client` (`<ip>` or `<rule>:<id>`) at `unix_secs`.
+/// The fields of every hash matching `pattern`.
+fn hash_fields(cluster: &RedisCluster, pattern: &str) -> Vec<String> {
+    let port = cluster.node(0).port().to_string();
+    find_keys(cluster, pattern)
+        .iter()
+        .flat_map(|key| {
+            let out = std::process::Command::new("redis-cli")
+                .args(["-c", "-p", &port, "HKEYS", key])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            out.lines().map(str::to_owned).collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// The minute hash (of its bucket) counting `client` (`<ip>` or `<rule>:<id>`) at `unix_secs`.
 fn minute_key(cluster: &RedisCluster, client: &str, unix_secs: u64) -> Option<String> {
-    let pattern = format!("rl:{{*}}:{client}:m:{}", unix_secs / 60);
-    find_keys(cluster, &pattern).into_iter().next()
+    let pattern = format!("rl:{{*}}:m:{}", unix_secs / 60);
+    find_keys(cluster, &pattern)
+        .into_iter()
+        .find(|key| redis_hget(cluster, key, client).is_some())
 }
 
 fn redis_count(cluster: &RedisCluster, client: &str, unix_secs: u64) -> Option<u64> {
-    redis_get(cluster, &minute_key(cluster, client, unix_secs)?)
+    redis_hget(cluster, &minute_key(cluster, client, unix_secs)?, client)
 }
 
 /// Sum of the samples of `metric` whose labels contain every one of `labels`.
@@ -378,7 +396,7 @@ async fn limiting_continues_after_a_master_failover() {
     assert_eq!(app.ping().await.status(), 200);
     let key = minute_key(&cluster, "127.0.0.1", t).expect("counted before failover");
     let master = cluster.master_for_key(&key);
-    let before = redis_get(&cluster, &key).expect("counted");
+    let before = redis_hget(&cluster, &key, "127.0.0.1").expect("counted");
 
     cluster.node_mut(master).kill();
     // Requests are answered promptly throughout the failover.
@@ -392,7 +410,7 @@ async fn limiting_continues_after_a_master_failover() {
     assert_ne!(promoted, master, "a replica took over");
     let counted = eventually(20 * SECS, || async {
         app.ping().await;
-        redis_get(&cluster, &key).is_some_and(|n| n > before)
+        redis_hget(&cluster, &key, "127.0.0.1").is_some_and(|n| n > before)
     })
     .await;
     assert!(
@@ -518,7 +536,7 @@ async fn rules_limit_per_route_and_key() {
     assert_eq!(resp.status(), 429);
     assert!(header(&resp, "ratelimit").starts_with("\"register:minute\";r=0"));
     let key = minute_key(&cluster, "register:127.0.0.1", t).expect("rule key in Redis");
-    assert_eq!(redis_get(&cluster, &key), Some(2));
+    assert_eq!(redis_hget(&cluster, &key, "register:127.0.0.1"), Some(2));
 
     let ping_with_key = |k: &'static str| {
         app.http
@@ -544,7 +562,10 @@ async fn rules_limit_per_route_and_key() {
         assert_eq!(app.ping().await.status(), 200);
     }
     assert_eq!(app.ping().await.status(), 429);
-    let hashed = find_keys(&cluster, "rl:{*}:per-key:k*");
+    let hashed: Vec<String> = hash_fields(&cluster, "rl:{*}:m:*")
+        .into_iter()
+        .filter(|field| field.starts_with("per-key:k"))
+        .collect();
     assert!(
         !hashed.is_empty() && hashed.iter().all(|k| !k.contains("key-a")),
         "{hashed:?}"

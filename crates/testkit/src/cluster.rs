@@ -74,6 +74,9 @@ impl RedisCluster {
                 // A replica may take over however stale its data looks (tests kill masters early).
                 "--cluster-replica-validity-factor".into(),
                 "0".into(),
+                // As deployed (scripts/start-redis.sh): big limiter hashes are freed off-thread.
+                "--lazyfree-lazy-expire".into(),
+                "yes".into(),
             ];
             args.extend(secure(p));
             args

@@ -4,11 +4,11 @@
 //! asking for several units, plus a few spare units for the next ones (see [`spare_units`]).
 //! Many distinct clients then cost one round trip per bucket and batch, not per request.
 
-use super::keys::{bucket_tags, ClientKey, BUCKETS};
+use super::keys::{bucket_tags, window_keys, ClientKey, BUCKETS};
 use super::state::ClientStates;
 use super::{lua, Clock, Counts, Limits, Windows};
 use crate::redis_cluster::{RedisCluster, RedisError};
-use fred::types::Key;
+use fred::types::{Key, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -131,15 +131,20 @@ impl Shared {
                 n + spare_units(n, g.limits)
             })
             .collect();
-        let keys = self.keys(tag, &groups, windows);
-        let mut args = vec![windows.minute_reset + 1, windows.hour_reset + 1];
+        let keys = window_keys(tag, windows.minute, windows.hour)
+            .map(Key::from)
+            .to_vec();
+        let mut args = Vec::with_capacity(2 + groups.len() * 4);
+        args.extend([windows.minute_reset + 1, windows.hour_reset + 1].map(int));
+        let mut field = String::with_capacity(64);
         for (g, units) in groups.iter().zip(&wanted) {
-            args.extend([g.limits.per_minute, g.limits.per_hour, *units]);
+            field.clear();
+            let rule = self.rule_names.get(usize::from(g.key.rule));
+            g.key
+                .write_client(rule.and_then(|n| n.as_deref()), &mut field);
+            args.push(Value::from(field.as_str()));
+            args.extend([g.limits.per_minute, g.limits.per_hour, *units].map(int));
         }
-        let args = args
-            .into_iter()
-            .map(|v| i64::try_from(v).unwrap_or(i64::MAX))
-            .collect();
         self.calls.increment(1);
         let reply = lua::eval(&self.cluster, self.budget, keys, args).await;
         match reply {
@@ -154,28 +159,6 @@ impl Shared {
             ),
             Err(e) => fail(groups, e),
         }
-    }
-
-    fn keys(&self, tag: &str, groups: &[Group], windows: Windows) -> Vec<Key> {
-        let mut keys = Vec::with_capacity(groups.len() * 2);
-        let mut client = String::with_capacity(64);
-        for g in groups {
-            client.clear();
-            let name = self
-                .rule_names
-                .get(usize::from(g.key.rule))
-                .and_then(|n| n.as_deref());
-            g.key.write_client(name, &mut client);
-            keys.push(Key::from(format!(
-                "rl:{{{tag}}}:{client}:m:{}",
-                windows.minute
-            )));
-            keys.push(Key::from(format!(
-                "rl:{{{tag}}}:{client}:h:{}",
-                windows.hour
-            )));
-        }
-        keys
     }
 
     /// `v` = {allowed, minute count, hour count} of `g`. The first `allowed` waiters pass, each
@@ -215,6 +198,10 @@ impl Shared {
             }));
         }
     }
+}
+
+fn int(v: u64) -> Value {
+    Value::Integer(i64::try_from(v).unwrap_or(i64::MAX))
 }
 
 fn fail(groups: Vec<Group>, error: RedisError) {

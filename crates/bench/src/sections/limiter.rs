@@ -215,16 +215,14 @@ fn redis_ceiling(stack: &Stack, plan: &Plan) -> anyhow::Result<f64> {
         &["SCRIPT", "LOAD", cacheserver_api::ratelimit::LUA_SCRIPT],
     )
     .map_err(anyhow::Error::msg)?;
-    // The hot client's slot; the bench's own counters.
-    let tag = key.split(['{', '}']).nth(1).unwrap_or_default();
-    let minute = format!("rl:{{{tag}}}:bench:m:1");
-    let hour = format!("rl:{{{tag}}}:bench:h:1");
+    // The hot client's bucket hashes; the bench's own field in them.
+    let hour = key.replace(":m:", ":h:");
     let output = Command::new("redis-benchmark")
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-c", "50", "-q"])
         .args(["-n", &plan.redis_requests.to_string()])
-        .args(["EVALSHA", &sha, "2", &minute, &hour])
-        // ARGV: ttls, then the one client's limits and units (the batch script with a batch of 1).
-        .args(["61", "3601", HIGH_LIMIT, HIGH_LIMIT, "1"])
+        .args(["EVALSHA", &sha, "2", &key, &hour])
+        // ARGV: ttls, then one client's field, limits and units (the batch script, a batch of 1).
+        .args(["61", "3601", "bench", HIGH_LIMIT, HIGH_LIMIT, "1"])
         .output()
         .context("run redis-benchmark")?;
     let text = String::from_utf8_lossy(&output.stdout);
