@@ -68,6 +68,23 @@ impl RedisServer {
         self
     }
 
+    /// Like [`RedisServer::start`], with its dir (so its AOF) on tmpfs (`/dev/shm` when there is
+    /// one). `everysec` postpones the AOF write for up to 2 s while a background fsync is slow,
+    /// and Redis replies meanwhile: a SIGKILL then loses acknowledged writes (README, "High
+    /// availability"). On tmpfs fsync is instant, so a test that SIGKILLs Redis checks our code,
+    /// not how busy the machine's disk was.
+    pub fn start_on_tmpfs() -> Self {
+        let mut server = Self::reserve();
+        let on_tmpfs = tempfile::Builder::new()
+            .prefix("cacheserver-redis-")
+            .tempdir_in("/dev/shm");
+        if let Ok(dir) = on_tmpfs {
+            server.dir = dir;
+        }
+        server.restart();
+        server
+    }
+
     pub(crate) fn reserve_with(port: u16, extra_args: Vec<String>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("cacheserver-redis-")
