@@ -20,8 +20,6 @@ const MAX_BATCH: usize = 256;
 const QUEUE: usize = 8192;
 /// Cap of spare units per batch (see [`spare_units`]).
 const MAX_SPARE: u64 = 1024;
-/// Spare units asked per request of a client in a batch.
-const SPARE_PER_WAITING: u64 = 8;
 
 /// What Redis decided for one request.
 #[derive(Debug, Clone, Copy)]
@@ -36,6 +34,8 @@ pub(crate) type Reply = Result<Answer, Arc<RedisError>>;
 struct Request {
     key: ClientKey,
     limits: Limits,
+    /// The client used up spare units before (asks for more even alone).
+    hot: bool,
     reply: oneshot::Sender<Reply>,
 }
 
@@ -85,10 +85,16 @@ impl Batcher {
     }
 
     /// Queue one request of `key` and wait for its batch (bounded: the call in flight and ours).
-    pub async fn decide(&self, key: ClientKey, limits: Limits) -> Reply {
+    pub async fn decide(&self, key: ClientKey, limits: Limits, hot: bool) -> Reply {
         let (reply, answer) = oneshot::channel();
         let queue = &self.queues[key.bucket() % BUCKETS];
-        if queue.try_send(Request { key, limits, reply }).is_err() {
+        let request = Request {
+            key,
+            limits,
+            hot,
+            reply,
+        };
+        if queue.try_send(request).is_err() {
             return Err(Arc::new(RedisError::Timeout(self.budget)));
         }
         match tokio::time::timeout(self.budget * 2, answer).await {
@@ -117,6 +123,7 @@ async fn run_bucket(tag: String, mut queue: mpsc::Receiver<Request>, shared: Arc
 struct Group {
     key: ClientKey,
     limits: Limits,
+    hot: bool,
     waiters: Vec<oneshot::Sender<Reply>>,
 }
 
@@ -128,7 +135,7 @@ impl Shared {
             .iter()
             .map(|g| {
                 let n = g.waiters.len() as u64;
-                n + spare_units(n, g.limits)
+                n + spare_units(n, g.hot, g.limits)
             })
             .collect();
         let keys = window_keys(tag, windows.minute, windows.hour)
@@ -218,31 +225,34 @@ fn group(batch: &mut Vec<Request>) -> Vec<Group> {
     for r in batch.drain(..) {
         if let Some(&i) = index.get(&r.key) {
             groups[i].waiters.push(r.reply);
+            groups[i].hot |= r.hot;
             continue;
         }
         index.insert(r.key, groups.len());
         groups.push(Group {
             key: r.key,
             limits: r.limits,
+            hot: r.hot,
             waiters: vec![r.reply],
         });
     }
     groups
 }
 
-/// Spare units to ask for when `waiting` requests of a client are decided together. A client
-/// that sends one request at a time never gets any, so its decisions stay exact. The cost: spare
-/// units left when a window ends are lost from the hour window (and from other api instances
-/// sharing the quota); capped at 1/16 of the minute limit and 1/960 of the hour limit per minute
-/// (≤ ~6% of the hour limit in the worst case); with the default 60/1000 it is 1 per batch.
-pub(crate) fn spare_units(waiting: u64, limits: Limits) -> u64 {
-    if waiting < 2 {
+/// Spare units to ask for when `waiting` requests of a client are decided together, or for a
+/// `hot` client (one that used up spare units before). A client that sends one request at a time
+/// never gets any, so its decisions stay exact; a bursty one gets the whole cap, so it comes
+/// back to Redis (and its requests wait for a call) once per cap, not once per burst. The cost:
+/// spare units left when a window ends are lost from the hour window (and from other api
+/// instances sharing the quota); the cap is 1/16 of the minute limit and 1/960 of the hour limit
+/// (≤ ~6% of the hour limit in the worst case); with the default 60/1000 it is 1.
+pub(crate) fn spare_units(waiting: u64, hot: bool, limits: Limits) -> u64 {
+    if waiting < 2 && !hot {
         return 0;
     }
-    let cap = (limits.per_minute / 16)
+    (limits.per_minute / 16)
         .min(limits.per_hour / 960)
-        .min(MAX_SPARE);
-    (waiting * SPARE_PER_WAITING).min(cap)
+        .min(MAX_SPARE)
 }
 
 #[cfg(test)]
@@ -256,10 +266,11 @@ mod tests {
             per_hour,
         };
         let big = limits(100_000_000, 100_000_000);
-        assert_eq!(spare_units(1, big), 0);
-        assert_eq!(spare_units(8, big), 64);
-        assert_eq!(spare_units(5000, big), MAX_SPARE);
-        assert_eq!(spare_units(8, limits(60, 1000)), 1);
-        assert_eq!(spare_units(8, limits(4, 1000)), 0);
+        assert_eq!(spare_units(1, false, big), 0);
+        assert_eq!(spare_units(1, true, big), MAX_SPARE, "hot, even alone");
+        assert_eq!(spare_units(8, false, big), MAX_SPARE);
+        assert_eq!(spare_units(8, false, limits(60, 1000)), 1);
+        assert_eq!(spare_units(8, false, limits(4, 1000)), 0);
+        assert_eq!(spare_units(8, false, limits(1600, 96_000)), 100);
     }
 }

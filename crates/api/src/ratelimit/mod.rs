@@ -238,9 +238,12 @@ impl Limiter {
             let local = inner.states.count_in_memory(key, limits, windows);
             return limits.decision(local.allowed, local.counts, windows, local.backend);
         };
-        if let Some(local) = inner.states.decide_locally(key, limits, windows) {
-            return limits.decision(local.allowed, local.counts, windows, local.backend);
-        }
+        let hot = match inner.states.decide_locally(key, limits, windows) {
+            state::Lookup::Decided(local) => {
+                return limits.decision(local.allowed, local.counts, windows, local.backend)
+            }
+            state::Lookup::AskRedis { hot } => hot,
+        };
         if !cluster.is_connected() {
             return self.fallback(
                 key,
@@ -251,7 +254,7 @@ impl Limiter {
         }
         // Boxed: the Redis path's future is large, and actix moves each request's future into
         // boxes; out of line, the common paths stay small and cheap to move.
-        match Box::pin(batcher.decide(key, limits)).await {
+        match Box::pin(batcher.decide(key, limits, hot)).await {
             Ok(a) => limits.decision(a.allowed, a.counts, a.windows, Backend::Redis),
             Err(error) => self.fallback(key, limits, windows, &error),
         }

@@ -27,6 +27,9 @@ struct Entry {
     spare: u64,
     /// `counts` came from Redis (else from the memory backend).
     from_redis: bool,
+    /// Redis granted this client spare units before: it sends in bursts, so its next call asks
+    /// for spare units even when it arrives alone.
+    hot: bool,
 }
 
 impl Entry {
@@ -37,6 +40,7 @@ impl Entry {
             counts: Counts { minute: 0, hour: 0 },
             spare: 0,
             from_redis: false,
+            hot: false,
         }
     }
 
@@ -57,6 +61,16 @@ impl Entry {
     fn is_stale(&self, now: Windows) -> bool {
         self.hour_window != now.hour || (self.from_redis && self.minute_window != now.minute)
     }
+}
+
+/// What local state says about a request that would go to Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lookup {
+    Decided(Local),
+    /// Ask Redis; `hot`: the client used up spare units before (see `Entry::hot`).
+    AskRedis {
+        hot: bool,
+    },
 }
 
 /// A decision made from local state.
@@ -115,16 +129,15 @@ impl ClientStates {
 
     /// Without Redis: a spare unit (`local`), or a refusal while a window is known exhausted
     /// (`cached`; counts only grow inside a window, so Redis would refuse too).
-    pub fn decide_locally(&self, key: ClientKey, limits: Limits, now: Windows) -> Option<Local> {
+    pub fn decide_locally(&self, key: ClientKey, limits: Limits, now: Windows) -> Lookup {
         let mut shard = self.shard(&key);
-        let entry = shard.get_mut(&key)?;
-        if !entry.from_redis {
-            return None;
-        }
+        let Some(entry) = shard.get_mut(&key).filter(|e| e.from_redis) else {
+            return Lookup::AskRedis { hot: false };
+        };
         entry.roll(now);
         if entry.spare > 0 {
             entry.spare -= 1;
-            return Some(Local {
+            return Lookup::Decided(Local {
                 allowed: true,
                 counts: Counts {
                     minute: entry.counts.minute - entry.spare,
@@ -135,7 +148,10 @@ impl ClientStates {
         }
         let exhausted =
             entry.counts.minute >= limits.per_minute || entry.counts.hour >= limits.per_hour;
-        exhausted.then_some(Local {
+        if !exhausted {
+            return Lookup::AskRedis { hot: entry.hot };
+        }
+        Lookup::Decided(Local {
             allowed: false,
             counts: entry.counts,
             backend: Backend::Cached,
@@ -174,6 +190,7 @@ impl ClientStates {
             counts,
             spare: unused + spare,
             from_redis: true,
+            hot: entry.hot || spare > 0,
         };
     }
 
@@ -273,20 +290,26 @@ mod tests {
     fn spare_units_then_cached_refusals() {
         let s = ClientStates::new(100);
         let w = Windows::at(60);
-        assert!(s.decide_locally(key(1), LIMITS, w).is_none());
+        let decided = |lookup| match lookup {
+            Lookup::Decided(local) => local,
+            Lookup::AskRedis { .. } => panic!("expected a local decision"),
+        };
+        let cold = Lookup::AskRedis { hot: false };
+        assert_eq!(s.decide_locally(key(1), LIMITS, w), cold);
         s.remember(key(1), LIMITS, w, Counts { minute: 1, hour: 1 }, 0);
         assert_eq!(s.len(), 0, "nothing worth remembering");
         s.remember(key(1), LIMITS, w, Counts { minute: 2, hour: 2 }, 1);
-        let spare = s.decide_locally(key(1), LIMITS, w).expect("spare unit");
+        let spare = decided(s.decide_locally(key(1), LIMITS, w));
         assert_eq!(
             (spare.allowed, spare.backend, spare.counts.minute),
             (true, Backend::Local, 2)
         );
-        let cached = s.decide_locally(key(1), LIMITS, w).expect("exhausted");
+        let cached = decided(s.decide_locally(key(1), LIMITS, w));
         assert_eq!((cached.allowed, cached.backend), (false, Backend::Cached));
-        assert!(
-            s.decide_locally(key(1), LIMITS, Windows::at(120)).is_none(),
-            "next minute"
+        assert_eq!(
+            s.decide_locally(key(1), LIMITS, Windows::at(120)),
+            Lookup::AskRedis { hot: true },
+            "next minute: ask Redis, for spare units again"
         );
     }
 }
