@@ -6,6 +6,7 @@
 
 use super::{api_rss, prometheus_sum};
 use crate::report::Report;
+use crate::resources::{process_cpu_secs, redis_cpu_secs};
 use crate::stack::{Api, Stack, HIGH_LIMIT};
 use crate::stats::median;
 use crate::wrk::{self, WrkResult};
@@ -56,8 +57,18 @@ pub async fn run(stack: &Stack, plan: &Plan, report: &mut Report) -> anyhow::Res
         ("one hot client", None, 0.95),
         ("many clients", Some("ping_many.lua"), 0.80),
     ] {
-        let (off_r, on_r) = alternate(&off, &on, script, plan)?;
+        let (off_r, on_r, cpu) = alternate(stack, &off, &on, script, plan)?;
         compare(report, label, &off_r, &on_r, goal);
+        report.info(
+            "1 limiter",
+            &format!("{label}: CPU µs per request: api off / api on / cluster (6 nodes, on)"),
+            format!(
+                "{:.1} / {:.1} / {:.1}",
+                cpu[0].api_us(),
+                cpu[1].api_us(),
+                cpu[1].cluster_us()
+            ),
+        );
         if script.is_some() {
             report.info(
                 "2 backend",
@@ -131,20 +142,59 @@ async fn soak(stack: &Stack, plan: &Plan, report: &mut Report, mode: &str) -> an
     Ok(())
 }
 
-/// Off, on, off, on, …: each configuration sees the same background noise. Medians.
+/// CPU used during some wrk runs: the api's and the cluster's (all six nodes), per request. The
+/// cluster shares the machine's cores with the api and wrk, so its CPU per request bounds what
+/// the limiter can reach against the limiter-off api on this machine.
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuPerRequest {
+    api_secs: f64,
+    cluster_secs: f64,
+    requests: u64,
+}
+
+impl CpuPerRequest {
+    fn api_us(&self) -> f64 {
+        self.api_secs * 1e6 / self.requests.max(1) as f64
+    }
+
+    fn cluster_us(&self) -> f64 {
+        self.cluster_secs * 1e6 / self.requests.max(1) as f64
+    }
+}
+
+fn cpu_now(stack: &Stack, api: &Api) -> (f64, f64) {
+    let api_secs = api
+        .proc
+        .pid()
+        .and_then(process_cpu_secs)
+        .unwrap_or_default();
+    let cluster = (0..6).map(|i| redis_cpu_secs(stack.cluster.node(i))).sum();
+    (api_secs, cluster)
+}
+
+/// Off, on, off, on, …: each configuration sees the same background noise. Medians, and the CPU
+/// per request over all runs of each configuration.
 fn alternate(
+    stack: &Stack,
     off: &Api,
     on: &Api,
     script: Option<&str>,
     plan: &Plan,
-) -> anyhow::Result<(WrkResult, WrkResult)> {
+) -> anyhow::Result<(WrkResult, WrkResult, [CpuPerRequest; 2])> {
     let mut runs: [Vec<WrkResult>; 2] = [Vec::new(), Vec::new()];
+    let mut cpu = [CpuPerRequest::default(); 2];
     for _ in 0..plan.rounds {
         for (i, api) in [off, on].into_iter().enumerate() {
-            runs[i].push(wrk::run(&ping(api), script, CONNS, plan.load)?);
+            let before = cpu_now(stack, api);
+            let result = wrk::run(&ping(api), script, CONNS, plan.load)?;
+            let after = cpu_now(stack, api);
+            cpu[i].api_secs += after.0 - before.0;
+            cpu[i].cluster_secs += after.1 - before.1;
+            cpu[i].requests += result.requests;
+            runs[i].push(result);
         }
     }
-    Ok((median_of(&runs[0]), median_of(&runs[1])))
+    Ok((median_of(&runs[0]), median_of(&runs[1]), cpu))
 }
 
 /// The run with the median req/s (its latencies come with it).
@@ -201,6 +251,14 @@ async fn check_redis_decided(stack: &Stack, on: &Api, report: &mut Report) -> an
         "1 limiter",
         "decisions made in Redis / failed open",
         format!("{redis:.0} / {failopen:.0}"),
+    );
+    // Each call costs Redis far more than each client in it: the batch size says how well the
+    // per-call cost is shared (both loads together).
+    let calls = prometheus_sum(stack, on, "ratelimit_redis_calls_total", "").await;
+    report.info(
+        "1 limiter",
+        "requests decided in Redis per Lua call",
+        format!("{:.1}", redis / calls.max(1.0)),
     );
     Ok(())
 }
