@@ -45,28 +45,24 @@ fn find_keys(cluster: &RedisCluster, pattern: &str) -> Vec<String> {
     keys
 }
 
-/// Field `field` of hash `key` as the cluster sees it (redis-cli follows MOVED with -c).
+/// `redis-cli -c` on the first node: follows MOVED to the key's master.
+fn cluster_cli(cluster: &RedisCluster, args: &[&str]) -> String {
+    let args: Vec<&str> = ["-c"].into_iter().chain(args.iter().copied()).collect();
+    cacheserver_testkit::redis_cli(cluster.node(0).port(), &args).unwrap_or_default()
+}
+
+/// Field `field` of hash `key` as the cluster sees it.
 fn redis_hget(cluster: &RedisCluster, key: &str, field: &str) -> Option<u64> {
-    let port = cluster.node(0).port().to_string();
-    let out = std::process::Command::new("redis-cli")
-        .args(["-c", "-p", &port, "HGET", key, field])
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    cluster_cli(cluster, &["HGET", key, field]).parse().ok()
 }
 
 /// The fields of every hash matching `pattern`.
 fn hash_fields(cluster: &RedisCluster, pattern: &str) -> Vec<String> {
-    let port = cluster.node(0).port().to_string();
     find_keys(cluster, pattern)
         .iter()
         .flat_map(|key| {
-            let out = std::process::Command::new("redis-cli")
-                .args(["-c", "-p", &port, "HKEYS", key])
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                .unwrap_or_default();
-            out.lines().map(str::to_owned).collect::<Vec<_>>()
+            let fields = cluster_cli(cluster, &["HKEYS", key]);
+            fields.lines().map(str::to_owned).collect::<Vec<_>>()
         })
         .collect()
 }

@@ -74,22 +74,23 @@ impl RedisServer {
     /// availability"). On tmpfs fsync is instant, so a test that SIGKILLs Redis checks our code,
     /// not how busy the machine's disk was.
     pub fn start_on_tmpfs() -> Self {
-        let mut server = Self::reserve();
-        let on_tmpfs = tempfile::Builder::new()
-            .prefix("cacheserver-redis-")
-            .tempdir_in("/dev/shm");
-        if let Ok(dir) = on_tmpfs {
-            server.dir = dir;
-        }
+        let mut server = Self::reserve_in(free_port(), Vec::new(), Some(Path::new("/dev/shm")));
         server.restart();
         server
     }
 
     pub(crate) fn reserve_with(port: u16, extra_args: Vec<String>) -> Self {
-        let dir = tempfile::Builder::new()
+        Self::reserve_in(port, extra_args, None)
+    }
+
+    /// A temp dir under `parent` when it can make one there (else the system's temp dir).
+    fn reserve_in(port: u16, extra_args: Vec<String>, parent: Option<&Path>) -> Self {
+        let builder = tempfile::Builder::new()
             .prefix("cacheserver-redis-")
-            .tempdir()
-            .expect("temp dir");
+            .clone();
+        let dir = parent
+            .and_then(|p| builder.tempdir_in(p).ok())
+            .unwrap_or_else(|| builder.tempdir().expect("temp dir"));
         Self {
             port,
             dir,

@@ -4,8 +4,8 @@
 //! buckets cover the 16,384 cluster slots evenly (and so every master). A bucket's counts are two
 //! hashes, `rl:{<bucket tag>}:m:<minute>` and `rl:{<bucket tag>}:h:<hour>`, with one field per
 //! client, so one Lua call can decide many clients of one bucket. The field (`<client>`) is the
-//! IP for the top-level limits and `<rule>:<id>` inside a rule. The bucket of a client is a fixed hash (FNV-1a) of its key, so
-//! every api instance agrees on it.
+//! IP for the top-level limits and `<rule>:<id>` inside a rule. The bucket of a client is a fixed
+//! hash (FNV-1a) of its key, so every api instance agrees on it.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -73,17 +73,16 @@ pub(crate) fn window_keys(tag: &str, minute: u64, hour: u64) -> [String; 2] {
     ]
 }
 
-/// The minute hash that counts `ip` (field `<ip>`) under the top-level limits at `unix_secs`
-/// (benchmarks and tools look it up).
-pub fn top_level_minute_key(ip: IpAddr, unix_secs: u64) -> String {
+/// The minute and hour hashes that count `ip` (field `<ip>`) under the top-level limits at
+/// `unix_secs` (benchmarks and tools look them up).
+pub fn top_level_keys(ip: IpAddr, unix_secs: u64) -> [String; 2] {
     let key = ClientKey {
         rule: 0,
         id: ClientId::Ip(ip),
     };
     let tags = bucket_tags();
     let tag = tags.get(key.bucket()).map_or("", String::as_str);
-    let [minute, _] = window_keys(tag, unix_secs / 60, unix_secs / 3600);
-    minute
+    window_keys(tag, unix_secs / 60, unix_secs / 3600)
 }
 
 /// The first 128 bits of SHA-1: stable across instances and versions.

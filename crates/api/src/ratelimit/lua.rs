@@ -1,7 +1,7 @@
 //! The Redis side: one EVALSHA decides a batch of clients of one bucket, each client's minute and
-//! hour windows atomically. A bucket's counts live in two hashes per window (`keys`), one field per
-//! client: two `HINCRBY` per client and one `EXPIRE` per hash, where separate keys cost six
-//! commands per client. Refused units are not counted. The script is reloaded once on NOSCRIPT
+//! hour windows atomically. A bucket's counts live in two hashes, one per window (`keys`), with a
+//! field per client: two `HINCRBY` per client and one `EXPIRE` per hash and call, where a pair of
+//! keys per client cost six commands per client. Refused units are not counted. The script is reloaded once on NOSCRIPT
 //! (normal after a restart or failover).
 
 use crate::redis_cluster::{RedisCluster, RedisError};

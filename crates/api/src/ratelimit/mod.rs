@@ -19,7 +19,7 @@ mod state;
 
 pub use client_ip::client_ip;
 pub use clock::Clock;
-pub use keys::top_level_minute_key;
+pub use keys::top_level_keys;
 pub use middleware::rate_limit;
 
 /// The Lua script the Redis backend runs (benchmarks load it into `redis-benchmark`).

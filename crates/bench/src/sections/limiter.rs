@@ -265,8 +265,8 @@ async fn check_redis_decided(stack: &Stack, on: &Api, report: &mut Report) -> an
 
 /// `redis-benchmark` EVALSHA of the limiter script with the api's key shape, on the slot owner.
 fn redis_ceiling(stack: &Stack, plan: &Plan) -> anyhow::Result<f64> {
-    let key = cacheserver_api::ratelimit::top_level_minute_key([127, 0, 0, 1].into(), 60);
-    let node = stack.cluster.master_for_key(&key);
+    let [minute, hour] = cacheserver_api::ratelimit::top_level_keys([127, 0, 0, 1].into(), 60);
+    let node = stack.cluster.master_for_key(&minute);
     let port = stack.cluster.node(node).port();
     let sha = redis_cli(
         port,
@@ -274,11 +274,10 @@ fn redis_ceiling(stack: &Stack, plan: &Plan) -> anyhow::Result<f64> {
     )
     .map_err(anyhow::Error::msg)?;
     // The hot client's bucket hashes; the bench's own field in them.
-    let hour = key.replace(":m:", ":h:");
     let output = Command::new("redis-benchmark")
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-c", "50", "-q"])
         .args(["-n", &plan.redis_requests.to_string()])
-        .args(["EVALSHA", &sha, "2", &key, &hour])
+        .args(["EVALSHA", &sha, "2", &minute, &hour])
         // ARGV: ttls, then one client's field, limits and units (the batch script, a batch of 1).
         .args(["61", "3601", "bench", HIGH_LIMIT, HIGH_LIMIT, "1"])
         .output()

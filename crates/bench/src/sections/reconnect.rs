@@ -171,7 +171,7 @@ async fn failover(stack: &mut Stack, plan: &Plan, report: &mut Report) -> anyhow
         .await?;
     let clients: Vec<_> = (0..4).map(|_| pinger(stack, &api, plan.failover)).collect();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let key = cacheserver_api::ratelimit::top_level_minute_key([127, 0, 0, 1].into(), 60);
+    let [key, _] = cacheserver_api::ratelimit::top_level_keys([127, 0, 0, 1].into(), 60);
     let victim = stack.cluster.master_for_key(&key);
     stack.cluster.node_mut(victim).kill();
     let mut latencies = Vec::new();
