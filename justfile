@@ -131,10 +131,11 @@ monitor:
 monitor-stop:
     scripts/start-monitoring.sh stop
 
-# Run the test suite, then the browser test (tests start their own Redis processes)
+# Run the test suite, then the browser tests (installs what it needs; tests start their own Redis processes)
 test: && monitoring-check e2e
     scripts/ensure-redis.sh
     scripts/ensure-monitoring.sh
+    scripts/ensure-test-tools.sh
     if cargo nextest --version >/dev/null 2>&1; then \
         cargo nextest run --workspace --no-fail-fast; \
     else \
@@ -148,23 +149,9 @@ monitoring-check:
 
 # Browser tests (headless Debian Chromium): the jobs page on real Redis, api and worker; the native Redis browser
 e2e:
-    #!/usr/bin/env bash
-    set -euo pipefail
-    if [ ! -x /usr/bin/chromium ]; then
-        if [ -n "${CI:-}" ]; then
-            echo "e2e: /usr/bin/chromium is missing (.ci/run installs it)" >&2
-            exit 1
-        fi
-        echo "e2e: SKIPPED: no /usr/bin/chromium here (apt-get install -y chromium chromium-driver)"
-        exit 0
-    fi
+    scripts/ensure-redis.sh
+    scripts/ensure-test-tools.sh
     cargo build -p cacheserver-api --bin api -p cacheserver-jobqueue --bin worker
-    if [ ! -d e2e/node_modules/playwright-core ]; then
-        (cd e2e && npm ci --no-audit --no-fund)
-    fi
-    if [ ! -x tools/redis-commander/node_modules/.bin/redis-commander ]; then
-        (cd tools/redis-commander && npm ci --no-audit --no-fund)
-    fi
     # The scripts bound themselves (180 s, 120 s); the outer timeouts only guard against a hung node.
     timeout 300 node e2e/jobs-page.test.mjs
     timeout 200 node e2e/redis-browser.test.mjs
@@ -172,9 +159,8 @@ e2e:
 # Benchmarks on real processes (release builds, own Redis, wrk, BullMQ beside ours); writes docs/benchmarks.md (~5 min)
 bench *ARGS:
     scripts/ensure-redis.sh
-    command -v wrk >/dev/null 2>&1 || { apt-get update && apt-get install -y wrk; }
-    # BullMQ runs in the same run (bench/bullmq): its packages exactly as the lockfile pins them.
-    cd bench/bullmq && npm ci --no-audit --no-fund
+    # wrk, and BullMQ (bench/bullmq) exactly as its lockfile pins it: BullMQ runs in the same run.
+    scripts/ensure-test-tools.sh
     cargo build --release -p cacheserver-api --bin api -p cacheserver-jobqueue --bin worker -p cacheserver-bench --bin cacheserver-bench
     target/release/cacheserver-bench "$@"
 
