@@ -97,7 +97,7 @@ api:
 # Run a jobqueue worker; arguments are passed to it (just worker --help); REDIS_HA=1 as for api
 worker *ARGS:
     if [ "${REDIS_HA:-0}" = 1 ]; then set -a; . redis/run/ha.env; set +a; fi; \
-    cargo run --release -p cacheserver-jobqueue --bin worker -- "$@"
+    cargo run --release -p cacheserver-worker --bin worker -- "$@"
 
 # Start Redis with the jobqueue as a Sentinel set (master 6379, replicas 6380-6381, sentinels 26379-26381)
 redis-ha:
@@ -151,7 +151,7 @@ monitoring-check:
 e2e:
     scripts/ensure-redis.sh
     scripts/ensure-test-tools.sh
-    cargo build -p cacheserver-api --bin api -p cacheserver-jobqueue --bin worker
+    cargo build -p cacheserver-api --bin api -p cacheserver-worker --bin worker
     # The scripts bound themselves (180 s, 120 s); the outer timeouts only guard against a hung node.
     timeout 300 node e2e/jobs-page.test.mjs
     timeout 200 node e2e/redis-browser.test.mjs
@@ -161,13 +161,13 @@ bench *ARGS:
     scripts/ensure-redis.sh
     # wrk, and BullMQ (bench/bullmq) exactly as its lockfile pins it: BullMQ runs in the same run.
     scripts/ensure-test-tools.sh
-    cargo build --release -p cacheserver-api --bin api -p cacheserver-jobqueue --bin worker -p cacheserver-bench --bin cacheserver-bench
+    cargo build --release -p cacheserver-api --bin api -p cacheserver-worker --bin worker -p cacheserver-bench --bin cacheserver-bench
     target/release/cacheserver-bench "$@"
 
 # Fault drill: kill worker, api and Redis while registering 10,000 jobs; prints `drill: ... lost=0` (< 5 min)
 drill *ARGS:
     scripts/ensure-redis.sh
-    cargo build --release -p cacheserver-api --bin api -p cacheserver-jobqueue --bin worker -p cacheserver-bench --bin cacheserver-bench
+    cargo build --release -p cacheserver-api --bin api -p cacheserver-worker --bin worker -p cacheserver-bench --bin cacheserver-bench
     timeout 300 target/release/cacheserver-bench drill "$@"
 
 # Format the code

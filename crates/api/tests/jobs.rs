@@ -357,7 +357,7 @@ async fn redis_down_answers_503_within_the_enqueue_timeout() {
 fn worker_binary() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let status = Command::new(env!("CARGO"))
-        .args(["build", "-p", "cacheserver-jobqueue", "--bin", "worker"])
+        .args(["build", "-p", "cacheserver-worker", "--bin", "worker"])
         .current_dir(&root)
         .status()
         .expect("run cargo build");

@@ -71,7 +71,7 @@ fn tool(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// The worker binary built by `cargo build -p cacheserver-jobqueue --bin worker`.
+/// The worker binary built by `cargo build -p cacheserver-worker --bin worker`.
 fn worker_binary() -> Option<PathBuf> {
     let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let bin = tmp.parent()?.join("debug").join("worker");

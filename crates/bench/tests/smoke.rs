@@ -14,7 +14,7 @@ fn debug_bins() -> PathBuf {
     let status = Command::new(cargo)
         .current_dir(workspace_root())
         .args(["build", "--quiet", "-p", "cacheserver-api", "--bin", "api"])
-        .args(["-p", "cacheserver-jobqueue", "--bin", "worker"])
+        .args(["-p", "cacheserver-worker", "--bin", "worker"])
         .status()
         .expect("run cargo build");
     assert!(status.success(), "cargo build of api and worker failed");

@@ -1,5 +1,7 @@
 //! The one error type of the jobqueue library.
 
+use cacheserver_redis::RedisError;
+
 /// What can go wrong with the job queue. The api maps each variant to a status code.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum JobQueueError {
@@ -16,7 +18,7 @@ pub enum JobQueueError {
     #[error("job {id} is {status}, only dead jobs can be retried")]
     NotDead { id: String, status: String },
     /// Redis refused us: wrong password, a missing ACL permission, an untrusted certificate
-    /// (api: 503, `/ready` names it). Retrying fast does not help (see `connection.rs`).
+    /// (api: 503, `/ready` names it). Retrying fast does not help (`cacheserver_redis::classify`).
     #[error("{0}")]
     Misconfigured(String),
     /// The job was written but `WAIT` did not see `min_replicas_acked` replicas take it within
@@ -37,24 +39,23 @@ pub enum JobQueueError {
     Internal(String),
 }
 
+impl From<RedisError> for JobQueueError {
+    fn from(e: RedisError) -> Self {
+        match e {
+            RedisError::Unavailable(m) => Self::Unavailable(m),
+            RedisError::NotConnected | RedisError::Timeout(_) => Self::Unavailable(e.to_string()),
+            RedisError::Misconfigured(m) => Self::Misconfigured(m),
+            RedisError::NotConfirmed(m) => Self::NotConfirmed(m),
+            RedisError::Config(m) => Self::Config(m),
+            RedisError::Internal(m) => Self::Internal(m),
+            RedisError::Redis(e) => Self::Internal(e.to_string()),
+        }
+    }
+}
+
 impl From<redis::RedisError> for JobQueueError {
     fn from(e: redis::RedisError) -> Self {
-        // Connection trouble is an outage; a script or type error is a bug on our side.
-        if let Some(why) = crate::connection::misconfiguration(&e) {
-            Self::Misconfigured(why)
-        } else if crate::connection::is_read_only(&e) {
-            Self::Unavailable(format!("failover in progress: {e}"))
-        } else if e.is_io_error()
-            || e.is_timeout()
-            || e.is_connection_dropped()
-            || e.is_connection_refusal()
-            || e.is_unrecoverable_error()
-            || e.code() == Some("LOADING")
-        {
-            Self::Unavailable(e.to_string())
-        } else {
-            Self::Internal(e.to_string())
-        }
+        RedisError::from(e).into()
     }
 }
 

@@ -1,38 +1,45 @@
-//! Delayed jobs on one Redis through apalis 1.0 + apalis-redis 1.0, and the `worker` binary.
+//! The job client library: what the api (and the worker) link to talk to the queue.
 //!
+//! - [`types`]-level model: [`NewJob`], [`JobInfo`], [`JobStatus`]… and every limit
+//!   ([`limits`]).
 //! - [`jobs`]: the job-type contract ([`JobType`]), one file per type, and the [`Registry`]
 //!   (one line per type) used by the worker, the api's validation and the OpenAPI spec.
-//! - [`JobQueue`]: register (one or a batch, unique keys), inspect, list, retry, delete,
-//!   pause/resume, counts and history; used by the api.
-//! - `runner.rs`: the layer around every job (early-start guard, timeout, retries, dead, metrics).
-//! - [`Supervisor`]: runs the apalis worker, restarts it across Redis outages, drains on shutdown.
-//! - [`storage`]: every Redis key, every apalis-redis internal relied on, every workaround.
-//! - [`metrics`]: every metric name.
-//! - [`tls_probe`]: tells plain text on a TLS port from an outage (both Redis clients use it).
+//! - [`store`]: the only code that knows a Redis key or a script (one function per
+//!   `lua/*.lua`), and the connections ([`Store`]); it reaches Redis through the Redis layer
+//!   (`cacheserver-redis`).
+//! - [`JobQueue`]: the client — register (one, batched, or a batch; unique keys), retry,
+//!   delete, pause/resume (`client.rs`), and the inspector — detail, list, counts, history
+//!   (`inspector.rs`).
+//! - [`metrics`]: every metric name of the queue.
+//!
+//! The worker runtime (apalis, supervisor, runner, result writer) is `crates/worker`.
 
-mod acks;
-mod backend;
 mod batcher;
-pub mod connection;
+mod client;
 mod error;
-pub mod health;
-mod inspect;
+mod inspector;
 pub mod jobs;
 pub mod metrics;
-mod queue;
-mod runner;
-pub mod storage;
-mod supervisor;
-pub mod tls_probe;
+pub mod store;
 mod types;
 
+pub use client::{JobQueue, MAX_BULK, MAX_TIMEOUT_SECONDS, MAX_UNIQUE_FOR_SECONDS};
 pub use error::JobQueueError;
-pub use inspect::{MAX_HISTORY_MINUTES, MAX_LIST};
-pub use jobs::{DelayPrint, JobContext, JobError, JobType, Registry, FAIL_PREFIX, SLOW_PREFIX};
-pub use queue::{JobQueue, MAX_BULK, MAX_TIMEOUT_SECONDS, MAX_UNIQUE_FOR_SECONDS};
-pub use runner::Backoff;
-pub use supervisor::{default_worker_name, Supervisor, WorkerOptions, WorkerState};
+pub use inspector::{MAX_HISTORY_MINUTES, MAX_LIST};
+pub use jobs::{
+    DelayPrint, JobContext, JobEnvelope, JobError, JobType, Registry, FAIL_PREFIX, SLOW_PREFIX,
+};
+pub use store::Store;
 pub use types::{
     EnqueuedJob, JobFailure, JobInfo, JobPage, JobStatus, MinuteCount, NewJob, QueueStats,
     RetriedJob, MAX_BATCH, MAX_UNIQUE_KEY_CHARS,
 };
+
+/// Every limit of the queue in one place (the settings' own bounds are in `cacheserver-config`).
+pub mod limits {
+    pub use crate::client::{MAX_BULK, MAX_TIMEOUT_SECONDS, MAX_UNIQUE_FOR_SECONDS};
+    pub use crate::inspector::{MAX_HISTORY_MINUTES, MAX_LIST};
+    pub use crate::store::{ERRORS_KEPT, HISTORY_TTL};
+    pub use crate::types::{MAX_BATCH, MAX_UNIQUE_KEY_CHARS};
+    pub use cacheserver_config::{MAX_DELAY_SECONDS, MAX_RETRY_LIMIT};
+}

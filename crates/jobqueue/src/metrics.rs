@@ -20,30 +20,30 @@ pub const START_DELAY: &str = "jobqueue_job_start_delay_seconds";
 pub const PAUSED: &str = "jobqueue_paused";
 pub const DEPTH: &str = "jobqueue_jobs";
 
-pub(crate) fn processed(job_type: &str) {
+pub fn processed(job_type: &str) {
     metrics::counter!(PROCESSED, "type" => job_type.to_owned()).increment(1);
 }
 
-pub(crate) fn failed(job_type: &str) {
+pub fn failed(job_type: &str) {
     metrics::counter!(FAILED, "type" => job_type.to_owned()).increment(1);
 }
 
-pub(crate) fn retried(job_type: &str) {
+pub fn retried(job_type: &str) {
     metrics::counter!(RETRIED, "type" => job_type.to_owned()).increment(1);
 }
 
-pub(crate) fn dead(job_type: &str) {
+pub fn dead(job_type: &str) {
     metrics::counter!(DEAD, "type" => job_type.to_owned()).increment(1);
 }
 
-pub(crate) fn timed_out(job_type: &str) {
+pub fn timed_out(job_type: &str) {
     metrics::counter!(TIMED_OUT, "type" => job_type.to_owned()).increment(1);
 }
 
-pub(crate) fn start_delay(ms: u64) {
+pub fn start_delay(ms: u64) {
     metrics::histogram!(START_DELAY).record(ms as f64 / 1000.0);
 }
 
-pub(crate) fn paused(queue: &str, paused: bool) {
+pub fn paused(queue: &str, paused: bool) {
     metrics::gauge!(PAUSED, "queue" => queue.to_owned()).set(f64::from(u8::from(paused)));
 }

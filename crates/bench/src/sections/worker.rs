@@ -15,9 +15,8 @@ use crate::stack::Stack;
 use crate::stats;
 use crate::Plan;
 use anyhow::bail;
-use cacheserver_jobqueue::{
-    storage, JobQueue, NewJob, Registry, Supervisor, WorkerOptions, MAX_BATCH,
-};
+use cacheserver_jobqueue::{store, JobQueue, NewJob, Registry, MAX_BATCH};
+use cacheserver_worker::{Supervisor, WorkerOptions};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -166,11 +165,11 @@ async fn bytes_after_retention(
     n: usize,
     empty: f64,
 ) -> anyhow::Result<f64> {
-    for _ in 0..(n / storage::PROMOTE_CHUNK + 2) {
+    for _ in 0..(n / store::PROMOTE_CHUNK + 2) {
         let keys = queue.keys().clone();
         let (_, deleted) = queue
             .with_connection(Duration::from_secs(5), |mut c| async move {
-                storage::trim_done(&mut c, &keys, Duration::ZERO).await
+                store::trim_done(&mut c, &keys, Duration::ZERO).await
             })
             .await?;
         if deleted == 0 {
@@ -212,12 +211,12 @@ async fn drain_times(
     let deadline = Instant::now() + within;
     let mut first = None;
     loop {
-        let key = queue.keys().finished.clone();
-        let done: usize = queue
+        let keys = queue.keys().clone();
+        let done = queue
             .with_connection(Duration::from_secs(2), |mut c| async move {
-                Ok(redis::cmd("ZCARD").arg(&key).query_async(&mut c).await?)
+                store::finished_count(&mut c, &keys).await
             })
-            .await?;
+            .await? as usize;
         let now = Instant::now();
         if done > 0 && first.is_none() {
             first = Some((now, done));

@@ -235,12 +235,7 @@ impl Registry {
     }
 
     /// Run `payload` as a job of type `name`; an unknown type is a fatal failure.
-    pub(crate) async fn run(
-        &self,
-        name: &str,
-        payload: Value,
-        ctx: &JobContext,
-    ) -> Result<(), JobError> {
+    pub async fn run(&self, name: &str, payload: Value, ctx: &JobContext) -> Result<(), JobError> {
         match self.types.get(name) {
             Some(t) => t.run(payload, ctx).await,
             None => Err(JobError::fatal(format!("unknown job type {name:?}"))),

@@ -1,6 +1,9 @@
-//! The one owner of the queue's rules: every Redis key the project writes, every apalis-redis
-//! internal it relies on, and every workaround with its upstream cause. The Lua scripts are in
-//! `crates/jobqueue/lua/`, one per operation.
+//! The store: the only code that knows a key name or a script. Every Redis key of a queue is
+//! built by [`Keys`]; every script in `crates/jobqueue/lua/` has one function here; the client,
+//! the inspector and the worker call these functions through a [`Store`] (connections in
+//! `pool.rs`). apalis-redis' key layout is kept (see below); its runtime — `RedisStorage`,
+//! registration, heartbeats — lives in the worker (`crates/worker/src/apalis.rs`), which names
+//! each upstream cause.
 //!
 //! ## Keys (all under `<queue>:`, e.g. `dm-jobqueue:`)
 //! apalis-redis' own (we keep its layout so its registration, heartbeats and orphan re-queueing
@@ -22,10 +25,11 @@
 //! `~<queue>*` fails on every worker start, so its rules need `~core:apalis:queues:list` too.
 //!
 //! ## apalis-redis 1.0.0 internals relied on
-//! - the key names above, from [`Config`]'s accessors; the meta hash layout (`status` =
+//! - the key names above ([`ApalisKeys`], checked against apalis-redis' `Config` by the worker's
+//!   tests); the meta hash layout (`status` =
 //!   `Pending`, `Running`, `Done`, `Failed`, `Killed`; `locked_at` and `done_at` in seconds);
 //! - `register_worker.lua`, `keep_alive.lua` and `reenqueue_orphaned.lua` (run by `RedisStorage`
-//!   inside our backend, `backend.rs`) hand orphans back to `active`, which `fetch.lua` takes first.
+//!   inside the worker's backend) hand orphans back to `active`, which `fetch.lua` takes first.
 //!
 //! ## Workarounds (upstream: github.com/apalis-dev/apalis-redis)
 //! 1. **Whole-second `run_at`, jobs fire up to ~1 s early** (`batch_push.lua`/`fetch_next.lua` use
@@ -38,8 +42,8 @@
 //!    `retrying` (ms) or the job in `dead_at`. Retries an older version left in apalis'
 //!    `scheduled` are moved over by `park_retries.lua`.
 //! 4. **A Redis error ends the worker for good and the process exits 0** (apalis-redis#76): see
-//!    `supervisor.rs`, which restarts it with backoff. Connections get explicit timeouts
-//!    ([`connection_config`]).
+//!    the worker's `supervisor.rs`, which restarts it with backoff. Connections get explicit
+//!    timeouts (`cacheserver_redis::single::connection_config`).
 //! 5. **Orphans of a SIGKILLed worker wait 300 s** and **a restarted name cannot register while its
 //!    old heartbeat is fresh** (apalis#504): we requeue our own name's in-flight jobs before every
 //!    start and reap workers whose heartbeat is older than [`ORPHAN_AFTER`] (`requeue_worker.lua`).
@@ -48,20 +52,25 @@
 //!    older versions left in the sets and deletes done jobs after `jobqueue.done_retention`.
 //!    Dead jobs stay until deleted.
 //! 7. **The library's stats/list queries are broken**: counts are raw ZCARD/LLEN/SCARD and
-//!    listings read our zsets (`queue.rs`, `list.lua`).
+//!    listings read our zsets (`reads.rs`, `list.lua`).
 //! 8. **Fetch, lease and ack are separate round trips, serialised, with an O(length) LREM per job
 //!    and a poll every `poll_interval`** (apalis-core's `Persisted` + `acquire_leases.lua`): our
-//!    backend (`backend.rs`) fetches with `fetch.lua`, `acks.rs` writes results with
+//!    worker's backend (`backend.rs`) fetches with [`fetch`], its `acks.rs` writes results with
 //!    `finish.lua` while the next fetch runs, and idle workers sleep until the next due time or a
-//!    `wake` marker. The measurements that made this necessary are in `backend.rs`.
+//!    `wake` marker. The measurements that made this necessary are in the worker's `backend.rs`.
 //! 9. **No pause**: `pause.lua` sets `paused` (then `fetch.lua` takes nothing) and hands `active`
 //!    back to `delayed`; only the jobs a worker already fetched start.
 //! 10. **`register_worker.lua` writes `core:apalis:queues:list`** outside the prefix (see above).
 
+mod pool;
+mod reads;
+
+pub use pool::Store;
+pub use reads::*;
+
 use crate::error::JobQueueError;
-use apalis_redis::{Config, ConnectionManager, RedisStorage};
 use cacheserver_config::SingleRedisSettings;
-use redis::aio::ConnectionManagerConfig;
+use redis::aio::ConnectionManager;
 use redis::{Script, ScriptInvocation};
 use std::sync::LazyLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -74,20 +83,22 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 pub const ORPHAN_AFTER: Duration = Duration::from_secs(5);
 
 static ENQUEUE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/enqueue.lua")));
+    LazyLock::new(|| Script::new(include_str!("../../lua/enqueue.lua")));
 static PARK_RETRIES: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/park_retries.lua")));
+    LazyLock::new(|| Script::new(include_str!("../../lua/park_retries.lua")));
 static REQUEUE_WORKER: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/requeue_worker.lua")));
+    LazyLock::new(|| Script::new(include_str!("../../lua/requeue_worker.lua")));
 static TRIM_DONE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/trim_done.lua")));
+    LazyLock::new(|| Script::new(include_str!("../../lua/trim_done.lua")));
 static RETRY_DEAD: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/retry_dead.lua")));
-static DELETE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/delete.lua")));
-static PAUSE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/pause.lua")));
-static LIST: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/list.lua")));
-static FETCH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/fetch.lua")));
-static FINISH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/finish.lua")));
+    LazyLock::new(|| Script::new(include_str!("../../lua/retry_dead.lua")));
+static DELETE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/delete.lua")));
+static PAUSE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../../lua/pause.lua")));
+static LIST: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../../lua/list.lua")));
+static FETCH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../../lua/fetch.lua")));
+static FINISH: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/finish.lua")));
 /// Failures kept per job.
 pub const ERRORS_KEPT: isize = 10;
 /// Per-minute history counters live this long.
@@ -97,7 +108,7 @@ pub const HISTORY_TTL: Duration = Duration::from_secs(24 * 3600);
 #[derive(Debug, Clone)]
 pub struct Keys {
     pub queue: String,
-    pub apalis: Config,
+    pub apalis: ApalisKeys,
     pub delayed: String,
     pub retrying: String,
     pub finished: String,
@@ -112,7 +123,9 @@ pub struct Keys {
 
 impl Keys {
     pub fn new(queue: &str) -> Self {
-        let apalis = apalis_config(queue);
+        let apalis = ApalisKeys {
+            queue: queue.to_owned(),
+        };
         Self {
             queue: queue.to_owned(),
             delayed: format!("{queue}:delayed"),
@@ -147,55 +160,41 @@ impl Keys {
     }
 }
 
-/// apalis-redis config: short heartbeats (workaround 5), no pub/sub events (nobody listens;
-/// they cost a PUBLISH per job). Leases and acks are ours (workaround 8).
-pub fn apalis_config(queue: &str) -> Config {
-    Config::default()
-        .queue(queue)
-        .heartbeat_interval(HEARTBEAT_INTERVAL)
-        .missed_heartbeats((ORPHAN_AFTER.as_secs() / HEARTBEAT_INTERVAL.as_secs().max(1)) as usize)
-        .emit_events(false)
-        .persist_results(false)
-        .lock_tasks(false)
+/// apalis-redis 1.0.0's key names of one queue (its `Config` accessors; the worker's tests
+/// check them against the library), so the client needs no apalis-redis.
+#[derive(Debug, Clone)]
+pub struct ApalisKeys {
+    queue: String,
 }
 
-/// The apalis storage for the worker, on its own connection.
-pub fn apalis_storage<Args>(
-    conn: ConnectionManager,
-    queue: &str,
-    batch: usize,
-) -> RedisStorage<Args> {
-    let config = apalis_config(queue).batch_size(batch.max(1));
-    RedisStorage::new(conn).with_config(config)
-}
-
-/// Connection settings from `cache_server.redis.jobqueue`. Explicit response timeouts keep a
-/// stalled Redis from hanging calls (workaround 4); `max_retries` bounds reconnect attempts per call.
-pub fn connection_config(redis: &SingleRedisSettings) -> ConnectionManagerConfig {
-    ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(redis.dial_timeout))
-        .set_response_timeout(Some(redis.read_timeout.max(redis.write_timeout)))
-        .set_number_of_retries(redis.max_retries.max(0) as usize)
-        .set_min_delay(Duration::from_millis(10))
-        .set_max_delay(Duration::from_millis(500))
-}
-
-/// A connection manager that connects on first use (never blocks startup).
-pub fn lazy_connection(redis: &SingleRedisSettings) -> Result<ConnectionManager, JobQueueError> {
-    let client = crate::connection::client(redis)?;
-    ConnectionManager::new_lazy_with_config(client, connection_config(redis))
-        .map_err(|e| JobQueueError::Config(format!("cannot create Redis client: {e}")))
-}
-
-/// A connected manager, or an error after `dial_timeout` (the supervisor uses it).
-pub async fn connect(redis: &SingleRedisSettings) -> Result<ConnectionManager, JobQueueError> {
-    let mut conn = lazy_connection(redis)?;
-    let cmd = redis::cmd("PING");
-    let ping = cmd.query_async::<String>(&mut conn);
-    tokio::time::timeout(redis.dial_timeout, ping)
-        .await
-        .map_err(|_| JobQueueError::Unavailable("connect timed out".into()))??;
-    Ok(conn)
+impl ApalisKeys {
+    fn key(&self, name: &str) -> String {
+        format!("{}:{name}", self.queue)
+    }
+    pub fn active_jobs_list(&self) -> String {
+        self.key("active")
+    }
+    pub fn workers_set(&self) -> String {
+        self.key("workers")
+    }
+    pub fn dead_jobs_set(&self) -> String {
+        self.key("dead")
+    }
+    pub fn done_jobs_set(&self) -> String {
+        self.key("done")
+    }
+    pub fn inflight_jobs_set(&self) -> String {
+        self.key("inflight")
+    }
+    pub fn job_data_hash(&self) -> String {
+        self.key("data")
+    }
+    pub fn job_meta_hash(&self) -> String {
+        self.key("meta")
+    }
+    pub fn scheduled_jobs_set(&self) -> String {
+        self.key("scheduled")
+    }
 }
 
 pub fn now_ms() -> u64 {
@@ -231,7 +230,7 @@ pub async fn enqueue(
 }
 
 /// [`enqueue`], confirmed by `min_replicas_acked` replicas: the script and `WAIT` go out in one
-/// pipeline (see [`crate::connection::invoke_confirmed`]).
+/// pipeline (see `cacheserver_redis::single::invoke_confirmed`).
 pub async fn enqueue_confirmed(
     conn: &mut ConnectionManager,
     keys: &Keys,
@@ -241,7 +240,7 @@ pub async fn enqueue_confirmed(
 ) -> Result<Vec<Option<String>>, JobQueueError> {
     let call = enqueue_call(keys, jobs);
     let out: Vec<String> =
-        crate::connection::invoke_confirmed(conn, &ENQUEUE, &call, redis, budget).await?;
+        cacheserver_redis::single::invoke_confirmed(conn, &ENQUEUE, &call, redis, budget).await?;
     Ok(holders(out))
 }
 
@@ -589,6 +588,38 @@ pub async fn finish(
             .arg(entry);
     }
     Ok(call.invoke_async(conn).await?)
+}
+
+/// Resume a paused queue and wake a waiting worker.
+pub async fn resume(conn: &mut ConnectionManager, keys: &Keys) -> Result<(), JobQueueError> {
+    let mut pipe = redis::pipe();
+    pipe.del(&keys.paused).ignore();
+    wake(&mut pipe, keys);
+    pipe.query_async::<()>(conn).await?;
+    Ok(())
+}
+
+/// Whether the queue is paused.
+pub async fn is_paused(conn: &mut ConnectionManager, keys: &Keys) -> Result<bool, JobQueueError> {
+    Ok(redis::cmd("EXISTS")
+        .arg(&keys.paused)
+        .query_async::<bool>(conn)
+        .await?)
+}
+
+/// Block up to `block` for a wake-up marker; whether one came. The connection's response
+/// timeout must outlast `block`.
+pub async fn wait_for_wake(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+    block: Duration,
+) -> Result<bool, JobQueueError> {
+    let popped: Option<(String, String)> = redis::cmd("BLPOP")
+        .arg(&keys.wake)
+        .arg(block.as_secs_f64())
+        .query_async(conn)
+        .await?;
+    Ok(popped.is_some())
 }
 
 /// Wake one waiting worker (after a resume, or jobs handed back).

@@ -7,9 +7,9 @@
 use cacheserver_config::{AppEnv, Settings};
 use cacheserver_jobqueue::{
     JobContext, JobError, JobQueue, JobQueueError, JobStatus, JobType, NewJob, Registry,
-    Supervisor, WorkerOptions,
 };
 use cacheserver_testkit::RedisServer;
+use cacheserver_worker::{Supervisor, WorkerOptions};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;

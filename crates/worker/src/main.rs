@@ -3,8 +3,8 @@
 
 use anyhow::Context;
 use cacheserver_config::Settings;
-use cacheserver_jobqueue::{health, Backoff, Supervisor, WorkerOptions};
 use cacheserver_telemetry::{init_tracing, prometheus_builder, LogTarget};
+use cacheserver_worker::{health, Backoff, Supervisor, WorkerOptions};
 use clap::Parser;
 use std::sync::Arc;
 use std::time::Duration;

@@ -6,8 +6,7 @@
 //! worker's in-flight set and is re-queued (run again) by the next start or the reaper: jobs are
 //! run at least once.
 
-use crate::queue::JobQueue;
-use crate::storage::{self, Finished};
+use cacheserver_jobqueue::store::{self, Finished, Store};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -32,11 +31,11 @@ pub struct Acks {
 }
 
 impl Acks {
-    /// Start the writer for `worker`'s results. It uses the queue's connections, which follow
+    /// Start the writer for `worker`'s results. It uses the store's connections, which follow
     /// a Sentinel failover.
-    pub fn start(queue: JobQueue, worker: String) -> (Self, tokio::task::JoinHandle<()>) {
+    pub fn start(store: Store, worker: String) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let writer = tokio::spawn(write_loop(rx, queue, worker));
+        let writer = tokio::spawn(write_loop(rx, store, worker));
         (Self { tx }, writer)
     }
 
@@ -56,7 +55,7 @@ impl Acks {
     }
 }
 
-async fn write_loop(mut rx: mpsc::UnboundedReceiver<Msg>, queue: JobQueue, worker: String) {
+async fn write_loop(mut rx: mpsc::UnboundedReceiver<Msg>, store: Store, worker: String) {
     let mut batch = Vec::new();
     let mut waiting = Vec::new();
     while let Some(first) = rx.recv().await {
@@ -70,7 +69,7 @@ async fn write_loop(mut rx: mpsc::UnboundedReceiver<Msg>, queue: JobQueue, worke
                 break;
             }
         }
-        write(&queue, &worker, std::mem::take(&mut batch)).await;
+        write(&store, &worker, std::mem::take(&mut batch)).await;
         for done in waiting.drain(..) {
             let _ = done.send(());
         }
@@ -79,18 +78,18 @@ async fn write_loop(mut rx: mpsc::UnboundedReceiver<Msg>, queue: JobQueue, worke
 
 /// Write one batch, retrying while Redis is unreachable (the jobs are done; only the record of
 /// it is pending, and the worker fetches nothing new meanwhile).
-async fn write(queue: &JobQueue, worker: &str, batch: Vec<Finished>) {
+async fn write(store: &Store, worker: &str, batch: Vec<Finished>) {
     if batch.is_empty() {
         return;
     }
     let batch = std::sync::Arc::new(batch);
     let mut pause = RETRY_MIN;
     loop {
-        let keys = queue.keys().clone();
+        let keys = store.keys().clone();
         let results = batch.clone();
-        let written = queue
+        let written = store
             .with_connection(WRITE_BUDGET, |mut c| async move {
-                storage::finish(&mut c, &keys, worker, &results).await
+                store::finish(&mut c, &keys, worker, &results).await
             })
             .await;
         match written {

@@ -1,6 +1,7 @@
 //! The apalis backend the worker runs on: apalis-redis' `RedisStorage` still registers the
 //! worker, beats its heart and re-queues orphans (its code path, its keys), but jobs are fetched
-//! by our `fetch.lua` and results written by [`crate::acks`].
+//! by the store's `fetch` (`fetch.lua`) and results written by [`crate::acks`]. What it borrows
+//! from apalis-redis is set up in [`crate::apalis`].
 //!
 //! Why not `RedisStorage`'s own fetch (measured with `just bench`, BullMQ in the same run:
 //! 0.51× / 0.71× / 0.72× at concurrency 1 / 8 / 64, p50 36 ms late): apalis-core's `Persisted`
@@ -11,16 +12,16 @@
 //! fetch runs, and an idle worker sleeps until the next due time or a wake-up marker.
 
 use crate::acks::Acks;
-use crate::error::JobQueueError;
-use crate::jobs::JobEnvelope;
-use crate::storage::{self, Finished, Keys, Outcome};
 use apalis::prelude::{Backend, MetadataStore, Task, TaskBuilder, TaskId, WorkerContext};
 use apalis_core::backend::finalize::Ephemeral;
 use apalis_core::backend::BackendConfig;
-use apalis_redis::{ConnectionManager, RedisStorage};
+use apalis_redis::RedisStorage;
 use cacheserver_config::SingleRedisSettings;
+use cacheserver_jobqueue::store::{self, Finished, Keys, Outcome};
+use cacheserver_jobqueue::{JobEnvelope, JobQueueError};
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use redis::aio::ConnectionManager;
 use std::collections::VecDeque;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -52,7 +53,7 @@ impl Fetcher {
     async fn next_batch(self: Arc<Self>) -> Result<Vec<Task<JobEnvelope>>, JobQueueError> {
         let mut conn = self.conn.clone();
         loop {
-            let fetched = storage::fetch(&mut conn, &self.keys, &self.worker, self.want).await?;
+            let fetched = store::fetch(&mut conn, &self.keys, &self.worker, self.want).await?;
             let tasks: Vec<_> = fetched
                 .jobs
                 .into_iter()
@@ -63,10 +64,12 @@ impl Fetcher {
             }
             let until_due = fetched
                 .next_due_ms
-                .map(|due| Duration::from_millis(due.saturating_sub(storage::now_ms())));
+                .map(|due| Duration::from_millis(due.saturating_sub(store::now_ms())));
             let wait = until_due.map_or(self.idle_wait, |d| d.min(self.idle_wait));
             if wait.is_zero() {
-                // Due but not taken (the queue is paused or another worker won): not a spin.
+                // Due but not taken (another worker won it): look again, but not in a spin. A
+                // paused queue never gets here: `fetch.lua` names no due time, so the worker
+                // sleeps `idle_wait` or until the resume's wake-up marker.
                 tokio::time::sleep(Duration::from_millis(1)).await;
                 continue;
             }
@@ -78,7 +81,7 @@ impl Fetcher {
     }
 
     /// An apalis task; a job whose JSON cannot be read is dead at once (it never could run).
-    fn task(&self, job: storage::FetchedJob) -> Option<Task<JobEnvelope>> {
+    fn task(&self, job: store::FetchedJob) -> Option<Task<JobEnvelope>> {
         let envelope = match serde_json::from_str::<JobEnvelope>(&job.json) {
             Ok(envelope) => envelope,
             Err(e) => {
@@ -149,7 +152,7 @@ impl Backend for QueueBackend {
     ) -> Poll<Result<(), Self::Error>> {
         self.apalis
             .poll_ready(cx, worker)
-            .map_err(|e| crate::connection::worker_error(&e))
+            .map_err(|e| crate::apalis::worker_error(&e))
     }
 
     fn poll_next(
@@ -184,7 +187,7 @@ impl Backend for QueueBackend {
         self.release_buffered();
         self.apalis
             .poll_close(cx, worker)
-            .map_err(|e| crate::connection::worker_error(&e))
+            .map_err(|e| crate::apalis::worker_error(&e))
     }
 }
 
@@ -216,7 +219,7 @@ pub async fn listen_for_wakeups(
     block: Duration,
 ) {
     loop {
-        let mut conn = match storage::lazy_connection(&redis) {
+        let mut conn = match cacheserver_redis::single::lazy_connection(&redis) {
             Ok(conn) => conn,
             Err(e) => {
                 tracing::debug!(error = %e, "wake-up listener has no connection");
@@ -226,14 +229,10 @@ pub async fn listen_for_wakeups(
             }
         };
         loop {
-            let popped: Result<Option<(String, String)>, _> = redis::cmd("BLPOP")
-                .arg(&keys.wake)
-                .arg(block.as_secs_f64())
-                .query_async(&mut conn)
-                .await;
+            let popped = store::wait_for_wake(&mut conn, &keys, block).await;
             match popped {
-                Ok(Some(_)) => wake.notify_one(),
-                Ok(None) => {}
+                Ok(true) => wake.notify_one(),
+                Ok(false) => {}
                 Err(e) => {
                     tracing::debug!(error = %e, "wake-up listener lost Redis");
                     // A missed marker costs at most `poll_interval`: look again anyway.

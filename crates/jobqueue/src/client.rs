@@ -1,25 +1,23 @@
-//! `JobQueue`: register, retry, delete, pause and resume. Used by the api and by the worker's
-//! scheduling loop; reading jobs back is in `inspect.rs`. Never waits for Redis at construction;
+//! The client (`JobQueue`): register (one job through the batcher, or a batch), retry, delete,
+//! pause and resume; what the api uses. Reading jobs back is the inspector (`inspector.rs`);
+//! every Redis call goes through the store (`store/`). Never waits for Redis at construction;
 //! every call has a deadline.
 
 use crate::batcher::{self, Waiting};
 use crate::error::JobQueueError;
 use crate::jobs::{JobEnvelope, Registry};
-use crate::storage::{self, Keys, StoredJob};
+use crate::store::{self, Keys, Store, StoredJob};
 use crate::types::{EnqueuedJob, JobStatus, NewJob, RetriedJob, MAX_BATCH, MAX_UNIQUE_KEY_CHARS};
-use apalis_redis::ConnectionManager;
 use cacheserver_config::{
     JobqueueSettings, SingleRedisSettings, MAX_DELAY_SECONDS, MAX_RETRY_LIMIT,
 };
 use chrono::{DateTime, Utc};
+use redis::aio::ConnectionManager;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
-/// Budget for reads and admin calls (ping, status, stats, retry, delete).
-const CALL_TIMEOUT_CAP: Duration = Duration::from_secs(2);
 /// Longest `timeout_seconds` (a day).
 pub const MAX_TIMEOUT_SECONDS: u64 = 86_400;
 /// Longest `unique_for_seconds` (30 days).
@@ -34,20 +32,9 @@ pub struct JobQueue {
 }
 
 struct Inner {
-    redis: SingleRedisSettings,
-    keys: Keys,
+    store: Store,
     registry: Registry,
     enqueue_timeout: Duration,
-    call_timeout: Duration,
-    /// Multiplexed connections, created lazily; `None` after a chaos reset until next use.
-    slots: Vec<Mutex<Option<ConnectionManager>>>,
-    next: AtomicUsize,
-    /// Whether the last call reached Redis.
-    connected: AtomicBool,
-    /// Whether any call ever reached Redis: the first connection is not a reconnection.
-    ever_connected: AtomicBool,
-    /// Times a call reached Redis again after calls that did not (or after a chaos reset).
-    reconnects: AtomicU64,
     /// Single enqueues on their way to [`batcher::run`] (started on first use).
     batcher: OnceLock<mpsc::UnboundedSender<Waiting<Prepared>>>,
 }
@@ -68,20 +55,11 @@ impl JobQueue {
         settings: &JobqueueSettings,
         registry: Registry,
     ) -> Result<Self, JobQueueError> {
-        // Validate the address now so a typo fails at startup, not at the first request.
-        crate::connection::validate(redis)?;
-        let pool = redis.pool_size.clamp(1, 8) as usize;
+        // The store checks the address now so a typo fails at startup, not at the first request.
         let inner = Inner {
-            redis: redis.clone(),
-            keys: Keys::new(&settings.queue),
+            store: Store::new(redis, &settings.queue)?,
             registry,
             enqueue_timeout: settings.enqueue_timeout,
-            call_timeout: redis.read_timeout.min(CALL_TIMEOUT_CAP),
-            slots: (0..pool).map(|_| Mutex::new(None)).collect(),
-            next: AtomicUsize::new(0),
-            connected: AtomicBool::new(false),
-            ever_connected: AtomicBool::new(false),
-            reconnects: AtomicU64::new(0),
             batcher: OnceLock::new(),
         };
         Ok(Self {
@@ -90,12 +68,12 @@ impl JobQueue {
     }
 
     pub fn keys(&self) -> &Keys {
-        &self.inner.keys
+        self.inner.store.keys()
     }
 
     /// The queue's name (its key prefix).
     pub fn name(&self) -> &str {
-        &self.inner.keys.queue
+        &self.inner.store.keys().queue
     }
 
     /// The job types this client accepts.
@@ -104,12 +82,12 @@ impl JobQueue {
     }
 
     pub(crate) fn call_timeout(&self) -> Duration {
-        self.inner.call_timeout
+        self.inner.store.call_timeout()
     }
 
     /// One PING, bounded by the call timeout.
     pub async fn ping(&self) -> Result<(), JobQueueError> {
-        self.with_connection(self.inner.call_timeout, |mut c| async move {
+        self.with_connection(self.inner.store.call_timeout(), |mut c| async move {
             redis::cmd("PING").query_async::<String>(&mut c).await?;
             Ok(())
         })
@@ -119,7 +97,7 @@ impl JobQueue {
     /// Store one job; bounded by `enqueue_timeout` (then `Unavailable`). A taken unique key is
     /// `Duplicate` with the existing job's id.
     pub async fn enqueue(&self, job: NewJob) -> Result<EnqueuedJob, JobQueueError> {
-        let prepared = prepare(&self.inner.registry, job, storage::now_ms())?;
+        let prepared = prepare(&self.inner.registry, job, store::now_ms())?;
         let (reply, stored) = oneshot::channel();
         self.batcher()
             .send(Waiting {
@@ -134,7 +112,7 @@ impl JobQueue {
             Err(_) => {
                 return Err(JobQueueError::Unavailable(format!(
                     "no answer from {} within {budget:?}",
-                    self.inner.redis.addr
+                    self.inner.store.redis().addr
                 )))
             }
         };
@@ -157,7 +135,7 @@ impl JobQueue {
                 jobs.len()
             )));
         }
-        let now = storage::now_ms();
+        let now = store::now_ms();
         let prepared = jobs
             .into_iter()
             .enumerate()
@@ -168,7 +146,7 @@ impl JobQueue {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        self.store(prepared).await
+        self.store_jobs(prepared).await
     }
 
     /// Where single enqueues go to be stored together (see `batcher.rs`).
@@ -178,19 +156,19 @@ impl JobQueue {
             // Weak: the batcher must not keep the queue alive; it ends with the last handle.
             let inner = Arc::downgrade(&self.inner);
             let store = move || inner.upgrade().map(|inner| JobQueue { inner });
-            tokio::spawn(batcher::run(rx, store, self.inner.slots.len()));
+            tokio::spawn(batcher::run(rx, store, self.inner.store.pool_size()));
             tx
         })
     }
 
-    async fn store(&self, prepared: Vec<Prepared>) -> Result<Vec<EnqueuedJob>, JobQueueError> {
-        let keys = self.inner.keys.clone();
+    async fn store_jobs(&self, prepared: Vec<Prepared>) -> Result<Vec<EnqueuedJob>, JobQueueError> {
+        let keys = self.inner.store.keys().clone();
         let stored: Vec<StoredJob<'_>> = prepared.iter().map(Prepared::stored).collect();
         let stored = &stored;
-        let (redis, budget) = (&self.inner.redis, self.inner.enqueue_timeout);
+        let (redis, budget) = (self.inner.store.redis(), self.inner.enqueue_timeout);
         let holders = self
             .with_connection(budget, |mut c| async move {
-                storage::enqueue_confirmed(&mut c, &keys, stored, redis, budget).await
+                store::enqueue_confirmed(&mut c, &keys, stored, redis, budget).await
             })
             .await?;
         tracing::debug!(count = prepared.len(), "jobs enqueued");
@@ -210,10 +188,10 @@ impl JobQueue {
 
     /// Dead → pending. Unknown id → `NotFound`; any other state → `NotDead`.
     pub async fn retry(&self, id: &str) -> Result<RetriedJob, JobQueueError> {
-        let keys = self.inner.keys.clone();
+        let keys = self.inner.store.keys().clone();
         let outcome = self
-            .with_connection(self.inner.call_timeout, |mut c| async move {
-                storage::retry_dead(&mut c, &keys, id).await
+            .with_connection(self.inner.store.call_timeout(), |mut c| async move {
+                store::retry_dead(&mut c, &keys, id).await
             })
             .await?;
         match outcome {
@@ -238,10 +216,10 @@ impl JobQueue {
     /// Delete a job that is not running. `false` when it did not exist; a running job is
     /// `Running` (it may be deleted once it finished).
     pub async fn delete(&self, id: &str) -> Result<bool, JobQueueError> {
-        let keys = self.inner.keys.clone();
+        let keys = self.inner.store.keys().clone();
         let outcome = self
-            .with_connection(self.inner.call_timeout, |mut c| async move {
-                storage::delete(&mut c, &keys, id).await
+            .with_connection(self.inner.store.call_timeout(), |mut c| async move {
+                store::delete(&mut c, &keys, id).await
             })
             .await?;
         match outcome {
@@ -255,7 +233,7 @@ impl JobQueue {
     pub async fn retry_many(&self, ids: &[String]) -> Result<u64, JobQueueError> {
         self.bulk(ids, |c, keys, id| async move {
             let mut c = c;
-            Ok(storage::retry_dead(&mut c, &keys, &id).await? == 1)
+            Ok(store::retry_dead(&mut c, &keys, &id).await? == 1)
         })
         .await
     }
@@ -264,7 +242,7 @@ impl JobQueue {
     pub async fn delete_many(&self, ids: &[String]) -> Result<u64, JobQueueError> {
         self.bulk(ids, |c, keys, id| async move {
             let mut c = c;
-            Ok(storage::delete(&mut c, &keys, &id).await? == 1)
+            Ok(store::delete(&mut c, &keys, &id).await? == 1)
         })
         .await
     }
@@ -280,9 +258,9 @@ impl JobQueue {
                 ids.len()
             )));
         }
-        let keys = self.inner.keys.clone();
+        let keys = self.inner.store.keys().clone();
         // One script call per id on one connection; the budget grows with the count.
-        let budget = self.inner.call_timeout * (1 + ids.len() as u32 / 100);
+        let budget = self.inner.store.call_timeout() * (1 + ids.len() as u32 / 100);
         self.with_connection(budget, |c| async move {
             let mut affected = 0;
             for id in ids {
@@ -296,10 +274,10 @@ impl JobQueue {
     /// Pause: no new job starts (those a worker already fetched, at most its concurrency, may).
     /// Kept in Redis, so restarts keep it.
     pub async fn pause(&self) -> Result<(), JobQueueError> {
-        let keys = self.inner.keys.clone();
+        let keys = self.inner.store.keys().clone();
         let handed_back = self
-            .with_connection(self.inner.call_timeout, |mut c| async move {
-                storage::pause(&mut c, &keys).await
+            .with_connection(self.inner.store.call_timeout(), |mut c| async move {
+                store::pause(&mut c, &keys).await
             })
             .await?;
         tracing::info!(queue = %self.name(), handed_back, "queue paused");
@@ -307,13 +285,9 @@ impl JobQueue {
     }
 
     pub async fn resume(&self) -> Result<(), JobQueueError> {
-        let keys = self.inner.keys.clone();
-        self.with_connection(self.inner.call_timeout, |mut c| async move {
-            let mut pipe = redis::pipe();
-            pipe.del(&keys.paused).ignore();
-            storage::wake(&mut pipe, &keys);
-            pipe.query_async::<()>(&mut c).await?;
-            Ok(())
+        let keys = self.inner.store.keys().clone();
+        self.with_connection(self.inner.store.call_timeout(), |mut c| async move {
+            store::resume(&mut c, &keys).await
         })
         .await?;
         tracing::info!(queue = %self.name(), "queue resumed");
@@ -321,56 +295,42 @@ impl JobQueue {
     }
 
     pub async fn is_paused(&self) -> Result<bool, JobQueueError> {
-        let key = self.inner.keys.paused.clone();
-        self.with_connection(self.inner.call_timeout, |mut c| async move {
-            Ok(redis::cmd("EXISTS")
-                .arg(&key)
-                .query_async::<bool>(&mut c)
-                .await?)
+        let keys = self.inner.store.keys().clone();
+        self.with_connection(self.inner.store.call_timeout(), |mut c| async move {
+            store::is_paused(&mut c, &keys).await
         })
         .await
     }
 
+    /// The queue's store (keys, scripts, connections): the worker's result writer and
+    /// housekeeping use it too.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
     /// Open connections (for the chaos endpoint).
     pub fn connection_count(&self) -> usize {
-        self.inner
-            .slots
-            .iter()
-            .filter(|s| s.lock().is_ok_and(|g| g.is_some()))
-            .count()
+        self.inner.store.connection_count()
     }
 
     /// Whether the last call reached Redis.
     pub fn is_connected(&self) -> bool {
-        self.inner.connected.load(Ordering::Relaxed)
+        self.inner.store.is_connected()
     }
 
     /// Times Redis was reached again after it was not (an outage or a chaos reset); the first
     /// connection does not count.
     pub fn reconnects(&self) -> u64 {
-        self.inner.reconnects.load(Ordering::Relaxed)
+        self.inner.store.reconnects()
     }
 
-    /// Chaos: close every connection this handle holds (Redis sees them go: `CLIENT KILL` on the
-    /// connection's own id) and forget them; the next call reconnects. Returns how many.
+    /// Chaos: close every connection this handle holds; the next call reconnects. Returns how
+    /// many.
     pub async fn reset_connections(&self) -> usize {
-        let taken: Vec<ConnectionManager> = self
-            .inner
-            .slots
-            .iter()
-            .filter_map(|s| s.lock().ok().and_then(|mut g| g.take()))
-            .collect();
-        let count = taken.len();
-        for conn in taken {
-            kill_own_connection(conn, self.inner.call_timeout).await;
-        }
-        self.inner.connected.store(false, Ordering::Relaxed);
-        tracing::warn!(count, "chaos: jobqueue Redis connections closed");
-        count
+        self.inner.store.reset_connections().await
     }
 
-    /// Run `f` on a pooled connection within `budget`; a timeout is `Unavailable`. The worker's
-    /// scheduling loop uses it too.
+    /// Run `f` on a pooled connection within `budget` (see [`Store::with_connection`]).
     pub async fn with_connection<T, F, Fut>(
         &self,
         budget: Duration,
@@ -380,73 +340,13 @@ impl JobQueue {
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = Result<T, JobQueueError>>,
     {
-        let (slot, conn) = self.connection()?;
-        let result = match tokio::time::timeout(budget, f(conn)).await {
-            Ok(result) => result,
-            Err(_) => Err(JobQueueError::Unavailable(format!(
-                "no answer from {} within {budget:?}",
-                self.inner.redis.addr
-            ))),
-        };
-        let reached = !matches!(result, Err(JobQueueError::Unavailable(_)));
-        if !reached && self.inner.redis.sentinel.is_enabled() {
-            // The master may have moved: the next call connects to the one Sentinel names.
-            if let Ok(mut s) = self.inner.slots[slot].lock() {
-                s.take();
-            }
-        }
-        let was = self.inner.connected.swap(reached, Ordering::Relaxed);
-        if reached && !was && self.inner.ever_connected.swap(true, Ordering::Relaxed) {
-            self.inner.reconnects.fetch_add(1, Ordering::Relaxed);
-        }
-        if was != reached {
-            tracing::warn!(addr = %self.inner.redis.addr, connected = reached, "jobqueue Redis connection changed");
-        }
-        crate::connection::explained(&self.inner.redis, result).await
-    }
-
-    /// Round-robin over the slots, creating a lazy connection where there is none.
-    fn connection(&self) -> Result<(usize, ConnectionManager), JobQueueError> {
-        let n = self.inner.next.fetch_add(1, Ordering::Relaxed) % self.inner.slots.len();
-        let mut slot = self.inner.slots[n]
-            .lock()
-            .map_err(|_| JobQueueError::Internal("connection slot poisoned".into()))?;
-        if let Some(conn) = slot.as_ref() {
-            return Ok((n, conn.clone()));
-        }
-        let conn = storage::lazy_connection(&self.inner.redis)?;
-        *slot = Some(conn.clone());
-        Ok((n, conn))
-    }
-}
-
-/// `CLIENT ID` then `CLIENT KILL ID <id>` on the same connection, bounded; errors are expected
-/// (the server closes the socket) and ignored. A least-privilege ACL user may not run
-/// `CLIENT KILL` (admin): then `QUIT` closes it from the client side.
-async fn kill_own_connection(mut conn: ConnectionManager, budget: Duration) {
-    let kill = async {
-        let id: i64 = redis::cmd("CLIENT")
-            .arg("ID")
-            .query_async(&mut conn)
-            .await?;
-        redis::cmd("CLIENT")
-            .arg("KILL")
-            .arg("ID")
-            .arg(id)
-            .query_async::<()>(&mut conn)
-            .await
-    };
-    if let Ok(Err(e)) = tokio::time::timeout(budget, kill).await {
-        if crate::connection::misconfiguration(&e).is_some() {
-            let quit = redis::cmd("QUIT");
-            let _ = tokio::time::timeout(budget, quit.query_async::<()>(&mut conn)).await;
-        }
+        self.inner.store.with_connection(budget, f).await
     }
 }
 
 impl batcher::Store<Prepared> for JobQueue {
     async fn store(&self, jobs: Vec<Prepared>) -> Result<Vec<EnqueuedJob>, JobQueueError> {
-        JobQueue::store(self, jobs).await
+        JobQueue::store_jobs(self, jobs).await
     }
 }
 

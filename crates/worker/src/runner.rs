@@ -4,10 +4,10 @@
 //! [`Acks`], which writes it (and the per-minute history) to Redis.
 
 use crate::acks::Acks;
-use crate::jobs::{JobContext, JobEnvelope, JobError, Registry};
-use crate::metrics as m;
-use crate::storage::{self, Finished, Outcome};
 use apalis::prelude::{BoxDynError, Data, MetadataStore, TaskId};
+use cacheserver_jobqueue::metrics as m;
+use cacheserver_jobqueue::store::{self, Finished, Outcome};
+use cacheserver_jobqueue::{JobContext, JobEnvelope, JobError, Registry};
 use std::time::Duration;
 
 /// A job seen this much early (or less) waits inside the handler; more is sent back to wait.
@@ -66,7 +66,7 @@ pub async fn handle(
         return Ok(());
     }
     let job_type = job.job_type.clone();
-    let started_ms = storage::now_ms();
+    let started_ms = store::now_ms();
     m::start_delay(started_ms.saturating_sub(next_run_ms));
     let failures = meta_u64(&meta, "failures") as u32;
     let ctx = JobContext {
@@ -98,7 +98,7 @@ pub async fn handle(
 
 /// Never run before the due time: wait briefly, or say how early when it is far off.
 async fn too_early(next_run_ms: u64) -> Option<u64> {
-    let now = storage::now_ms();
+    let now = store::now_ms();
     if next_run_ms <= now {
         return None;
     }
@@ -150,7 +150,7 @@ impl Runner {
         m::retried(job_type);
         Outcome::Retry {
             failures,
-            next_run_ms: storage::now_ms() + self.backoff.after(failures).as_millis() as u64,
+            next_run_ms: store::now_ms() + self.backoff.after(failures).as_millis() as u64,
             error: message,
         }
     }

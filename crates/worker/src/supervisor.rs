@@ -4,17 +4,16 @@
 //! (apalis-redis#76), so a process would exit 0 on a Redis blip. The supervisor restarts it with
 //! backoff and logs each outage and recovery with timings. Beside the apalis worker it runs the
 //! result writer (`acks.rs`), the wake-up listener (`backend.rs`) and the housekeeping loop
-//! (`storage.rs`: heartbeat, reap dead workers, trim done jobs).
+//! (`housekeeping.rs`: heartbeat, reap dead workers, trim done jobs).
 
 use crate::acks::Acks;
 use crate::backend::{self, Fetcher, QueueBackend};
-use crate::error::JobQueueError;
-use crate::jobs::{JobEnvelope, Registry};
-use crate::queue::JobQueue;
+use crate::housekeeping::housekeeping_loop;
 use crate::runner::{self, Backoff, Runner};
-use crate::storage;
 use apalis::prelude::{WorkerBuilder, WorkerBuilderExt, WorkerError};
 use cacheserver_config::{JobqueueSettings, SingleRedisSettings};
+use cacheserver_jobqueue::store::{self, Store};
+use cacheserver_jobqueue::{JobQueueError, Registry};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,8 +23,6 @@ const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// A misconfiguration (wrong password, missing ACL permission, TLS trust) is said this often.
 const MISCONFIG_LOG_EVERY: Duration = Duration::from_secs(60);
-/// Reap, trim and adopt retries every this many heartbeats.
-const SWEEP_EVERY: u64 = 5;
 /// How long queued results may take to be written before a restart or exit.
 const FLUSH_WITHIN: Duration = Duration::from_secs(3);
 
@@ -81,7 +78,7 @@ pub fn default_worker_name() -> String {
 pub struct WorkerState {
     /// The apalis worker is running (not between restarts).
     pub running: AtomicBool,
-    /// The last Redis call of the scheduling loop succeeded.
+    /// The last Redis call of the housekeeping loop (every heartbeat) succeeded.
     pub connected: AtomicBool,
     pub restarts: AtomicU64,
     /// Why the apalis worker last stopped (`misconfigured: ...` or the outage), until it runs
@@ -107,7 +104,7 @@ impl WorkerState {
 
 pub struct Supervisor {
     redis: SingleRedisSettings,
-    queue: JobQueue,
+    store: Store,
     options: WorkerOptions,
     state: Arc<WorkerState>,
     registry: Registry,
@@ -121,7 +118,7 @@ impl Supervisor {
     ) -> Result<Self, JobQueueError> {
         Ok(Self {
             redis: redis.clone(),
-            queue: JobQueue::new(redis, settings)?,
+            store: Store::new(redis, &settings.queue)?,
             options,
             state: Arc::new(WorkerState::default()),
             registry: Registry::production(settings),
@@ -141,7 +138,7 @@ impl Supervisor {
     /// Run until `shutdown` turns true, then stop fetching, let in-flight jobs finish within
     /// `shutdown_grace`, write their results and return.
     pub async fn run(self, shutdown: watch::Receiver<bool>) {
-        let keys = self.queue.keys().clone();
+        let keys = self.store.keys().clone();
         let wake = Arc::new(tokio::sync::Notify::new());
         let listener = tokio::spawn(backend::listen_for_wakeups(
             self.blocking_settings(),
@@ -149,9 +146,9 @@ impl Supervisor {
             wake.clone(),
             self.options.poll_interval,
         ));
-        let (acks, writer) = Acks::start(self.queue.clone(), self.options.name.clone());
+        let (acks, writer) = Acks::start(self.store.clone(), self.options.name.clone());
         let housekeeping = tokio::spawn(housekeeping_loop(
-            self.queue.clone(),
+            self.store.clone(),
             self.options.clone(),
             self.state.clone(),
             shutdown.clone(),
@@ -186,7 +183,7 @@ impl Supervisor {
     ) {
         let mut backoff = RESTART_BACKOFF_MIN;
         let mut outage_since: Option<Instant> = None;
-        let mut misconfig = crate::connection::Throttle::new(MISCONFIG_LOG_EVERY);
+        let mut misconfig = cacheserver_redis::classify::Throttle::new(MISCONFIG_LOG_EVERY);
         while !*shutdown.borrow() {
             let started = Instant::now();
             match self.run_once(shutdown.clone(), acks, wake).await {
@@ -231,13 +228,13 @@ impl Supervisor {
         acks: &Acks,
         wake: &Arc<tokio::sync::Notify>,
     ) -> Result<(), JobQueueError> {
-        let connected = storage::connect(&self.redis).await;
-        let mut conn = crate::connection::explained(&self.redis, connected).await?;
-        let keys = self.queue.keys().clone();
+        let connected = cacheserver_redis::single::connect(&self.redis).await;
+        let mut conn = cacheserver_redis::single::explained(&self.redis, connected).await?;
+        let keys = self.store.keys().clone();
         let name = &self.options.name;
         // Results of the previous life first: their jobs must not be re-queued as orphans.
         acks.flush(FLUSH_WITHIN).await;
-        let requeued = storage::requeue_worker(&mut conn, &keys, Some(name)).await?;
+        let requeued = store::requeue_worker(&mut conn, &keys, Some(name)).await?;
         if requeued > 0 {
             tracing::info!(requeued, worker = %name, "re-queued jobs left in flight by a previous run");
         }
@@ -251,7 +248,11 @@ impl Supervisor {
             wake: wake.clone(),
             acks: acks.clone(),
         };
-        let apalis = storage::apalis_storage::<JobEnvelope>(conn, &keys.queue, opts.concurrency);
+        let apalis = crate::apalis::storage::<cacheserver_jobqueue::JobEnvelope>(
+            conn,
+            &keys.queue,
+            opts.concurrency,
+        );
         let runner = Runner {
             acks: acks.clone(),
             backoff: opts.backoff,
@@ -277,7 +278,7 @@ impl Supervisor {
             // The watch guard is dropped at once: the future stays `Send` for embedders' spawns.
             _ = async { drop(shutdown.wait_for(|stop| *stop).await) } => self.drain(run).await,
         };
-        result.map_err(|e| crate::connection::worker_error(&e))
+        result.map_err(|e| crate::apalis::worker_error(&e))
     }
 
     /// After the stop signal: wait for in-flight jobs at most `shutdown_grace`.
@@ -294,60 +295,4 @@ impl Supervisor {
             }
         }
     }
-}
-
-/// Every heartbeat interval: heartbeat; every [`SWEEP_EVERY`] of them also reap dead workers,
-/// trim done jobs and adopt apalis-parked retries (an idle worker costs a few calls a second).
-async fn housekeeping_loop(
-    queue: JobQueue,
-    options: WorkerOptions,
-    state: Arc<WorkerState>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut tick = tokio::time::interval(storage::HEARTBEAT_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    for n in 0u64.. {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
-        }
-        let result = housekeeping(&queue, &options, n.is_multiple_of(SWEEP_EVERY)).await;
-        let ok = result.is_ok();
-        if let Err(e) = result {
-            if state.connected.load(Ordering::Relaxed) {
-                tracing::warn!(error = %e, "housekeeping lost Redis");
-            }
-        }
-        state.connected.store(ok, Ordering::Relaxed);
-    }
-}
-
-async fn housekeeping(
-    queue: &JobQueue,
-    options: &WorkerOptions,
-    sweep: bool,
-) -> Result<(), JobQueueError> {
-    let budget = Duration::from_secs(3);
-    let keys = queue.keys().clone();
-    let name = options.name.clone();
-    let retention = options.done_retention;
-    queue
-        .with_connection(budget, |mut c| async move {
-            let paused = storage::heartbeat(&mut c, &keys, &name).await?;
-            crate::metrics::paused(&keys.queue, paused);
-            if !sweep {
-                return Ok(());
-            }
-            storage::park_retries(&mut c, &keys).await?;
-            let reaped = storage::requeue_worker(&mut c, &keys, None).await?;
-            if reaped > 0 {
-                tracing::warn!(reaped, "re-queued jobs of workers with a stale heartbeat");
-            }
-            let (_, trimmed) = storage::trim_done(&mut c, &keys, retention).await?;
-            if trimmed > 0 {
-                tracing::debug!(trimmed, "trimmed finished jobs");
-            }
-            Ok(())
-        })
-        .await
 }

@@ -1,0 +1,309 @@
+//! The store's reads for the inspector: one job's keys in one pipeline, counts from raw key
+//! sizes (apalis-redis' own stats are broken: workaround 7), listings by state, history.
+
+use super::{list_page, now_ms, Cursor, Keys, ERRORS_KEPT};
+use crate::error::JobQueueError;
+use crate::types::{JobStatus, QueueStats};
+use redis::aio::ConnectionManager;
+use std::collections::HashMap;
+
+/// What Redis holds about one job, read in one pipeline.
+#[derive(Debug, Default)]
+pub struct Raw {
+    pub meta: HashMap<String, String>,
+    pub data: Option<String>,
+    pub delayed: Option<f64>,
+    pub retrying: Option<f64>,
+    pub apalis_scheduled: Option<f64>,
+    pub dead: bool,
+    pub dead_at: Option<f64>,
+    pub finished: Option<f64>,
+    pub errors: Vec<String>,
+}
+
+type RawTuple = (
+    HashMap<String, String>,
+    Option<String>,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    bool,
+    Option<f64>,
+    Option<f64>,
+    Vec<String>,
+);
+
+/// What Redis holds about each of `ids`, in one round trip.
+pub async fn read_jobs(
+    c: &mut ConnectionManager,
+    keys: &Keys,
+    ids: &[String],
+) -> Result<Vec<Raw>, JobQueueError> {
+    let mut pipe = redis::pipe();
+    for id in ids {
+        add_reads(&mut pipe, keys, id);
+    }
+    let raws: Vec<RawTuple> = pipe.query_async(c).await?;
+    Ok(raws
+        .into_iter()
+        .map(|t| Raw {
+            meta: t.0,
+            data: t.1,
+            delayed: t.2,
+            retrying: t.3,
+            apalis_scheduled: t.4,
+            dead: t.5,
+            dead_at: t.6,
+            finished: t.7,
+            errors: t.8,
+        })
+        .collect())
+}
+
+fn add_reads(pipe: &mut redis::Pipeline, keys: &Keys, id: &str) {
+    let k = &keys.apalis;
+    pipe.hgetall(keys.meta_of(id))
+        .hget(k.job_data_hash(), id)
+        .zscore(&keys.delayed, id)
+        .zscore(&keys.retrying, id)
+        .zscore(k.scheduled_jobs_set(), id)
+        .sismember(k.dead_jobs_set(), id)
+        .zscore(&keys.dead_at, id)
+        .zscore(&keys.finished, id)
+        .lrange(keys.errors_of(id), 0, ERRORS_KEPT - 1);
+}
+
+/// Counts by state from raw key sizes.
+pub async fn counts(c: &mut ConnectionManager, keys: &Keys) -> Result<QueueStats, JobQueueError> {
+    let k = &keys.apalis;
+    let now = now_ms();
+    #[allow(clippy::type_complexity)]
+    let (
+        delayed,
+        due,
+        retrying,
+        due_retries,
+        parked,
+        active,
+        done,
+        finished,
+        dead,
+        dead_at,
+        workers,
+    ): (
+        u64,
+        u64,
+        u64,
+        u64,
+        u64,
+        u64,
+        u64,
+        u64,
+        u64,
+        u64,
+        Vec<String>,
+    ) = redis::pipe()
+        .zcard(&keys.delayed)
+        .zcount(&keys.delayed, "-inf", now)
+        .zcard(&keys.retrying)
+        .zcount(&keys.retrying, "-inf", now)
+        .zcard(k.scheduled_jobs_set())
+        .llen(k.active_jobs_list())
+        .scard(k.done_jobs_set())
+        .zcard(&keys.finished)
+        .scard(k.dead_jobs_set())
+        .zcard(&keys.dead_at)
+        .zrange(k.workers_set(), 0, 999)
+        .query_async(c)
+        .await?;
+    let running = running_ids(c, keys, &workers).await?.len() as u64;
+    Ok(QueueStats {
+        scheduled: delayed.saturating_sub(due),
+        // Due jobs held back while apalis' active list is full (or paused) are pending.
+        pending: active + due + due_retries,
+        running,
+        retrying: retrying.saturating_sub(due_retries) + parked,
+        done: done + finished,
+        dead: dead + dead_at,
+    })
+}
+
+/// How many done jobs are recorded with their time (`finished`).
+pub async fn finished_count(c: &mut ConnectionManager, keys: &Keys) -> Result<u64, JobQueueError> {
+    Ok(redis::cmd("ZCARD")
+        .arg(&keys.finished)
+        .query_async(c)
+        .await?)
+}
+
+/// The per-minute counters (`processed`, `failed`) of each minute in `minutes`.
+pub async fn history(
+    c: &mut ConnectionManager,
+    keys: &Keys,
+    minutes: &[u64],
+) -> Result<Vec<HashMap<String, u64>>, JobQueueError> {
+    let mut pipe = redis::pipe();
+    for m in minutes {
+        pipe.hgetall(keys.history_of(*m));
+    }
+    Ok(pipe.query_async(c).await?)
+}
+
+/// (id, score) of the next page of `state`.
+pub async fn page_ids(
+    c: &mut ConnectionManager,
+    keys: &Keys,
+    state: JobStatus,
+    cursor: Option<&Cursor>,
+    limit: usize,
+) -> Result<Vec<(String, f64)>, JobQueueError> {
+    let now = now_ms().to_string();
+    let after_now = format!("({now}");
+    let upcoming = (after_now.as_str(), "+inf");
+    let due = ("-inf", now.as_str());
+    match state {
+        JobStatus::Scheduled => list_page(c, &keys.delayed, upcoming, false, cursor, limit).await,
+        JobStatus::Retrying => list_page(c, &keys.retrying, upcoming, false, cursor, limit).await,
+        JobStatus::Done => {
+            list_page(c, &keys.finished, ("-inf", "+inf"), true, cursor, limit).await
+        }
+        JobStatus::Dead => dead_page(c, keys, cursor, limit).await,
+        JobStatus::Pending => {
+            let mut all = list_page(c, &keys.delayed, due, false, cursor, limit).await?;
+            all.extend(list_page(c, &keys.retrying, due, false, cursor, limit).await?);
+            let active: Vec<String> = redis::cmd("LRANGE")
+                .arg(keys.apalis.active_jobs_list())
+                .arg(0)
+                .arg(-1)
+                .query_async(c)
+                .await?;
+            all.extend(scored_by(c, keys, active, "next_run_ms", 1.0).await?);
+            Ok(merge_page(all, cursor, limit, false))
+        }
+        JobStatus::Running => {
+            let workers: Vec<String> = redis::cmd("ZRANGE")
+                .arg(keys.apalis.workers_set())
+                .arg(0)
+                .arg(999)
+                .query_async(c)
+                .await?;
+            let ids = running_ids(c, keys, &workers).await?;
+            let scored = scored_by(c, keys, ids, "next_run_ms", 1.0).await?;
+            Ok(merge_page(scored, cursor, limit, false))
+        }
+    }
+}
+
+/// Dead jobs newest first: those apalis just added to its set (not yet stamped into `dead_at`,
+/// at most a second) come first, then `dead_at`.
+async fn dead_page(
+    c: &mut ConnectionManager,
+    keys: &Keys,
+    cursor: Option<&Cursor>,
+    limit: usize,
+) -> Result<Vec<(String, f64)>, JobQueueError> {
+    let mut page = Vec::new();
+    if cursor.is_none() {
+        let fresh: Vec<String> = redis::cmd("SRANDMEMBER")
+            .arg(keys.apalis.dead_jobs_set())
+            .arg(limit)
+            .query_async(c)
+            .await?;
+        let now = now_ms() as f64;
+        page.extend(fresh.into_iter().map(|id| (id, now)));
+    }
+    if page.len() < limit {
+        let rest = list_page(
+            c,
+            &keys.dead_at,
+            ("-inf", "+inf"),
+            true,
+            cursor,
+            limit - page.len(),
+        )
+        .await?;
+        page.extend(rest);
+    }
+    Ok(page)
+}
+
+/// Sort by (score, id), keep what comes after `cursor`, take `limit`.
+fn merge_page(
+    mut all: Vec<(String, f64)>,
+    cursor: Option<&Cursor>,
+    limit: usize,
+    descending: bool,
+) -> Vec<(String, f64)> {
+    all.sort_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+    if descending {
+        all.reverse();
+    }
+    all.dedup_by(|a, b| a.0 == b.0);
+    all.into_iter()
+        .filter(|(id, score)| {
+            cursor.is_none_or(|c| (*score, id.as_str()) > (c.score, c.id.as_str()))
+        })
+        .take(limit)
+        .collect()
+}
+
+/// Score ids by a numeric meta field (× `scale`), one pipeline.
+async fn scored_by(
+    c: &mut ConnectionManager,
+    keys: &Keys,
+    ids: Vec<String>,
+    field: &str,
+    scale: f64,
+) -> Result<Vec<(String, f64)>, JobQueueError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for id in &ids {
+        pipe.hget(keys.meta_of(id), field);
+    }
+    let values: Vec<Option<f64>> = pipe.query_async(c).await?;
+    Ok(ids
+        .into_iter()
+        .zip(values)
+        .map(|(id, v)| (id, v.unwrap_or(0.0) * scale))
+        .collect())
+}
+
+/// Every job some worker holds now.
+async fn running_ids(
+    c: &mut ConnectionManager,
+    keys: &Keys,
+    workers: &[String],
+) -> Result<Vec<String>, JobQueueError> {
+    if workers.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for w in workers {
+        pipe.smembers(format!("{}:{w}", keys.apalis.inflight_jobs_set()));
+    }
+    let sets: Vec<Vec<String>> = pipe.query_async(c).await?;
+    Ok(sets.into_iter().flatten().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_page_is_ordered_and_skips_up_to_the_cursor() {
+        let all = vec![("b".into(), 2.0), ("a".into(), 2.0), ("c".into(), 1.0)];
+        let cursor = Cursor {
+            score: 2.0,
+            id: "a".into(),
+        };
+        let page = merge_page(all.clone(), None, 10, false);
+        assert_eq!(
+            page.iter().map(|p| p.0.as_str()).collect::<Vec<_>>(),
+            ["c", "a", "b"]
+        );
+        let page = merge_page(all, Some(&cursor), 10, false);
+        assert_eq!(page.iter().map(|p| p.0.as_str()).collect::<Vec<_>>(), ["b"]);
+    }
+}
