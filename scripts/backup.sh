@@ -52,8 +52,11 @@ flock -w "$BACKUP_WAIT" 9 || bk_die "another backup into $BACKUP_DIR is still ru
 rm -rf "$BACKUP_DIR"/.partial-*
 
 PARTIAL=""
+# Error output goes off the backup disk: when that disk is full, the reason must still be shown.
+ERRF="$(mktemp)"
 cleanup() {
     bk_scratch_stop
+    rm -f "$ERRF"
     [ -z "$PARTIAL" ] || rm -rf "$PARTIAL"
 }
 trap cleanup EXIT
@@ -94,23 +97,32 @@ write_failed() {
 }
 
 # --- local: BGSAVE and wait for *our* snapshot ------------------------------------------------
-saves() { bk_info_field "$(rcli info persistence)" "$1"; }
+# saves FIELD: one field of INFO persistence; exits when Redis stops answering.
+saves() {
+    local p
+    p="$(rcli info persistence)" || bk_die "lost the Redis at $BK_HOST:$BK_PORT while backing up (see above)"
+    bk_info_field "$p" "$1"
+}
 local_snapshot() {
     local deadline=$((SECONDS + BACKUP_WAIT)) before
     # A BGSAVE already running forked before we started: wait for it, then take our own.
-    while [ "$(saves rdb_bgsave_in_progress)" = 1 ]; do
+    # (Assignments, not tests: under `set -e` a failed `saves` ends the script.)
+    local busy
+    while busy="$(saves rdb_bgsave_in_progress)" && [ "$busy" = 1 ]; do
         [ "$SECONDS" -lt "$deadline" ] || bk_die "a BGSAVE already running did not finish within ${BACKUP_WAIT}s"
         sleep 0.1
     done
     before="$(saves rdb_saves)"
-    before_lastsave="$(rcli lastsave)"
+    before_lastsave="$(rcli lastsave)" || bk_die "LASTSAVE failed (see above)"
     snapshot_started_ms="$(now_ms)"
     # SCHEDULE: when an AOF rewrite is running, Redis starts the BGSAVE right after it.
     rcli bgsave schedule >/dev/null || bk_die "BGSAVE was refused (see above)"
+    local p
     while :; do
-        if [ "$(saves rdb_bgsave_in_progress)" = 0 ] && [ "$(saves aof_rewrite_in_progress)" = 0 ]; then
+        p="$(rcli info persistence)" || bk_die "lost the Redis at $BK_HOST:$BK_PORT while waiting for the BGSAVE"
+        if [ "$(bk_info_field "$p" rdb_bgsave_in_progress)" = 0 ] && [ "$(bk_info_field "$p" aof_rewrite_in_progress)" = 0 ]; then
             if [ -n "$before" ]; then
-                [ "$(saves rdb_saves)" -gt "$before" ] && break
+                [ "$(bk_info_field "$p" rdb_saves)" -gt "$before" ] && break
             elif [ "$(rcli lastsave)" != "$before_lastsave" ]; then
                 break
             fi
@@ -119,8 +131,8 @@ local_snapshot() {
         sleep 0.05
     done
     snapshot_finished_ms="$(now_ms)"
-    [ "$(saves rdb_last_bgsave_status)" = ok ] ||
-        bk_die "the BGSAVE failed (rdb_last_bgsave_status:$(saves rdb_last_bgsave_status)); see the Redis log (disk full? permissions?)"
+    [ "$(bk_info_field "$p" rdb_last_bgsave_status)" = ok ] ||
+        bk_die "the BGSAVE failed (rdb_last_bgsave_status:$(bk_info_field "$p" rdb_last_bgsave_status)); see the Redis log (disk full? permissions?)"
     local rdb="$data_dir/${REDIS_RDB_FILE:-dump.rdb}"
     # The file must be the snapshot just taken, else data_dir is not this Redis' dir.
     if [ ! -f "$rdb" ] || [ $(($(stat -c %Y "$rdb") * 1000 + 999)) -lt "$snapshot_started_ms" ]; then
@@ -128,8 +140,8 @@ local_snapshot() {
             bk_die "$rdb is not the snapshot just taken: is REDIS_DATA_DIR=$REDIS_DATA_DIR the dir of the Redis at $BK_HOST:$BK_PORT?"
         return 1
     fi
-    cp "$rdb" "$PARTIAL/dump.rdb" 2>"$PARTIAL.err" || write_failed "$(tail -n1 "$PARTIAL.err")"
-    rm -f "$PARTIAL.err"
+    cp "$rdb" "$PARTIAL/dump.rdb" 2>"$ERRF" || write_failed "$(tail -n1 "$ERRF")"
+    rm -f "$ERRF"
     method=local
 }
 
@@ -157,18 +169,18 @@ if [ "$method" = local ] && [ "$aof_enabled" = 1 ] && [ -d "$data_dir/${REDIS_AO
     aof_src="$data_dir/${REDIS_AOF_DIRNAME:-appendonlydir}"
     for attempt in 1 2 3; do
         # Not while a rewrite swaps the files.
-        while [ "$(saves aof_rewrite_in_progress)" = 1 ]; do sleep 0.1; done
+        while busy="$(saves aof_rewrite_in_progress)" && [ "$busy" = 1 ]; do sleep 0.1; done
         rm -rf "$PARTIAL/appendonlydir"
-        cp -r "$aof_src" "$PARTIAL/appendonlydir" 2>"$PARTIAL.err" || write_failed "$(tail -n1 "$PARTIAL.err")"
-        rm -f "$PARTIAL.err"
+        cp -r "$aof_src" "$PARTIAL/appendonlydir" 2>"$ERRF" || write_failed "$(tail -n1 "$ERRF")"
+        rm -f "$ERRF"
         aof_manifest="$(find "$PARTIAL/appendonlydir" -name '*.manifest' | head -n1)"
-        if [ -n "$aof_manifest" ] && redis-check-aof "$aof_manifest" >"$PARTIAL.aofcheck" 2>&1; then
+        if [ -n "$aof_manifest" ] && redis-check-aof "$aof_manifest" >"$ERRF" 2>&1; then
             aof_copied=1
             break
         fi
-        bk_log "AOF copy attempt $attempt did not check clean (copied while written?): $(tail -n1 "$PARTIAL.aofcheck")"
+        bk_log "AOF copy attempt $attempt did not check clean (copied while written?): $(tail -n1 "$ERRF")"
     done
-    rm -f "$PARTIAL.aofcheck"
+    rm -f "$ERRF"
     if [ "$aof_copied" = 0 ]; then
         rm -rf "$PARTIAL/appendonlydir"
         bk_log "warning: the AOF copy is left out; the RDB snapshot is the backup"
@@ -200,8 +212,8 @@ bk_scratch_stop
     (cd "$PARTIAL" && find . -type f ! -name 'MANIFEST*' -printf '%P\n' | sort | while read -r f; do
         echo "file=$f $(stat -c %s "$f") $(sha256sum "$f" | cut -d' ' -f1)"
     done)
-} >"$PARTIAL/MANIFEST.tmp" 2>"$PARTIAL.err" || write_failed "$(tail -n1 "$PARTIAL.err")"
-rm -f "$PARTIAL.err"
+} >"$PARTIAL/MANIFEST.tmp" 2>"$ERRF" || write_failed "$(tail -n1 "$ERRF")"
+rm -f "$ERRF"
 sync -f "$PARTIAL/MANIFEST.tmp" 2>/dev/null || true
 mv "$PARTIAL/MANIFEST.tmp" "$PARTIAL/MANIFEST" || write_failed "rename failed"
 mv "$PARTIAL" "$BACKUP_DIR/$name" || write_failed "rename failed"

@@ -120,12 +120,13 @@ mkdir -p "$parent" || bk_die "cannot create $parent"
 stamp="$(date -u +%Y%m%dT%H%M%SZ)"
 STAGE="$DATA_DIR.restore-$stamp"
 mkdir "$STAGE" || bk_die "cannot create $STAGE"
-cp "$BACKUP/dump.rdb" "$STAGE/dump.rdb" 2>"$STAGE.err" || {
-    msg="$(tail -n1 "$STAGE.err")"
-    rm -f "$STAGE.err"
+errf="$(mktemp)"
+cp "$BACKUP/dump.rdb" "$STAGE/dump.rdb" 2>"$errf" || {
+    msg="$(tail -n1 "$errf")"
+    rm -f "$errf"
     bk_die "cannot copy the RDB to $STAGE ($msg); nothing changed"
 }
-rm -f "$STAGE.err"
+rm -f "$errf"
 bk_scratch_start "$STAGE" || bk_die "this redis-server ($reader_version) could not load the backup; nothing changed"
 counts="$(bk_scratch_counts)" || bk_die "counting the staged copy failed; nothing changed"
 mismatch=""

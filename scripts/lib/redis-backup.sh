@@ -57,12 +57,11 @@ bk_connection() {
 rcli() {
     local out
     out="$(timeout 10 "${BK_CLI[@]}" "$@" 2>&1 | tr -d '\r')" || { printf '%s\n' "$out" >&2; return 1; }
-    case "$out" in
-        ERR* | NOAUTH* | WRONGPASS* | NOPERM* | "Could not connect"* | LOADING* | MISCONF*)
-            printf '%s\n' "$out" >&2
-            return 1
-            ;;
-    esac
+    # redis-cli exits 0 on error replies and prints a failed AUTH before running the command.
+    if grep -qE '^(ERR|NOAUTH|WRONGPASS|NOPERM|AUTH failed|Could not connect|LOADING|MISCONF|READONLY)' <<<"$out"; then
+        printf '%s\n' "$out" >&2
+        return 1
+    fi
     printf '%s\n' "$out"
 }
 
@@ -78,13 +77,17 @@ bk_resolve_sentinel() {
     for s in "${sentinels[@]}"; do
         local scli=(redis-cli -h "${s%:*}" -p "${s##*:}")
         if [ "$want" = replica ]; then
-            # Field/value lines per replica; take the first whose flags are just "slave" (not
-            # s_down/disconnected) and whose link to the master is up.
+            # Field/value lines per replica: the first that is just "slave" (not s_down or
+            # disconnected) with its link to the master up, else the first that is just "slave"
+            # (Sentinel refreshes master-link-status only every 10 s).
             out="$(timeout 5 "${scli[@]}" sentinel replicas "$name" 2>/dev/null | tr -d '\r')" || continue
             addr="$(awk '
                 $0=="ip" {getline; ip=$0} $0=="port" {getline; port=$0}
                 $0=="flags" {getline; flags=$0}
-                $0=="master-link-status" {getline; if (flags=="slave" && $0=="ok" && !done) {print ip ":" port; done=1}}
+                $0=="master-link-status" {getline
+                    if (flags=="slave" && $0=="ok" && ok=="") ok=ip ":" port
+                    if (flags=="slave" && any=="") any=ip ":" port}
+                END {print (ok != "" ? ok : any)}
             ' <<<"$out")"
         fi
         if [ -z "$addr" ]; then

@@ -325,3 +325,221 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A Redis holding `n` keys of 512 random bytes (an RDB too big for a tiny disk).
+fn redis_with_data(redis: &RedisServer, n: usize) {
+    let script = "math.randomseed(7) for i = 1, tonumber(ARGV[1]) do local t = {} \
+        for j = 1, 512 do t[j] = string.char(math.random(0, 255)) end \
+        redis.call('HSET', 'dm-jobqueue:data', 'job-' .. i, table.concat(t)) end return 1";
+    redis.cli(&["EVAL", script, "0", &n.to_string()]);
+    redis.cli(&["ZADD", "dm-jobqueue:delayed", "1", "job-1"]);
+}
+
+/// Set `dump.rdb`'s bytes and its MANIFEST line (size, sha256) consistently.
+fn rewrite_rdb(backup: &Path, edit: impl FnOnce(&mut Vec<u8>)) {
+    let rdb = backup.join("dump.rdb");
+    let mut bytes = std::fs::read(&rdb).unwrap();
+    edit(&mut bytes);
+    std::fs::write(&rdb, &bytes).unwrap();
+    let sum = Command::new("sha256sum").arg(&rdb).output().unwrap();
+    let sum = String::from_utf8_lossy(&sum.stdout);
+    let sum = sum.split_whitespace().next().unwrap();
+    let manifest = std::fs::read_to_string(backup.join("MANIFEST")).unwrap();
+    let manifest: String = manifest
+        .lines()
+        .map(|l| {
+            if l.starts_with("file=dump.rdb ") {
+                format!("file=dump.rdb {} {sum}\n", bytes.len())
+            } else if l.starts_with("redis_version=") {
+                "redis_version=99.0.0\n".to_owned()
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(backup.join("MANIFEST"), manifest).unwrap();
+}
+
+/// Bad backups are refused before anything is touched: the running Redis keeps its data.
+#[test]
+fn restore_refuses_bad_backups_and_leaves_redis_as_it_was() {
+    let redis = RedisServer::start();
+    redis_with_data(&redis, 50);
+    let tmp = tempfile::tempdir().unwrap();
+    let (backups, run_dir) = (tmp.path().join("backups"), tmp.path().join("run"));
+    let env = redis_env(&redis, &backups, &run_dir);
+    let out = run("backup.sh", &[], &env);
+    assert!(out.status.success(), "{}", text(&out));
+    let good = newest_backup(&backups);
+    let out = run(
+        "restore.sh",
+        &["--verify-only", &good.display().to_string()],
+        &env,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+
+    let refused = |dir: &Path, why: &str| {
+        let before = data_dir_state(redis.dir());
+        let out = run("restore.sh", &["--force", &dir.display().to_string()], &env);
+        assert!(!out.status.success(), "{why}: {}", text(&out));
+        assert!(text(&out).contains(why), "{why}: {}", text(&out));
+        assert!(text(&out).contains("nothing changed"), "{}", text(&out));
+        assert_eq!(redis.cli(&["HLEN", "dm-jobqueue:data"]), "50");
+        assert_eq!(data_dir_state(redis.dir()), before);
+    };
+    // Not a backup at all.
+    refused(tmp.path(), "is not a backup");
+    // A manifest that does not match its files (same size, one byte flipped).
+    let flipped = tmp.path().join("flipped");
+    copy_dir(&good, &flipped);
+    let rdb = flipped.join("dump.rdb");
+    let mut bytes = std::fs::read(&rdb).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&rdb, bytes).unwrap();
+    refused(&flipped, "does not match its sha256");
+    // Written by a Redis newer than this one (RDB format 99), the manifest consistent with it.
+    let newer = tmp.path().join("newer");
+    copy_dir(&good, &newer);
+    rewrite_rdb(&newer, |b| b[..9].copy_from_slice(b"REDIS0099"));
+    refused(&newer, "cannot read it");
+    // Truncated, with a manifest that matches the truncated file: redis-check-rdb catches it.
+    let cut = tmp.path().join("cut");
+    copy_dir(&good, &cut);
+    rewrite_rdb(&cut, |b| b.truncate(b.len() / 2));
+    refused(&cut, "fails redis-check-rdb");
+}
+
+/// A tiny filesystem for BACKUP_DIR: a 256 KiB tmpfs when this process may mount one (root),
+/// else a 64 KiB file-size limit (`ulimit -f`) on the script: the write fails either way.
+struct TinyDisk {
+    dir: PathBuf,
+    mounted: bool,
+}
+
+impl TinyDisk {
+    fn new(dir: PathBuf) -> Self {
+        std::fs::create_dir_all(&dir).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+            .arg(&dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        Self { dir, mounted }
+    }
+
+    fn run_backup(&self, env: &[(&str, String)]) -> Output {
+        let mut cmd = Command::new("bash");
+        if self.mounted {
+            cmd.arg("-c").arg("exec \"$0\"");
+        } else {
+            cmd.arg("-c").arg("ulimit -f 64; exec \"$0\"");
+        }
+        cmd.arg(script("backup.sh"))
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for TinyDisk {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = Command::new("umount").arg(&self.dir).status();
+        }
+    }
+}
+
+#[test]
+fn backup_onto_a_full_disk_fails_cleanly() {
+    let redis = RedisServer::start();
+    redis_with_data(&redis, 2000);
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = TinyDisk::new(tmp.path().join("tiny"));
+    let env = redis_env(&redis, &disk.dir, tmp.path());
+    let keys = redis.cli(&["DBSIZE"]);
+    let out = disk.run_backup(&env);
+    println!(
+        "full disk ({}): {}",
+        if disk.mounted {
+            "256 KiB tmpfs"
+        } else {
+            "ulimit -f 64"
+        },
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("cannot write the backup"),
+        "{}",
+        text(&out)
+    );
+    // No half backup left behind, Redis as it was.
+    let left: Vec<_> = std::fs::read_dir(&disk.dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != ".lock")
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    assert_eq!(redis.cli(&["DBSIZE"]), keys);
+    assert_eq!(redis.cli(&["PING"]), "PONG");
+}
+
+/// The documented least-rights user (deploy/redis/cacheserver-backup.acl) can take both kinds of
+/// backup; with Sentinel the backup comes from a replica.
+#[test]
+fn backup_user_and_sentinel_replica() {
+    let redis = RedisServer::start_with_password("admin-secret");
+    let rules =
+        std::fs::read_to_string(workspace_root().join("deploy/redis/cacheserver-backup.acl"))
+            .unwrap();
+    redis.add_acl_user("cacheserver-backup", rules.trim(), "backup-secret");
+    redis_with_data(&redis, 10);
+    let tmp = tempfile::tempdir().unwrap();
+    let password = tmp.path().join("backup.password");
+    std::fs::write(&password, "backup-secret\n").unwrap();
+    let backups = tmp.path().join("backups");
+    let mut env = redis_env(&redis, &backups, tmp.path());
+    env.push(("REDIS_USER", "cacheserver-backup".into()));
+    env.push(("REDIS_PASSWORD_FILE", password.display().to_string()));
+    for method in ["local", "protocol"] {
+        let mut env = env.clone();
+        env.push(("BACKUP_METHOD", method.into()));
+        let out = run("backup.sh", &[], &env);
+        assert!(out.status.success(), "{method}: {}", text(&out));
+        let m = manifest(&newest_backup(&backups));
+        assert_eq!(m["method"], method);
+        assert_eq!(m["queue.dm-jobqueue.jobs"], "10");
+        assert_eq!(m["queue.dm-jobqueue.delayed"], "1");
+    }
+    // A wrong password: a clear error, no backup.
+    std::fs::write(&password, "wrong\n").unwrap();
+    let out = run("backup.sh", &[], &env);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("cannot reach"), "{}", text(&out));
+
+    let set = cacheserver_testkit::SentinelSet::start();
+    set.node(0).cli(&["HSET", "dm-jobqueue:data", "a", "1"]);
+    let replicated = wait_until(Duration::from_secs(10), || {
+        set.node(1).cli(&["HLEN", "dm-jobqueue:data"]) == "1"
+            && set.node(2).cli(&["HLEN", "dm-jobqueue:data"]) == "1"
+    });
+    assert!(replicated);
+    let backups = tmp.path().join("sentinel-backups");
+    let env = [
+        ("REDIS_SENTINEL", set.sentinel_addrs().join(",")),
+        (
+            "REDIS_MASTER_NAME",
+            cacheserver_testkit::SENTINEL_MASTER_NAME.into(),
+        ),
+        ("BACKUP_DIR", backups.display().to_string()),
+    ];
+    let out = run("backup.sh", &[], &env);
+    assert!(out.status.success(), "{}", text(&out));
+    let m = manifest(&newest_backup(&backups));
+    assert_eq!(m["source_role"], "slave", "{m:?}");
+    assert_ne!(m["source"], set.node(0).addr());
+    assert_eq!(m["queue.dm-jobqueue.jobs"], "1");
+}
