@@ -201,7 +201,9 @@ async fn backup_drill_restores_within_rpo_and_rto() {
     );
     assert_eq!(stack.jobqueue.cli(&["PING"]), "PONG");
 
-    // The loss: SIGKILL and the data dir gone.
+    // The loss: SIGKILL and the data dir gone, just before the next backup would have run (the
+    // worst case for this interval: the RPO window is a whole interval plus one backup).
+    tokio::time::sleep(BACKUP_EVERY).await;
     let accepted_at_loss = ledger.accepted.lock().unwrap().len();
     let loss_ms = now_ms();
     let loss = Instant::now();
