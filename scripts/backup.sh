@@ -20,6 +20,8 @@
 #                             `just up` uses: redis/data/jobqueue, natively or bind-mounted into
 #                             Docker) and holds the fresh snapshot, else protocol
 #   REDIS_DATA_DIR  the Redis' `dir` as seen from this machine
+#   REDIS_CLI       how to run redis-cli (scripts/lib/redis-backup.sh): a `docker compose exec`
+#                   prefix backs up a Redis that publishes no port (then method protocol)
 #   BACKUP_WAIT     seconds to wait for the snapshot, default 300
 # With REDIS_SENTINEL the backup is taken from a healthy replica (the master is not forked),
 # by protocol; from the master when no replica is up.
@@ -74,7 +76,7 @@ if [ "$BACKUP_METHOD" != protocol ] && [ -z "${REDIS_SENTINEL:-}" ]; then
     if [ -n "${REDIS_DATA_DIR:-}" ]; then
         data_dir="$REDIS_DATA_DIR"
         [ -d "$data_dir" ] || bk_die "REDIS_DATA_DIR $data_dir is not a directory"
-    elif [ -d "$BK_ROOT/redis/data/jobqueue" ] &&
+    elif [ -z "${REDIS_CLI:-}" ] && [ -d "$BK_ROOT/redis/data/jobqueue" ] &&
         [ "$BK_PORT" = "${REDIS_JOBQUEUE_PORT:-6379}" ] &&
         [[ "$BK_HOST" =~ ^(127\.0\.0\.1|localhost|::1)$ ]]; then
         data_dir="$BK_ROOT/redis/data/jobqueue"
@@ -148,10 +150,22 @@ local_snapshot() {
 # --- protocol: redis-cli --rdb ---------------------------------------------------------------
 protocol_snapshot() {
     snapshot_started_ms="$(now_ms)"
-    local out
-    if ! out="$(timeout "$BACKUP_WAIT" "${BK_CLI[@]}" --rdb "$PARTIAL/dump.rdb" 2>&1)"; then
-        grep -qiE 'no space|file too large|write' <<<"$out" && write_failed "$(tail -n1 <<<"$out")"
-        bk_die "redis-cli --rdb failed: $(tail -n1 <<<"$out") (the backup user needs +sync +psync +replconf: deploy/redis/cacheserver-backup.acl)"
+    local target="$PARTIAL/dump.rdb"
+    # Through a REDIS_CLI prefix (docker exec) the file must come back on stdout.
+    [ -z "${REDIS_CLI:-}" ] || target=-
+    if ! timeout "$BACKUP_WAIT" "${BK_CLI[@]}" --rdb "$target" >"$PARTIAL/dump.rdb.part" 2>"$ERRF"; then
+        grep -qiE 'no space|file too large|write' "$ERRF" && write_failed "$(tail -n1 "$ERRF")"
+        bk_die "redis-cli --rdb failed: $(tail -n1 "$ERRF") (the backup user needs +sync +psync +replconf: deploy/redis/cacheserver-backup.acl)"
+    fi
+    if [ "$target" = - ]; then
+        mv "$PARTIAL/dump.rdb.part" "$PARTIAL/dump.rdb"
+        # redis-cli 7.0 writes the 40-byte diskless EOF marker after the RDB on stdout: cut the
+        # file where redis-check-rdb finds the checksum.
+        local end
+        end="$(redis-check-rdb "$PARTIAL/dump.rdb" 2>&1 | sed -n 's/^\[offset \([0-9]*\)\] Checksum OK$/\1/p' | head -n1)"
+        [ -z "$end" ] || truncate -s "$end" "$PARTIAL/dump.rdb"
+    else
+        rm -f "$PARTIAL/dump.rdb.part"
     fi
     snapshot_finished_ms="$(now_ms)"
     method=protocol

@@ -10,6 +10,10 @@
 #   REDIS_PASSWORD_FILE   file holding the password (never put it on the command line)
 #   REDIS_SENTINEL        host:port[,host:port...]: find the jobqueue through Sentinel
 #   REDIS_MASTER_NAME     default cacheserver-jq (scripts/start-redis.sh's REDIS_HA=1 set)
+#   REDIS_CLI             the redis-cli command, default redis-cli; for a Redis only reachable
+#                         inside a container: "docker compose -f docker-compose.stack.yml exec -T
+#                         -e REDISCLI_AUTH redis-jobqueue redis-cli" (then REDIS_HOST/PORT are as
+#                         seen inside it: 127.0.0.1:6379)
 
 BK_ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd -P)"
 BK_TAG="${BK_TAG:-backup}"
@@ -48,7 +52,13 @@ bk_connection() {
         pass="$(head -n1 "$REDIS_PASSWORD_FILE")"
     fi
     if [ -n "$pass" ]; then export REDISCLI_AUTH="$pass"; else unset REDISCLI_AUTH; fi
-    BK_CLI=(redis-cli --no-auth-warning -h "$BK_HOST" -p "$BK_PORT")
+    bk_cli_args
+}
+
+bk_cli_args() {
+    local prefix
+    read -r -a prefix <<<"${REDIS_CLI:-redis-cli}"
+    BK_CLI=("${prefix[@]}" --no-auth-warning -h "$BK_HOST" -p "$BK_PORT")
     [ -n "$BK_USER" ] && BK_CLI+=(--user "$BK_USER")
     return 0
 }
@@ -101,9 +111,7 @@ bk_resolve_sentinel() {
     port="${addr##*:}"
     BK_HOST="$ip"
     BK_PORT="$port"
-    BK_CLI=(redis-cli --no-auth-warning -h "$BK_HOST" -p "$BK_PORT")
-    [ -n "$BK_USER" ] && BK_CLI+=(--user "$BK_USER")
-    return 0
+    bk_cli_args
 }
 
 # The RDB format version in a file's header (REDIS0010 → 10).

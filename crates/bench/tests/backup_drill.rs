@@ -506,9 +506,18 @@ fn backup_user_and_sentinel_replica() {
     let mut env = redis_env(&redis, &backups, tmp.path());
     env.push(("REDIS_USER", "cacheserver-backup".into()));
     env.push(("REDIS_PASSWORD_FILE", password.display().to_string()));
-    for method in ["local", "protocol"] {
+    // The last one through a REDIS_CLI prefix, as for a container that publishes no port
+    // (`docker compose exec -T -e REDISCLI_AUTH redis-jobqueue redis-cli`): the RDB on stdout.
+    for (method, cli) in [
+        ("local", None),
+        ("protocol", None),
+        ("protocol", Some("env redis-cli")),
+    ] {
         let mut env = env.clone();
         env.push(("BACKUP_METHOD", method.into()));
+        if let Some(cli) = cli {
+            env.push(("REDIS_CLI", cli.into()));
+        }
         let out = run("backup.sh", &[], &env);
         assert!(out.status.success(), "{method}: {}", text(&out));
         let m = manifest(&newest_backup(&backups));
@@ -516,6 +525,10 @@ fn backup_user_and_sentinel_replica() {
         assert_eq!(m["queue.dm-jobqueue.jobs"], "10");
         assert_eq!(m["queue.dm-jobqueue.delayed"], "1");
     }
+    // The RDB that came through stdout is exact (its size and sha256 in the MANIFEST) and loads.
+    let newest = newest_backup(&backups).display().to_string();
+    let out = run("restore.sh", &["--verify-only", &newest], &env);
+    assert!(out.status.success(), "{}", text(&out));
     // A wrong password: a clear error, no backup.
     std::fs::write(&password, "wrong\n").unwrap();
     let out = run("backup.sh", &[], &env);
