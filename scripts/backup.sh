@@ -108,7 +108,7 @@ saves() {
 local_snapshot() {
     local deadline=$((SECONDS + BACKUP_WAIT)) before
     # A BGSAVE already running forked before we started: wait for it, then take our own.
-    # (Assignments, not tests: under `set -e` a failed `saves` ends the script.)
+    # (A failed `saves` prints why and ends this loop; the explicit checks below then exit.)
     local busy
     while busy="$(saves rdb_bgsave_in_progress)" && [ "$busy" = 1 ]; do
         [ "$SECONDS" -lt "$deadline" ] || bk_die "a BGSAVE already running did not finish within ${BACKUP_WAIT}s"
