@@ -495,3 +495,67 @@ async fn cluster_down_bypasses_with_normal_answers() {
         assert_eq!(r.json::<serde_json::Value>().await.unwrap()["version"], 1);
     }
 }
+
+#[tokio::test]
+async fn the_shipped_api_acl_user_can_cache() {
+    let cluster = RedisCluster::start();
+    let rules = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../deploy/redis/cacheserver-api.acl"),
+    )
+    .unwrap();
+    for i in 0..cluster.addrs().len() {
+        cluster
+            .node(i)
+            .add_acl_user("cacheserver-api", rules.trim(), "api-Pw-1");
+    }
+    let mut s = settings(&[
+        (
+            "APP__CACHE_SERVER__REDIS__DEFAULT__CLUSTER__ADDRS",
+            &seeds(&cluster),
+        ),
+        (
+            "APP__CACHE_SERVER__REDIS__DEFAULT__USERNAME",
+            "cacheserver-api",
+        ),
+        ("APP__CACHE_SERVER__REDIS__DEFAULT__PASSWORD", "api-Pw-1"),
+    ]);
+    s.api.cache = test_cache_settings("shared");
+    let redis = Cluster::connect_lazy(&s.cache_server.redis.default).unwrap();
+    let cache =
+        web::Data::new(ResponseCache::new(&s.api.cache, vec![], Some(redis.clone())).unwrap());
+    let probe = Probe::new();
+    let data = web::Data::new(probe.clone());
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(cache.clone())
+            .app_data(data.clone())
+            .service(
+                web::scope("/t")
+                    .wrap(from_fn(response_cache))
+                    .route("/items/{id}", web::get().to(item))
+                    .route("/items/{id}", web::post().to(update)),
+            )
+    })
+    .workers(1)
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let route = TestRoute {
+        base: format!("http://{}", server.addrs()[0]),
+        http: reqwest::Client::new(),
+    };
+    tokio::spawn(server.run());
+    until_cached(&route, "/t/items/1").await;
+    let post = route
+        .http
+        .post(format!("{}/t/items/1", route.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.status(), 204);
+    assert_eq!(
+        header(&route.get("/t/items/1", &[]).await, "x-cache"),
+        "MISS"
+    );
+    assert!(redis.stats().misconfiguration().is_none(), "no NOPERM");
+}
