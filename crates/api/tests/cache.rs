@@ -462,6 +462,18 @@ async fn stale_while_revalidate_etag_head_invalidation_and_users() {
         "HIT"
     );
 
+    // A lost generation (evicted under volatile-lru, or expired) costs a miss, never an entry
+    // stored under an older generation.
+    cluster_cli(&cluster, &["DEL", "rc:{/t}:g:item:2"]);
+    assert_eq!(
+        header(&route.get("/t/items/2", &[]).await, "x-cache"),
+        "MISS"
+    );
+    assert_eq!(
+        header(&route.get("/t/items/2", &[]).await, "x-cache"),
+        "HIT"
+    );
+
     // `Cache-Control: no-cache` refreshes; non-2xx answers are never stored.
     let calls = probe.calls();
     let fresh = route

@@ -435,7 +435,7 @@ impl ResponseCache {
             .iter()
             .zip(&inner.rules.routes)
             .filter(|(tags, _)| !tags.is_empty())
-            .map(|(tags, route)| store.invalidate(&route.prefix, tags, inner.keep_generations));
+            .map(|(tags, route)| store.invalidate(&route.prefix, tags));
         for result in futures::future::join_all(calls).await {
             if let Err(e) = result {
                 redis_error();

@@ -45,9 +45,11 @@ struct Inner {
     max_entry_bytes: usize,
     max_query_bytes: usize,
     trusted_proxies: Vec<ipnet::IpNet>,
-    /// How long a tag generation is kept: longer than any entry lives.
-    keep_generations: Duration,
 }
+
+/// How long a tag generation is kept once set. Only a bound on idle tags' memory: a generation
+/// that is gone is recreated with a new value (its entries miss once).
+const KEEP_GENERATIONS: Duration = Duration::from_secs(24 * 3600);
 
 impl ResponseCache {
     /// `settings` validated by `cacheserver_config`; `trusted_proxies` decide the client IP of
@@ -65,18 +67,18 @@ impl ResponseCache {
             .map(|r| r.ttl + r.stale)
             .max()
             .unwrap_or_default();
+        let keep = KEEP_GENERATIONS.max(longest * 2);
         let size = |v: i64| usize::try_from(v).unwrap_or(usize::MAX);
         Ok(Self {
             inner: Arc::new(Inner {
                 enabled: settings.enabled,
-                store: redis.map(|r| store::Store::new(r, settings.redis_timeout)),
+                store: redis.map(|r| store::Store::new(r, settings.redis_timeout, keep)),
                 rules,
                 flights: flight::Flights::new(size(settings.max_inflight_keys)),
                 lock_timeout: settings.lock_timeout,
                 max_entry_bytes: size(settings.max_entry_bytes),
                 max_query_bytes: size(settings.max_query_bytes),
                 trusted_proxies,
-                keep_generations: longest + settings.lock_timeout + Duration::from_secs(60),
             }),
         })
     }

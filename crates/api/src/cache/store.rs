@@ -7,8 +7,10 @@
 //!
 //! An entry is served only while the generations it was stored with are still current, so
 //! invalidating a tag is one `SET` per route carrying it, whatever the number of entries
-//! (Varnish's ban / Souin's surrogate keys without a SCAN). A generation key outlives every
-//! entry of its route: once it expires, no entry stored under its old value is left.
+//! (Varnish's ban / Souin's surrogate keys without a SCAN). A missing generation (never set,
+//! expired or evicted under `volatile-lru`) is created with a fresh value by the next lookup, so
+//! an entry stored under an older one can never match again: losing a generation costs misses,
+//! never a stale answer.
 
 use super::entry::Entry;
 use crate::redis_cluster::{RedisCluster, RedisError};
@@ -19,11 +21,19 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 /// KEYS: entry, lock, tag generations. ARGV: stale window (ms), `1` to skip the entry (refresh),
-/// lock token, lock time (ms). Returns {entry or nil, entry PTTL, 1 if the lock was taken,
-/// generations}. The lock is taken when there is no fresh entry.
+/// lock token, lock time (ms), a fresh generation, how long generations are kept (ms). Returns
+/// {entry or nil, entry PTTL, 1 if the lock was taken, generations}. The lock is taken when there
+/// is no fresh entry.
 const LOOKUP: &str = r"
 local gens = {}
-for i = 3, #KEYS do gens[#gens + 1] = redis.call('GET', KEYS[i]) or '0' end
+for i = 3, #KEYS do
+  local g = redis.call('GET', KEYS[i])
+  if not g then
+    g = ARGV[5]
+    redis.call('SET', KEYS[i], g, 'PX', ARGV[6])
+  end
+  gens[#gens + 1] = g
+end
 local gen = table.concat(gens, ',')
 local entry, pttl = false, -2
 if ARGV[2] ~= '1' then
@@ -48,7 +58,7 @@ return {entry, pttl, locked, gen}
 /// computed before a write must not outlive it), then releases the lock if it is still ours.
 const STORE: &str = r"
 local gens = {}
-for i = 3, #KEYS do gens[#gens + 1] = redis.call('GET', KEYS[i]) or '0' end
+for i = 3, #KEYS do gens[#gens + 1] = redis.call('GET', KEYS[i]) or '' end
 local stored = 0
 if table.concat(gens, ',') == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1] .. '\n' .. ARGV[2], 'PX', ARGV[3])
@@ -109,11 +119,17 @@ pub(crate) struct Lookup {
 pub(crate) struct Store {
     redis: RedisCluster,
     budget: Duration,
+    /// How long a tag generation is kept (far longer than any entry lives).
+    keep_generations: Duration,
 }
 
 impl Store {
-    pub fn new(redis: RedisCluster, budget: Duration) -> Self {
-        Self { redis, budget }
+    pub fn new(redis: RedisCluster, budget: Duration, keep_generations: Duration) -> Self {
+        Self {
+            redis,
+            budget,
+            keep_generations,
+        }
     }
 
     pub async fn lookup(
@@ -129,6 +145,8 @@ impl Store {
             if refresh { "1" } else { "0" }.into(),
             token.into(),
             ms(lock).max(1).into(),
+            ulid::Ulid::new().to_string().into(),
+            ms(self.keep_generations).into(),
         ];
         let reply = self
             .eval(LOOKUP, &LOOKUP_SHA, keys.keys.clone(), args)
@@ -191,18 +209,16 @@ impl Store {
         .map(drop)
     }
 
-    /// Give `tags` of `route` a new generation, kept for `keep` (longer than any entry lives).
-    pub async fn invalidate(
-        &self,
-        route: &str,
-        tags: &[String],
-        keep: Duration,
-    ) -> Result<(), RedisError> {
+    /// Give `tags` of `route` a new generation.
+    pub async fn invalidate(&self, route: &str, tags: &[String]) -> Result<(), RedisError> {
         let keys: Vec<Key> = tags
             .iter()
             .map(|t| generation_key(route, t).into())
             .collect();
-        let args: Vec<Value> = vec![ulid::Ulid::new().to_string().into(), ms(keep).into()];
+        let args: Vec<Value> = vec![
+            ulid::Ulid::new().to_string().into(),
+            ms(self.keep_generations).into(),
+        ];
         self.eval(INVALIDATE, &INVALIDATE_SHA, keys, args).await?;
         Ok(())
     }
