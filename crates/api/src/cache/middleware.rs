@@ -571,3 +571,28 @@ impl Drop for OnDrop {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_complete_successful_shareable_answers_are_stored() {
+        let ok = HeaderMap::new();
+        let sized = BodySize::Sized(10);
+        assert!(storable(StatusCode::OK, &ok, sized, 100));
+        assert!(!storable(StatusCode::NOT_FOUND, &ok, sized, 100));
+        assert!(!storable(StatusCode::PARTIAL_CONTENT, &ok, sized, 100));
+        assert!(!storable(StatusCode::OK, &ok, BodySize::Sized(101), 100));
+        assert!(!storable(StatusCode::OK, &ok, BodySize::Stream, 100));
+        for (name, value) in [
+            (SET_COOKIE, "a=b"),
+            (CACHE_CONTROL, "private"),
+            (CACHE_CONTROL, "max-age=5, no-store"),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(name, HeaderValue::from_static(value));
+            assert!(!storable(StatusCode::OK, &h, sized, 100), "{value}");
+        }
+    }
+}
