@@ -41,7 +41,8 @@ if ARGV[2] ~= '1' then
   if v then
     local nl = string.find(v, '\n', 1, true)
     if nl and string.sub(v, 1, nl - 1) == gen then
-      entry = string.sub(v, nl + 1)
+      -- Whole: the caller drops the generations line (no copy of the body in Lua).
+      entry = v
       pttl = redis.call('PTTL', KEYS[1])
     end
   end
@@ -162,11 +163,15 @@ impl Store {
         };
         let locked = parts.pop().and_then(|v| v.as_i64()) == Some(1);
         let pttl = parts.pop().and_then(|v| v.as_i64()).unwrap_or(-2);
-        let entry = match parts.pop() {
-            Some(Value::Bytes(b)) => Entry::decode(b),
-            Some(Value::String(s)) => Entry::decode(s.into_inner()),
+        let stored = match parts.pop() {
+            Some(Value::Bytes(b)) => Some(b),
+            Some(Value::String(s)) => Some(s.into_inner()),
             _ => None,
         };
+        let entry = stored.and_then(|b| {
+            let line = b.iter().position(|&c| c == b'\n')?;
+            Entry::decode(b.slice(line + 1..))
+        });
         Ok(Lookup {
             entry: entry.map(|e| (e, pttl)),
             locked,
