@@ -176,7 +176,7 @@ bk_scratch_stop() {
 
 # The counts of the dataset loaded in the scratch server, as manifest lines:
 #   keys=N, keys_persistent=N (no TTL: these must survive a restore exactly), queues=a,b and
-#   per queue (crates/jobqueue/src/storage.rs' key layout): jobs (the `data` hash), delayed,
+#   per queue (crates/jobqueue/src/store/mod.rs' key layout): jobs (the `data` hash), delayed,
 #   retrying, active, inflight, finished, dead.
 # One Lua call: the scratch server is private, so blocking it is fine.
 bk_scratch_counts() {

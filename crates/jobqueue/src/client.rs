@@ -88,8 +88,7 @@ impl JobQueue {
     /// One PING, bounded by the call timeout.
     pub async fn ping(&self) -> Result<(), JobQueueError> {
         self.with_connection(self.inner.store.call_timeout(), |mut c| async move {
-            redis::cmd("PING").query_async::<String>(&mut c).await?;
-            Ok(())
+            store::ping(&mut c).await
         })
         .await
     }

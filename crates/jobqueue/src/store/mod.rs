@@ -590,6 +590,12 @@ pub async fn finish(
     Ok(call.invoke_async(conn).await?)
 }
 
+/// One PING (the api's readiness).
+pub async fn ping(conn: &mut ConnectionManager) -> Result<(), JobQueueError> {
+    redis::cmd("PING").query_async::<String>(conn).await?;
+    Ok(())
+}
+
 /// Resume a paused queue and wake a waiting worker.
 pub async fn resume(conn: &mut ConnectionManager, keys: &Keys) -> Result<(), JobQueueError> {
     let mut pipe = redis::pipe();
@@ -628,4 +634,109 @@ pub fn wake(pipe: &mut redis::Pipeline, keys: &Keys) {
         .ignore()
         .ltrim(&keys.wake, -1, -1)
         .ignore();
+}
+
+/// The rule of this module, checked: outside `store/` (and the Redis layer, which knows no
+/// key), no Rust source of the workspace names a queue key, touches a `Keys` field, sends a raw
+/// Redis command or loads a job-queue script.
+#[cfg(test)]
+mod owns_every_key_and_script {
+    use std::path::{Path, PathBuf};
+
+    /// Key suffixes of a queue, as they would appear in a string literal.
+    const KEY_SUFFIXES: [&str; 16] = [
+        ":delayed\"",
+        ":retrying\"",
+        ":finished\"",
+        ":dead_at\"",
+        ":meta\"",
+        ":errors\"",
+        ":unique\"",
+        ":paused\"",
+        ":history\"",
+        ":wake\"",
+        ":data\"",
+        ":active\"",
+        ":inflight\"",
+        ":workers\"",
+        ":scheduled\"",
+        ":done\"",
+    ];
+    /// `Keys` fields read outside the store would be key knowledge.
+    const KEY_FIELDS: [&str; 11] = [
+        "delayed", "retrying", "finished", "dead_at", "meta", "errors", "unique", "paused",
+        "history", "wake", "apalis",
+    ];
+    /// Raw Redis access and script loading (the api's limiter and cache, on the cluster through
+    /// fred, have their own scripts and are not the job queue's).
+    const RAW: [&str; 4] = [
+        "redis::cmd(",
+        "redis::pipe(",
+        "Script::new(",
+        "include_str!(",
+    ];
+
+    fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                rust_files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    #[test]
+    fn no_key_or_script_outside_the_store() {
+        let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let store = crates.join("jobqueue/src/store");
+        let mut files = Vec::new();
+        for krate in ["jobqueue", "worker", "bench", "api"] {
+            rust_files(&crates.join(krate).join("src"), &mut files);
+        }
+        assert!(
+            files.len() > 20,
+            "sources not found under {}",
+            crates.display()
+        );
+        let mut found = Vec::new();
+        for file in files.iter().filter(|f| !f.starts_with(&store)) {
+            let text = std::fs::read_to_string(file).unwrap_or_default();
+            let job_queue_code = !file.to_string_lossy().contains("/api/src/");
+            for (n, line) in text.lines().enumerate() {
+                let code = line.split("//").next().unwrap_or_default();
+                let mut bad: Vec<&str> = KEY_SUFFIXES
+                    .iter()
+                    .copied()
+                    .filter(|k| code.contains(k))
+                    .collect();
+                for field in KEY_FIELDS {
+                    for access in [format!("keys.{field}"), format!("keys().{field}")] {
+                        let hit = code.match_indices(&access).any(|(i, _)| {
+                            let next = code[i + access.len()..].chars().next();
+                            !next.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '(')
+                        });
+                        if hit {
+                            bad.push(field);
+                        }
+                    }
+                }
+                if job_queue_code {
+                    bad.extend(RAW.iter().copied().filter(|r| code.contains(r)));
+                }
+                if !bad.is_empty() {
+                    found.push(format!("{}:{}: {bad:?}: {line}", file.display(), n + 1));
+                }
+            }
+        }
+        assert!(
+            found.is_empty(),
+            "key names, Keys fields or raw Redis calls outside crates/jobqueue/src/store:\n{}",
+            found.join("\n")
+        );
+    }
 }
