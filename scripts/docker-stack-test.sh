@@ -182,7 +182,9 @@ log "stopping worker ${victim:0:12} mid-job ($victim_key holds jobs)"
 docker stop -t 40 "$victim" >/dev/null
 exit_code="$(docker inspect -f '{{.State.ExitCode}}' "$victim")"
 [ "$exit_code" = 0 ] || fail "the stopped worker exited $exit_code (not a clean drain; 137 = killed)"
-docker logs "$victim" 2>&1 | grep -q 'finishing in-flight jobs' || fail "the stopped worker did not log its drain"
+victim_log="$(docker logs "$victim" 2>&1)"
+grep -q 'finishing in-flight jobs' <<<"$victim_log" || fail "the stopped worker did not log its drain"
+grep -q 'shutdown grace elapsed' <<<"$victim_log" && fail "the stopped worker ran out of its shutdown grace"
 all_done() {
     local id
     for id in "${ids[@]}"; do job_done "$id" || return 1; done
