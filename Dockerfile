@@ -38,7 +38,7 @@ RUN cargo build --release --locked --bin api --bin worker \
 FROM ${RUNTIME_IMAGE} AS runtime
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates curl \
-    && rm -rf /var/lib/apt/lists/* \
+    && apt-get clean && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin cacheserver
 WORKDIR /app
 COPY config/ /app/config/

@@ -65,7 +65,7 @@ cleanup() {
         compose ps >&2 2>/dev/null || true
         compose logs --tail 40 api worker redis-cluster-init >&2 2>/dev/null || true
     fi
-    [ -n "$native_api_pid" ] && kill "$native_api_pid" 2>/dev/null && wait "$native_api_pid" 2>/dev/null
+    if [ -n "$native_api_pid" ]; then kill "$native_api_pid" 2>/dev/null || true; wait "$native_api_pid" 2>/dev/null || true; fi
     compose down -v --remove-orphans --timeout 5 >/dev/null 2>&1 || true
     if [ "$redis_docker_started" = 1 ]; then
         REDIS_MODE=docker scripts/start-redis.sh stop >/dev/null 2>&1 || true
