@@ -42,6 +42,10 @@ pub async fn bench(plan: &Plan, out: Option<&Path>) -> anyhow::Result<Report> {
         let r = sections::bullmq::run(&stack, plan, &mut report, ours).await;
         check(plan, &mut report, "bullmq", r)?;
     }
+    if plan.runs("cache") {
+        let r = sections::cache::run(&stack, plan, &mut report).await;
+        check(plan, &mut report, "cache", r)?;
+    }
     if plan.runs("reconnect") {
         let r = sections::reconnect::run(&mut stack, plan, &mut report).await;
         check(plan, &mut report, "reconnect", r)?;

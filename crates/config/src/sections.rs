@@ -25,6 +25,7 @@ impl Default for ServerSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct ApiSettings {
     pub rate_limit: RateLimitSettings,
+    pub cache: crate::CacheSettings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
