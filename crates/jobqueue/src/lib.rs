@@ -14,6 +14,10 @@
 //!
 //! The worker runtime (apalis, supervisor, runner, result writer) is `crates/worker`.
 
+// Job-type files name this crate by its name, so one file works in `jobs/` and in another crate
+// (the README's example, `crates/api/tests/job_type_example/thumbnail.rs`).
+extern crate self as cacheserver_jobqueue;
+
 mod batcher;
 mod client;
 mod error;
