@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod chaos;
+pub mod cors;
 pub mod domain_metrics;
 pub mod error;
 pub mod http_metrics;
