@@ -115,6 +115,16 @@ redis-status:
 redis-reset:
     scripts/start-redis.sh reset
 
+# Back up the jobqueue Redis into backups/<UTC time>/ and keep the newest 48 (env: BACKUP_DIR, BACKUP_KEEP, REDIS_*; see scripts/backup.sh)
+backup:
+    scripts/ensure-redis.sh
+    scripts/backup.sh
+
+# Restore the jobqueue Redis from a backup dir: verifies it first; refuses while the api or worker is connected unless --force
+restore *ARGS:
+    scripts/ensure-redis.sh
+    scripts/restore.sh "$@"
+
 # Web Redis browser: Redis Insight (Docker engine) at :5540, else redis-commander (npm, read-only) at 127.0.0.1:${INSIGHT_PORT:-8081}
 insight:
     scripts/start-redis-insight.sh start

@@ -3,6 +3,7 @@
 //! `startup::Application::build` wires everything; `main` and the tests both use it.
 
 pub mod auth;
+pub mod cache;
 pub mod chaos;
 pub mod cors;
 pub mod domain_metrics;

@@ -1,6 +1,7 @@
 //! `Application::build`: the one place that wires clients, state, middleware and routes.
 //! `main` and the tests both use it (tests bind port 0).
 
+use crate::cache::ResponseCache;
 use crate::error::{json_error_handler, path_error_handler, query_error_handler};
 use crate::ratelimit::{Clock, Limiter};
 use crate::redis_cluster::RedisCluster;
@@ -30,6 +31,8 @@ pub enum StartupError {
     Redis(#[from] crate::redis_cluster::RedisError),
     #[error("rate limiter: {0}")]
     Limiter(String),
+    #[error("response cache: {0}")]
+    Cache(String),
     #[error("jobqueue: {0}")]
     Jobqueue(#[from] cacheserver_jobqueue::JobQueueError),
 }
@@ -49,6 +52,12 @@ impl Application {
         let redis = cluster_client(&settings)?;
         let limiter = Limiter::new(&settings.api.rate_limit, redis.clone(), Clock::system())
             .map_err(StartupError::Limiter)?;
+        let cache = ResponseCache::new(
+            &settings.api.cache,
+            limiter.trusted_proxies().to_vec(),
+            redis.clone(),
+        )
+        .map_err(StartupError::Cache)?;
         let jobs = JobQueue::new(&settings.cache_server.redis.jobqueue, &settings.jobqueue)?;
         let bind = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&bind).map_err(|source| StartupError::Bind {
@@ -67,8 +76,13 @@ impl Application {
             metrics,
             chaos: Default::default(),
         });
-        let server = serve(listener, state.clone(), web::Data::new(limiter))
-            .map_err(|source| StartupError::Bind { addr: bind, source })?;
+        let server = serve(
+            listener,
+            state.clone(),
+            web::Data::new(limiter),
+            web::Data::new(cache),
+        )
+        .map_err(|source| StartupError::Bind { addr: bind, source })?;
         Ok(Self {
             addr,
             server,
@@ -102,8 +116,9 @@ fn cluster_client(settings: &Settings) -> Result<Option<RedisCluster>, StartupEr
     let cluster = &settings.cache_server.redis.default;
     let limiting_in_redis = settings.api.rate_limit.enabled
         && settings.api.rate_limit.storage_type != StorageType::Memory;
-    if !cluster.is_enabled() || !limiting_in_redis {
-        tracing::info!("rate limiting in memory (no Redis cluster in use)");
+    let caching = settings.api.cache.enabled && !settings.api.cache.routes.is_empty();
+    if !cluster.is_enabled() || !(limiting_in_redis || caching) {
+        tracing::info!("rate limiting in memory, no response cache (no Redis cluster in use)");
         return Ok(None);
     }
     Ok(Some(RedisCluster::connect_lazy(cluster)?))
@@ -113,6 +128,7 @@ fn serve(
     listener: TcpListener,
     state: web::Data<AppState>,
     limiter: web::Data<Limiter>,
+    cache: web::Data<ResponseCache>,
 ) -> std::io::Result<Server> {
     let cors = state.settings.api.cors.clone();
     let server = HttpServer::new(move || {
@@ -135,6 +151,7 @@ fn serve(
             .app_data(web::QueryConfig::default().error_handler(query_error_handler))
             .app_data(state.clone())
             .app_data(limiter.clone())
+            .app_data(cache.clone())
             .configure(routes::configure)
     })
     .listen(listener)?

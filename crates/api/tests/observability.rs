@@ -103,7 +103,7 @@ fn dashboard_queries_only_metrics_the_api_emits() {
             .unwrap();
     let dashboard: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
     let mut sources = String::new();
-    for dir in ["src", "src/routes", "src/ratelimit"] {
+    for dir in ["src", "src/routes", "src/ratelimit", "src/cache"] {
         for entry in std::fs::read_dir(root.join(dir)).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "rs") {

@@ -105,6 +105,26 @@ pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// For tests: `target/debug`, with `api` and `worker` built (a no-op when nextest built them
+/// already); the running test binary is `target/debug/deps/<test>-<hash>`.
+#[allow(clippy::expect_used)]
+pub fn debug_bin_dir() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .current_dir(workspace_root())
+        .args(["build", "--quiet", "-p", "cacheserver-api", "--bin", "api"])
+        .args(["-p", "cacheserver-jobqueue", "--bin", "worker"])
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "cargo build of api and worker failed");
+    std::env::current_exe()
+        .expect("test binary path")
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target/debug")
+        .to_owned()
+}
+
 /// Milliseconds since the Unix epoch (the same clock the worker uses for due times).
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()

@@ -46,6 +46,10 @@ pub async fn bench(plan: &Plan, out: Option<&Path>) -> anyhow::Result<Report> {
         let r = sections::bullmq::run(&stack, plan, &mut report, ours).await;
         check(plan, &mut report, "bullmq", r)?;
     }
+    if plan.runs("cache") {
+        let r = sections::cache::run(&stack, plan, &mut report).await;
+        check(plan, &mut report, "cache", r)?;
+    }
     if plan.runs("reconnect") {
         report.gate(quiet::wait("section reconnect (start)", plan.quiet_bound).await);
         let r = sections::reconnect::run(&mut stack, plan, &mut report).await;

@@ -4,28 +4,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use cacheserver_bench::drill::{self, DrillPlan};
-use cacheserver_bench::{runner, workspace_root, Plan};
-use std::path::PathBuf;
-use std::process::Command;
-
-/// `target/debug`, with `api` and `worker` built (a no-op when nextest built them already).
-fn debug_bins() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(workspace_root())
-        .args(["build", "--quiet", "-p", "cacheserver-api", "--bin", "api"])
-        .args(["-p", "cacheserver-jobqueue", "--bin", "worker"])
-        .status()
-        .expect("run cargo build");
-    assert!(status.success(), "cargo build of api and worker failed");
-    let exe = std::env::current_exe().unwrap();
-    // target/debug/deps/smoke-<hash> → target/debug
-    exe.parent().and_then(|d| d.parent()).unwrap().to_owned()
-}
+use cacheserver_bench::{runner, Plan};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_smoke_runs_every_section() {
-    let plan = Plan::smoke(debug_bins());
+    let plan = Plan::smoke(cacheserver_bench::debug_bin_dir());
     let report = runner::bench(&plan, None).await.expect("smoke bench");
     assert!(report.rows.len() >= 30, "rows: {}", report.rows.len());
     bullmq_rows_are_sane(&report);
@@ -62,7 +45,7 @@ fn bullmq_rows_are_sane(report: &cacheserver_bench::report::Report) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "minutes: run with `just drill`"]
 async fn drill_loses_no_accepted_job() {
-    let summary = drill::run(&debug_bins(), DrillPlan::full())
+    let summary = drill::run(&cacheserver_bench::debug_bin_dir(), DrillPlan::full())
         .await
         .expect("drill");
     println!("{}", summary.line());

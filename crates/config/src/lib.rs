@@ -5,11 +5,13 @@
 //! overrides. `APP_ENV` is develop | staging | production | test (default develop);
 //! `APP_CONFIG_DIR` moves the `config` root. Each service reads only its own sections.
 
+mod cache;
 mod duration;
 mod error;
 mod redis;
 mod sections;
 
+pub use cache::{CacheInvalidation, CacheKey, CacheRoute, CacheSettings};
 pub use duration::parse as parse_duration;
 pub use error::ConfigError;
 pub use redis::{
@@ -153,6 +155,7 @@ impl Settings {
 
     fn apply_defaults(&mut self) {
         self.api.rate_limit.apply_defaults();
+        self.api.cache.apply_defaults();
         self.chaos.apply_defaults();
         self.jobqueue.apply_defaults();
         self.cache_server.redis.default.apply_defaults();
@@ -192,6 +195,9 @@ impl Settings {
         }
         if let Err(reason) = self.api.cors.validate_origins() {
             return invalid("api.cors.allowed_origins", reason);
+        }
+        if let Err(reason) = self.api.cache.validate_rules() {
+            return invalid("api.cache", reason);
         }
         let cluster = &self.cache_server.redis.default;
         if rl.storage_type == StorageType::Redis && !cluster.is_enabled() {

@@ -26,6 +26,7 @@ impl Default for ServerSettings {
 pub struct ApiSettings {
     pub rate_limit: RateLimitSettings,
     pub cors: CorsSettings,
+    pub cache: crate::CacheSettings,
 }
 
 /// `api.cors`: which browser origins may call the api (default: none, no CORS headers).

@@ -27,8 +27,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .wrap(from_fn(rate_limit))
                 .service(ping::ping)
                 .service(
-                    // Everything under `/api` but `ping`: one guard for the jobs API key.
+                    // Everything under `/api` but `ping`: one guard for the jobs API key, then
+                    // the response cache (`api.cache` decides which routes it caches).
                     web::scope("")
+                        .wrap(from_fn(crate::cache::response_cache))
                         .wrap(from_fn(crate::auth::jobs_api_key))
                         .configure(jobs::configure)
                         .configure(queues::configure)

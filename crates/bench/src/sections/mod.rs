@@ -1,6 +1,7 @@
 //! The measurements of `just bench`, one module per topic. Each appends rows to the report.
 
 pub mod bullmq;
+pub mod cache;
 pub mod enqueue;
 pub mod limiter;
 pub mod reconnect;

@@ -1,0 +1,135 @@
+//! Single-flight within one api instance: concurrent requests for one key wait for the first
+//! (the leader) instead of each asking Redis or the handler. Bounded: beyond `capacity` keys in
+//! flight, requests go their own way. A leader that is dropped (client gone) releases its
+//! followers, who then answer on their own.
+
+use super::entry::Entry;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+
+/// What a leader hands its followers: the entry it served and whether it was stale, or nothing
+/// usable (the handler's answer was not cacheable).
+#[derive(Clone)]
+pub(crate) enum Outcome {
+    Entry {
+        entry: Arc<Entry>,
+        /// How long it stays fresh (zero when stale).
+        fresh_for: std::time::Duration,
+        stale: bool,
+    },
+    Nothing,
+}
+
+type Slot = watch::Receiver<Option<Outcome>>;
+
+#[derive(Clone)]
+pub(crate) struct Flights {
+    map: Arc<Mutex<HashMap<String, Slot>>>,
+    capacity: usize,
+}
+
+pub(crate) enum Join {
+    Leader(Leader),
+    Follower(Slot),
+    /// Too many keys in flight: not coalesced.
+    Full,
+}
+
+impl Flights {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            map: Arc::default(),
+            capacity,
+        }
+    }
+
+    pub fn join(&self, key: &str) -> Join {
+        let Ok(mut map) = self.map.lock() else {
+            return Join::Full;
+        };
+        if let Some(slot) = map.get(key) {
+            return Join::Follower(slot.clone());
+        }
+        if map.len() >= self.capacity {
+            return Join::Full;
+        }
+        let (tx, rx) = watch::channel(None);
+        map.insert(key.to_owned(), rx);
+        Join::Leader(Leader {
+            flights: self.clone(),
+            key: key.to_owned(),
+            tx,
+        })
+    }
+
+    /// Keys in flight (tests and metrics).
+    pub fn len(&self) -> usize {
+        self.map.lock().map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+pub(crate) struct Leader {
+    flights: Flights,
+    key: String,
+    tx: watch::Sender<Option<Outcome>>,
+}
+
+impl Leader {
+    pub fn publish(self, outcome: Outcome) {
+        self.tx.send_replace(Some(outcome));
+        // Drop removes the key.
+    }
+}
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.flights.map.lock() {
+            map.remove(&self.key);
+        }
+    }
+}
+
+/// Wait for the leader's outcome; `None` when it went away or `bound` passed.
+pub(crate) async fn follow(mut slot: Slot, bound: std::time::Duration) -> Option<Outcome> {
+    match tokio::time::timeout(bound, slot.wait_for(Option::is_some)).await {
+        Ok(Ok(outcome)) => outcome.clone(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn followers_get_the_leaders_outcome_and_the_map_is_bounded() {
+        let flights = Flights::new(1);
+        let Join::Leader(leader) = flights.join("a") else {
+            panic!("first is the leader")
+        };
+        let Join::Follower(slot) = flights.join("a") else {
+            panic!("second follows")
+        };
+        assert!(matches!(flights.join("b"), Join::Full));
+        let waiter = tokio::spawn(follow(slot, Duration::from_secs(5)));
+        leader.publish(Outcome::Nothing);
+        assert!(matches!(waiter.await.unwrap(), Some(Outcome::Nothing)));
+        assert_eq!(flights.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_leader_releases_its_followers() {
+        let flights = Flights::new(10);
+        let Join::Leader(leader) = flights.join("a") else {
+            panic!()
+        };
+        let Join::Follower(slot) = flights.join("a") else {
+            panic!()
+        };
+        drop(leader);
+        assert!(follow(slot, Duration::from_secs(5)).await.is_none());
+    }
+}

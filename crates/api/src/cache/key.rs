@@ -1,0 +1,142 @@
+//! The cache key of a request: route pattern + normalised query + the key policy's value. Headers
+//! the key does not name (`X-Forwarded-Host`, `Accept-Encoding`, ...) never change it, so they
+//! cannot poison an entry; a credential is hashed, never stored in clear.
+
+use super::rules::{fill, path_params, RouteRule};
+use actix_web::http::header::{HeaderMap, AUTHORIZATION, CACHE_CONTROL, PRAGMA};
+use cacheserver_config::CacheKey;
+use std::net::IpAddr;
+
+/// Longest filled tag; longer path params make the request bypass the cache.
+const MAX_TAG_BYTES: usize = 256;
+
+/// Why a request on a cached route does not use the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Bypass {
+    /// `Authorization` on a route whose key does not include it.
+    Authorization,
+    QueryTooLong,
+    /// The request said `Cache-Control: no-store`.
+    NoStore,
+    TagTooLong,
+}
+
+/// A request's place in the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RequestKey {
+    /// SHA-1 (hex) of everything the entry depends on.
+    pub hash: String,
+    /// Filled tags the entry carries.
+    pub tags: Vec<String>,
+}
+
+pub(crate) struct RequestParts<'a> {
+    pub pattern: &'a str,
+    pub path: &'a str,
+    pub query: &'a str,
+    pub headers: &'a HeaderMap,
+    pub ip: IpAddr,
+}
+
+pub(crate) fn build(
+    rule: &RouteRule,
+    req: &RequestParts<'_>,
+    max_query: usize,
+) -> Result<RequestKey, Bypass> {
+    if req.query.len() > max_query {
+        return Err(Bypass::QueryTooLong);
+    }
+    if directives(req.headers).any(|d| d == "no-store") {
+        return Err(Bypass::NoStore);
+    }
+    let keyed_on_authorization = rule.key == CacheKey::Header("authorization".into());
+    if req.headers.contains_key(AUTHORIZATION) && !keyed_on_authorization {
+        return Err(Bypass::Authorization);
+    }
+    let identity = match &rule.key {
+        CacheKey::Shared => "shared".to_owned(),
+        CacheKey::Ip => format!("ip:{}", req.ip),
+        CacheKey::Header(name) => {
+            // Every value of the header counts, so `A: x` and `A: x, A: y` differ.
+            let values: Vec<&[u8]> = req
+                .headers
+                .get_all(name.as_str())
+                .map(|v| v.as_bytes())
+                .collect();
+            if values.is_empty() {
+                "anonymous".to_owned()
+            } else {
+                let joined = values.join(&b'\n');
+                format!(
+                    "h:{}",
+                    fred::util::sha1_hash(&String::from_utf8_lossy(&joined))
+                )
+            }
+        }
+    };
+    let params = path_params(req.pattern, req.path);
+    let mut tags = Vec::with_capacity(rule.tags.len());
+    for template in &rule.tags {
+        if let Some(tag) = fill(template, &params) {
+            if tag.len() > MAX_TAG_BYTES {
+                return Err(Bypass::TagTooLong);
+            }
+            tags.push(tag);
+        }
+    }
+    let material = format!(
+        "v1\n{}\n{}\n{}\n{identity}",
+        req.pattern,
+        req.path,
+        normalized_query(req.query)
+    );
+    Ok(RequestKey {
+        hash: fred::util::sha1_hash(&material),
+        tags,
+    })
+}
+
+/// Decoded `name=value` pairs sorted, so `?b=2&a=1` and `?a=%31&b=2` share an entry.
+pub(crate) fn normalized_query(query: &str) -> String {
+    let mut pairs = actix_web::web::Query::<Vec<(String, String)>>::from_query(query)
+        .map(|q| q.into_inner())
+        .unwrap_or_else(|_| vec![(query.to_owned(), String::new())]);
+    pairs.sort();
+    let mut out = String::with_capacity(query.len());
+    for (name, value) in pairs {
+        // Lengths first: no pair of names and values can spell another.
+        out.push_str(&format!("{}:{name}={}:{value}&", name.len(), value.len()));
+    }
+    out
+}
+
+/// The request asks to skip stored entries (`Cache-Control: no-cache` / `max-age=0`, or
+/// `Pragma: no-cache`).
+pub(crate) fn wants_refresh(headers: &HeaderMap) -> bool {
+    directives(headers).any(|d| d == "no-cache" || d == "max-age=0")
+        || headers
+            .get(PRAGMA)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.to_ascii_lowercase().contains("no-cache"))
+}
+
+fn directives(headers: &HeaderMap) -> impl Iterator<Item = String> + '_ {
+    headers
+        .get_all(CACHE_CONTROL)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|d| d.trim().to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn query_is_sorted_and_decoded() {
+        assert_eq!(normalized_query("b=2&a=1"), normalized_query("a=%31&b=2"));
+        assert_ne!(normalized_query("a=1"), normalized_query("a=2"));
+        assert_ne!(normalized_query("a=1&b=2"), normalized_query("a=1%26b%3D2"));
+    }
+}

@@ -1,0 +1,262 @@
+//! The Redis side: the only code that knows the cache's keys and scripts. A route's keys share
+//! the hash tag `{<path_prefix>}` (one slot per route), so one script sees an entry, its lock and
+//! the route's tag generations:
+//! - `rc:{<route>}:e:<sha1>`: the entry, `<generations>\n<entry bytes>`, `PX` = ttl + stale_ttl;
+//! - `rc:{<route>}:l:<sha1>`: the refresh lock (`SET NX PX`, a random token);
+//! - `rc:{<route>}:g:<tag>`: the tag's generation (a ULID, set on invalidation).
+//!
+//! An entry is served only while the generations it was stored with are still current, so
+//! invalidating a tag is one `SET` per route carrying it, whatever the number of entries
+//! (Varnish's ban / Souin's surrogate keys without a SCAN). A missing generation (never set,
+//! expired or evicted under `volatile-lru`) is created with a fresh value by the next lookup, so
+//! an entry stored under an older one can never match again: losing a generation costs misses,
+//! never a stale answer.
+
+use super::entry::Entry;
+use crate::redis_cluster::{RedisCluster, RedisError};
+use actix_web::web::Bytes;
+use fred::interfaces::LuaInterface;
+use fred::types::{Key, Value};
+use std::sync::LazyLock;
+use std::time::Duration;
+
+/// KEYS: entry, lock, tag generations. ARGV: stale window (ms), `1` to skip the entry (refresh),
+/// lock token, lock time (ms), a fresh generation, how long generations are kept (ms). Returns
+/// {entry or nil, entry PTTL, 1 if the lock was taken, generations}. The lock is taken when there
+/// is no fresh entry.
+const LOOKUP: &str = r"
+local gens = {}
+for i = 3, #KEYS do
+  local g = redis.call('GET', KEYS[i])
+  if not g then
+    g = ARGV[5]
+    redis.call('SET', KEYS[i], g, 'PX', ARGV[6])
+  end
+  gens[#gens + 1] = g
+end
+local gen = table.concat(gens, ',')
+local entry, pttl = false, -2
+if ARGV[2] ~= '1' then
+  local v = redis.call('GET', KEYS[1])
+  if v then
+    local nl = string.find(v, '\n', 1, true)
+    if nl and string.sub(v, 1, nl - 1) == gen then
+      -- Whole: the caller drops the generations line (no copy of the body in Lua).
+      entry = v
+      pttl = redis.call('PTTL', KEYS[1])
+    end
+  end
+end
+local locked = 0
+if (not entry) or pttl <= tonumber(ARGV[1]) then
+  if redis.call('SET', KEYS[2], ARGV[3], 'NX', 'PX', ARGV[4]) then locked = 1 end
+end
+return {entry, pttl, locked, gen}
+";
+
+/// KEYS: entry, lock, tag generations. ARGV: generations seen by the lookup, entry bytes, PX,
+/// lock token (may be empty). Stores only if no tag was invalidated since the lookup (a response
+/// computed before a write must not outlive it), then releases the lock if it is still ours.
+const STORE: &str = r"
+local gens = {}
+for i = 3, #KEYS do gens[#gens + 1] = redis.call('GET', KEYS[i]) or '' end
+local stored = 0
+if table.concat(gens, ',') == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1] .. '\n' .. ARGV[2], 'PX', ARGV[3])
+  stored = 1
+end
+if ARGV[4] ~= '' and redis.call('GET', KEYS[2]) == ARGV[4] then redis.call('DEL', KEYS[2]) end
+return stored
+";
+
+/// KEYS: generation keys of one route. ARGV: new generation, PX.
+const INVALIDATE: &str = r"
+for i = 1, #KEYS do redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2]) end
+return #KEYS
+";
+
+static LOOKUP_SHA: LazyLock<String> = LazyLock::new(|| fred::util::sha1_hash(LOOKUP));
+static STORE_SHA: LazyLock<String> = LazyLock::new(|| fred::util::sha1_hash(STORE));
+static INVALIDATE_SHA: LazyLock<String> = LazyLock::new(|| fred::util::sha1_hash(INVALIDATE));
+
+/// The keys of one request's entry.
+#[derive(Debug, Clone)]
+pub(crate) struct EntryKeys {
+    keys: Vec<Key>,
+}
+
+impl EntryKeys {
+    pub fn new(route: &str, hash: &str, tags: &[String]) -> Self {
+        let mut keys = Vec::with_capacity(2 + tags.len());
+        keys.push(format!("rc:{{{route}}}:e:{hash}").into());
+        keys.push(format!("rc:{{{route}}}:l:{hash}").into());
+        keys.extend(tags.iter().map(|t| generation_key(route, t).into()));
+        Self { keys }
+    }
+
+    /// The entry's key (tests and `redis-cli` users look for it).
+    pub fn entry(&self) -> String {
+        self.keys
+            .first()
+            .and_then(|k| k.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+}
+
+fn generation_key(route: &str, tag: &str) -> String {
+    format!("rc:{{{route}}}:g:{tag}")
+}
+
+/// What the cluster holds for a request.
+pub(crate) struct Lookup {
+    /// The entry (not yet checked against `Vary`) and its remaining life in ms.
+    pub entry: Option<(Entry, i64)>,
+    /// This request holds the refresh lock.
+    pub locked: bool,
+    /// Tag generations to store a refreshed entry with.
+    pub generations: Bytes,
+}
+
+pub(crate) struct Store {
+    redis: RedisCluster,
+    budget: Duration,
+    /// How long a tag generation is kept (far longer than any entry lives).
+    keep_generations: Duration,
+}
+
+impl Store {
+    pub fn new(redis: RedisCluster, budget: Duration, keep_generations: Duration) -> Self {
+        Self {
+            redis,
+            budget,
+            keep_generations,
+        }
+    }
+
+    pub async fn lookup(
+        &self,
+        keys: &EntryKeys,
+        stale: Duration,
+        refresh: bool,
+        token: &str,
+        lock: Duration,
+    ) -> Result<Lookup, RedisError> {
+        let args: Vec<Value> = vec![
+            ms(stale).into(),
+            if refresh { "1" } else { "0" }.into(),
+            token.into(),
+            ms(lock).max(1).into(),
+            ulid::Ulid::new().to_string().into(),
+            ms(self.keep_generations).into(),
+        ];
+        let reply = self
+            .eval(LOOKUP, &LOOKUP_SHA, keys.keys.clone(), args)
+            .await?;
+        let Value::Array(mut parts) = reply else {
+            return Err(unexpected());
+        };
+        parts.truncate(4);
+        let generations = match parts.pop() {
+            Some(Value::Bytes(b)) => b,
+            Some(Value::String(s)) => s.into_inner(),
+            _ => return Err(unexpected()),
+        };
+        let locked = parts.pop().and_then(|v| v.as_i64()) == Some(1);
+        let pttl = parts.pop().and_then(|v| v.as_i64()).unwrap_or(-2);
+        let stored = match parts.pop() {
+            Some(Value::Bytes(b)) => Some(b),
+            Some(Value::String(s)) => Some(s.into_inner()),
+            _ => None,
+        };
+        let entry = stored.and_then(|b| {
+            let line = b.iter().position(|&c| c == b'\n')?;
+            Entry::decode(b.slice(line + 1..))
+        });
+        Ok(Lookup {
+            entry: entry.map(|e| (e, pttl)),
+            locked,
+            generations,
+        })
+    }
+
+    /// Store `entry` for `lifetime` unless a tag changed since `generations`; releases `token`'s
+    /// lock. Returns whether it was stored.
+    pub async fn store(
+        &self,
+        keys: &EntryKeys,
+        generations: Bytes,
+        entry: Vec<u8>,
+        lifetime: Duration,
+        token: &str,
+    ) -> Result<bool, RedisError> {
+        let args: Vec<Value> = vec![
+            Value::Bytes(generations),
+            Value::Bytes(entry.into()),
+            ms(lifetime).max(1).into(),
+            token.into(),
+        ];
+        let reply = self
+            .eval(STORE, &STORE_SHA, keys.keys.clone(), args)
+            .await?;
+        Ok(reply.as_i64() == Some(1))
+    }
+
+    /// Release `token`'s lock without storing: a generation that never matches stores nothing.
+    pub async fn release(&self, keys: &EntryKeys, token: &str) -> Result<(), RedisError> {
+        self.store(
+            keys,
+            Bytes::from_static(b"-"),
+            Vec::new(),
+            Duration::from_millis(1),
+            token,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Give `tags` of `route` a new generation.
+    pub async fn invalidate(&self, route: &str, tags: &[String]) -> Result<(), RedisError> {
+        let keys: Vec<Key> = tags
+            .iter()
+            .map(|t| generation_key(route, t).into())
+            .collect();
+        let args: Vec<Value> = vec![
+            ulid::Ulid::new().to_string().into(),
+            ms(self.keep_generations).into(),
+        ];
+        self.eval(INVALIDATE, &INVALIDATE_SHA, keys, args).await?;
+        Ok(())
+    }
+
+    /// One bounded EVALSHA, loading the script once on NOSCRIPT (after a restart or failover).
+    async fn eval(
+        &self,
+        script: &'static str,
+        sha: &'static str,
+        keys: Vec<Key>,
+        args: Vec<Value>,
+    ) -> Result<Value, RedisError> {
+        self.redis
+            .call(self.budget, |c| async move {
+                match c.evalsha(sha, keys.clone(), args.clone()).await {
+                    Err(e) if e.details().starts_with("NOSCRIPT") => {
+                        c.script_load_cluster::<(), _>(script).await?;
+                        c.evalsha(sha, keys, args).await
+                    }
+                    other => other,
+                }
+            })
+            .await
+    }
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn unexpected() -> RedisError {
+    RedisError::Redis(fred::error::Error::new(
+        fred::error::ErrorKind::Parse,
+        "unexpected reply from the cache script",
+    ))
+}
