@@ -47,6 +47,7 @@ pub async fn bench(plan: &Plan, out: Option<&Path>) -> anyhow::Result<Report> {
         check(plan, &mut report, "bullmq", r)?;
     }
     if plan.runs("cache") {
+        report.gate(quiet::wait("section cache (start)", plan.quiet_bound).await);
         let r = sections::cache::run(&stack, plan, &mut report).await;
         check(plan, &mut report, "cache", r)?;
     }
