@@ -142,7 +142,7 @@ monitor-stop:
     scripts/start-monitoring.sh stop
 
 # Run the test suite, then the browser tests (installs what it needs; tests start their own Redis processes)
-test: && monitoring-check e2e
+test: && monitoring-check e2e docker-test
     scripts/ensure-redis.sh
     scripts/ensure-monitoring.sh
     scripts/ensure-test-tools.sh
@@ -151,6 +151,18 @@ test: && monitoring-check e2e
     else \
         cargo test --workspace --no-fail-fast; \
     fi
+
+# The whole stack in containers: Redis, cluster, api (:8080), worker; args: --scale worker=3, --profile monitoring|insight
+stack *ARGS:
+    scripts/docker-stack.sh up "$@"
+
+# Stop and remove the containers of `just stack` (-v also deletes their data volumes)
+stack-down *ARGS:
+    scripts/docker-stack.sh down "$@"
+
+# Images and the compose stack on a real Docker engine: build, run a job, scale, stop a worker mid-job; REDIS_MODE=docker
+docker-test:
+    scripts/docker-stack-test.sh
 
 # Prometheus config, alert rules + their unit tests (promtool), monitoring compose file
 monitoring-check:

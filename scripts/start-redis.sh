@@ -12,7 +12,8 @@
 #   redis/run/redis-<port>.pid                        pidfiles
 #   redis/logs/redis-<port>.log                       logs
 #
-# Environment (native mode; in Docker mode only REDIS_JOBQUEUE_PORT is honoured):
+# Environment (native mode; in Docker mode only REDIS_JOBQUEUE_PORT, and REDIS_IMAGE, the image of
+# docker-compose.redis.yml (default redis:7-alpine), are honoured):
 #   REDIS_MODE           auto (default) | docker | native
 #   REDIS_JOBQUEUE_PORT  default 6379
 #   REDIS_CLUSTER_PORTS  default 7100..7105; also "7100-7105" or "7100,7101,..." (>= 6, even count)

@@ -8,6 +8,8 @@ cd -- "$(dirname -- "${BASH_SOURCE[0]}")"
 root="$(cd ../.. && pwd -P)"
 
 promtool check config prometheus.yml
+# The containerized stack's variant (docker-compose.stack.yml, profile monitoring).
+promtool check config prometheus.stack.yml
 promtool check rules alerts.yml
 promtool test rules alerts.test.yml
 

@@ -11,7 +11,7 @@ use actix_web::dev::Server;
 use actix_web::middleware::{from_fn, Condition};
 use actix_web::{web, App, HttpServer};
 use cacheserver_config::{Settings, StorageType};
-use cacheserver_jobqueue::JobQueue;
+use cacheserver_jobqueue::{JobQueue, Registry};
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -49,6 +49,16 @@ impl Application {
         settings: Settings,
         metrics: PrometheusHandle,
     ) -> Result<Self, StartupError> {
+        let registry = Registry::production(&settings.jobqueue);
+        Self::build_with_registry(settings, metrics, registry).await
+    }
+
+    /// [`Application::build`] accepting the job types of `registry` (tests add their own).
+    pub async fn build_with_registry(
+        settings: Settings,
+        metrics: PrometheusHandle,
+        registry: Registry,
+    ) -> Result<Self, StartupError> {
         let redis = cluster_client(&settings)?;
         let limiter = Limiter::new(&settings.api.rate_limit, redis.clone(), Clock::system())
             .map_err(StartupError::Limiter)?;
@@ -58,7 +68,11 @@ impl Application {
             redis.clone(),
         )
         .map_err(StartupError::Cache)?;
-        let jobs = JobQueue::new(&settings.cache_server.redis.jobqueue, &settings.jobqueue)?;
+        let jobs = JobQueue::with_registry(
+            &settings.cache_server.redis.jobqueue,
+            &settings.jobqueue,
+            registry,
+        )?;
         let bind = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&bind).map_err(|source| StartupError::Bind {
             addr: bind.clone(),

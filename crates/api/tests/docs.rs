@@ -215,3 +215,62 @@ async fn a_wrong_method_gets_405_with_allow() {
     let resp = app.get("/no/such/path").await;
     assert_eq!(resp.status(), 404);
 }
+
+/// The README's "Adding a job type" example is the file the spec walk compiles, registers and
+/// walks (`job_type_example/thumbnail.rs`), word for word: the README cannot drift from code
+/// that works.
+#[test]
+fn readme_job_type_example_is_the_tested_file() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("../../README.md")).unwrap();
+    let example =
+        std::fs::read_to_string(root.join("tests/job_type_example/thumbnail.rs")).unwrap();
+    let section = readme
+        .split("## Adding a job type")
+        .nth(1)
+        .expect("README has an Adding a job type section");
+    let block = section
+        .split("```rust\n")
+        .nth(1)
+        .and_then(|rest| rest.split("   ```").next())
+        .expect("the section shows a rust block");
+    // The block is indented by three spaces inside a numbered list.
+    let shown: String = block
+        .lines()
+        .map(|line| format!("{}\n", line.strip_prefix("   ").unwrap_or(line)))
+        .collect();
+    assert_eq!(
+        shown, example,
+        "README's example differs from the tested file"
+    );
+}
+
+/// The served document is a valid OpenAPI 3.1 description as read by a parser written
+/// elsewhere (`oas3`: every object typed, the version checked), and every `operationId` is
+/// unique (clients generate one function per id).
+#[tokio::test]
+async fn served_spec_is_valid_openapi_with_unique_operation_ids() {
+    let app = spawn_app(&[]).await;
+    let text = app
+        .get("/api-docs/openapi.json")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let spec = oas3::from_json(&text).unwrap_or_else(|e| panic!("not OpenAPI 3.1: {e}"));
+    let version = spec.validate_version().unwrap();
+    assert_eq!((version.major, version.minor), (3, 1), "{version}");
+    let mut seen = std::collections::BTreeMap::new();
+    let mut operations = 0;
+    for (path, method, operation) in spec.operations() {
+        operations += 1;
+        let id = operation
+            .operation_id
+            .clone()
+            .unwrap_or_else(|| panic!("{method} {path} has no operationId"));
+        if let Some(first) = seen.insert(id.clone(), format!("{method} {path}")) {
+            panic!("operationId {id} is used by {first} and {method} {path}");
+        }
+    }
+    assert!(operations > 20, "{operations} operations parsed");
+}

@@ -7,10 +7,16 @@
 //!   string where the pattern wants a non-space, a value outside an enum, a broken rule between
 //!   fields) get 400 with `{"code": 400, "message": ...}`.
 //! - Nothing gets a 5xx or a status the spec does not document for the route.
+//!
+//! The app runs the production job types plus the README's example type (`media:thumbnail`,
+//! `job_type_example/thumbnail.rs`), so the example is compiled, documented and walked too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "job_type_example/thumbnail.rs"]
+mod thumbnail;
 
+use cacheserver_jobqueue::{JobContext, JobType, Registry};
 use cacheserver_testkit::RedisServer;
 use serde_json::{json, Map, Value};
 
@@ -457,17 +463,21 @@ fn invalid_strings(schema: &Value) -> Vec<(String, Value)> {
     out
 }
 
+/// The bounds (else the example), then the first again written with a fraction of zero
+/// (`5.0`): JSON Schema's `integer` counts it (bodies only; a query string carries text).
 fn valid_integers(schema: &Value) -> Vec<Value> {
-    let bounds: Vec<Value> = [&schema["minimum"], &schema["maximum"]]
+    let mut out: Vec<Value> = [&schema["minimum"], &schema["maximum"]]
         .into_iter()
         .filter(|b| b.is_i64())
         .cloned()
         .collect();
-    if bounds.is_empty() {
-        vec![schema.get("example").cloned().unwrap_or(json!(1))]
-    } else {
-        bounds
+    if out.is_empty() {
+        out.push(schema.get("example").cloned().unwrap_or(json!(1)));
     }
+    let integral_float = json!(out[0].as_i64().unwrap() as f64);
+    assert!(integral_float.is_f64(), "{integral_float}");
+    out.push(integral_float);
+    out
 }
 
 fn invalid_integers(schema: &Value) -> Vec<(String, Value)> {
@@ -481,9 +491,10 @@ fn invalid_integers(schema: &Value) -> Vec<(String, Value)> {
     out
 }
 
-/// A parameter value as the query string or path carries it.
+/// A parameter value as the query string or path carries it (not `5.0`: bodies only).
 fn as_text(value: &Value) -> Option<String> {
     match value {
+        Value::Number(n) if n.is_f64() => None,
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
         Value::Bool(b) => Some(b.to_string()),
@@ -626,22 +637,47 @@ fn short(v: &Value) -> String {
     }
 }
 
+fn short_what(what: &str) -> String {
+    what.chars().take(300).collect()
+}
+
 struct Answer {
     status: u16,
     body: Value,
 }
 
-async fn send(app: &common::TestApp, method: &str, template: &str, call: &Call) -> Answer {
+/// A client that opens a connection per request: under load the server may close a kept-alive
+/// connection just as the next POST goes out on it (hyper's `IncompleteMessage`; HTTP lets a
+/// server close idle connections, and a client may not resend a POST), which is not what this
+/// walk tests.
+fn walk_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+}
+
+async fn send(
+    http: &reqwest::Client,
+    app: &common::TestApp,
+    method: &str,
+    template: &str,
+    call: &Call,
+) -> Answer {
     let mut path = template.to_owned();
     for (k, v) in &call.path {
         path = path.replace(&format!("{{{k}}}"), v);
     }
     let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
-    let mut req = app.http.request(method, app.url(&path)).query(&call.query);
+    let mut req = http.request(method, app.url(&path)).query(&call.query);
     if let Some(body) = &call.body {
         req = req.json(body);
     }
-    let resp = req.send().await.unwrap();
+    let resp = req
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{template} [{}]: {e:?}", short_what(&call.what)));
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap();
     Answer {
@@ -690,22 +726,33 @@ fn error_bodies_are_error_body(path: &str, method: &str, op: &Value) {
 #[tokio::test]
 async fn every_operation_accepts_what_its_schema_allows_and_rejects_the_rest_with_400() {
     let redis = RedisServer::start();
-    let app = common::spawn_app(&[
+    let settings = common::settings(&[
         ("APP__CACHE_SERVER__REDIS__JOBQUEUE__ADDR", &redis.addr()),
         ("APP__API__RATE_LIMIT__ENABLED", "false"),
         ("APP__API__RATE_LIMIT__STORAGE_TYPE", "memory"),
         // The webhook schema's example host, so a valid webhook job is accepted.
         ("APP__JOBQUEUE__WEBHOOK__ALLOWED_HOSTS", "hooks.example.com"),
         ("APP__JOBQUEUE__ENQUEUE_TIMEOUT", "5s"),
-    ])
-    .await;
+    ]);
+    let registry = Registry::production(&settings.jobqueue).with(thumbnail::Thumbnail);
+    let app = common::spawn_app_with_registry(settings, registry).await;
     let spec: Value = app
         .get("/api-docs/openapi.json")
         .await
         .json()
         .await
         .unwrap();
+    // The example type is documented like a production one, so the walk below covers it.
+    assert_eq!(
+        spec["components"]["schemas"]["JobRequest"]["discriminator"]["mapping"]["media:thumbnail"],
+        "#/components/schemas/ThumbnailJobRequest"
+    );
+    assert_eq!(
+        spec["components"]["schemas"]["ThumbnailPayload"]["properties"]["width"]["minimum"],
+        1
+    );
     let gen = Gen { spec: &spec };
+    let http = walk_client();
     let mut failures = Vec::new();
     let (mut sent_valid, mut sent_invalid) = (0, 0);
     for (path, method, op) in operations(&spec) {
@@ -720,7 +767,7 @@ async fn every_operation_accepts_what_its_schema_allows_and_rejects_the_rest_wit
             "{method} {path} takes input but documents no 400"
         );
         for call in &valid {
-            let got = send(&app, &method, &path, call).await;
+            let got = send(&http, &app, &method, &path, call).await;
             sent_valid += 1;
             // Not 400 (the schema allowed it), not 5xx, and a status the route documents.
             if got.status == 400 || got.status >= 500 || !documented(op, got.status) {
@@ -731,7 +778,7 @@ async fn every_operation_accepts_what_its_schema_allows_and_rejects_the_rest_wit
             }
         }
         for call in &invalid {
-            let got = send(&app, &method, &path, call).await;
+            let got = send(&http, &app, &method, &path, call).await;
             sent_invalid += 1;
             let error_body = got.body["code"] == 400
                 && got.body["message"].as_str().is_some_and(|m| !m.is_empty());
@@ -755,5 +802,32 @@ async fn every_operation_accepts_what_its_schema_allows_and_rejects_the_rest_wit
     assert!(
         sent_valid > 100 && sent_invalid > 100,
         "{sent_valid} valid, {sent_invalid} invalid"
+    );
+}
+
+/// The README's example type runs as written: its payload (the schema's example) passes the
+/// registry's check and its `run` succeeds.
+#[tokio::test]
+async fn the_readme_job_type_example_runs() {
+    let registry = Registry::empty().with(thumbnail::Thumbnail);
+    let payload = json!({"image_url": "https://images.example.com/cat.png", "width": 256.0});
+    registry.validate("media:thumbnail", &payload).unwrap();
+    let zero = registry
+        .validate(
+            "media:thumbnail",
+            &json!({"image_url": "https://x/", "width": 0}),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(zero.contains("payload.width"), "{zero}");
+    let ctx = JobContext {
+        job_id: "01JDQ2X7Q9W5K8M3N4P6R7S8T9".into(),
+        attempt: 1,
+    };
+    let typed = serde_json::from_value(json!({"image_url": "https://x/", "width": 256})).unwrap();
+    thumbnail::Thumbnail.run(typed, &ctx).await.unwrap();
+    assert_eq!(
+        registry.default_timeout("media:thumbnail"),
+        Some(std::time::Duration::from_secs(30))
     );
 }

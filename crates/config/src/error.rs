@@ -6,8 +6,9 @@ pub enum ConfigError {
     #[error("unknown APP_ENV `{0}`: expected one of develop, staging, production, test")]
     UnknownEnvironment(String),
 
-    #[error("config file {} not found", .0.display())]
-    MissingFile(PathBuf),
+    /// A base file every environment needs (`config/base/…`).
+    #[error("config file {} not found (loading APP_ENV {env})", .file.display())]
+    MissingFile { file: PathBuf, env: &'static str },
 
     /// Bad YAML, a wrong type, an unknown enum value or an unparsable duration. The inner message
     /// from the `config` crate already names the key and the file (or environment variable).

@@ -1,9 +1,11 @@
 //! Settings for every cacheserver service.
 //!
-//! Loaded from `config/{APP_ENV}/cacheserver.yaml` (Redis connections) and
-//! `config/{APP_ENV}/config.yaml` (everything else), then `APP__SECTION__KEY` environment
-//! overrides. `APP_ENV` is develop | staging | production | test (default develop);
-//! `APP_CONFIG_DIR` moves the `config` root. Each service reads only its own sections.
+//! Layered, later wins: the typed defaults (each section's `Default`, their one home), then
+//! `config/base/{cacheserver,config}.yaml` (Redis connections; everything else), then the same
+//! two files in `config/{APP_ENV}/` holding only what that environment changes (optional), then
+//! `APP__SECTION__KEY` environment overrides. `APP_ENV` is develop | staging | production | test
+//! (default develop); `APP_CONFIG_DIR` moves the `config` root. Each service reads only its own
+//! sections.
 
 mod cache;
 mod duration;
@@ -37,6 +39,8 @@ pub const MAX_RETRY_LIMIT: i64 = 100;
 
 const CACHE_SERVER_FILE: &str = "cacheserver.yaml";
 const CONFIG_FILE: &str = "config.yaml";
+/// The layer every environment starts from.
+const BASE_DIR: &str = "base";
 /// Keys that hold secrets: they may only come from the environment.
 const SECRET_KEYS: [&str; 5] = [
     "cache_server.redis.default.password",
@@ -106,32 +110,42 @@ impl Settings {
         Self::load_from(&root, env, None)
     }
 
-    /// Load from `root/{env}/`. `env_vars`, when given, replaces the process environment for
-    /// the `APP__*` overrides (tests use it).
+    /// Load `root/base/` overlaid with `root/{env}/`. `env_vars`, when given, replaces the
+    /// process environment for the `APP__*` overrides (tests use it).
     pub fn load_from(
         root: &Path,
         env: AppEnv,
         env_vars: Option<HashMap<String, String>>,
     ) -> Result<Self, ConfigError> {
-        let dir = root.join(env.as_str());
-        let files = [dir.join(CACHE_SERVER_FILE), dir.join(CONFIG_FILE)];
-        for file in &files {
+        let layers = Layers {
+            base: root.join(BASE_DIR),
+            env: root.join(env.as_str()),
+        };
+        for name in [CACHE_SERVER_FILE, CONFIG_FILE] {
+            let file = layers.base.join(name);
             if !file.is_file() {
-                return Err(ConfigError::MissingFile(file.clone()));
+                return Err(ConfigError::MissingFile {
+                    file,
+                    env: env.as_str(),
+                });
             }
         }
         let load_err = |source| ConfigError::Load {
-            files: source_of(&dir, &source),
+            files: source_of(&layers, &source),
             source: Box::new(source),
         };
-        let from_files = files
-            .iter()
+        let yaml =
+            |file: PathBuf, required| File::from(file).format(FileFormat::Yaml).required(required);
+        let from_files = [&layers.base, &layers.env]
+            .into_iter()
+            .flat_map(|dir| [dir.join(CACHE_SERVER_FILE), dir.join(CONFIG_FILE)])
             .fold(Config::builder(), |b, f| {
-                b.add_source(File::from(f.as_path()).format(FileFormat::Yaml))
+                let required = f.starts_with(&layers.base);
+                b.add_source(yaml(f, required))
             })
             .build()
             .map_err(load_err)?;
-        reject_secrets_in_files(&from_files, &dir)?;
+        reject_secrets_in_files(&from_files, &layers)?;
 
         let environment = LIST_KEYS.iter().fold(
             Environment::with_prefix("APP")
@@ -149,7 +163,7 @@ impl Settings {
             .and_then(Config::try_deserialize)
             .map_err(load_err)?;
         settings.apply_defaults();
-        settings.validate(&dir)?;
+        settings.validate_layers(&layers)?;
         Ok(settings)
     }
 
@@ -162,11 +176,20 @@ impl Settings {
         self.cache_server.redis.jobqueue.apply_defaults();
     }
 
-    /// Reject values that parse but cannot work. The error names the file and the key.
+    /// Reject values that parse but cannot work. The error names the file (in `dir`, one
+    /// layer) and the key.
     pub fn validate(&self, dir: &Path) -> Result<(), ConfigError> {
+        let layers = Layers {
+            base: dir.to_path_buf(),
+            env: dir.to_path_buf(),
+        };
+        self.validate_layers(&layers)
+    }
+
+    fn validate_layers(&self, layers: &Layers) -> Result<(), ConfigError> {
         let invalid = |key: &'static str, reason: String| {
             Err(ConfigError::Invalid {
-                file: file_for_key(dir, key),
+                file: layers.file_for_key(key),
                 key,
                 reason,
             })
@@ -285,12 +308,12 @@ impl Settings {
     }
 }
 
-fn reject_secrets_in_files(from_files: &Config, dir: &Path) -> Result<(), ConfigError> {
+fn reject_secrets_in_files(from_files: &Config, layers: &Layers) -> Result<(), ConfigError> {
     for key in SECRET_KEYS {
         if from_files.get_string(key).is_ok_and(|v| !v.is_empty()) {
             let env_name = format!("APP__{}", key.to_ascii_uppercase().replace('.', "__"));
             return Err(ConfigError::Invalid {
-                file: dir.display().to_string(),
+                file: layers.file_for_key(key),
                 key,
                 reason: format!(
                     "secrets may not be written in config files; set {env_name} instead"
@@ -303,24 +326,45 @@ fn reject_secrets_in_files(from_files: &Config, dir: &Path) -> Result<(), Config
 
 /// Where a bad value came from: the file named by the `config` crate, else the file that holds
 /// the key's section (the value may also come from its APP__ override).
-fn source_of(dir: &Path, error: &config::ConfigError) -> String {
+fn source_of(layers: &Layers, error: &config::ConfigError) -> String {
     match error {
         config::ConfigError::At {
             origin: Some(origin),
             ..
         } => origin.clone(),
-        config::ConfigError::At { key: Some(key), .. } => file_for_key(dir, key),
-        _ => dir.display().to_string(),
+        config::ConfigError::At { key: Some(key), .. } => layers.file_for_key(key),
+        _ => format!("{} or {}", layers.base.display(), layers.env.display()),
     }
 }
 
-fn file_for_key(dir: &Path, key: &str) -> String {
-    let file = if key.starts_with("cache_server") {
-        CACHE_SERVER_FILE
-    } else {
-        CONFIG_FILE
-    };
-    format!("{} (or its APP__ override)", dir.join(file).display())
+/// The two file layers: `base/` and the environment's directory.
+struct Layers {
+    base: PathBuf,
+    env: PathBuf,
+}
+
+impl Layers {
+    /// The file that sets `key`: the environment's file when it names the key, else the base
+    /// file (the value may also come from its APP__ override).
+    fn file_for_key(&self, key: &str) -> String {
+        let name = if key.starts_with("cache_server") {
+            CACHE_SERVER_FILE
+        } else {
+            CONFIG_FILE
+        };
+        let env_file = self.env.join(name);
+        let in_env_file = env_file.is_file()
+            && Config::builder()
+                .add_source(File::from(env_file.as_path()).format(FileFormat::Yaml))
+                .build()
+                .is_ok_and(|c| c.get::<config::Value>(key).is_ok());
+        let file = if in_env_file {
+            env_file
+        } else {
+            self.base.join(name)
+        };
+        format!("{} (or its APP__ override)", file.display())
+    }
 }
 
 fn is_host_port(addr: &str) -> bool {

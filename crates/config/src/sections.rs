@@ -182,8 +182,8 @@ impl Default for RateLimitSettings {
             requests_per_hour: 1000,
             storage_type: StorageType::Auto,
             trusted_proxies: Vec::new(),
-            redis_timeout: Duration::ZERO,
-            max_tracked_clients: 0,
+            redis_timeout: Duration::from_millis(150),
+            max_tracked_clients: 100_000,
             rules: Vec::new(),
         }
     }
@@ -205,7 +205,7 @@ impl Default for ChaosSettings {
         Self {
             enabled: false,
             token: None,
-            cooldown: Duration::ZERO,
+            cooldown: Duration::from_secs(1),
         }
     }
 }
@@ -247,7 +247,7 @@ impl Default for WebhookSettings {
     fn default() -> Self {
         Self {
             allowed_hosts: Vec::new(),
-            timeout: Duration::ZERO,
+            timeout: Duration::from_secs(10),
         }
     }
 }
@@ -258,10 +258,10 @@ impl Default for JobqueueSettings {
             queue: "dm-jobqueue".into(),
             default_delay_seconds: 180,
             default_max_retry: 10,
-            done_retention: Duration::ZERO,
-            enqueue_timeout: Duration::ZERO,
+            done_retention: Duration::from_secs(24 * 3600),
+            enqueue_timeout: Duration::from_secs(2),
             api_key: None,
-            default_timeout: Duration::ZERO,
+            default_timeout: Duration::from_secs(300),
             worker: WorkerSettings::default(),
             webhook: WebhookSettings::default(),
         }
@@ -297,14 +297,14 @@ pub struct WorkerSettings {
 impl Default for WorkerSettings {
     fn default() -> Self {
         Self {
-            concurrency: 0,
+            concurrency: 8,
             name: String::new(),
             health_host: "127.0.0.1".into(),
             health_port: 8082,
-            poll_interval: Duration::ZERO,
-            shutdown_grace: Duration::ZERO,
-            retry_backoff: Duration::ZERO,
-            retry_backoff_max: Duration::ZERO,
+            poll_interval: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(30),
+            retry_backoff: Duration::from_secs(1),
+            retry_backoff_max: Duration::from_secs(300),
         }
     }
 }
@@ -334,11 +334,14 @@ impl Default for LoggingSettings {
 }
 
 impl RateLimitSettings {
+    /// A zero (or, for counts, negative) value read from a file means the default: kept from
+    /// before the defaults moved into `Default`, which is now their one home.
     pub(crate) fn apply_defaults(&mut self) {
-        or_default(&mut self.redis_timeout, Duration::from_millis(150));
+        let default = Self::default();
+        or_default(&mut self.redis_timeout, default.redis_timeout);
         self.trusted_proxies.retain(|p| !p.trim().is_empty());
         if self.max_tracked_clients <= 0 {
-            self.max_tracked_clients = 100_000;
+            self.max_tracked_clients = default.max_tracked_clients;
         }
     }
 
@@ -408,17 +411,18 @@ fn parse_net(text: &str) -> Result<ipnet::IpNet, String> {
 
 impl ChaosSettings {
     pub(crate) fn apply_defaults(&mut self) {
-        or_default(&mut self.cooldown, Duration::from_secs(1));
+        or_default(&mut self.cooldown, Self::default().cooldown);
         drop_empty_secret(&mut self.token);
     }
 }
 
 impl JobqueueSettings {
     pub(crate) fn apply_defaults(&mut self) {
-        or_default(&mut self.done_retention, Duration::from_secs(24 * 3600));
-        or_default(&mut self.enqueue_timeout, Duration::from_secs(2));
-        or_default(&mut self.default_timeout, Duration::from_secs(300));
-        or_default(&mut self.webhook.timeout, Duration::from_secs(10));
+        let default = Self::default();
+        or_default(&mut self.done_retention, default.done_retention);
+        or_default(&mut self.enqueue_timeout, default.enqueue_timeout);
+        or_default(&mut self.default_timeout, default.default_timeout);
+        or_default(&mut self.webhook.timeout, default.webhook.timeout);
         self.webhook.allowed_hosts = self
             .webhook
             .allowed_hosts
@@ -427,14 +431,14 @@ impl JobqueueSettings {
             .filter(|h| !h.is_empty())
             .collect();
         drop_empty_secret(&mut self.api_key);
-        let worker = &mut self.worker;
+        let (worker, default) = (&mut self.worker, default.worker);
         if worker.concurrency <= 0 {
-            worker.concurrency = 8;
+            worker.concurrency = default.concurrency;
         }
-        or_default(&mut worker.poll_interval, Duration::from_secs(1));
-        or_default(&mut worker.shutdown_grace, Duration::from_secs(30));
-        or_default(&mut worker.retry_backoff, Duration::from_secs(1));
-        or_default(&mut worker.retry_backoff_max, Duration::from_secs(300));
+        or_default(&mut worker.poll_interval, default.poll_interval);
+        or_default(&mut worker.shutdown_grace, default.shutdown_grace);
+        or_default(&mut worker.retry_backoff, default.retry_backoff);
+        or_default(&mut worker.retry_backoff_max, default.retry_backoff_max);
         worker.retry_backoff_max = worker.retry_backoff_max.max(worker.retry_backoff);
     }
 }

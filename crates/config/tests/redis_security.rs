@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 fn load(cache_server: &str, vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
     let dir = tempfile::tempdir().unwrap();
-    let env_dir = dir.path().join("test");
+    let env_dir = dir.path().join("base");
     std::fs::create_dir_all(&env_dir).unwrap();
     std::fs::write(env_dir.join("cacheserver.yaml"), cache_server).unwrap();
     std::fs::write(env_dir.join("config.yaml"), "{}\n").unwrap();

@@ -8,8 +8,9 @@ use std::time::Duration;
 const MINIMAL_CACHE: &str = "cache_server: {}\n";
 const MINIMAL_CONFIG: &str = "{}\n";
 
+/// Writes the base layer (`base/`), which the `test` environment uses as it is.
 fn write_env(dir: &Path, cache_server: &str, config: &str) -> PathBuf {
-    let env_dir = dir.join("test");
+    let env_dir = dir.join("base");
     std::fs::create_dir_all(&env_dir).unwrap();
     std::fs::write(env_dir.join("cacheserver.yaml"), cache_server).unwrap();
     std::fs::write(env_dir.join("config.yaml"), config).unwrap();
@@ -410,4 +411,41 @@ fn cors_origins_default_to_none_load_from_env_and_bad_ones_name_the_key() {
         let err = load_err(MINIMAL_CACHE, &config, &[]);
         assert!(err.contains("api.cors.allowed_origins"), "{bad}: {err}");
     }
+}
+
+#[test]
+fn an_environment_file_overrides_only_what_it_names_and_is_named_in_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = write_env(
+        dir.path(),
+        "cache_server:\n  redis:\n    jobqueue: { addr: \"10.0.0.1:6379\" }\n",
+        "server: { host: \"10.0.0.2\", port: 9000 }\nchaos: { enabled: true }\n",
+    );
+    let env_dir = root.join("test");
+    std::fs::create_dir_all(&env_dir).unwrap();
+    std::fs::write(env_dir.join("config.yaml"), "server: { port: 9100 }\n").unwrap();
+    let none = Some(HashMap::new());
+    let s = Settings::load_from(&root, AppEnv::Test, none.clone()).unwrap();
+    assert_eq!((s.server.host.as_str(), s.server.port), ("10.0.0.2", 9100));
+    assert!(s.chaos.enabled, "kept from base");
+    assert_eq!(s.cache_server.redis.jobqueue.addr, "10.0.0.1:6379");
+    // An environment without files of its own is the base as it is.
+    let staging = Settings::load_from(&root, AppEnv::Staging, none.clone()).unwrap();
+    assert_eq!(staging.server.port, 9000);
+
+    // A bad value names the layer that set it.
+    let bad = "api: { rate_limit: { requests_per_minute: 0 } }\n";
+    std::fs::write(env_dir.join("config.yaml"), bad).unwrap();
+    let err = Settings::load_from(&root, AppEnv::Test, none.clone())
+        .unwrap_err()
+        .to_string();
+    let env_file = env_dir.join("config.yaml").display().to_string();
+    assert!(err.contains(&env_file), "{err}");
+    std::fs::write(env_dir.join("config.yaml"), "{}\n").unwrap();
+    std::fs::write(root.join("base/config.yaml"), bad).unwrap();
+    let err = Settings::load_from(&root, AppEnv::Test, none)
+        .unwrap_err()
+        .to_string();
+    let base_file = root.join("base/config.yaml").display().to_string();
+    assert!(err.contains(&base_file), "{err}");
 }

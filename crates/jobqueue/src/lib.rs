@@ -10,6 +10,10 @@
 //! - [`metrics`]: every metric name.
 //! - [`tls_probe`]: tells plain text on a TLS port from an outage (both Redis clients use it).
 
+// Job-type files name this crate by its name, so one file works in `jobs/` and in another crate
+// (the README's example, `crates/api/tests/job_type_example/thumbnail.rs`).
+extern crate self as cacheserver_jobqueue;
+
 mod acks;
 mod backend;
 mod batcher;

@@ -4,9 +4,11 @@
 //! asking for several units, plus a few spare units for the next ones (see [`spare_units`]).
 //! Many distinct clients then cost one round trip per bucket and batch, not per request.
 
+use super::clock::Clock;
 use super::keys::{bucket_tags, window_keys, ClientKey, BUCKETS};
+use super::lua;
 use super::state::ClientStates;
-use super::{lua, Clock, Counts, Limits, Windows};
+use super::types::{Counts, Limits, Windows};
 use crate::redis_cluster::{RedisCluster, RedisError};
 use fred::types::{Key, Value};
 use std::collections::HashMap;

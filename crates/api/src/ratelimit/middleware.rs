@@ -1,7 +1,9 @@
 //! actix middleware: decide, answer 429 when refused, and add the rate limit headers.
 
+use super::client_ip::client_ip;
+use super::limiter::Limiter;
 use super::rules::{client_key, Rule};
-use super::{client_ip, Decision, Limiter};
+use super::types::Decision;
 use crate::error::ApiError;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};

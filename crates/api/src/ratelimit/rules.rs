@@ -2,7 +2,7 @@
 //! the top-level limits (every request no rule matches, counted by client IP).
 
 use super::keys::{hash128, hash64, ClientId, ClientKey};
-use super::{Backend, Limits};
+use super::types::{Backend, Limits};
 use actix_web::http::header::{HeaderMap, HeaderValue};
 use actix_web::http::Method;
 use cacheserver_config::{RateLimitSettings, RuleKey};

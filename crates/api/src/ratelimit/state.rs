@@ -8,7 +8,7 @@
 //! evicted client only loses its spare units; in `memory` mode it starts fresh windows.
 
 use super::keys::ClientKey;
-use super::{Backend, Counts, Limits, Windows};
+use super::types::{Backend, Counts, Limits, Windows};
 use hashlink::LruCache;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Mutex, MutexGuard, PoisonError};

@@ -3,9 +3,12 @@
 //! job `demo:delay_print`: the worker prints `[YYYY-MM-DD HH:MM:SS] <message>` after the delay;
 //! a message starting with `fail:` fails on every run.
 
+use super::job_dto::{
+    detail, present_integer, BatchResponse, DeadState, JobDetail, JobIdPath, RegisteredJob,
+};
 use super::jobs::{
-    delete_response, detail, job_response, parse_batch, parse_state, present, register_batch,
-    register_one, retry_response, BatchResponse, DeadState, JobDetail, JobIdPath, RegisteredJob,
+    delete_response, job_response, parse_batch, parse_state, register_batch, register_one,
+    retry_response,
 };
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
@@ -31,6 +34,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 // Bounds are literals (attributes take no consts); tests/spec_walk.rs checks them against the api.
+// Operation ids are prefixed `dm_jobqueue_`: they are unique across the spec (tests/docs.rs), and
+// the generic routes (`jobs.rs`) use the plain handler names.
 
 /// `POST /api/dm-jobqueue/register` body.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -46,11 +51,11 @@ pub struct RegisterRequest {
     )]
     pub message: String,
     /// Seconds until it runs (default `jobqueue.default_delay_seconds`).
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "present_integer")]
     #[schema(nullable = false, minimum = 0, maximum = 2592000, example = 5)]
     pub delay_seconds: Option<i64>,
     /// Extra runs after failures (default `jobqueue.default_max_retry`).
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "present_integer")]
     #[schema(nullable = false, minimum = 0, maximum = 100, example = 3)]
     pub max_retry: Option<i64>,
 }
@@ -107,6 +112,7 @@ pub struct JobList {
 
 #[utoipa::path(
     tag = "jobs",
+    operation_id = "dm_jobqueue_register",
     request_body = RegisterRequest,
     responses(
         (status = 201, description = "stored", body = RegisteredJob),
@@ -128,6 +134,7 @@ pub async fn register(
 
 #[utoipa::path(
     tag = "jobs",
+    operation_id = "dm_jobqueue_register_batch_route",
     request_body = BatchRequest,
     responses(
         (status = 201, description = "all stored", body = BatchResponse),
@@ -153,6 +160,7 @@ pub async fn register_batch_route(
 
 #[utoipa::path(
     tag = "jobs",
+    operation_id = "dm_jobqueue_get_job",
     params(JobIdPath),
     responses(
         (status = 200, description = "the job", body = JobDetail),
@@ -173,6 +181,7 @@ pub async fn get_job(
 
 #[utoipa::path(
     tag = "jobs",
+    operation_id = "dm_jobqueue_list_jobs",
     params(ListQuery),
     responses(
         (status = 200, description = "dead jobs, newest first", body = JobList),
@@ -206,6 +215,7 @@ pub async fn list_jobs(
 
 #[utoipa::path(
     tag = "jobs",
+    operation_id = "dm_jobqueue_stats",
     responses(
         (status = 200, description = "jobs per state", body = StatsBody),
         (status = 401, description = "missing or wrong API key", body = ErrorBody),
@@ -220,6 +230,7 @@ pub async fn stats(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
 
 #[utoipa::path(
     tag = "jobs",
+    operation_id = "dm_jobqueue_retry_job",
     params(JobIdPath),
     responses(
         (status = 200, description = "dead job queued again", body = JobDetail),
@@ -241,6 +252,7 @@ pub async fn retry_job(
 
 #[utoipa::path(
     tag = "jobs",
+    operation_id = "dm_jobqueue_delete_job",
     params(JobIdPath),
     responses(
         (status = 204, description = "deleted"),

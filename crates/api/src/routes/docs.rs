@@ -2,14 +2,18 @@
 //!
 //! Spec: `GET /api-docs/openapi.json`; UI: `/swagger-ui/`. A handler joins the spec by carrying
 //! `#[utoipa::path]` and being listed in `paths(...)` below; `tests/docs.rs` fails when a
-//! registered route is missing here.
+//! registered route is missing here. The job types (and their payload schemas) are those of the
+//! app's registry, so an app built with extra types documents them too.
 
 use super::spec_rules::{ChaosBody, JobTypes, RateLimited, RequestRules};
 use super::{chaos, dm_jobqueue, health, jobs, ping, queues, ui};
 use crate::error::ErrorBody;
+use crate::state::AppState;
+use actix_web::{web, HttpResponse};
+use cacheserver_jobqueue::Registry;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
-use utoipa_swagger_ui::SwaggerUi;
+use utoipa_swagger_ui::{Config, SwaggerUi};
 
 pub const SPEC_PATH: &str = "/api-docs/openapi.json";
 
@@ -33,8 +37,9 @@ pub const SPEC_PATH: &str = "/api-docs/openapi.json";
     // The jobs handlers are declared relative to their `/api` scope.
     nest((path = "/api", api = ApiScope)),
     components(schemas(ErrorBody, health::HealthBody, health::ReadyBody, health::ReadyChecks)),
-    // JobTypes after RequestRules: each type's request is cloned from the finished JobRequest.
-    modifiers(&BearerTokens, &RequestRules, &JobTypes, &RateLimited, &ChaosBody),
+    // `JobTypes` (per registry) is applied by `spec_for`, after these: each type's request is
+    // cloned from the finished `JobRequest`.
+    modifiers(&BearerTokens, &RequestRules, &RateLimited, &ChaosBody),
     tags(
         (name = "health", description = "liveness, readiness, Prometheus metrics"),
         (name = "chaos", description = "close Redis connections on purpose (disabled in production)"),
@@ -85,12 +90,24 @@ impl Modify for BearerTokens {
     }
 }
 
-/// The spec as served.
+/// The spec of an app running the production job types.
 pub fn spec() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    spec_for(&Registry::production(&Default::default()))
 }
 
-/// Swagger UI at `/swagger-ui/` and the spec at [`SPEC_PATH`].
+/// The spec of an app whose jobs API accepts the types of `registry`.
+pub fn spec_for(registry: &Registry) -> utoipa::openapi::OpenApi {
+    let mut spec = ApiDoc::openapi();
+    JobTypes(registry).modify(&mut spec);
+    spec
+}
+
+/// `GET` [`SPEC_PATH`]: the spec for this app's registry (built per request: it is rarely read).
+pub async fn openapi_json(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(spec_for(state.jobs.registry()))
+}
+
+/// Swagger UI at `/swagger-ui/`, reading the spec at [`SPEC_PATH`].
 pub fn swagger_ui() -> SwaggerUi {
-    SwaggerUi::new("/swagger-ui/{_:.*}").url(SPEC_PATH, spec())
+    SwaggerUi::new("/swagger-ui/{_:.*}").config(Config::from(SPEC_PATH))
 }

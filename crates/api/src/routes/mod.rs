@@ -8,6 +8,7 @@ pub mod dm_jobqueue;
 pub mod docs;
 pub(crate) mod fallback;
 pub mod health;
+pub mod job_dto;
 pub mod jobs;
 pub mod ping;
 pub mod queues;
@@ -48,6 +49,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(ui::index)
         .service(ui::app_js)
         .service(ui::app_css)
+        .route(docs::SPEC_PATH, web::get().to(docs::openapi_json))
         .service(docs::swagger_ui())
         .default_service(web::to(fallback::unmatched));
 }

@@ -11,11 +11,11 @@ use utoipa::Modify;
 /// Every registered job type's payload schema, as `components.schemas.<Name>`; `JobRequest`
 /// becomes a `oneOf` with one `<Type>JobRequest` per type (its `type` and its payload schema),
 /// and the info description names each type with its payload schema (the jobs page reads it).
-pub struct JobTypes;
+pub struct JobTypes<'r>(pub &'r cacheserver_jobqueue::Registry);
 
-impl Modify for JobTypes {
+impl Modify for JobTypes<'_> {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let registry = cacheserver_jobqueue::Registry::production(&Default::default());
+        let registry = self.0;
         let components = openapi.components.get_or_insert_with(Default::default);
         let base = match components.schemas.get("JobRequest") {
             Some(RefOr::T(Schema::Object(base))) => base.clone(),

@@ -56,7 +56,8 @@ impl TestApp {
     }
 }
 
-/// Settings of `config/test` with `APP__...` overrides (the process environment is not read).
+/// Settings of `APP_ENV=test` (`config/base` + `config/test`) with `APP__...` overrides (the
+/// process environment is not read).
 pub fn settings(overrides: &[(&str, &str)]) -> Settings {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
     let mut vars: HashMap<String, String> = HashMap::from([
@@ -86,6 +87,15 @@ pub async fn spawn_app(overrides: &[(&str, &str)]) -> TestApp {
 
 /// `spawn_app` with settings the test built (e.g. lists of structs, which env overrides lack).
 pub async fn spawn_app_with(settings: Settings) -> TestApp {
+    let registry = cacheserver_jobqueue::Registry::production(&settings.jobqueue);
+    spawn_app_with_registry(settings, registry).await
+}
+
+/// `spawn_app_with` whose jobs API accepts (and documents) the types of `registry`.
+pub async fn spawn_app_with_registry(
+    settings: Settings,
+    registry: cacheserver_jobqueue::Registry,
+) -> TestApp {
     // Logs show up with a failing test's output (RUST_LOG=debug for more).
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -93,7 +103,8 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
         .with_env_filter(filter)
         .with_test_writer()
         .try_init();
-    let app = Application::build(settings, cacheserver_api::telemetry::metrics_recorder())
+    let metrics = cacheserver_api::telemetry::metrics_recorder();
+    let app = Application::build_with_registry(settings, metrics, registry)
         .await
         .expect("app builds");
     let base = format!("http://{}", app.addr());

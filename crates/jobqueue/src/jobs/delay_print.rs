@@ -13,9 +13,6 @@ use std::time::Duration;
 pub const FAIL_PREFIX: &str = "fail:";
 /// Messages `slow:<ms>:<text>` take `<ms>` to run (for tests and drills).
 pub const SLOW_PREFIX: &str = "slow:";
-/// Longest message, in characters (Unicode code points): what JSON Schema's `maxLength` counts,
-/// so the spec states exactly this rule.
-pub const MAX_MESSAGE_CHARS: usize = 10 * 1024;
 /// `slow:` never takes longer than this.
 const MAX_SLOW: Duration = Duration::from_secs(60);
 
@@ -27,7 +24,8 @@ pub struct DelayPrint;
 pub struct DelayPrintPayload {
     /// What the job prints: at most 10240 characters, not only whitespace. `fail:` prefix:
     /// fails on purpose; `slow:<ms>:` prefix: takes that long.
-    // Literals: the attribute takes no consts; tests/spec_walk.rs checks them against the api.
+    // The schema is the check (see `jobs/payload_schema.rs`): `maxLength` counts characters
+    // (code points) and `\S` is ECMA-262's, so these attributes are the whole rule.
     #[schema(
         example = "hello later",
         min_length = 1,
@@ -41,18 +39,6 @@ impl JobType for DelayPrint {
     const NAME: &'static str = "demo:delay_print";
     type Payload = DelayPrintPayload;
 
-    fn validate(&self, payload: &DelayPrintPayload) -> Result<(), String> {
-        if is_blank(&payload.message) {
-            return Err("message is required and must not be blank".into());
-        }
-        if payload.message.chars().count() > MAX_MESSAGE_CHARS {
-            return Err(format!(
-                "message must be at most {MAX_MESSAGE_CHARS} characters"
-            ));
-        }
-        Ok(())
-    }
-
     async fn run(&self, payload: DelayPrintPayload, _ctx: &JobContext) -> Result<(), JobError> {
         let message = payload.message;
         if let Some(duration) = slow_duration(&message) {
@@ -60,24 +46,6 @@ impl JobType for DelayPrint {
         }
         print_line(&message)
     }
-}
-
-/// No character outside ECMA-262's `\s`: the spec's `pattern: "\\S"` fails exactly these
-/// (Rust's `char::is_whitespace` differs on U+0085 and U+FEFF).
-pub fn is_blank(text: &str) -> bool {
-    text.chars().all(|c| {
-        matches!(
-            c,
-            '\t' | '\n' | '\u{b}' | '\u{c}' | '\r' | ' ' | '\u{a0}' | '\u{1680}' | '\u{2000}'
-                ..='\u{200a}'
-                    | '\u{2028}'
-                    | '\u{2029}'
-                    | '\u{202f}'
-                    | '\u{205f}'
-                    | '\u{3000}'
-                    | '\u{feff}'
-        )
-    })
 }
 
 /// `slow:<ms>:...` → how long to take, capped at 60 s.
@@ -102,13 +70,26 @@ fn print_line(message: &str) -> Result<(), JobError> {
 mod tests {
     use super::*;
 
+    fn accepts(message: &str) -> bool {
+        let registry = crate::jobs::Registry::empty().with(DelayPrint);
+        registry
+            .validate(DelayPrint::NAME, &serde_json::json!({ "message": message }))
+            .is_ok()
+    }
+
     #[test]
     fn blank_is_ecma_whitespace_only() {
-        assert!(is_blank(""));
-        assert!(is_blank(" \t\n\u{a0}\u{feff}\u{3000}"));
-        assert!(!is_blank(" x "));
-        // NEL is whitespace to Rust, not to ECMA-262's `\s`.
-        assert!(!is_blank("\u{85}"));
+        assert!(!accepts(""));
+        assert!(!accepts(" \t\n\u{a0}\u{feff}\u{3000}"));
+        assert!(accepts(" x "));
+        // NEL is whitespace to Rust, not to ECMA-262's `\s` (the spec's pattern language).
+        assert!(accepts("\u{85}"));
+    }
+
+    #[test]
+    fn length_counts_characters() {
+        assert!(accepts(&"é".repeat(10 * 1024)));
+        assert!(!accepts(&"x".repeat(10 * 1024 + 1)));
     }
 
     #[test]

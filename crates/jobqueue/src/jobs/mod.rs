@@ -6,13 +6,22 @@
 //! Adding a type: copy `delay_print.rs`, change `NAME`, the payload and `run`, then add
 //! `.with(your_type::YourType)` to [`Registry::production`]. Retries, backoff, the early-start
 //! guard, timeouts, counters and metrics are done around every type by `runner.rs`.
+//!
+//! Each payload rule is written once. Rules JSON Schema can state (types, bounds, lengths,
+//! patterns, enums, unknown fields) go in the payload's `#[schema(..)]` attributes: the registry
+//! compiles that published schema once ([`Registry::with`]) and checks every payload against it
+//! before `serde` reads it, so the spec and the check cannot disagree. [`JobType::validate`] is
+//! for what a schema cannot say (look-ups, settings, rules between fields); say those in the
+//! payload's doc comment, which the spec shows.
 
 pub mod delay_print;
+mod payload_schema;
 pub mod webhook;
 
 use crate::error::JobQueueError;
 use cacheserver_config::JobqueueSettings;
 use futures::future::BoxFuture;
+use payload_schema::PayloadSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -32,7 +41,9 @@ pub trait JobType: Send + Sync + 'static {
     /// What a job of this type carries (JSON; documented in the OpenAPI spec).
     type Payload: Serialize + DeserializeOwned + utoipa::ToSchema + Send + 'static;
 
-    /// Reject a payload before it is stored; the message names the field.
+    /// Reject a payload the schema accepts but this type cannot run (rules a schema cannot
+    /// state: look-ups, settings, rules between fields); the message names the field. Checked
+    /// after the payload's schema, so never repeat a schema rule here.
     fn validate(&self, _payload: &Self::Payload) -> Result<(), String> {
         Ok(())
     }
@@ -133,20 +144,27 @@ trait ErasedJobType: Send + Sync {
 /// A component schema and its name.
 pub type NamedSchema = (String, RefOr<Schema>);
 
-struct Erased<T>(T);
+struct Erased<T> {
+    job_type: T,
+    schema: PayloadSchema,
+}
 
 impl<T: JobType> ErasedJobType for Erased<T> {
     fn validate(&self, payload: &Value) -> Result<(), String> {
-        let typed = T::Payload::deserialize(payload).map_err(|e| format!("payload: {e}"))?;
-        self.0.validate(&typed).map_err(|e| format!("payload: {e}"))
+        self.schema.check(payload)?;
+        let typed = T::Payload::deserialize(&*self.schema.integral(payload))
+            .map_err(|e| format!("payload: {e}"))?;
+        self.job_type
+            .validate(&typed)
+            .map_err(|e| format!("payload: {e}"))
     }
 
     fn default_timeout(&self) -> Option<Duration> {
-        self.0.default_timeout()
+        self.job_type.default_timeout()
     }
 
     fn redact(&self, payload: &mut Value) {
-        self.0.redact(payload);
+        self.job_type.redact(payload);
     }
 
     fn run<'a>(
@@ -156,20 +174,25 @@ impl<T: JobType> ErasedJobType for Erased<T> {
     ) -> BoxFuture<'a, Result<(), JobError>> {
         Box::pin(async move {
             // Stored jobs were validated on enqueue; one that no longer reads cannot be fixed by a retry.
-            let typed = serde_json::from_value::<T::Payload>(payload)
+            let typed = T::Payload::deserialize(&*self.schema.integral(&payload))
                 .map_err(|e| JobError::fatal(format!("payload does not match {}: {e}", T::NAME)))?;
-            self.0.run(typed, ctx).await
+            self.job_type.run(typed, ctx).await
         })
     }
 
     fn schemas(&self) -> Vec<NamedSchema> {
-        let mut all = vec![(
-            <T::Payload as utoipa::ToSchema>::name().into_owned(),
-            <T::Payload as utoipa::PartialSchema>::schema(),
-        )];
-        <T::Payload as utoipa::ToSchema>::schemas(&mut all);
-        all
+        payload_schemas::<T>()
     }
+}
+
+/// The payload's (schema name, schema) first, then the schemas it refers to.
+fn payload_schemas<T: JobType>() -> Vec<NamedSchema> {
+    let mut all = vec![(
+        <T::Payload as utoipa::ToSchema>::name().into_owned(),
+        <T::Payload as utoipa::PartialSchema>::schema(),
+    )];
+    <T::Payload as utoipa::ToSchema>::schemas(&mut all);
+    all
 }
 
 /// The job types a worker runs and an api accepts. Cheap to clone.
@@ -191,9 +214,13 @@ impl Registry {
         Self::default()
     }
 
-    /// Add (or replace) a type.
+    /// Add (or replace) a type, compiling its payload schema (start-up: a schema that does not
+    /// compile is a bug in the type and stops the program here, naming it).
     pub fn with<T: JobType>(mut self, job_type: T) -> Self {
-        Arc::make_mut(&mut self.types).insert(T::NAME, Arc::new(Erased(job_type)));
+        let schema = PayloadSchema::compile(&payload_schemas::<T>())
+            .unwrap_or_else(|e| panic!("job type {}: {e}", T::NAME));
+        let erased = Erased { job_type, schema };
+        Arc::make_mut(&mut self.types).insert(T::NAME, Arc::new(erased));
         self
     }
 
