@@ -4,11 +4,13 @@
 //
 //   node bench.mjs <mode> --port P [--jobs N] [--concurrency C] [--in-flight K] [--max-delay S]
 //   fill     N due jobs via addBulk(1000)                    → {"jobs"}
-//   work     one Worker drains N jobs; first → last start    → {"jobs","secs","rate","rss_bytes"}
 //   delayed  Worker running, N jobs delayed 1..S s            → {"late_ms":[start − due, ...]}
 //   add      N add() calls, K in flight (1: one at a time)   → {"jobs","secs","rate"}
 //   bulk     N jobs via addBulk(1000), K batches in flight   → {"jobs","secs","rate"}
 //   idle     Worker on an empty queue: prints {"ready":true}, runs until SIGTERM
+//   serve    Worker, paused until SIGUSR1, then drains the queue until SIGTERM: prints {"ready":true}
+//            (the bench counts BullMQ's completed set; several at once are BullMQ's recommended
+//            throughput set-up: one Worker process per core)
 import { Queue, Worker } from "bullmq";
 import { performance } from "node:perf_hooks";
 import { parseArgs } from "node:util";
@@ -77,35 +79,6 @@ async function fill() {
   emit({ jobs });
 }
 
-// Resolves when the processor has been called `n` times; stamps the first and last call.
-function counter(n) {
-  let seen = 0;
-  let first = 0;
-  let last = 0;
-  let done;
-  const finished = new Promise((resolve) => {
-    done = resolve;
-  });
-  const processor = async () => {
-    last = performance.now();
-    if (seen === 0) first = last;
-    seen += 1;
-    if (seen === n) done();
-  };
-  return { processor, finished, secs: () => (last - first) / 1000 };
-}
-
-async function work() {
-  const { processor, finished, secs } = counter(jobs);
-  const worker = new Worker(QUEUE, processor, { connection, concurrency });
-  await finished;
-  const rss = process.memoryUsage().rss;
-  await worker.close();
-  // Same formula as ours: jobs between the first and the last start / time between them.
-  const s = Math.max(secs(), 0.001);
-  emit({ jobs, secs: s, rate: (jobs - 1) / s, rss_bytes: rss });
-}
-
 async function delayed() {
   const late = [];
   let done;
@@ -157,7 +130,19 @@ async function idle() {
   await worker.close();
 }
 
-const modes = { fill, work, delayed, add, bulk, idle };
+async function serve() {
+  // Started paused so that several processes begin together, after Node has loaded: SIGUSR1 starts it.
+  const worker = new Worker(QUEUE, async () => {}, { connection, concurrency, autorun: false });
+  await worker.waitUntilReady();
+  process.once("SIGUSR1", () => {
+    worker.run().catch((e) => process.stderr.write(`${e}\n`));
+  });
+  emit({ ready: true });
+  await new Promise((resolve) => process.once("SIGTERM", resolve));
+  await worker.close();
+}
+
+const modes = { fill, delayed, add, bulk, idle, serve };
 if (!modes[mode] || !values.port) {
   process.stderr.write(`usage: node bench.mjs <${Object.keys(modes).join("|")}> --port P [options]\n`);
   process.exit(2);

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod cache;
 pub mod chaos;
+pub mod cors;
 pub mod domain_metrics;
 pub mod error;
 pub mod http_metrics;

@@ -8,7 +8,7 @@ use crate::redis_cluster::RedisCluster;
 use crate::routes;
 use crate::state::AppState;
 use actix_web::dev::Server;
-use actix_web::middleware::from_fn;
+use actix_web::middleware::{from_fn, Condition};
 use actix_web::{web, App, HttpServer};
 use cacheserver_config::{Settings, StorageType};
 use cacheserver_jobqueue::{JobQueue, Registry};
@@ -144,8 +144,15 @@ fn serve(
     limiter: web::Data<Limiter>,
     cache: web::Data<ResponseCache>,
 ) -> std::io::Result<Server> {
+    let cors = state.settings.api.cors.clone();
     let server = HttpServer::new(move || {
         App::new()
+            // CORS around routing: preflights skip rate limits and tokens (crate::cors).
+            .wrap(crate::cors::middleware(&cors))
+            .wrap(Condition::new(
+                cors.is_enabled(),
+                from_fn(crate::cors::preflight_methods),
+            ))
             // Innermost wrap runs last: metrics see the final status, tracing sees everything.
             .wrap(from_fn(crate::http_metrics::record))
             .wrap(TracingLogger::default())

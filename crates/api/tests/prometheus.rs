@@ -71,6 +71,38 @@ fn tool(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// What `promtool check metrics` says about the exposition at `url` (empty: nothing).
+async fn promtool_findings(http: &reqwest::Client, url: &str) -> String {
+    use std::io::Write as _;
+    let text = http.get(url).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("# TYPE"), "no metrics at {url}: {text}");
+    let promtool = tool("promtool").expect("promtool (scripts/ensure-monitoring.sh installs it)");
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() && said.trim().is_empty() {
+        String::new()
+    } else {
+        format!("{}: {said}", out.status)
+    }
+}
+
 /// The worker binary built by `cargo build -p cacheserver-worker --bin worker`.
 fn worker_binary() -> Option<PathBuf> {
     let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
@@ -419,6 +451,19 @@ async fn every_dashboard_query_returns_series_from_a_real_prometheus() {
         }
     }
     assert!(missing.is_empty(), "{}\n{}", missing.join("\n"), logs());
+
+    // Both expositions, with every family the test provoked, pass `promtool check metrics`
+    // (HELP text for each metric, counter and unit naming): any finding fails.
+    for (name, url) in [
+        ("api", app.url("/metrics")),
+        ("worker", format!("http://127.0.0.1:{worker_port}/metrics")),
+    ] {
+        let findings = promtool_findings(&prom.http, &url).await;
+        assert!(
+            findings.is_empty(),
+            "promtool check metrics on the {name}'s /metrics:\n{findings}"
+        );
+    }
 
     // Every alert rule evaluates (a typo or a many-to-many match shows up as health "err").
     let rules: Value = prom

@@ -9,10 +9,12 @@
 // Progress and results go to stdout: printing is this crate's job.
 #![allow(clippy::print_stdout)]
 
+pub mod drain;
 pub mod drill;
 pub mod machine;
 pub mod noop;
 pub mod procs;
+pub mod quiet;
 pub mod report;
 pub mod resources;
 pub mod runner;
@@ -30,7 +32,7 @@ pub struct Plan {
     pub smoke: bool,
     /// Length of one wrk run.
     pub load: Duration,
-    /// wrk runs per configuration (the median is reported).
+    /// wrk runs per configuration, and interleaved rounds of ours vs BullMQ (medians reported).
     pub rounds: usize,
     /// Jobs per in-process enqueue measurement and per worker run.
     pub jobs: usize,
@@ -45,6 +47,8 @@ pub struct Plan {
     pub failover: Duration,
     /// How long an idle worker's CPU is sampled (ours and BullMQ's).
     pub idle_window: Duration,
+    /// Longest wait of the quiet gate before a timed phase (crate::quiet).
+    pub quiet_bound: Duration,
     /// Where `api`, `worker` (and `cacheserver-bench`) live.
     pub bin_dir: PathBuf,
     /// Run only these sections (`--only worker,bullmq`); empty: all.
@@ -64,6 +68,7 @@ impl Plan {
             redis_requests: 200_000,
             failover: Duration::from_secs(8),
             idle_window: Duration::from_secs(10),
+            quiet_bound: Duration::from_secs(60),
             bin_dir,
             only: Vec::new(),
         }
@@ -82,6 +87,8 @@ impl Plan {
             redis_requests: 2_000,
             failover: Duration::from_secs(2),
             idle_window: Duration::from_secs(1),
+            // One short sample: the smoke run must not stall `just test` (busy is fine there).
+            quiet_bound: Duration::ZERO,
             bin_dir,
             only: Vec::new(),
         }

@@ -134,6 +134,13 @@ impl Proc {
         }
     }
 
+    /// Send `signal` (e.g. SIGUSR1: "start" to a paused BullMQ worker).
+    pub fn signal(&self, signal: Signal) -> anyhow::Result<()> {
+        let pid = self.pid().context("process has ended")?;
+        kill(Pid::from_raw(i32::try_from(pid)?), signal)?;
+        Ok(())
+    }
+
     /// SIGTERM, wait up to `grace`, then SIGKILL.
     pub fn terminate(&mut self, grace: Duration) {
         let Some(mut child) = self.child.take() else {

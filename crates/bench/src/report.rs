@@ -2,6 +2,7 @@
 //! so hand-written sections of that file (profile findings) survive a re-run.
 
 use crate::machine::Machine;
+use crate::quiet::{Gate, QUIET_CORES};
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -60,6 +61,8 @@ pub struct Report {
     pub rows: Vec<Row>,
     pub comparisons: Vec<Comparison>,
     pub notes: Vec<String>,
+    /// The quiet gate before each timed phase, in order.
+    pub gates: Vec<Gate>,
 }
 
 impl Report {
@@ -120,6 +123,10 @@ impl Report {
         self.comparisons.push(c);
     }
 
+    pub fn gate(&mut self, gate: Gate) {
+        self.gates.push(gate);
+    }
+
     pub fn note(&mut self, note: String) {
         println!("  note: {note}");
         self.notes.push(note);
@@ -155,6 +162,34 @@ impl Report {
                 ratio_cell(c.ratio),
                 c.goal,
                 c.verdict.as_str()
+            );
+        }
+    }
+
+    fn gate_table(&self, s: &mut String) {
+        if self.gates.is_empty() {
+            return;
+        }
+        let busy = self.gates.iter().filter(|g| g.busy()).count();
+        let _ = writeln!(
+            s,
+            "\n### Quiet gate: other load before each timed phase\n\nOther load = the machine's \
+             CPU (`/proc/stat`) minus this bench's own processes, over 0.5 s; each phase waits for \
+             < {QUIET_CORES} core (bounded). {busy} of {} phases started busy.\n",
+            self.gates.len()
+        );
+        let _ = writeln!(
+            s,
+            "| phase | other load (cores) | waited | |\n|---|---|---|---|"
+        );
+        for g in &self.gates {
+            let _ = writeln!(
+                s,
+                "| {} | {:.2} | {:.1} s | {} |",
+                g.phase,
+                g.other_cores,
+                g.waited.as_secs_f64(),
+                if g.busy() { "BUSY" } else { "quiet" }
             );
         }
     }
@@ -200,6 +235,7 @@ impl Report {
             );
         }
         self.comparison_table(&mut s);
+        self.gate_table(&mut s);
         if !self.notes.is_empty() {
             let _ = writeln!(s, "\n### Notes from this run\n");
             for n in &self.notes {

@@ -17,7 +17,8 @@ pub fn process_cpu_secs(pid: u32) -> Option<f64> {
     Some((utime + stime) / clock_ticks())
 }
 
-fn clock_ticks() -> f64 {
+/// Kernel clock ticks per second (`/proc` CPU times are in these).
+pub fn clock_ticks() -> f64 {
     static TICKS: OnceLock<f64> = OnceLock::new();
     *TICKS.get_or_init(|| {
         Command::new("getconf")

@@ -3,7 +3,7 @@
 use crate::machine::Machine;
 use crate::report::Report;
 use crate::stack::Stack;
-use crate::{sections, Plan};
+use crate::{quiet, sections, Plan};
 use anyhow::bail;
 use std::path::Path;
 
@@ -20,21 +20,25 @@ pub async fn bench(plan: &Plan, out: Option<&Path>) -> anyhow::Result<Report> {
         stack.dir.path().display()
     );
     if plan.runs("limiter") {
+        report.gate(quiet::wait("section limiter (start)", plan.quiet_bound).await);
         let r = sections::limiter::run(&stack, plan, &mut report).await;
         check(plan, &mut report, "limiter", r)?;
     }
     let mut enqueue = None;
     if plan.runs("enqueue") {
+        report.gate(quiet::wait("section enqueue (start)", plan.quiet_bound).await);
         let r = sections::enqueue::run(&stack, plan, &mut report).await;
         enqueue = check(plan, &mut report, "enqueue", r)?;
     }
     let mut worker = None;
     if plan.runs("worker") {
+        report.gate(quiet::wait("section worker (start)", plan.quiet_bound).await);
         let raw = enqueue.as_ref().map_or(0.0, |e| e.raw_single);
         let r = sections::worker::run(&stack, plan, &mut report, raw).await;
         worker = check(plan, &mut report, "worker", r)?;
     }
     if plan.runs("bullmq") {
+        report.gate(quiet::wait("section bullmq (start)", plan.quiet_bound).await);
         let ours = sections::bullmq::Ours {
             enqueue: enqueue.as_ref(),
             worker: worker.as_ref(),
@@ -43,10 +47,12 @@ pub async fn bench(plan: &Plan, out: Option<&Path>) -> anyhow::Result<Report> {
         check(plan, &mut report, "bullmq", r)?;
     }
     if plan.runs("cache") {
+        report.gate(quiet::wait("section cache (start)", plan.quiet_bound).await);
         let r = sections::cache::run(&stack, plan, &mut report).await;
         check(plan, &mut report, "cache", r)?;
     }
     if plan.runs("reconnect") {
+        report.gate(quiet::wait("section reconnect (start)", plan.quiet_bound).await);
         let r = sections::reconnect::run(&mut stack, plan, &mut report).await;
         check(plan, &mut report, "reconnect", r)?;
     }

@@ -17,18 +17,27 @@ async fn bench_smoke_runs_every_section() {
 /// BullMQ ran in the same run: every row has its figure, and ours beside it where we measure it.
 fn bullmq_rows_are_sane(report: &cacheserver_bench::report::Report) {
     let rows = &report.comparisons;
-    // Worker rows twice (bench:noop and the demo job), per concurrency.
-    assert_eq!(rows.len(), 16, "BullMQ rows: {rows:#?}");
+    // A worker row per concurrency, BullMQ's one-process-per-core row, 3 timeliness rows,
+    // 3 enqueue rows, 4 cost rows.
+    assert_eq!(rows.len(), 14, "BullMQ rows: {rows:#?}");
     for row in rows {
         assert!(!row.bullmq.starts_with('—'), "no BullMQ figure: {row:?}");
         if let Some(r) = row.ratio {
             assert!(r.is_finite(), "ratio: {row:?}");
         }
     }
-    let workers = rows.iter().filter(|r| r.measure.starts_with("one worker"));
+    let workers: Vec<_> = rows
+        .iter()
+        .filter(|r| r.measure.starts_with("one worker") || r.measure.starts_with("BullMQ's"))
+        .collect();
+    assert_eq!(workers.len(), 4, "worker rows: {workers:#?}");
     for row in workers {
         assert!(row.ratio.is_some_and(|r| r > 0.0), "worker row: {row:?}");
+        assert!(row.ours.contains("µs CPU/job"), "CPU per job: {row:?}");
+        assert!(row.bullmq.contains("µs CPU/job"), "CPU per job: {row:?}");
     }
+    // Every timed phase passed the quiet gate (in smoke it may be busy: it is recorded, not waited).
+    assert!(report.gates.len() >= 12, "gates: {:#?}", report.gates);
     let both = rows.iter().filter(|r| r.ratio.is_some()).count();
     assert!(both >= 7, "rows with both sides: {both} in {rows:#?}");
 }

@@ -22,8 +22,9 @@ pub use redis::{
 };
 pub use secrecy::{ExposeSecret, SecretString};
 pub use sections::{
-    ApiSettings, ChaosSettings, JobqueueSettings, LogFormat, LoggingSettings, RateLimitRule,
-    RateLimitSettings, RuleKey, ServerSettings, StorageType, WebhookSettings, WorkerSettings,
+    ApiSettings, ChaosSettings, CorsSettings, JobqueueSettings, LogFormat, LoggingSettings,
+    RateLimitRule, RateLimitSettings, RuleKey, ServerSettings, StorageType, WebhookSettings,
+    WorkerSettings,
 };
 
 use config::{Config, Environment, File, FileFormat};
@@ -49,7 +50,8 @@ const SECRET_KEYS: [&str; 5] = [
     "jobqueue.api_key",
 ];
 /// Keys whose environment value is a comma separated list.
-const LIST_KEYS: [&str; 4] = [
+const LIST_KEYS: [&str; 5] = [
+    "api.cors.allowed_origins",
     "cache_server.redis.default.cluster.addrs",
     "cache_server.redis.jobqueue.sentinel.addrs",
     "api.rate_limit.trusted_proxies",
@@ -213,6 +215,9 @@ impl Settings {
         }
         if let Err(reason) = rl.validate_rules() {
             return invalid("api.rate_limit.rules", reason);
+        }
+        if let Err(reason) = self.api.cors.validate_origins() {
+            return invalid("api.cors.allowed_origins", reason);
         }
         if let Err(reason) = self.api.cache.validate_rules() {
             return invalid("api.cache", reason);

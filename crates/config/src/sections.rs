@@ -25,7 +25,66 @@ impl Default for ServerSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct ApiSettings {
     pub rate_limit: RateLimitSettings,
+    pub cors: CorsSettings,
     pub cache: crate::CacheSettings,
+}
+
+/// `api.cors`: which browser origins may call the api (default: none, no CORS headers).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsSettings {
+    /// Origins as a browser sends them (`scheme://host[:port]`, no path), or `*` alone for any
+    /// origin (never with credentials). Empty: CORS is off.
+    pub allowed_origins: Vec<String>,
+}
+
+impl CorsSettings {
+    pub fn is_enabled(&self) -> bool {
+        !self.allowed_origins.is_empty()
+    }
+
+    /// `*` alone allows every origin.
+    pub fn any_origin(&self) -> bool {
+        self.allowed_origins.iter().any(|o| o == "*")
+    }
+
+    /// Every entry is an origin a browser can send: `http(s)://host[:port]`, or `*` alone.
+    pub fn validate_origins(&self) -> Result<(), String> {
+        if self.any_origin() && self.allowed_origins.len() > 1 {
+            return Err("`*` allows every origin: list it alone".into());
+        }
+        match self
+            .allowed_origins
+            .iter()
+            .find(|o| *o != "*" && !is_origin(o))
+        {
+            Some(bad) => Err(format!(
+                "`{bad}` is not an origin (scheme://host[:port], http or https, no path or \
+                 trailing slash)"
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+fn is_origin(origin: &str) -> bool {
+    let Some(authority) = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    let (host, port) = match authority.rsplit_once(':') {
+        // An IPv6 literal's colons are inside brackets.
+        Some((host, port)) if !port.contains(']') => (host, Some(port)),
+        _ => (authority, None),
+    };
+    let host_ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '[' | ']' | ':'));
+    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0));
+    host_ok && port_ok
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

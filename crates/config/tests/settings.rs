@@ -383,6 +383,37 @@ fn job_timeouts_and_webhook_hosts_have_defaults_and_env_lists() {
 }
 
 #[test]
+fn cors_origins_default_to_none_load_from_env_and_bad_ones_name_the_key() {
+    let defaults = load(MINIMAL_CACHE, MINIMAL_CONFIG, &[]).unwrap();
+    assert!(!defaults.api.cors.is_enabled(), "default: no CORS");
+    let s = load(
+        MINIMAL_CACHE,
+        MINIMAL_CONFIG,
+        &[(
+            "APP__API__CORS__ALLOWED_ORIGINS",
+            "https://app.example.com,http://localhost:3000",
+        )],
+    )
+    .unwrap();
+    assert_eq!(
+        s.api.cors.allowed_origins,
+        ["https://app.example.com", "http://localhost:3000"]
+    );
+    for bad in [
+        "app.example.com",
+        "https://app.example.com/",
+        "https://app.example.com/path",
+        "ftp://app.example.com",
+        "https://app.example.com:http",
+        "'*', https://a.example",
+    ] {
+        let config = format!("api: {{ cors: {{ allowed_origins: [{bad}] }} }}\n");
+        let err = load_err(MINIMAL_CACHE, &config, &[]);
+        assert!(err.contains("api.cors.allowed_origins"), "{bad}: {err}");
+    }
+}
+
+#[test]
 fn an_environment_file_overrides_only_what_it_names_and_is_named_in_errors() {
     let dir = tempfile::tempdir().unwrap();
     let root = write_env(

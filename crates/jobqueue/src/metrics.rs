@@ -20,6 +20,32 @@ pub const START_DELAY: &str = "jobqueue_job_start_delay_seconds";
 pub const PAUSED: &str = "jobqueue_paused";
 pub const DEPTH: &str = "jobqueue_jobs";
 
+/// HELP lines for every worker metric (`promtool check metrics` wants one per family). Call once
+/// after installing the recorder.
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(PROCESSED, "Job runs that succeeded, by job type");
+    describe_counter!(
+        FAILED,
+        "Job runs that failed (timeouts included), by job type"
+    );
+    describe_counter!(
+        RETRIED,
+        "Failed job runs that will be tried again, by job type"
+    );
+    describe_counter!(DEAD, "Jobs that failed for the last time, by job type");
+    describe_counter!(
+        TIMED_OUT,
+        "Job runs cancelled at their timeout, by job type"
+    );
+    describe_histogram!(
+        START_DELAY,
+        Unit::Seconds,
+        "Time from a job's due time to its start"
+    );
+    describe_gauge!(PAUSED, "1 while the queue is paused");
+}
+
 pub fn processed(job_type: &str) {
     metrics::counter!(PROCESSED, "type" => job_type.to_owned()).increment(1);
 }

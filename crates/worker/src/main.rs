@@ -43,6 +43,7 @@ async fn main() -> anyhow::Result<()> {
         .install_recorder()
         .context("cannot install the metrics recorder")?;
     cacheserver_telemetry::spawn_upkeep(&metrics);
+    cacheserver_jobqueue::metrics::describe();
 
     let options = options(&args, &settings);
     let supervisor = Supervisor::new(

@@ -6,7 +6,7 @@
 pub mod chaos;
 pub mod dm_jobqueue;
 pub mod docs;
-mod fallback;
+pub(crate) mod fallback;
 pub mod health;
 pub mod job_dto;
 pub mod jobs;

@@ -14,12 +14,13 @@ use crate::resources;
 use crate::stack::Stack;
 use crate::stats;
 use crate::Plan;
+use crate::{drain, quiet};
 use anyhow::bail;
 use cacheserver_jobqueue::{store, JobQueue, NewJob, Registry, MAX_BATCH};
 use cacheserver_worker::{Supervisor, WorkerOptions};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Worker concurrencies measured (BullMQ runs the same ones: sections/bullmq.rs).
 pub const CONCURRENCIES: [usize; 3] = [1, 8, 64];
@@ -179,57 +180,44 @@ async fn bytes_after_retention(
     Ok((resources::redis_used_memory(&stack.jobqueue) - empty) / n as f64)
 }
 
-/// `n` due `bench:noop` jobs drained by the worker library in this process; rate = jobs done
-/// between the first and the last seen done / time between them (polled every 2 ms).
+/// `n` due `bench:noop` jobs drained by the worker library in this process (rate on the one
+/// clock of [`drain`]: recorded completions).
 async fn noop_throughput(stack: &Stack, n: usize, concurrency: usize) -> anyhow::Result<f64> {
+    Ok(noop_drain(stack, n, concurrency, None).await?.1.rate)
+}
+
+/// `n` due `bench:noop` jobs stored, then (after the quiet gate, when `gate` bounds it) the
+/// `Supervisor` runs in this process at `concurrency`: its CPU is this process' CPU over the
+/// drain (which includes the bench's own 2 ms completion poll, a cost BullMQ's side does not
+/// carry).
+pub async fn noop_drain(
+    stack: &Stack,
+    n: usize,
+    concurrency: usize,
+    gate: Option<Duration>,
+) -> anyhow::Result<(Option<quiet::Gate>, drain::Drain)> {
     stack.flush_jobqueue();
     let settings = stack.settings()?;
     let redis = &settings.cache_server.redis.jobqueue;
     let registry = Registry::production(&settings.jobqueue).with(Noop);
     let queue = JobQueue::with_registry(redis, &settings.jobqueue, registry.clone())?;
     enqueue_all(&queue, n, |_| NewJob::new(NOOP, serde_json::json!({}))).await?;
+    let gate = match gate {
+        Some(bound) => Some(quiet::wait(&format!("ours c{concurrency}"), bound).await),
+        None => None,
+    };
     let mut options = WorkerOptions::from_settings(&settings.jobqueue);
     options.name = format!("bench-noop-c{concurrency}");
     options.concurrency = concurrency;
     let worker = Supervisor::new(redis, &settings.jobqueue, options)?.with_registry(registry);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let running = tokio::spawn(worker.run(stopped));
-    let drained = drain_times(&queue, n, drain_bound(n)).await;
+    let key = queue.keys().finished.clone();
+    let pids = [std::process::id()];
+    let drained = drain::measure(stack.jobqueue.port(), &key, n, drain_bound(n), &pids).await;
     let _ = stop.send(true);
     running.await?;
-    let (first, first_done, last) = drained?;
-    let secs = last.duration_since(first).as_secs_f64().max(0.001);
-    Ok((n - first_done) as f64 / secs)
-}
-
-/// (when some were first seen done, how many then, when all were done).
-async fn drain_times(
-    queue: &JobQueue,
-    n: usize,
-    within: Duration,
-) -> anyhow::Result<(Instant, usize, Instant)> {
-    let deadline = Instant::now() + within;
-    let mut first = None;
-    loop {
-        let keys = queue.keys().clone();
-        let done = queue
-            .with_connection(Duration::from_secs(2), |mut c| async move {
-                store::finished_count(&mut c, &keys).await
-            })
-            .await? as usize;
-        let now = Instant::now();
-        if done > 0 && first.is_none() {
-            first = Some((now, done));
-        }
-        if done >= n {
-            let (at, count) = first.unwrap_or((now, done));
-            return Ok((at, count.min(n - 1), now));
-        }
-        if now >= deadline {
-            bail!("bench:noop: {done} of {n} jobs done within {within:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    Ok((gate, drained?))
 }
 
 /// Jobs delayed 1–5 s (whole seconds, as the api accepts), worker already running.
