@@ -212,7 +212,7 @@ pub async fn noop_drain(
     let worker = Supervisor::new(redis, &settings.jobqueue, options)?.with_registry(registry);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let running = tokio::spawn(worker.run(stopped));
-    let key = queue.keys().finished.clone();
+    let key = store::completions_key(queue.keys()).to_owned();
     let pids = [std::process::id()];
     let drained = drain::measure(stack.jobqueue.port(), &key, n, drain_bound(n), &pids).await;
     let _ = stop.send(true);

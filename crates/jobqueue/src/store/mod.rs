@@ -121,6 +121,12 @@ pub struct Keys {
     pub wake: String,
 }
 
+/// The sorted set of recorded completions (one member per finished job), for a bench that counts
+/// them as they grow.
+pub fn completions_key(keys: &Keys) -> &str {
+    &keys.finished
+}
+
 impl Keys {
     pub fn new(queue: &str) -> Self {
         let apalis = ApalisKeys {
@@ -706,7 +712,11 @@ mod owns_every_key_and_script {
         let mut found = Vec::new();
         for file in files.iter().filter(|f| !f.starts_with(&store)) {
             let text = std::fs::read_to_string(file).unwrap_or_default();
-            let job_queue_code = !file.to_string_lossy().contains("/api/src/");
+            let name = file.to_string_lossy();
+            // The bench's drain clock counts BullMQ's keys and reads `INFO cpu` as well as ours
+            // (whose key name it gets from `store::completions_key`): a peer's measuring tool.
+            let job_queue_code =
+                !name.contains("/api/src/") && !name.ends_with("/bench/src/drain.rs");
             for (n, line) in text.lines().enumerate() {
                 let code = line.split("//").next().unwrap_or_default();
                 let mut bad: Vec<&str> = KEY_SUFFIXES
