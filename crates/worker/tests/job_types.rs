@@ -8,12 +8,12 @@ use cacheserver_config::{AppEnv, Settings};
 use cacheserver_jobqueue::{
     JobContext, JobError, JobQueue, JobQueueError, JobStatus, JobType, NewJob, Registry,
 };
-use cacheserver_testkit::RedisServer;
+use cacheserver_testkit::{eventually, RedisServer};
 use cacheserver_worker::{Supervisor, WorkerOptions};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 /// The new type: `test:greet {name}` sends a greeting; `name = "later"` fails once.
@@ -81,19 +81,18 @@ fn settings(redis: &RedisServer) -> Settings {
     Settings::load_from(&root, AppEnv::Test, Some(vars)).unwrap()
 }
 
-async fn wait_for_status(q: &JobQueue, id: &str, want: JobStatus) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if q.status(id)
-            .await
-            .unwrap()
-            .is_some_and(|i| i.status == want)
-        {
-            return true;
+/// Wait until job `id` has status `want` (at most 15 s); panics naming the last status seen.
+async fn wait_for_status(q: &JobQueue, id: &str, want: JobStatus) {
+    let what = format!("job {id} becomes {want:?}");
+    eventually(Duration::from_secs(15), &what, || async {
+        let status = q.status(id).await.unwrap().map(|i| i.status);
+        if status == Some(want) {
+            Ok(())
+        } else {
+            Err(status)
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -145,7 +144,7 @@ async fn a_job_type_defined_outside_the_crate_runs_with_retries_timeouts_and_val
         .unwrap()
         .unwrap();
     assert_eq!(greeting, "hello later (attempt 2)");
-    assert!(wait_for_status(&q, &id, JobStatus::Done).await);
+    wait_for_status(&q, &id, JobStatus::Done).await;
     let info = q.status(&id).await.unwrap().unwrap();
     assert_eq!((info.attempts, info.errors.len()), (2, 1), "{info:?}");
     assert_eq!(info.job_type, "test:greet");
@@ -156,7 +155,7 @@ async fn a_job_type_defined_outside_the_crate_runs_with_retries_timeouts_and_val
         .await
         .unwrap()
         .job_id;
-    assert!(wait_for_status(&q, &never, JobStatus::Dead).await);
+    wait_for_status(&q, &never, JobStatus::Dead).await;
     assert_eq!(q.status(&never).await.unwrap().unwrap().attempts, 1);
 
     // The type's default timeout applies when the job gives none.
@@ -165,7 +164,7 @@ async fn a_job_type_defined_outside_the_crate_runs_with_retries_timeouts_and_val
         .await
         .unwrap()
         .job_id;
-    assert!(wait_for_status(&q, &sleepy, JobStatus::Dead).await);
+    wait_for_status(&q, &sleepy, JobStatus::Dead).await;
     let info = q.status(&sleepy).await.unwrap().unwrap();
     assert_eq!(info.last_error.as_deref(), Some("timed out after 0.2 s"));
 

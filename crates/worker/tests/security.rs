@@ -5,11 +5,12 @@
 
 use cacheserver_config::{AppEnv, Settings};
 use cacheserver_jobqueue::{JobQueue, JobQueueError, NewJob};
-use cacheserver_testkit::{free_port, ChildProcess, RedisServer, Stderr, Stream, TestCerts};
+use cacheserver_testkit::{
+    eventually, free_port, RedisServer, Stream, TestCerts, WorkerCommand, WorkerProcess,
+};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const USER: &str = "cacheserver-jobqueue";
 const SECRET: &str = "jq-Secret-7f3a9c";
@@ -72,72 +73,39 @@ fn job(message: &str) -> NewJob {
     NewJob::delay_print(message)
 }
 
-/// A `worker` process; stdout (job output) and stderr (logs) collected line by line.
-struct Worker {
-    proc: ChildProcess,
-    health_port: u16,
+/// A `worker` process on `addr` with debug logs collected (and `RUST_LOG` ignored).
+async fn start_worker(addr: &str, env: &[(String, String)]) -> WorkerProcess {
+    WorkerCommand::new(env!("CARGO_BIN_EXE_worker"))
+        .redis(addr)
+        .name(&format!("sec-{}", free_port()))
+        .env("APP__LOGGING__LEVEL", "debug")
+        .env_remove("RUST_LOG")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .capture_stderr()
+        .start()
+        .await
 }
 
-impl Worker {
-    fn start(addr: &str, env: &[(String, String)]) -> Self {
-        let health_port = free_port();
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_worker"));
-        cmd.args(["--name", &format!("sec-{health_port}")])
-            .env("APP_ENV", "test")
-            .env("APP_CONFIG_DIR", root)
-            .env("APP__CACHE_SERVER__REDIS__JOBQUEUE__ADDR", addr)
-            .env(
-                "APP__JOBQUEUE__WORKER__HEALTH_PORT",
-                health_port.to_string(),
-            )
-            .env("APP__LOGGING__LEVEL", "debug")
-            .env_remove("RUST_LOG")
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        Self {
-            proc: ChildProcess::spawn(&mut cmd, Stderr::Capture),
-            health_port,
-        }
-    }
+/// Wait until a job prints `text`, at most `bound`.
+async fn wait_printed(worker: &WorkerProcess, bound: Duration, text: &str) -> bool {
+    worker
+        .wait_for_line(Stream::Stdout, bound, |l| l.ends_with(text))
+        .await
+}
 
-    /// Wait until a job prints `text`, at most `bound`.
-    async fn wait_printed(&self, bound: Duration, text: &str) -> bool {
-        self.proc
-            .wait_for_line(Stream::Stdout, bound, |l| l.ends_with(text))
-            .await
-    }
+/// Wait until a log line contains `needle`, at most `bound`.
+async fn wait_logged(worker: &WorkerProcess, bound: Duration, needle: &str) -> bool {
+    worker
+        .wait_for_line(Stream::Stderr, bound, |l| l.contains(needle))
+        .await
+}
 
-    /// Wait until a log line contains `needle`, at most `bound`.
-    async fn wait_logged(&self, bound: Duration, needle: &str) -> bool {
-        self.proc
-            .wait_for_line(Stream::Stderr, bound, |l| l.contains(needle))
-            .await
-    }
-
-    fn log_lines(&self, needle: &str) -> usize {
-        self.proc
-            .texts(Stream::Stderr)
-            .iter()
-            .filter(|l| l.contains(needle))
-            .count()
-    }
-
-    fn all_output(&self) -> String {
-        let mut all = self.proc.texts(Stream::Stderr).join("\n");
-        all.push_str(&self.proc.texts(Stream::Stdout).join("\n"));
-        all
-    }
-
-    /// `restarts` from the worker's `/health`.
-    async fn restarts(&self) -> Option<u64> {
-        let url = format!("http://127.0.0.1:{}/health", self.health_port);
-        let body: serde_json::Value = reqwest::get(url).await.ok()?.json().await.ok()?;
-        body["restarts"].as_u64()
-    }
-
-    fn is_alive(&mut self) -> bool {
-        self.proc.is_alive()
-    }
+fn log_lines(worker: &WorkerProcess, needle: &str) -> usize {
+    worker
+        .texts(Stream::Stderr)
+        .iter()
+        .filter(|l| l.contains(needle))
+        .count()
 }
 
 #[tokio::test]
@@ -150,17 +118,15 @@ async fn mutual_tls_and_the_shipped_acl_user_register_and_run_a_job() {
     let addr = format!("localhost:{}", redis.port());
     let q = queue(&addr, &env);
     q.ping().await.unwrap();
-    let worker = Worker::start(&addr, &env);
+    let worker = start_worker(&addr, &env).await;
     q.enqueue(job("over mutual tls")).await.unwrap();
     assert!(
-        worker
-            .wait_printed(Duration::from_secs(20), "over mutual tls")
-            .await,
+        wait_printed(&worker, Duration::from_secs(20), "over mutual tls").await,
         "the job did not run; worker log:\n{}",
-        worker.all_output()
+        worker.output()
     );
     assert!(
-        !worker.all_output().contains(SECRET),
+        !worker.output().contains(SECRET),
         "the secret reached a log line"
     );
 }
@@ -212,32 +178,29 @@ async fn a_missing_acl_permission_keeps_the_worker_running_and_says_why_once() {
     let rules = acl_rules().replace("~core:apalis:queues:list", "");
     redis.add_acl_user(USER, &rules, SECRET);
     let env = user_env(USER, SECRET);
-    let mut worker = Worker::start(&redis.addr(), &env);
+    let mut worker = start_worker(&redis.addr(), &env).await;
     assert!(
-        worker
-            .wait_logged(Duration::from_secs(20), "misconfiguration")
-            .await,
+        wait_logged(&worker, Duration::from_secs(20), "misconfiguration").await,
         "the worker never said why; log:\n{}",
-        worker.all_output()
+        worker.output()
     );
-    let said = worker.all_output();
+    let said = worker.output();
     assert!(said.contains("register_worker.lua"), "{said}");
     // It retries (restarts count up) but repeats the reason only once per minute.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut restarts = 0;
-    while Instant::now() < deadline && restarts < 2 {
-        restarts = worker.restarts().await.unwrap_or(0);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(restarts >= 2, "the worker stopped retrying");
+    eventually(
+        Duration::from_secs(30),
+        "the worker retrying (2 restarts)",
+        || async { worker.restarts().await.filter(|r| *r >= 2) },
+    )
+    .await;
     assert!(worker.is_alive(), "the worker exited");
     assert_eq!(
-        worker.log_lines("misconfiguration"),
+        log_lines(&worker, "misconfiguration"),
         1,
         "{}",
-        worker.all_output()
+        worker.output()
     );
-    assert!(!worker.all_output().contains(SECRET));
+    assert!(!worker.output().contains(SECRET));
 }
 
 #[tokio::test]
@@ -259,30 +222,19 @@ async fn a_write_to_a_replica_is_unavailable_not_an_internal_error() {
     assert!(err.to_string().contains("failover"), "{err}");
 }
 
-/// The worker's `/health`: (status, body).
-async fn worker_health(port: u16) -> Option<(u16, serde_json::Value)> {
-    let resp = reqwest::get(format!("http://127.0.0.1:{port}/health"))
-        .await
-        .ok()?;
-    let status = resp.status().as_u16();
-    Some((status, resp.json().await.ok()?))
-}
-
-/// Polls the worker's `/health` until its `reason` contains `needle`; the last body seen.
-async fn health_reason(worker: &Worker, needle: &str) -> (bool, serde_json::Value) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut last = serde_json::Value::Null;
-    while Instant::now() < deadline {
-        if let Some((status, body)) = worker_health(worker.health_port).await {
-            let named = body["reason"].as_str().is_some_and(|r| r.contains(needle));
-            last = body;
-            if status == 503 && named {
-                return (true, last);
+/// Polls the worker's `/health` until it is 503 with a `reason` containing `needle`; panics
+/// with the last body seen and the worker's log otherwise.
+async fn health_reason(worker: &WorkerProcess, needle: &str) -> serde_json::Value {
+    let what = format!("worker health 503 naming `{needle}`");
+    eventually(Duration::from_secs(20), &what, || async {
+        match worker.health().await {
+            Some((503, body)) if body["reason"].as_str().is_some_and(|r| r.contains(needle)) => {
+                Ok(body)
             }
+            other => Err(format!("{other:?}\n{}", worker.output())),
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    (false, last)
+    })
+    .await
 }
 
 #[tokio::test]
@@ -293,9 +245,8 @@ async fn a_wrong_password_is_named_in_the_worker_health_without_the_secret() {
         "APP__CACHE_SERVER__REDIS__JOBQUEUE__PASSWORD".to_owned(),
         wrong.to_owned(),
     )];
-    let worker = Worker::start(&redis.addr(), &env);
-    let (named, body) = health_reason(&worker, "authentication").await;
-    assert!(named, "{body}\n{}", worker.all_output());
+    let worker = start_worker(&redis.addr(), &env).await;
+    let body = health_reason(&worker, "authentication").await;
     let text = body.to_string();
     assert!(text.contains("misconfigured:"), "{text}");
     assert!(!text.contains(wrong) && !text.contains(SECRET), "{text}");
@@ -305,9 +256,8 @@ async fn a_wrong_password_is_named_in_the_worker_health_without_the_secret() {
 async fn plain_text_on_a_tls_port_is_a_misconfiguration_in_the_worker_health() {
     let certs = TestCerts::generate();
     let redis = RedisServer::start_tls(&certs, false);
-    let worker = Worker::start(&redis.addr(), &[]);
-    let (named, body) = health_reason(&worker, "is it a TLS port").await;
-    assert!(named, "{body}\n{}", worker.all_output());
+    let worker = start_worker(&redis.addr(), &[]).await;
+    let body = health_reason(&worker, "is it a TLS port").await;
     assert!(body.to_string().contains("misconfigured:"), "{body}");
 }
 
@@ -322,12 +272,16 @@ async fn a_killed_redis_is_unavailable_not_a_misconfiguration() {
     assert!(matches!(err, JobQueueError::Unavailable(_)), "{err:?}");
     // Back on the same port: the old socket fails, the probe finds a plain Redis answering PING.
     redis.restart();
-    for _ in 0..50 {
-        match q.ping().await {
-            Ok(()) => return,
-            Err(e) => assert!(matches!(e, JobQueueError::Unavailable(_)), "{e:?}"),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the queue never reached the restarted Redis");
+    eventually(
+        Duration::from_secs(5),
+        "the queue reaching the restarted Redis",
+        || async {
+            let pinged = q.ping().await;
+            if let Err(e) = &pinged {
+                assert!(matches!(e, JobQueueError::Unavailable(_)), "{e:?}");
+            }
+            pinged
+        },
+    )
+    .await;
 }

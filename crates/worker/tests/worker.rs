@@ -2,12 +2,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use cacheserver_config::{AppEnv, Settings};
-use cacheserver_jobqueue::{JobQueue, JobQueueError, JobStatus, NewJob};
-use cacheserver_testkit::{free_port, ChildProcess, Line, RedisServer, Stderr, Stream};
+use cacheserver_jobqueue::{JobInfo, JobQueue, JobQueueError, JobStatus, NewJob};
+use cacheserver_testkit::{
+    eventually, message_of, Line, RedisServer, Stream, WorkerCommand, WorkerProcess,
+};
 use chrono::{DateTime, Utc};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -36,132 +37,69 @@ fn job(message: &str, delay_ms: u64, max_retry: u32) -> NewJob {
         .retries(max_retry)
 }
 
-/// A `worker` process; its stdout lines (the jobs' output) are collected as they arrive.
-struct Worker {
-    proc: ChildProcess,
-    health_port: u16,
+/// A `worker` process (the testkit's) on `redis`, named `name`, with quick retries.
+async fn start_worker(
+    redis: &RedisServer,
+    name: &str,
+    extra_env: &[(&str, &str)],
+) -> WorkerProcess {
+    WorkerCommand::new(env!("CARGO_BIN_EXE_worker"))
+        .redis(&redis.addr())
+        .name(name)
+        .env("APP__LOGGING__LEVEL", "info")
+        .env("APP__JOBQUEUE__WORKER__RETRY_BACKOFF", "100ms")
+        .envs(extra_env.iter().copied())
+        .start()
+        .await
 }
 
-impl Worker {
-    fn start(redis: &RedisServer, name: &str, extra_env: &[(&str, &str)]) -> Self {
-        let health_port = free_port();
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_worker"));
-        cmd.args(["--name", name])
-            .env("APP_ENV", "test")
-            .env("APP_CONFIG_DIR", root)
-            .env("APP__CACHE_SERVER__REDIS__JOBQUEUE__ADDR", redis.addr())
-            .env(
-                "APP__JOBQUEUE__WORKER__HEALTH_PORT",
-                health_port.to_string(),
-            )
-            .env("APP__LOGGING__LEVEL", "info")
-            .env("APP__JOBQUEUE__WORKER__RETRY_BACKOFF", "100ms")
-            .envs(extra_env.iter().copied());
-        Self {
-            proc: ChildProcess::spawn(&mut cmd, Stderr::Inherit),
-            health_port,
+/// When `message` was printed, and its line.
+fn seen_at(worker: &WorkerProcess, message: &str) -> Option<(DateTime<Utc>, String)> {
+    worker
+        .lines(Stream::Stdout)
+        .into_iter()
+        .find(|l| message_of(&l.text) == message)
+        .map(|l| (DateTime::<Utc>::from(l.at), l.text))
+}
+
+/// Wait until the printed lines satisfy `check`, at most `bound`.
+async fn wait_lines(
+    worker: &WorkerProcess,
+    bound: Duration,
+    check: impl FnMut(&[Line]) -> bool,
+) -> bool {
+    worker.wait_for(Stream::Stdout, bound, check).await
+}
+
+/// Wait until `message` is printed, at most `bound`.
+async fn wait_printed(worker: &WorkerProcess, bound: Duration, message: &str) -> bool {
+    worker
+        .wait_for_line(Stream::Stdout, bound, |l| message_of(l) == message)
+        .await
+}
+
+/// Wait until job `id` has status `want`, at most `bound`; panics naming the last status seen.
+async fn wait_for_status(q: &JobQueue, id: &str, want: JobStatus, bound: Duration) -> JobInfo {
+    let what = format!("job {id} becomes {want:?}");
+    eventually(bound, &what, || async {
+        match q.status(id).await {
+            Ok(Some(info)) if info.status == want => Ok(info),
+            other => Err(other.map(|o| o.map(|i| i.status))),
         }
-    }
-
-    fn messages(&self) -> Vec<String> {
-        self.proc
-            .texts(Stream::Stdout)
-            .iter()
-            .map(|l| message_of(l).to_owned())
-            .collect()
-    }
-
-    fn seen_at(&self, message: &str) -> Option<(DateTime<Utc>, String)> {
-        self.proc
-            .lines(Stream::Stdout)
-            .into_iter()
-            .find(|l| message_of(&l.text) == message)
-            .map(|l| (DateTime::<Utc>::from(l.at), l.text))
-    }
-
-    /// Wait until the printed lines satisfy `check`, at most `bound`.
-    async fn wait_lines(&self, bound: Duration, check: impl FnMut(&[Line]) -> bool) -> bool {
-        self.proc.wait_for(Stream::Stdout, bound, check).await
-    }
-
-    /// Wait until `message` is printed, at most `bound`.
-    async fn wait_printed(&self, bound: Duration, message: &str) -> bool {
-        self.proc
-            .wait_for_line(Stream::Stdout, bound, |l| message_of(l) == message)
-            .await
-    }
-
-    async fn get(&self, path: &str) -> Option<(u16, String)> {
-        let url = format!("http://127.0.0.1:{}{path}", self.health_port);
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .unwrap();
-        let resp = client.get(url).send().await.ok()?;
-        Some((resp.status().as_u16(), resp.text().await.ok()?))
-    }
-
-    /// `restarts` from the worker's `/health`.
-    async fn restarts(&self) -> Option<u64> {
-        let (_, body) = self.get("/health").await?;
-        serde_json::from_str::<serde_json::Value>(&body).ok()?["restarts"].as_u64()
-    }
-
-    fn sigkill(&mut self) {
-        self.proc.kill();
-    }
-
-    fn sigterm_and_wait(&mut self, timeout: Duration) -> Option<i32> {
-        self.proc.terminate(timeout).and_then(|s| s.code())
-    }
-
-    fn is_alive(&mut self) -> bool {
-        self.proc.is_alive()
-    }
-}
-
-/// `[YYYY-MM-DD HH:MM:SS] message` → `message`.
-fn message_of(line: &str) -> &str {
-    line.split_once("] ").map_or(line, |(_, m)| m)
-}
-
-async fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    check()
-}
-
-async fn wait_for_status(q: &JobQueue, id: &str, want: JobStatus, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if q.status(id)
-            .await
-            .ok()
-            .flatten()
-            .is_some_and(|i| i.status == want)
-        {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
+    })
+    .await
 }
 
 #[tokio::test]
 async fn delayed_jobs_run_after_their_delay_never_early_and_done_jobs_are_trimmed() {
     let redis = RedisServer::start();
     let q = queue(&redis);
-    let worker = Worker::start(
+    let worker = start_worker(
         &redis,
         "w-delay",
         &[("APP__JOBQUEUE__DONE_RETENTION", "1s")],
-    );
+    )
+    .await;
     let mut expected = Vec::new();
     for i in 0..20u64 {
         let message = format!("hello {i}");
@@ -173,9 +111,7 @@ async fn delayed_jobs_run_after_their_delay_never_early_and_done_jobs_are_trimme
         expected.push((message, enqueued));
     }
     assert!(
-        worker
-            .wait_lines(Duration::from_secs(10), |l| l.len() >= 20)
-            .await,
+        wait_lines(&worker, Duration::from_secs(10), |l| l.len() >= 20).await,
         "only {:?} ran",
         worker.messages()
     );
@@ -187,7 +123,7 @@ async fn delayed_jobs_run_after_their_delay_never_early_and_done_jobs_are_trimme
     };
     let mut late_ms = Vec::new();
     for (message, enqueued) in &expected {
-        let (at, line) = worker.seen_at(message).expect("line printed");
+        let (at, line) = seen_at(&worker, message).expect("line printed");
         assert!(line_format(&line), "bad line {line:?}");
         let late = (at - enqueued.run_at).num_milliseconds();
         assert!(late >= 0, "{message} ran {late} ms early");
@@ -202,15 +138,13 @@ async fn delayed_jobs_run_after_their_delay_never_early_and_done_jobs_are_trimme
     let id = &expected[0].1.job_id;
     let info = q.status(id).await.unwrap();
     assert!(info.is_none_or(|i| i.status == JobStatus::Done && i.attempts == 1));
-    let mut gone = false;
-    for _ in 0..100 {
-        if q.status(id).await.unwrap().is_none() {
-            gone = true;
-            break;
+    eventually(Duration::from_secs(10), "done job trimmed", || async {
+        match q.status(id).await.unwrap() {
+            None => Ok(()),
+            Some(info) => Err(info.status),
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(gone, "done job not trimmed");
+    })
+    .await;
     let (code, _) = worker.get("/health").await.unwrap();
     assert_eq!(code, 200);
 }
@@ -219,9 +153,9 @@ async fn delayed_jobs_run_after_their_delay_never_early_and_done_jobs_are_trimme
 async fn failing_job_runs_exactly_1_plus_max_retry_times_then_is_dead_and_retry_revives_it() {
     let redis = RedisServer::start();
     let q = queue(&redis);
-    let worker = Worker::start(&redis, "w-fail", &[]);
+    let worker = start_worker(&redis, "w-fail", &[]).await;
     let id = q.enqueue(job("fail: boom", 0, 3)).await.unwrap().job_id;
-    assert!(wait_for_status(&q, &id, JobStatus::Dead, Duration::from_secs(15)).await);
+    wait_for_status(&q, &id, JobStatus::Dead, Duration::from_secs(15)).await;
     let info = q.status(&id).await.unwrap().unwrap();
     assert_eq!(info.attempts, 4, "{info:?}");
     assert!(info.last_error.as_deref().unwrap().contains("boom"));
@@ -258,7 +192,7 @@ async fn failing_job_runs_exactly_1_plus_max_retry_times_then_is_dead_and_retry_
         q.retry("01NOTAJOB").await,
         Err(JobQueueError::NotFound(_))
     ));
-    assert!(wait_for_status(&q, &id, JobStatus::Dead, Duration::from_secs(15)).await);
+    wait_for_status(&q, &id, JobStatus::Dead, Duration::from_secs(15)).await;
     let (_, metrics) = worker.get("/metrics").await.unwrap();
     assert!(
         metrics.contains(r#"jobqueue_jobs_failed_total{type="demo:delay_print"} 8"#),
@@ -274,11 +208,12 @@ async fn failing_job_runs_exactly_1_plus_max_retry_times_then_is_dead_and_retry_
 async fn sigkilled_worker_jobs_complete_on_a_worker_with_another_name() {
     let redis = RedisServer::start();
     let q = queue(&redis);
-    let mut first = Worker::start(
+    let mut first = start_worker(
         &redis,
         "w-doomed",
         &[("APP__JOBQUEUE__WORKER__CONCURRENCY", "1")],
-    );
+    )
+    .await;
     // Each job takes 100 ms, so the single-slot worker is killed while it holds one.
     let jobs: Vec<NewJob> = (0..300)
         .map(|i| job(&format!("slow:100:k{i}"), 500, 0))
@@ -291,27 +226,27 @@ async fn sigkilled_worker_jobs_complete_on_a_worker_with_another_name() {
             .unwrap_or(0)
             > 0
     };
-    assert!(
-        first
-            .wait_lines(Duration::from_secs(10), |l| !l.is_empty())
-            .await
-    );
-    assert!(wait_for(Duration::from_secs(5), inflight).await);
-    first.sigkill();
+    assert!(wait_lines(&first, Duration::from_secs(10), |l| !l.is_empty()).await);
+    eventually(
+        Duration::from_secs(5),
+        "a job in flight on w-doomed",
+        || std::future::ready(inflight()),
+    )
+    .await;
+    first.kill();
     let orphaned: u64 = redis
         .cli(&["SCARD", "dm-jobqueue:inflight:w-doomed"])
         .parse()
         .unwrap();
     assert!(orphaned > 0, "no job was in flight when the worker died");
     let ran_first: HashSet<String> = first.messages().into_iter().collect();
-    let second = Worker::start(&redis, "w-heir", &[]);
-    let all_printed = second
-        .wait_lines(Duration::from_secs(25), |lines| {
-            let mut seen = ran_first.clone();
-            seen.extend(lines.iter().map(|l| message_of(&l.text).to_owned()));
-            seen.len() == 300
-        })
-        .await;
+    let second = start_worker(&redis, "w-heir", &[]).await;
+    let all_printed = wait_lines(&second, Duration::from_secs(25), |lines| {
+        let mut seen = ran_first.clone();
+        seen.extend(lines.iter().map(|l| message_of(&l.text).to_owned()));
+        seen.len() == 300
+    })
+    .await;
     assert!(
         all_printed,
         "first {} second {}",
@@ -319,15 +254,15 @@ async fn sigkilled_worker_jobs_complete_on_a_worker_with_another_name() {
         second.messages().len()
     );
     // Every job, including those the dead worker held, is finished (acked) by the heir.
-    let mut stats = q.stats().await.unwrap();
-    for _ in 0..200 {
+    eventually(Duration::from_secs(20), "all 300 jobs done", || async {
+        let stats = q.stats().await.unwrap();
         if stats.done == 300 {
-            break;
+            Ok(())
+        } else {
+            Err(stats)
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        stats = q.stats().await.unwrap();
-    }
-    assert_eq!(stats.done, 300, "{stats:?}");
+    })
+    .await;
     assert_eq!(redis.cli(&["EXISTS", "dm-jobqueue:inflight:w-doomed"]), "0");
 }
 
@@ -343,15 +278,12 @@ async fn enqueue_is_unavailable_within_its_timeout_while_redis_is_down_and_recon
     assert!(!q.is_connected());
 
     redis.restart();
-    let mut ok = false;
-    for _ in 0..50 {
-        if q.enqueue(job("x", 0, 0)).await.is_ok() {
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ok, "did not reconnect");
+    eventually(
+        Duration::from_secs(5),
+        "enqueue after the restart",
+        || async { q.enqueue(job("x", 0, 0)).await },
+    )
+    .await;
     assert!(q.is_connected());
 
     // Chaos reset: the server sees the connections go, the next call reconnects.
@@ -365,11 +297,14 @@ async fn enqueue_is_unavailable_within_its_timeout_while_redis_is_down_and_recon
         closed >= 1 && closed == before - 1,
         "closed {closed}, clients before {before}"
     );
-    assert!(
-        wait_for(Duration::from_secs(2), || clients() == 1).await,
-        "{}",
-        redis.cli(&["CLIENT", "LIST"])
-    );
+    eventually(Duration::from_secs(2), "only redis-cli connected", || {
+        std::future::ready(if clients() == 1 {
+            Ok(())
+        } else {
+            Err(redis.cli(&["CLIENT", "LIST"]))
+        })
+    })
+    .await;
     assert_eq!(q.connection_count(), 0);
     q.ping().await.unwrap();
     assert!(q.connection_count() >= 1);
@@ -379,58 +314,49 @@ async fn enqueue_is_unavailable_within_its_timeout_while_redis_is_down_and_recon
 async fn worker_process_survives_a_redis_restart_and_drains_on_sigterm() {
     let mut redis = RedisServer::start();
     let q = queue(&redis);
-    let mut worker = Worker::start(&redis, "w-survivor", &[]);
+    let mut worker = start_worker(&redis, "w-survivor", &[]).await;
     q.enqueue(job("before", 0, 0)).await.unwrap();
-    assert!(worker.wait_printed(Duration::from_secs(10), "before").await);
+    assert!(wait_printed(&worker, Duration::from_secs(10), "before").await);
 
     redis.kill();
-    let mut unhealthy = false;
-    for _ in 0..60 {
-        if worker.get("/health").await.is_some_and(|(c, _)| c == 503) {
-            unhealthy = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(unhealthy, "health stayed 200 while Redis was down");
+    eventually(
+        Duration::from_secs(6),
+        "health 503 while Redis is down",
+        || async { worker.get("/health").await.filter(|(c, _)| *c == 503) },
+    )
+    .await;
     // Surviving means retrying: the supervisor restarts the apalis worker while Redis is down.
     let before = worker.restarts().await.expect("health answers");
-    let mut restarts = before;
-    for _ in 0..100 {
-        restarts = worker.restarts().await.unwrap_or(before);
-        if restarts > before {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(restarts > before, "the worker stopped retrying");
+    eventually(
+        Duration::from_secs(10),
+        "the worker retrying (restarts counting up)",
+        || async { worker.restarts().await.unwrap_or(before) > before },
+    )
+    .await;
     assert!(worker.is_alive(), "worker exited during the outage");
 
     redis.restart();
-    let mut enqueued = false;
-    for _ in 0..50 {
-        if q.enqueue(job("after", 0, 0)).await.is_ok() {
-            enqueued = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(enqueued);
+    eventually(
+        Duration::from_secs(5),
+        "enqueue after the restart",
+        || async { q.enqueue(job("after", 0, 0)).await },
+    )
+    .await;
     assert!(
-        worker.wait_printed(Duration::from_secs(15), "after").await,
+        wait_printed(&worker, Duration::from_secs(15), "after").await,
         "worker did not resume: {:?}",
         worker.messages()
     );
-    let mut healthy = false;
-    for _ in 0..50 {
-        if worker.get("/health").await.is_some_and(|(c, _)| c == 200) {
-            healthy = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(healthy);
-    assert_eq!(worker.sigterm_and_wait(Duration::from_secs(10)), Some(0));
+    eventually(Duration::from_secs(5), "health 200 again", || async {
+        worker.get("/health").await.filter(|(c, _)| *c == 200)
+    })
+    .await;
+    assert_eq!(
+        worker
+            .terminate(Duration::from_secs(10))
+            .and_then(|s| s.code()),
+        Some(0)
+    );
 }
 
 #[tokio::test]
@@ -446,17 +372,16 @@ async fn a_backlog_of_10000_jobs_due_at_once_is_processed() {
     // Due at once: pending (held in `delayed` until apalis' active list has room).
     assert_eq!(q.stats().await.unwrap().pending, 10_000);
     let started = Instant::now();
-    let worker = Worker::start(
+    let worker = start_worker(
         &redis,
         "w-backlog",
         &[
             ("APP__JOBQUEUE__WORKER__CONCURRENCY", "64"),
             ("APP__LOGGING__LEVEL", "warn"),
         ],
-    );
-    let done = worker
-        .wait_lines(Duration::from_secs(40), |l| l.len() >= 10_000)
-        .await;
+    )
+    .await;
+    let done = wait_lines(&worker, Duration::from_secs(40), |l| l.len() >= 10_000).await;
     let unique: HashSet<String> = worker.messages().into_iter().collect();
     println!("10,000 jobs in {:?}", started.elapsed());
     assert!(
@@ -476,10 +401,11 @@ fn heartbeat(redis: &RedisServer, name: &str) -> String {
 async fn wait_for_ticks(redis: &RedisServer, name: &str) {
     for _ in 0..2 {
         let before = heartbeat(redis, name);
-        assert!(
-            wait_for(Duration::from_secs(10), || heartbeat(redis, name) != before).await,
-            "worker {name} stopped beating"
-        );
+        let what = format!("worker {name} beating");
+        eventually(Duration::from_secs(10), &what, || {
+            std::future::ready(heartbeat(redis, name) != before)
+        })
+        .await;
     }
 }
 
@@ -522,23 +448,19 @@ async fn jobs_stored_in_the_seed_format_still_run() {
     let info = q.status(&id).await.unwrap().unwrap();
     assert_eq!(info.job_type, "demo:delay_print");
     assert_eq!(info.payload, serde_json::json!({"message": "legacy hello"}));
-    let worker = Worker::start(&redis, "w-legacy", &[]);
-    assert!(
-        worker
-            .wait_printed(Duration::from_secs(15), "legacy hello")
-            .await
-    );
-    assert!(wait_for_status(&q, &id, JobStatus::Done, Duration::from_secs(10)).await);
+    let worker = start_worker(&redis, "w-legacy", &[]).await;
+    assert!(wait_printed(&worker, Duration::from_secs(15), "legacy hello").await);
+    wait_for_status(&q, &id, JobStatus::Done, Duration::from_secs(10)).await;
 }
 
 #[tokio::test]
 async fn a_run_past_its_timeout_is_cancelled_and_counts_as_a_failure() {
     let redis = RedisServer::start();
     let q = queue(&redis);
-    let worker = Worker::start(&redis, "w-timeout", &[]);
+    let worker = start_worker(&redis, "w-timeout", &[]).await;
     let job = job("slow:60000:never printed", 0, 1).timeout(Duration::from_secs(1));
     let id = q.enqueue(job).await.unwrap().job_id;
-    assert!(wait_for_status(&q, &id, JobStatus::Dead, Duration::from_secs(20)).await);
+    wait_for_status(&q, &id, JobStatus::Dead, Duration::from_secs(20)).await;
     let info = q.status(&id).await.unwrap().unwrap();
     assert_eq!(info.attempts, 2, "{info:?}");
     assert_eq!(info.timeout_seconds, Some(1.0));
@@ -582,13 +504,13 @@ async fn unique_keys_are_held_until_done_or_for_unique_for() {
 
     // Once the holder is done the key is free again.
     q.delete(&first.job_id).await.unwrap();
-    let worker = Worker::start(&redis, "w-unique", &[]);
+    let worker = start_worker(&redis, "w-unique", &[]).await;
     let now = q
         .enqueue(job("unique now", 0, 0).unique("report-42", None))
         .await
         .unwrap();
-    assert!(wait_for_status(&q, &now.job_id, JobStatus::Done, Duration::from_secs(15)).await);
-    assert!(worker.seen_at("unique now").is_some());
+    wait_for_status(&q, &now.job_id, JobStatus::Done, Duration::from_secs(15)).await;
+    assert!(seen_at(&worker, "unique now").is_some());
     q.enqueue(job("unique after done", 0, 0).unique("report-42", None))
         .await
         .unwrap();
@@ -619,13 +541,9 @@ async fn unique_keys_are_held_until_done_or_for_unique_for() {
 async fn paused_queues_start_nothing_and_resume_where_they_were() {
     let redis = RedisServer::start();
     let q = queue(&redis);
-    let worker = Worker::start(&redis, "w-pause", &[]);
+    let worker = start_worker(&redis, "w-pause", &[]).await;
     q.enqueue(job("before pause", 0, 0)).await.unwrap();
-    assert!(
-        worker
-            .wait_printed(Duration::from_secs(15), "before pause")
-            .await
-    );
+    assert!(wait_printed(&worker, Duration::from_secs(15), "before pause").await);
     q.pause().await.unwrap();
     assert!(q.is_paused().await.unwrap());
     let ids: Vec<String> = q
@@ -652,32 +570,34 @@ async fn paused_queues_start_nothing_and_resume_where_they_were() {
 
     q.resume().await.unwrap();
     assert!(
-        worker
-            .wait_lines(Duration::from_secs(15), |l| l.len() >= 6)
-            .await,
+        wait_lines(&worker, Duration::from_secs(15), |l| l.len() >= 6).await,
         "{:?}",
         worker.messages()
     );
     assert_eq!(worker.messages().len(), 6, "{:?}", worker.messages());
     for id in &ids {
-        assert!(wait_for_status(&q, id, JobStatus::Done, Duration::from_secs(10)).await);
+        wait_for_status(&q, id, JobStatus::Done, Duration::from_secs(10)).await;
     }
     // The per-minute history (in Redis) counts the 6 runs.
-    let mut counted = 0;
-    for _ in 0..100 {
-        counted = q
-            .history(5)
-            .await
-            .unwrap()
-            .iter()
-            .map(|m| m.processed)
-            .sum();
-        if counted == 6 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(counted, 6);
+    eventually(
+        Duration::from_secs(5),
+        "the history counts 6 runs",
+        || async {
+            let counted: u64 = q
+                .history(5)
+                .await
+                .unwrap()
+                .iter()
+                .map(|m| m.processed)
+                .sum();
+            if counted == 6 {
+                Ok(())
+            } else {
+                Err(counted)
+            }
+        },
+    )
+    .await;
     let ttl: i64 = redis
         .cli(&[
             "TTL",
@@ -739,13 +659,13 @@ async fn listings_page_with_stable_cursors_and_running_jobs_cannot_be_deleted() 
         Err(JobQueueError::Invalid(_))
     ));
 
-    let _worker = Worker::start(&redis, "w-running", &[]);
+    let _worker = start_worker(&redis, "w-running", &[]).await;
     let slow = q
         .enqueue(job("slow:3000:slow one", 0, 0))
         .await
         .unwrap()
         .job_id;
-    assert!(wait_for_status(&q, &slow, JobStatus::Running, Duration::from_secs(15)).await);
+    wait_for_status(&q, &slow, JobStatus::Running, Duration::from_secs(15)).await;
     let running = q.list(JobStatus::Running, None, 10, None).await.unwrap();
     assert_eq!(running.jobs.len(), 1);
     assert!(running.jobs[0].started_at.is_some());
@@ -753,7 +673,7 @@ async fn listings_page_with_stable_cursors_and_running_jobs_cannot_be_deleted() 
         q.delete(&slow).await,
         Err(JobQueueError::Running(_))
     ));
-    assert!(wait_for_status(&q, &slow, JobStatus::Done, Duration::from_secs(15)).await);
+    wait_for_status(&q, &slow, JobStatus::Done, Duration::from_secs(15)).await;
     assert!(q.delete(&slow).await.unwrap());
     assert_eq!(q.delete_many(&ids[..3]).await.unwrap(), 3);
 }
@@ -841,7 +761,7 @@ async fn webhook_jobs_call_allowed_hosts_retry_5xx_and_die_on_4xx_and_redirects(
         "{disabled:?}"
     );
 
-    let _worker = Worker::start(&redis, "w-hooks", &env);
+    let _worker = start_worker(&redis, "w-hooks", &env).await;
     let ok = q.enqueue(hook(port, "/ok")).await.unwrap().job_id;
     let mut put = hook(port, "/ok");
     put.payload["method"] = serde_json::json!("PUT");
@@ -856,11 +776,7 @@ async fn webhook_jobs_call_allowed_hosts_retry_5xx_and_die_on_4xx_and_redirects(
         (&gone, JobStatus::Dead),
         (&redirect, JobStatus::Dead),
     ] {
-        assert!(
-            wait_for_status(&q, id, want, Duration::from_secs(20)).await,
-            "{id}: {:?}",
-            q.status(id).await
-        );
+        wait_for_status(&q, id, want, Duration::from_secs(20)).await;
     }
     let info = |id: String| {
         let q = q.clone();
