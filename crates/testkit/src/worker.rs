@@ -9,7 +9,7 @@ use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// How long a worker may take to answer `/health` after its start.
 const READY_BOUND: Duration = Duration::from_secs(30);
@@ -24,29 +24,86 @@ pub fn config_dir() -> PathBuf {
     repo_root().join("config")
 }
 
-/// `target/debug/worker`, built once per test process (`cargo build` is a no-op when it is up
-/// to date), for the crates whose tests cannot name it with `CARGO_BIN_EXE_worker`.
+/// `target/<profile>/worker` for the crates whose tests cannot name it with
+/// `CARGO_BIN_EXE_worker`. `cargo test --workspace` (and `nextest run --workspace`, as in
+/// `just test`) builds it; a missing binary, or one older than a source it is built from, fails
+/// the test with the command that builds it. (Building it from here with `cargo build -p` would
+/// resolve other dependency features than the workspace build and compile them all again.)
 pub fn worker_binary() -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT
+    static FOUND: OnceLock<PathBuf> = OnceLock::new();
+    FOUND
         .get_or_init(|| {
-            let status = Command::new(env!("CARGO"))
-                .args(["build", "-p", "cacheserver-worker", "--bin", "worker"])
-                .current_dir(repo_root())
-                .status()
-                .expect("run cargo build");
-            assert!(status.success(), "building the worker failed");
-            // A test binary lives in target/debug/deps; the worker in target/debug.
+            // A test binary lives in target/<profile>/deps; the worker in target/<profile>.
             let exe = std::env::current_exe().expect("test binary path");
-            let debug = exe
+            let profile = exe
                 .parent()
                 .and_then(Path::parent)
                 .expect("test binary in target/<profile>/deps");
-            let bin = debug.join("worker");
-            assert!(bin.is_file(), "no worker at {}", bin.display());
+            let bin = profile.join("worker");
+            let build =
+                "build it: cargo build --workspace --bins, or run the tests with --workspace";
+            let built = std::fs::metadata(&bin)
+                .and_then(|m| m.modified())
+                .unwrap_or_else(|_| panic!("no worker binary at {}; {build}", bin.display()));
+            if let Some(newer) = newest_source(&repo_root(), "worker").filter(|(t, _)| *t > built) {
+                panic!(
+                    "{} is older than {}; {build}",
+                    bin.display(),
+                    newer.1.display()
+                );
+            }
             bin
         })
         .clone()
+}
+
+/// The newest file among the sources of workspace crate `name` and of the workspace crates it
+/// depends on (their `src/`, `lua/`, `Cargo.toml`), plus `Cargo.lock`.
+fn newest_source(root: &Path, name: &str) -> Option<(SystemTime, PathBuf)> {
+    let mut crates = vec![name.to_owned()];
+    let mut files = vec![root.join("Cargo.lock")];
+    let mut i = 0;
+    while let Some(krate) = crates.get(i).cloned() {
+        i += 1;
+        let dir = root.join("crates").join(&krate);
+        let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap_or_default();
+        let deps = manifest
+            .split("\n[")
+            .find(|section| section.starts_with("dependencies]"))
+            .unwrap_or_default();
+        for line in deps.lines() {
+            let dep = line.split(['.', ' ', '=']).next().unwrap_or_default();
+            if let Some(dep) = dep.strip_prefix("cacheserver-") {
+                if !crates.iter().any(|c| c == dep) {
+                    crates.push(dep.to_owned());
+                }
+            }
+        }
+        files.push(dir.join("Cargo.toml"));
+        files.extend(walk(&dir.join("src")));
+        files.extend(walk(&dir.join("lua")));
+    }
+    files
+        .into_iter()
+        .filter_map(|f| Some((std::fs::metadata(&f).ok()?.modified().ok()?, f)))
+        .max()
+}
+
+/// Every file under `dir` (none when it does not exist).
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
 }
 
 /// How to start a worker: the binary, `--name`, env overrides, where stderr goes.

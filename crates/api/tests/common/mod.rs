@@ -9,6 +9,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+// The waits of every test (one harness, in the testkit).
+pub use cacheserver_testkit::{eventually, try_eventually, within};
+
 pub struct TestApp {
     pub base: String,
     pub http: reqwest::Client,
@@ -138,35 +141,6 @@ pub fn pin_limiter_clock(app: &TestApp) -> u64 {
     let pinned = now / 60 * 60 + 5;
     app.state.limiter.clock().pin(pinned);
     pinned
-}
-
-/// Poll `check` every 100 ms until it is true or `timeout` passes.
-pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if check().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Await `fut`; a hang past `bound` fails the test (a bound on the wait, not a speed check).
-pub async fn within<T>(
-    bound: Duration,
-    what: &str,
-    fut: impl std::future::Future<Output = T>,
-) -> T {
-    tokio::time::timeout(bound, fut)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: no answer within {bound:?}"))
 }
 
 pub fn header(resp: &reqwest::Response, name: &str) -> String {

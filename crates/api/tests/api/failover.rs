@@ -3,78 +3,49 @@
 //! everysec. Every job that got a 201 must run; the worker process must survive.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
-mod common;
-
+use crate::common::{eventually, spawn_app, try_eventually, TestApp};
 use cacheserver_testkit::{
-    free_port, ChildProcess, Line, RedisServer, SentinelSet, Stderr, Stream, SENTINEL_MASTER_NAME,
+    worker_binary, Line, RedisServer, SentinelSet, Stream, WorkerCommand, WorkerProcess,
+    SENTINEL_MASTER_NAME,
 };
-use common::{spawn_app, TestApp};
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const CLIENTS: usize = 4;
 
-/// The worker binary built by `cargo build -p cacheserver-worker --bin worker`.
-fn worker_binary() -> Option<PathBuf> {
-    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let bin = tmp.parent()?.join("debug").join("worker");
-    let found = bin.is_file().then_some(bin);
-    assert!(
-        found.is_some() || std::env::var_os("CI").is_none(),
-        "worker binary missing in CI"
-    );
-    found
+/// A worker on the jobqueue Redis that `env` names (the api's overrides, which it shares).
+async fn start_worker(env: &[(&str, String)]) -> WorkerProcess {
+    WorkerCommand::new(worker_binary())
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .start()
+        .await
 }
 
-/// The worker process; its printed lines are collected as they arrive.
-struct Worker {
-    proc: ChildProcess,
+/// Accepted messages not printed (yet).
+fn missing(worker: &WorkerProcess, accepted: &HashSet<String>) -> Vec<String> {
+    let lines = worker.lines(Stream::Stdout);
+    let printed = printed(&lines);
+    accepted
+        .iter()
+        .filter(|m| !printed.contains(m.as_str()))
+        .cloned()
+        .collect()
 }
 
-impl Worker {
-    fn start(bin: &Path, env: &[(&str, String)]) -> Self {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
-        let mut cmd = Command::new(bin);
-        cmd.env("APP_ENV", "test")
-            .env("APP_CONFIG_DIR", root)
-            .env(
-                "APP__JOBQUEUE__WORKER__HEALTH_PORT",
-                free_port().to_string(),
-            )
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
-        Self {
-            proc: ChildProcess::spawn(&mut cmd, Stderr::Inherit),
-        }
-    }
-
-    /// Accepted messages not printed (yet).
-    fn missing(&self, accepted: &HashSet<String>) -> Vec<String> {
-        let lines = self.proc.lines(Stream::Stdout);
-        let printed = printed(&lines);
-        accepted
-            .iter()
-            .filter(|m| !printed.contains(m.as_str()))
-            .cloned()
-            .collect()
-    }
-
-    /// Wait until every accepted message is printed, at most `bound`.
-    async fn wait_all_printed(&self, bound: Duration, accepted: &HashSet<String>) -> bool {
-        self.proc
-            .wait_for(Stream::Stdout, bound, |lines| {
-                let printed = printed(lines);
-                accepted.iter().all(|m| printed.contains(m.as_str()))
-            })
-            .await
-    }
-
-    fn is_alive(&mut self) -> bool {
-        self.proc.is_alive()
-    }
+/// Wait until every accepted message is printed, at most `bound`.
+async fn wait_all_printed(
+    worker: &WorkerProcess,
+    bound: Duration,
+    accepted: &HashSet<String>,
+) -> bool {
+    worker
+        .wait_for(Stream::Stdout, bound, |lines| {
+            let printed = printed(lines);
+            accepted.iter().all(|m| printed.contains(m.as_str()))
+        })
+        .await
 }
 
 /// The messages of `[time] message` lines.
@@ -134,39 +105,29 @@ fn count_201_after(seen: &Mutex<Seen>, t: Instant) -> usize {
         .count()
 }
 
-async fn wait(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    check()
-}
-
 /// Run the load, call `fault` once 100 jobs are in, continue until 100 more are accepted;
 /// then every accepted job must run. Returns (503 window after the fault, statuses seen).
 async fn under_load(
     app: TestApp,
-    worker: &mut Worker,
+    worker: &mut WorkerProcess,
     fault: impl FnOnce(),
 ) -> (Duration, Vec<u16>) {
     let app = Arc::new(app);
     let stop = Arc::new(AtomicBool::new(false));
     let seen: Arc<Mutex<Seen>> = Arc::default();
     let tasks = load(&app, &stop, &seen);
-    let before = wait(Duration::from_secs(30), || {
-        seen.lock().unwrap().accepted.len() >= 100
+    eventually(Duration::from_secs(30), "100 jobs accepted", || {
+        std::future::ready(seen.lock().unwrap().accepted.len() >= 100)
     })
     .await;
-    assert!(before, "the load never got going");
     let faulted_at = Instant::now();
     fault();
-    let recovered = wait(Duration::from_secs(60), || {
-        count_201_after(&seen, faulted_at) >= 100
+    // Not `eventually`: the load stops before the verdict.
+    let recovered = try_eventually(Duration::from_secs(60), || {
+        std::future::ready(count_201_after(&seen, faulted_at) >= 100)
     })
-    .await;
+    .await
+    .is_ok();
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         t.await.unwrap();
@@ -181,10 +142,8 @@ async fn under_load(
         .map(|(at, _)| *at)
         .max();
     let window = last_failure.map_or(Duration::ZERO, |t| t - faulted_at);
-    let ran = worker
-        .wait_all_printed(Duration::from_secs(60), &seen.accepted)
-        .await;
-    let missing = worker.missing(&seen.accepted);
+    let ran = wait_all_printed(worker, Duration::from_secs(60), &seen.accepted).await;
+    let missing = missing(worker, &seen.accepted);
     assert!(
         ran,
         "{} of {} accepted jobs never ran, e.g. {:?}",
@@ -204,7 +163,6 @@ async fn under_load(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sentinel_failover_loses_no_accepted_job() {
-    let Some(bin) = worker_binary() else { return };
     let mut set = SentinelSet::start();
     let env: Vec<(&str, String)> = vec![
         (
@@ -230,7 +188,7 @@ async fn a_sentinel_failover_loses_no_accepted_job() {
         ("APP__JOBQUEUE__ENQUEUE_TIMEOUT", "1s".into()),
         ("APP__API__RATE_LIMIT__ENABLED", "false".into()),
     ];
-    let mut worker = Worker::start(&bin, &env);
+    let mut worker = start_worker(&env).await;
     let overrides: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let app = spawn_app(&overrides).await;
     let mut killed = None;
@@ -255,7 +213,6 @@ async fn a_sentinel_failover_loses_no_accepted_job() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkilled_single_redis_loses_no_accepted_job() {
-    let Some(bin) = worker_binary() else { return };
     // AOF everysec on tmpfs: a busy disk can make Redis postpone an AOF write while it already
     // replied (README, "High availability"); this test is about our side of the promise.
     let mut redis = RedisServer::start_on_tmpfs();
@@ -265,7 +222,7 @@ async fn a_sigkilled_single_redis_loses_no_accepted_job() {
         ("APP__API__RATE_LIMIT__ENABLED", "false".into()),
         ("APP__JOBQUEUE__WORKER__RETRY_BACKOFF", "100ms".into()),
     ];
-    let mut worker = Worker::start(&bin, &env);
+    let mut worker = start_worker(&env).await;
     let overrides: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let app = spawn_app(&overrides).await;
     let redis_ref = &mut redis;
@@ -326,13 +283,14 @@ async fn min_replicas_acked_answers_201_only_once_a_replica_has_the_job() {
             Vec::new(),
         )
     });
-    let synced = wait(Duration::from_secs(20), || {
-        master
-            .try_cli(&["INFO", "replication"])
-            .is_ok_and(|i| i.contains("state=online"))
+    eventually(Duration::from_secs(20), "the replica in sync", || {
+        std::future::ready(
+            master
+                .try_cli(&["INFO", "replication"])
+                .is_ok_and(|i| i.contains("state=online")),
+        )
     })
     .await;
-    assert!(synced, "the replica never synced");
     for (i, flush) in [false, true].into_iter().enumerate() {
         if flush {
             assert_eq!(master.cli(&["SCRIPT", "FLUSH"]), "OK");

@@ -1,9 +1,7 @@
 //! The OpenAPI spec documents every route the app serves, and Swagger UI is served offline.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
-use common::spawn_app;
+use crate::common::spawn_app;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -175,7 +173,7 @@ async fn jobs_page_and_its_assets_are_served() {
     let app = spawn_app(&[]).await;
     let resp = app.get("/").await;
     assert_eq!(resp.status(), 200);
-    assert!(common::header(&resp, "content-type").starts_with("text/html"));
+    assert!(crate::common::header(&resp, "content-type").starts_with("text/html"));
     let html = resp.text().await.unwrap();
     assert!(html.contains("/static/app.js") && !html.contains("https://"));
     for (path, kind) in [
@@ -184,7 +182,7 @@ async fn jobs_page_and_its_assets_are_served() {
     ] {
         let resp = app.get(path).await;
         assert_eq!(resp.status(), 200);
-        assert!(common::header(&resp, "content-type").starts_with(kind));
+        assert!(crate::common::header(&resp, "content-type").starts_with(kind));
     }
 }
 
@@ -208,7 +206,11 @@ async fn a_wrong_method_gets_405_with_allow() {
             .await
             .unwrap();
         assert_eq!(resp.status(), 405, "{method} {path}");
-        assert_eq!(common::header(&resp, "allow"), allow, "{method} {path}");
+        assert_eq!(
+            crate::common::header(&resp, "allow"),
+            allow,
+            "{method} {path}"
+        );
         let body: Value = resp.json().await.unwrap();
         assert_eq!(body["code"], 405);
     }

@@ -1,10 +1,8 @@
 //! The api starts and answers with no Redis at all.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
+use crate::common::{seeds, spawn_app, within};
 use cacheserver_testkit::RedisCluster;
-use common::{seeds, spawn_app, within};
 use std::time::Duration;
 
 #[tokio::test]

@@ -2,10 +2,8 @@
 //! jobqueue. "Closed" is checked on the Redis side with `CLIENT LIST`, not by asking the client.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
+use crate::common::{eventually, header, seeds, spawn_app, TestApp};
 use cacheserver_testkit::{redis_cli, RedisCluster, RedisServer};
-use common::{eventually, header, seeds, spawn_app, TestApp};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -76,12 +74,10 @@ async fn reset_closes_every_redis_connection_and_the_next_call_reconnects() {
         ("APP__API__RATE_LIMIT__STORAGE_TYPE", "redis"),
     ])
     .await;
-    assert!(
-        eventually(10 * SECS, || async {
-            app.limiter_backend().await == "redis"
-        })
-        .await
-    );
+    eventually(10 * SECS, "the limiter on Redis", || async {
+        app.limiter_backend().await == "redis"
+    })
+    .await;
     assert_eq!(register_job(&app, "before the reset").await, 201);
     let cluster_before = cluster_client_ids(&cluster);
     let jobqueue_before = client_ids(jobqueue.port());
@@ -105,26 +101,29 @@ async fn reset_closes_every_redis_connection_and_the_next_call_reconnects() {
     assert!(chrono::DateTime::parse_from_rfc3339(body["timestamp"].as_str().unwrap()).is_ok());
 
     // Redis itself no longer lists any of the old connections.
-    assert!(
-        eventually(5 * SECS, || async {
-            cluster_client_ids(&cluster).is_disjoint(&cluster_before)
-                && client_ids(jobqueue.port()).is_disjoint(&jobqueue_before)
-        })
-        .await,
-        "old connections still open: cluster {:?} (was {cluster_before:?}), jobqueue {:?} (was {jobqueue_before:?})",
-        cluster_client_ids(&cluster),
-        client_ids(jobqueue.port()),
-    );
+    eventually(5 * SECS, "the old connections closed", || async {
+        let (cluster_now, jobqueue_now) = (cluster_client_ids(&cluster), client_ids(jobqueue.port()));
+        if cluster_now.is_disjoint(&cluster_before) && jobqueue_now.is_disjoint(&jobqueue_before) {
+            Ok(())
+        } else {
+            Err(format!(
+                "cluster {cluster_now:?} (was {cluster_before:?}), jobqueue {jobqueue_now:?} (was {jobqueue_before:?})"
+            ))
+        }
+    })
+    .await;
 
     // The next calls reconnect by themselves: Redis decides the rate limit again and a job is
     // stored, each over new connections.
-    assert!(
-        eventually(10 * SECS, || async {
+    eventually(
+        10 * SECS,
+        "reconnected: ping 200 with the limiter on Redis",
+        || async {
             let resp = app.ping().await;
             resp.status() == 200 && app.limiter_backend().await == "redis"
-        })
-        .await
-    );
+        },
+    )
+    .await;
     assert_eq!(register_job(&app, "after the reset").await, 201);
     assert!(!cluster_client_ids(&cluster).is_empty());
     assert!(!client_ids(jobqueue.port()).is_empty());
@@ -234,7 +233,7 @@ async fn token_is_required_when_configured() {
 #[tokio::test]
 async fn chaos_routes_are_rate_limited() {
     let app = spawn_app(&[("APP__API__RATE_LIMIT__REQUESTS_PER_MINUTE", "2")]).await;
-    common::pin_limiter_clock(&app);
+    crate::common::pin_limiter_clock(&app);
     for _ in 0..2 {
         assert_eq!(app.get("/chaos/status").await.status(), 200);
     }

@@ -3,14 +3,13 @@
 //! the cause in every storage mode, and no secret ever reaches a log line.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
-mod common;
-
-use cacheserver_testkit::{free_port, RedisCluster, RedisServer, TestCerts};
-use common::{eventually, spawn_app};
-use std::io::{BufRead, BufReader};
+use crate::common::{spawn_app, try_eventually};
+use cacheserver_testkit::{
+    free_port, worker_binary, ChildProcess, RedisCluster, RedisServer, Stderr, Stream, TestCerts,
+    WorkerCommand,
+};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::Duration;
 
 const ADMIN: &str = "admin-Pw-0c41";
@@ -35,55 +34,12 @@ fn ready_body(body: &serde_json::Value) -> String {
     body.to_string()
 }
 
-type Lines = Arc<Mutex<Vec<String>>>;
-
-/// A child process whose stdout and stderr lines are collected.
-struct Proc {
-    child: Child,
-    lines: Lines,
-}
-
-impl Proc {
-    fn spawn(mut cmd: Command) -> Self {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        let lines: Lines = Arc::default();
-        let out = child.stdout.take().unwrap();
-        let err = child.stderr.take().unwrap();
-        for pipe in [
-            Box::new(out) as Box<dyn std::io::Read + Send>,
-            Box::new(err),
-        ] {
-            let sink = lines.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    sink.lock().unwrap().push(line);
-                }
-            });
-        }
-        Self { child, lines }
-    }
-
-    fn output(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The worker binary built by `cargo build -p cacheserver-worker --bin worker`.
-fn worker_binary() -> Option<PathBuf> {
-    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let bin = tmp.parent()?.join("debug").join("worker");
-    bin.is_file().then_some(bin)
+/// Everything a process said so far: its log (stderr), then its stdout.
+fn output(process: &ChildProcess) -> String {
+    let mut all = process.texts(Stream::Stderr).join("\n");
+    all.push('\n');
+    all.push_str(&process.texts(Stream::Stdout).join("\n"));
+    all
 }
 
 fn config_root() -> PathBuf {
@@ -172,28 +128,20 @@ async fn the_stack_runs_on_tls_with_the_shipped_acl_users_and_never_logs_a_secre
     api_cmd
         .env_remove("RUST_LOG")
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
-    let api = Proc::spawn(api_cmd);
-    let worker = worker_binary().map(|bin| {
-        let mut cmd = Command::new(bin);
-        cmd.env_remove("RUST_LOG")
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env(
-                "APP__JOBQUEUE__WORKER__HEALTH_PORT",
-                free_port().to_string(),
-            );
-        Proc::spawn(cmd)
-    });
-    assert!(
-        worker.is_some() || std::env::var_os("CI").is_none(),
-        "worker binary missing in CI"
-    );
+    let api = ChildProcess::spawn(&mut api_cmd, Stderr::Capture);
+    let worker = WorkerCommand::new(worker_binary())
+        .env_remove("RUST_LOG")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .capture_stderr()
+        .start()
+        .await;
 
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    let ready = eventually(Duration::from_secs(30), || async {
+    let ready = try_eventually(Duration::from_secs(30), || async {
         let Ok(resp) = http.get(format!("{base}/ready")).send().await else {
             return false;
         };
@@ -201,16 +149,17 @@ async fn the_stack_runs_on_tls_with_the_shipped_acl_users_and_never_logs_a_secre
         let body: serde_json::Value = resp.json().await.unwrap_or_default();
         status == 200 && body["checks"]["rate_limit_backend"] == "redis"
     })
-    .await;
-    assert!(ready, "not ready; api log:\n{}", api.output());
+    .await
+    .is_ok();
+    assert!(ready, "not ready; api log:\n{}", output(&api));
 
     // The limiter decides in the cluster: remaining counts down, keys exist there.
     let mut remaining = Vec::new();
     for _ in 0..3 {
         let resp = http.get(format!("{base}/api/ping")).send().await.unwrap();
-        assert_eq!(resp.status(), 200, "{}", api.output());
+        assert_eq!(resp.status(), 200, "{}", output(&api));
         remaining.push(
-            common::header(&resp, "x-ratelimit-remaining")
+            crate::common::header(&resp, "x-ratelimit-remaining")
                 .parse::<i64>()
                 .unwrap(),
         );
@@ -230,7 +179,7 @@ async fn the_stack_runs_on_tls_with_the_shipped_acl_users_and_never_logs_a_secre
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 201, "{}", api.output());
+    assert_eq!(resp.status(), 201, "{}", output(&api));
     let job: serde_json::Value = resp.json().await.unwrap();
     let id = job["job_id"].as_str().unwrap();
     let status = http
@@ -250,7 +199,7 @@ async fn the_stack_runs_on_tls_with_the_shipped_acl_users_and_never_logs_a_secre
         .send()
         .await
         .unwrap();
-    assert_eq!(dead.status(), 200, "{}", api.output());
+    assert_eq!(dead.status(), 200, "{}", output(&api));
     let other: serde_json::Value = http
         .post(format!("{base}/api/dm-jobqueue/register"))
         .json(&serde_json::json!({"message": "to delete", "delay_seconds": 3600}))
@@ -268,7 +217,7 @@ async fn the_stack_runs_on_tls_with_the_shipped_acl_users_and_never_logs_a_secre
         .send()
         .await
         .unwrap();
-    assert!(delete.status().is_success(), "{}", api.output());
+    assert!(delete.status().is_success(), "{}", output(&api));
 
     // Chaos reset works without CLIENT KILL rights (closed from the client side), and
     // everything comes back.
@@ -290,14 +239,15 @@ async fn the_stack_runs_on_tls_with_the_shipped_acl_users_and_never_logs_a_secre
         .send()
         .await
         .unwrap();
-    assert_eq!(reset.status(), 200, "{}", api.output());
-    let back = eventually(Duration::from_secs(20), || async {
+    assert_eq!(reset.status(), 200, "{}", output(&api));
+    let back = try_eventually(Duration::from_secs(20), || async {
         let ping = http.get(format!("{base}/api/ping")).send().await;
         let ready = http.get(format!("{base}/ready")).send().await;
         matches!((ping, ready), (Ok(p), Ok(r)) if p.status() == 200 && r.status() == 200)
     })
-    .await;
-    assert!(back, "no comeback after the chaos reset:\n{}", api.output());
+    .await
+    .is_ok();
+    assert!(back, "no comeback after the chaos reset:\n{}", output(&api));
     let gone = |before: &[String], now: Vec<String>| before.iter().any(|id| !now.contains(id));
     assert!(gone(
         &before_cluster,
@@ -308,17 +258,14 @@ async fn the_stack_runs_on_tls_with_the_shipped_acl_users_and_never_logs_a_secre
         api_conns(&jobqueue, "cacheserver-jobqueue")
     ));
 
-    if let Some(worker) = &worker {
-        let ran = eventually(Duration::from_secs(30), || async {
-            worker.output().contains("stack over tls")
-        })
-        .await;
-        assert!(ran, "the worker did not run the job:\n{}", worker.output());
-    }
-    let mut logs = api.output();
-    if let Some(worker) = &worker {
-        logs.push_str(&worker.output());
-    }
+    let ran = try_eventually(Duration::from_secs(30), || async {
+        worker.output().contains("stack over tls")
+    })
+    .await
+    .is_ok();
+    assert!(ran, "the worker did not run the job:\n{}", worker.output());
+    let mut logs = output(&api);
+    logs.push_str(&worker.output());
     assert!(
         logs.lines().count() > 5,
         "too few log lines to judge:\n{logs}"
@@ -336,7 +283,7 @@ async fn a_wrong_cluster_password_is_503_even_in_auto_and_names_the_cause() {
     let app = spawn_app(&[
         (
             "APP__CACHE_SERVER__REDIS__DEFAULT__CLUSTER__ADDRS",
-            &common::seeds(&cluster),
+            &crate::common::seeds(&cluster),
         ),
         (
             "APP__CACHE_SERVER__REDIS__DEFAULT__PASSWORD",
@@ -346,13 +293,14 @@ async fn a_wrong_cluster_password_is_503_even_in_auto_and_names_the_cause() {
         ("APP__API__RATE_LIMIT__STORAGE_TYPE", "auto"),
     ])
     .await;
-    let named = eventually(Duration::from_secs(20), || async {
+    let named = try_eventually(Duration::from_secs(20), || async {
         let resp = app.get("/ready").await;
         let status = resp.status();
         let body: serde_json::Value = resp.json().await.unwrap();
         status == 503 && ready_body(&body).contains("authentication failed")
     })
-    .await;
+    .await
+    .is_ok();
     assert!(named, "{}", app.get("/ready").await.text().await.unwrap());
     let body = app.get("/ready").await.text().await.unwrap();
     assert!(!body.contains("wrong-password-1"), "{body}");
@@ -369,7 +317,7 @@ async fn a_limiter_user_without_evalsha_is_named_in_ready() {
     let app = spawn_app(&[
         (
             "APP__CACHE_SERVER__REDIS__DEFAULT__CLUSTER__ADDRS",
-            &common::seeds(&cluster),
+            &crate::common::seeds(&cluster),
         ),
         (
             "APP__CACHE_SERVER__REDIS__DEFAULT__USERNAME",
@@ -381,7 +329,7 @@ async fn a_limiter_user_without_evalsha_is_named_in_ready() {
         ("APP__API__RATE_LIMIT__REDIS_TIMEOUT", "2s"),
     ])
     .await;
-    let named = eventually(Duration::from_secs(20), || async {
+    let named = try_eventually(Duration::from_secs(20), || async {
         // A limiter call makes the cluster answer NOPERM; the ping's own status is not the point.
         app.ping().await;
         let resp = app.get("/ready").await;
@@ -389,7 +337,8 @@ async fn a_limiter_user_without_evalsha_is_named_in_ready() {
         let body = resp.text().await.unwrap();
         status == 503 && body.contains("evalsha") && body.contains("cacheserver-api.acl")
     })
-    .await;
+    .await
+    .is_ok();
     assert!(named, "{}", app.get("/ready").await.text().await.unwrap());
 }
 
@@ -429,20 +378,21 @@ async fn a_cluster_certificate_from_an_unknown_ca_is_503_naming_tls() {
     let app = spawn_app(&[
         (
             "APP__CACHE_SERVER__REDIS__DEFAULT__CLUSTER__ADDRS",
-            &common::seeds(&cluster),
+            &crate::common::seeds(&cluster),
         ),
         ("APP__CACHE_SERVER__REDIS__DEFAULT__TLS__CA_FILE", &other_ca),
         ("APP__CACHE_SERVER__REDIS__JOBQUEUE__ADDR", &redis.addr()),
         ("APP__API__RATE_LIMIT__STORAGE_TYPE", "auto"),
     ])
     .await;
-    let named = eventually(Duration::from_secs(20), || async {
+    let named = try_eventually(Duration::from_secs(20), || async {
         let resp = app.get("/ready").await;
         let status = resp.status();
         let body = resp.text().await.unwrap();
         status == 503 && body.contains("TLS")
     })
-    .await;
+    .await
+    .is_ok();
     assert!(named, "{}", app.get("/ready").await.text().await.unwrap());
     assert_eq!(
         app.ping().await.status(),
@@ -467,7 +417,7 @@ async fn plain_text_on_a_tls_port_is_503_naming_tls_even_in_auto() {
         ("APP__API__RATE_LIMIT__STORAGE_TYPE", "auto"),
     ])
     .await;
-    let named = eventually(Duration::from_secs(20), || async {
+    let named = try_eventually(Duration::from_secs(20), || async {
         let resp = app.get("/ready").await;
         let status = resp.status();
         let body: serde_json::Value = resp.json().await.unwrap();
@@ -480,7 +430,8 @@ async fn plain_text_on_a_tls_port_is_503_naming_tls_even_in_auto() {
             && says("rate_limit_redis", "redis.default.tls.enabled=false")
             && says("jobqueue_redis", "redis.jobqueue.tls.enabled=false")
     })
-    .await;
+    .await
+    .is_ok();
     assert!(named, "{}", app.get("/ready").await.text().await.unwrap());
     assert_eq!(app.ping().await.status(), 200, "the api keeps serving");
 }

@@ -3,15 +3,13 @@
 //! at a gate (how a user caches their own route: config + `response_cache` on a scope).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
+use crate::common::{eventually, header, seeds, settings, spawn_app, within};
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use cacheserver_api::cache::{response_cache, ResponseCache};
 use cacheserver_api::redis_cluster::RedisCluster as Cluster;
 use cacheserver_config::{CacheInvalidation, CacheRoute, CacheSettings};
 use cacheserver_testkit::{RedisCluster, RedisServer};
-use common::{eventually, header, seeds, settings, spawn_app, within};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -167,11 +165,10 @@ async fn spawn_route(cluster: &RedisCluster, key: &str, probe: Arc<Probe>) -> Te
 
 /// Wait until the cache answers (the cluster client connects lazily).
 async fn until_cached(route: &TestRoute, path: &str) {
-    let ok = eventually(BOUND, || async {
+    eventually(BOUND, &format!("{path} never became a HIT"), || async {
         header(&route.get(path, &[]).await, "x-cache") == "HIT"
     })
     .await;
-    assert!(ok, "{path} never became a HIT");
 }
 
 #[tokio::test]
@@ -188,11 +185,10 @@ async fn seed_procedure_on_our_routes_miss_hit_write_miss_and_ttl() {
     ])
     .await;
     // The first answers may BYPASS while the cluster client connects.
-    let first_miss = eventually(BOUND, || async {
+    eventually(BOUND, "a first MISS", || async {
         header(&app.get("/api/queues").await, "x-cache") == "MISS"
     })
     .await;
-    assert!(first_miss, "a first MISS");
     let hit = app.get("/api/queues").await;
     assert_eq!(header(&hit, "x-cache"), "HIT");
     let cache_control = header(&hit, "cache-control");
@@ -278,11 +274,10 @@ async fn seed_procedure_on_our_routes_miss_hit_write_miss_and_ttl() {
     for _ in 0..5 {
         assert_eq!(app.get("/api/queues").await.status(), 200);
     }
-    let resumed = eventually(BOUND, || async {
+    eventually(BOUND, "caching resumes after a chaos reset", || async {
         header(&app.get("/api/queues").await, "x-cache") == "HIT"
     })
     .await;
-    assert!(resumed, "caching resumes after a chaos reset");
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(metrics.contains("cache_requests_total{route=\"/api/queues\",result=\"hit\"}"));
     assert!(metrics.contains("# HELP cache_invalidations_total"));
@@ -309,11 +304,10 @@ async fn concurrent_cold_gets_call_the_handler_once_per_instance_at_most() {
         }));
     }
     // Every request is inside the servers before the handler may answer.
-    let arrived = eventually(BOUND, || async {
+    eventually(BOUND, "50 requests inside the servers", || async {
         probe.arrivals.load(Ordering::SeqCst) >= arrivals_before + 50
     })
     .await;
-    assert!(arrived);
     probe.gate.send_replace(true);
     let mut bodies = Vec::new();
     for t in tasks {
@@ -339,12 +333,10 @@ async fn concurrent_cold_gets_call_the_handler_once_per_instance_at_most() {
             tokio::spawn(async move { one.get("/t/items/solo", &[]).await.status() })
         })
         .collect();
-    assert!(
-        eventually(BOUND, || async {
-            probe.arrivals.load(Ordering::SeqCst) >= arrivals_before + 50
-        })
-        .await
-    );
+    eventually(BOUND, "50 requests inside the servers", || async {
+        probe.arrivals.load(Ordering::SeqCst) >= arrivals_before + 50
+    })
+    .await;
     probe.gate.send_replace(true);
     for t in tasks {
         assert_eq!(within(BOUND, "answer", t).await.unwrap(), 200);
@@ -424,18 +416,19 @@ async fn stale_while_revalidate_etag_head_invalidation_and_users() {
         stale.json::<serde_json::Value>().await.unwrap()["version"],
         1
     );
-    assert!(
-        eventually(BOUND, || async { probe.calls() > calls_before }).await,
-        "the background refresh called the handler"
-    );
+    eventually(
+        BOUND,
+        "the background refresh called the handler",
+        || async { probe.calls() > calls_before },
+    )
+    .await;
     probe.gate.send_replace(true);
-    let refreshed = eventually(BOUND, || async {
+    eventually(BOUND, "the refreshed entry is served", || async {
         let r = route.get("/t/items/1", &[]).await;
         header(&r, "x-cache") == "HIT"
             && r.json::<serde_json::Value>().await.unwrap()["version"] == 2
     })
     .await;
-    assert!(refreshed, "the refreshed entry is served");
 
     // A successful write drops the item's tag: the next GET is a MISS with the new data.
     let post = within(

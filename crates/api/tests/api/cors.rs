@@ -3,9 +3,7 @@
 //! origins) no CORS header is ever sent. The real app, no Redis needed (limiter in memory).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
-use common::spawn_app;
+use crate::common::spawn_app;
 use reqwest::Method;
 
 const ALLOWED: &str = "https://app.example.com";
@@ -21,7 +19,7 @@ fn overrides() -> [(&'static str, &'static str); 2] {
 }
 
 async fn preflight(
-    app: &common::TestApp,
+    app: &crate::common::TestApp,
     path: &str,
     origin: &str,
     method: &str,

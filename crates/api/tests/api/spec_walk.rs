@@ -12,8 +12,7 @@
 //! `job_type_example/thumbnail.rs`), so the example is compiled, documented and walked too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-#[path = "job_type_example/thumbnail.rs"]
+#[path = "../job_type_example/thumbnail.rs"]
 mod thumbnail;
 
 use cacheserver_jobqueue::{JobContext, JobType, Registry};
@@ -660,7 +659,7 @@ fn walk_client() -> reqwest::Client {
 
 async fn send(
     http: &reqwest::Client,
-    app: &common::TestApp,
+    app: &crate::common::TestApp,
     method: &str,
     template: &str,
     call: &Call,
@@ -726,7 +725,7 @@ fn error_bodies_are_error_body(path: &str, method: &str, op: &Value) {
 #[tokio::test]
 async fn every_operation_accepts_what_its_schema_allows_and_rejects_the_rest_with_400() {
     let redis = RedisServer::start();
-    let settings = common::settings(&[
+    let settings = crate::common::settings(&[
         ("APP__CACHE_SERVER__REDIS__JOBQUEUE__ADDR", &redis.addr()),
         ("APP__API__RATE_LIMIT__ENABLED", "false"),
         ("APP__API__RATE_LIMIT__STORAGE_TYPE", "memory"),
@@ -735,7 +734,7 @@ async fn every_operation_accepts_what_its_schema_allows_and_rejects_the_rest_wit
         ("APP__JOBQUEUE__ENQUEUE_TIMEOUT", "5s"),
     ]);
     let registry = Registry::production(&settings.jobqueue).with(thumbnail::Thumbnail);
-    let app = common::spawn_app_with_registry(settings, registry).await;
+    let app = crate::common::spawn_app_with_registry(settings, registry).await;
     let spec: Value = app
         .get("/api-docs/openapi.json")
         .await

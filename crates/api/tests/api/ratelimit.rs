@@ -3,11 +3,11 @@
 //! never because the wall clock crossed a minute.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
+use crate::common::{
+    eventually, header, seeds, settings, spawn_app, spawn_app_with, within, TestApp,
+};
 use cacheserver_config::RateLimitRule;
 use cacheserver_testkit::RedisCluster;
-use common::{eventually, header, seeds, settings, spawn_app, spawn_app_with, within, TestApp};
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -89,13 +89,10 @@ async fn metric(app: &TestApp, metric: &str, labels: &[&str]) -> f64 {
 }
 
 async fn wait_for_redis(app: &TestApp) {
-    assert!(
-        eventually(10 * SECS, || async {
-            app.limiter_backend().await == "redis"
-        })
-        .await,
-        "limiter never used Redis"
-    );
+    eventually(10 * SECS, "limiter never used Redis", || async {
+        app.limiter_backend().await == "redis"
+    })
+    .await;
 }
 
 fn cluster_overrides(seeds: &str, extra: &[(&'static str, &'static str)]) -> Vec<(String, String)> {
@@ -303,14 +300,12 @@ async fn starts_with_the_cluster_down_then_moves_to_redis() {
     assert_eq!(app.limiter_backend().await, "memory");
 
     cluster.create();
-    let moved = eventually(20 * SECS, || async {
-        app.limiter_backend().await == "redis"
-    })
+    eventually(
+        20 * SECS,
+        "limiter did not move to Redis after the cluster started",
+        || async { app.limiter_backend().await == "redis" },
+    )
     .await;
-    assert!(
-        moved,
-        "limiter did not move to Redis after the cluster started"
-    );
     assert_eq!(app.ping().await.status(), 200);
     assert!(
         redis_count(&cluster, "127.0.0.1", t).is_some(),
@@ -339,13 +334,10 @@ async fn killed_cluster_falls_back_without_hanging() {
     assert_eq!(stats.misconfiguration(), None);
 
     cluster.create();
-    assert!(
-        eventually(20 * SECS, || async {
-            app.limiter_backend().await == "redis"
-        })
-        .await,
-        "back to Redis"
-    );
+    eventually(20 * SECS, "back to Redis", || async {
+        app.limiter_backend().await == "redis"
+    })
+    .await;
     assert_eq!(
         stats.misconfiguration(),
         None,
@@ -404,15 +396,15 @@ async fn limiting_continues_after_a_master_failover() {
     cluster.wait_ok();
     let promoted = cluster.master_for_key(&key);
     assert_ne!(promoted, master, "a replica took over");
-    let counted = eventually(20 * SECS, || async {
-        app.ping().await;
-        redis_hget(&cluster, &key, "127.0.0.1").is_some_and(|n| n > before)
-    })
+    eventually(
+        20 * SECS,
+        "limiting continues in Redis on the promoted replica",
+        || async {
+            app.ping().await;
+            redis_hget(&cluster, &key, "127.0.0.1").is_some_and(|n| n > before)
+        },
+    )
     .await;
-    assert!(
-        counted,
-        "limiting continues in Redis on the promoted replica"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,12 +7,13 @@
 //! alert rule evaluates without error, and that the exporter's ACL user was never refused a command.
 //!
 //! Needs `prometheus` and `prometheus-redis-exporter` (scripts/ensure-monitoring.sh; `just test`
-//! runs it) and the worker binary (built by `cargo nextest run --workspace`).
+//! runs it) and the worker binary (built by `cargo test --workspace`, see `worker_binary`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
-use cacheserver_testkit::{free_port, redis_cli, RedisCluster, RedisServer};
+use crate::common::{eventually, try_eventually};
+use cacheserver_testkit::{
+    free_port, redis_cli, worker_binary, RedisCluster, RedisServer, WorkerCommand,
+};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -101,13 +102,6 @@ async fn promtool_findings(http: &reqwest::Client, url: &str) -> String {
     } else {
         format!("{}: {said}", out.status)
     }
-}
-
-/// The worker binary built by `cargo build -p cacheserver-worker --bin worker`.
-fn worker_binary() -> Option<PathBuf> {
-    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let bin = tmp.parent()?.join("debug").join("worker");
-    bin.is_file().then_some(bin)
 }
 
 /// Create (or reset) the exporter's ACL user with the rules `just monitor` uses.
@@ -257,14 +251,12 @@ fn dashboard_exprs() -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dashboard_query_returns_series_from_a_real_prometheus() {
-    let (Some(prometheus), Some(exporter_bin), Some(worker_bin)) = (
-        tool("prometheus"),
-        tool("prometheus-redis-exporter"),
-        worker_binary(),
-    ) else {
+    let (Some(prometheus), Some(exporter_bin)) =
+        (tool("prometheus"), tool("prometheus-redis-exporter"))
+    else {
         panic!(
-            "prometheus, prometheus-redis-exporter or the worker binary is missing: \
-             run scripts/ensure-monitoring.sh and build the worker (just test does both)"
+            "prometheus or prometheus-redis-exporter is missing: run scripts/ensure-monitoring.sh \
+             (just test does)"
         );
     };
     let dir = tempfile::tempdir().unwrap();
@@ -278,29 +270,23 @@ async fn every_dashboard_query_returns_series_from_a_real_prometheus() {
         create_exporter_user(port, &password);
     }
 
-    let app = common::spawn_app(&[
+    let app = crate::common::spawn_app(&[
         ("APP__CACHE_SERVER__REDIS__JOBQUEUE__ADDR", &jobqueue.addr()),
         (
             "APP__CACHE_SERVER__REDIS__DEFAULT__CLUSTER__ADDRS",
-            &common::seeds(&cluster),
+            &crate::common::seeds(&cluster),
         ),
         ("APP__API__RATE_LIMIT__REQUESTS_PER_MINUTE", "6"),
     ])
     .await;
-    let worker_port = free_port();
-    let worker = Proc::spawn(
-        "worker",
-        dir.path(),
-        Command::new(worker_bin)
-            .args(["--name", "prometheus-test", "--retry-backoff", "100ms"])
-            .env("APP_ENV", "test")
-            .env("APP_CONFIG_DIR", repo().join("config"))
-            .env("APP__CACHE_SERVER__REDIS__JOBQUEUE__ADDR", jobqueue.addr())
-            .env(
-                "APP__JOBQUEUE__WORKER__HEALTH_PORT",
-                worker_port.to_string(),
-            ),
-    );
+    let worker = WorkerCommand::new(worker_binary())
+        .redis(&jobqueue.addr())
+        .name("prometheus-test")
+        .env("APP__JOBQUEUE__WORKER__RETRY_BACKOFF", "100ms")
+        .capture_stderr()
+        .start()
+        .await;
+    let worker_port = worker.health_port();
     let exporter_addr = format!("127.0.0.1:{}", free_port());
     let exporter = Proc::spawn(
         "redis-exporter",
@@ -338,13 +324,10 @@ async fn every_dashboard_query_returns_series_from_a_real_prometheus() {
             .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
             .arg("--log.level=warn"),
     );
-    let procs = [&worker, &exporter, &prom_proc];
+    let procs = [&exporter, &prom_proc];
     let logs = || {
-        procs
-            .iter()
-            .map(|p| p.tail())
-            .collect::<Vec<_>>()
-            .join("\n")
+        let others = procs.iter().map(|p| p.tail()).collect::<Vec<_>>();
+        format!("--- worker ---\n{}\n{}", worker.output(), others.join("\n"))
     };
     let prom = Prom {
         http: reqwest::Client::builder()
@@ -353,14 +336,15 @@ async fn every_dashboard_query_returns_series_from_a_real_prometheus() {
             .unwrap(),
         base: format!("http://127.0.0.1:{prom_port}"),
     };
-    let ready = common::eventually(STEP, || async {
+    let ready = try_eventually(STEP, || async {
         prom.http
             .get(format!("{}/-/ready", prom.base))
             .send()
             .await
             .is_ok_and(|r| r.status().is_success())
     })
-    .await;
+    .await
+    .is_ok();
     assert!(ready, "prometheus not ready\n{}", logs());
     // api, worker, exporter and the 7 Redis instances through it.
     let up = prom.finite("count(up == 1) >= 10").await;
@@ -482,25 +466,28 @@ async fn every_dashboard_query_returns_series_from_a_real_prometheus() {
         .flat_map(|g| g["rules"].as_array().unwrap())
         .collect();
     assert!(rules.len() >= 12, "{rules:?}");
-    let evaluated = common::eventually(STEP, || async {
-        let body: Value = match prom
-            .http
-            .get(format!("{}/api/v1/rules", prom.base))
-            .send()
-            .await
-        {
-            Ok(r) => r.json().await.unwrap_or_default(),
-            Err(_) => return false,
-        };
-        body["data"]["groups"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|g| g["rules"].as_array().into_iter().flatten())
-            .all(|r| r["health"] == "ok")
-    })
+    eventually(
+        STEP,
+        &format!("a rule does not evaluate: {rules:?}"),
+        || async {
+            let body: Value = match prom
+                .http
+                .get(format!("{}/api/v1/rules", prom.base))
+                .send()
+                .await
+            {
+                Ok(r) => r.json().await.unwrap_or_default(),
+                Err(_) => return false,
+            };
+            body["data"]["groups"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+                .all(|r| r["health"] == "ok")
+        },
+    )
     .await;
-    assert!(evaluated, "a rule does not evaluate: {rules:?}");
 
     // Least rights were enough: the exporter was never refused a command (the cluster nodes
     // ran the whole test with the same user).

@@ -1,14 +1,10 @@
 //! The job routes over HTTP against the real app and a real Redis. Every wait is bounded.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
-use cacheserver_api::startup::Application;
-use cacheserver_config::{AppEnv, Settings};
-use cacheserver_testkit::{free_port, ChildProcess, RedisServer, Stderr, Stream};
+use crate::common::{eventually, spawn_app};
+use cacheserver_testkit::{worker_binary, RedisServer, Stream, WorkerCommand};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 struct App {
@@ -20,34 +16,27 @@ struct App {
 }
 
 impl App {
+    /// The app of `common::spawn_app` on `redis`, rate limiting off.
     async fn start(redis: &RedisServer, extra: &[(&str, &str)]) -> Self {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
-        let mut vars: HashMap<String, String> = [
-            ("APP__SERVER__PORT", "0".to_owned()),
-            ("APP__API__RATE_LIMIT__ENABLED", "false".to_owned()),
-            ("APP__API__RATE_LIMIT__STORAGE_TYPE", "memory".to_owned()),
-            ("APP__CACHE_SERVER__REDIS__JOBQUEUE__ADDR", redis.addr()),
+        let jobqueue = redis.addr();
+        let mut overrides = vec![
+            ("APP__API__RATE_LIMIT__ENABLED", "false"),
+            ("APP__API__RATE_LIMIT__STORAGE_TYPE", "memory"),
+            (
+                "APP__CACHE_SERVER__REDIS__JOBQUEUE__ADDR",
+                jobqueue.as_str(),
+            ),
             // Generous: a loaded machine must not turn a 1,000-job batch into a 503.
-            ("APP__JOBQUEUE__ENQUEUE_TIMEOUT", "5s".to_owned()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        for (k, v) in extra {
-            vars.insert((*k).into(), (*v).into());
+            ("APP__JOBQUEUE__ENQUEUE_TIMEOUT", "5s"),
+        ];
+        overrides.extend_from_slice(extra);
+        let app = spawn_app(&overrides).await;
+        let api = app.url("/api");
+        Self {
+            base: format!("{api}/dm-jobqueue"),
+            api,
+            http: app.http.clone(),
         }
-        let settings = Settings::load_from(&root, AppEnv::Test, Some(vars)).unwrap();
-        let app = Application::build(settings, cacheserver_api::telemetry::metrics_recorder())
-            .await
-            .unwrap();
-        let api = format!("http://127.0.0.1:{}/api", app.port());
-        let base = format!("{api}/dm-jobqueue");
-        tokio::spawn(app.run_until_stopped());
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap();
-        Self { base, api, http }
     }
 
     /// `POST /api<path>`.
@@ -353,36 +342,15 @@ async fn redis_down_answers_503_within_the_enqueue_timeout() {
     assert!(started.elapsed() < Duration::from_secs(4));
 }
 
-/// The worker binary, built now when missing or stale (cargo is a no-op when it is up to date).
-fn worker_binary() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "-p", "cacheserver-worker", "--bin", "worker"])
-        .current_dir(&root)
-        .status()
-        .expect("run cargo build");
-    assert!(status.success(), "building the worker failed");
-    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let bin = tmp.parent().unwrap().join("debug").join("worker");
-    assert!(bin.is_file(), "no worker at {}", bin.display());
-    bin
-}
-
 #[tokio::test]
 async fn registered_job_is_printed_by_a_real_worker_after_its_delay() {
-    let bin = worker_binary();
     let redis = RedisServer::start();
     let app = App::start(&redis, &[]).await;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
-    let mut cmd = Command::new(bin);
-    cmd.env("APP_ENV", "test")
-        .env("APP_CONFIG_DIR", root)
-        .env("APP__CACHE_SERVER__REDIS__JOBQUEUE__ADDR", redis.addr())
-        .env(
-            "APP__JOBQUEUE__WORKER__HEALTH_PORT",
-            free_port().to_string(),
-        );
-    let mut worker = ChildProcess::spawn(&mut cmd, Stderr::Capture);
+    let mut worker = WorkerCommand::new(worker_binary())
+        .redis(&redis.addr())
+        .capture_stderr()
+        .start()
+        .await;
 
     let (status, body) = app
         .post(
@@ -403,14 +371,15 @@ async fn registered_job_is_printed_by_a_real_worker_after_its_delay() {
         .find(|l| printed(&l.text))
         .map(|l| (chrono::DateTime::<chrono::Utc>::from(l.at), l.text));
     // The line is printed before the job is acknowledged: wait for `done` before the kill.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let info = loop {
+    let info = eventually(Duration::from_secs(30), "the job done", || async {
         let (_, info) = app.get(&format!("/jobs/{id}")).await;
-        if info["status"] == "done" || Instant::now() > deadline {
-            break info;
+        if info["status"] == "done" {
+            Ok(info)
+        } else {
+            Err(info)
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     worker.kill();
     let (at, line) = seen.expect("the worker printed the job");
     assert!(at >= run_at, "ran early: {at} < {run_at}");

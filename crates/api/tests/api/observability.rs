@@ -2,15 +2,13 @@
 //! All apps of this process share one recorder, so assertions look for series, not totals.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
+use crate::common::{spawn_app, TestApp};
 use cacheserver_testkit::RedisServer;
-use common::{spawn_app, TestApp};
 
 async fn scrape(app: &TestApp) -> String {
     let resp = app.get("/metrics").await;
     assert_eq!(resp.status(), 200);
-    assert!(common::header(&resp, "content-type").starts_with("text/plain"));
+    assert!(crate::common::header(&resp, "content-type").starts_with("text/plain"));
     resp.text().await.unwrap()
 }
 
@@ -58,7 +56,7 @@ async fn http_requests_are_counted_by_route_pattern() {
 #[tokio::test]
 async fn rate_limited_requests_are_counted_with_their_429() {
     let app = spawn_app(&[("APP__API__RATE_LIMIT__REQUESTS_PER_MINUTE", "1")]).await;
-    common::pin_limiter_clock(&app);
+    crate::common::pin_limiter_clock(&app);
     assert_eq!(app.ping().await.status(), 200);
     assert_eq!(app.ping().await.status(), 429);
     let text = scrape(&app).await;

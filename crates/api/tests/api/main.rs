@@ -1,0 +1,19 @@
+//! The api's integration tests: one test binary of modules, so the api and its dependencies
+//! are linked once, not once per file. Each module starts the real app (`common::spawn_app`)
+//! and real Redis processes (`cacheserver-testkit`).
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod cache;
+mod chaos;
+mod cors;
+mod docs;
+mod failover;
+mod health;
+mod jobs;
+mod observability;
+mod prometheus;
+mod ratelimit;
+mod security;
+mod spec_walk;
