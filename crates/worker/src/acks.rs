@@ -6,6 +6,7 @@
 //! worker's in-flight set and is re-queued (run again) by the next start or the reaper: jobs are
 //! run at least once.
 
+use backon::{ExponentialBuilder, Retryable as _};
 use cacheserver_jobqueue::store::{self, Finished, Store};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -83,22 +84,22 @@ async fn write(store: &Store, worker: &str, batch: Vec<Finished>) {
         return;
     }
     let batch = std::sync::Arc::new(batch);
-    let mut pause = RETRY_MIN;
-    loop {
+    let pauses = ExponentialBuilder::new()
+        .with_min_delay(RETRY_MIN)
+        .with_max_delay(RETRY_MAX)
+        .without_max_times();
+    // Retried without end: `Err` never comes back.
+    let _ = (|| {
         let keys = store.keys().clone();
         let results = batch.clone();
-        let written = store
-            .with_connection(WRITE_BUDGET, |mut c| async move {
-                store::finish(&mut c, &keys, worker, &results).await
-            })
-            .await;
-        match written {
-            Ok(_) => return,
-            Err(e) => {
-                tracing::warn!(error = %e, results = batch.len(), retry_in = ?pause, "cannot record job results; retrying");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(RETRY_MAX);
-            }
-        }
-    }
+        store.with_connection(WRITE_BUDGET, |mut c| async move {
+            store::finish(&mut c, &keys, worker, &results).await
+        })
+    })
+    .retry(pauses)
+    .sleep(tokio::time::sleep)
+    .notify(|e, pause| {
+        tracing::warn!(error = %e, results = batch.len(), retry_in = ?pause, "cannot record job results; retrying");
+    })
+    .await;
 }

@@ -64,8 +64,9 @@ impl WorkerOptions {
 
 /// `<hostname>-<pid>`: unique per process, which apalis needs (apalis#504).
 pub fn default_worker_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+    let host = nix::unistd::gethostname()
         .ok()
+        .and_then(|h| h.into_string().ok())
         .or_else(|| std::env::var("HOSTNAME").ok())
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())

@@ -7,7 +7,9 @@
 //! IP for the top-level limits and `<rule>:<id>` inside a rule. The bucket of a client is a fixed
 //! hash (FNV-1a) of its key, so every api instance agrees on it.
 
+use fnv::FnvHasher;
 use std::fmt::Write as _;
+use std::hash::Hasher as _;
 use std::net::IpAddr;
 
 /// Buckets (Lua calls that may be in flight at once per instance). Few, so that batches are big:
@@ -35,12 +37,14 @@ pub struct ClientKey {
 
 impl ClientKey {
     pub fn bucket(&self) -> usize {
-        let mut h = Fnv::default();
+        // Raw bytes through `Hasher::write` (not `Hash`), so the buckets are plain FNV-1a of
+        // them: the same in every instance and version.
+        let mut h = FnvHasher::default();
         h.write(&self.rule.to_le_bytes());
         match self.id {
-            ClientId::Ip(ip) => h.write_ip(0, ip),
+            ClientId::Ip(ip) => write_ip(&mut h, 0, ip),
             ClientId::IpRoute(ip, route) => {
-                h.write_ip(1, ip);
+                write_ip(&mut h, 1, ip);
                 h.write(&route.to_le_bytes());
             }
             ClientId::Hashed(v) => {
@@ -48,7 +52,7 @@ impl ClientKey {
                 h.write(&v.to_le_bytes());
             }
         }
-        usize::try_from(h.0 % BUCKETS as u64).unwrap_or(0)
+        usize::try_from(h.finish() % BUCKETS as u64).unwrap_or(0)
     }
 
     /// `<client>` (its field in the bucket's hashes): `ip`, or `<rule>:<ip>`,
@@ -112,29 +116,11 @@ pub fn bucket_tags() -> Vec<String> {
         .collect()
 }
 
-/// FNV-1a, 64 bit.
-struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Fnv {
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 ^= u64::from(*b);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-
-    fn write_ip(&mut self, tag: u8, ip: IpAddr) {
-        self.write(&[tag]);
-        match ip {
-            IpAddr::V4(v4) => self.write(&v4.octets()),
-            IpAddr::V6(v6) => self.write(&v6.octets()),
-        }
+fn write_ip(h: &mut FnvHasher, tag: u8, ip: IpAddr) {
+    h.write(&[tag]);
+    match ip {
+        IpAddr::V4(v4) => h.write(&v4.octets()),
+        IpAddr::V6(v6) => h.write(&v6.octets()),
     }
 }
 
@@ -166,6 +152,18 @@ mod tests {
             seen[key(i).bucket()] += 1;
         }
         assert!(seen.iter().all(|&n| n > 50), "{seen:?}");
+    }
+
+    /// The buckets of FNV-1a 64 over the key's bytes (computed outside Rust): counts stored by
+    /// an older version stay where this one looks for them.
+    #[test]
+    fn buckets_are_fnv_1a_of_the_key_bytes() {
+        let ip = |a, b, c, d| IpAddr::V4([a, b, c, d].into());
+        let bucket = |rule, id| ClientKey { rule, id }.bucket();
+        assert_eq!(bucket(0, ClientId::Ip(ip(10, 0, 0, 1))), 2);
+        assert_eq!(bucket(3, ClientId::Ip(ip(192, 168, 1, 20))), 7);
+        assert_eq!(bucket(1, ClientId::IpRoute(ip(10, 0, 0, 1), 42)), 0);
+        assert_eq!(bucket(2, ClientId::Hashed(7)), 0);
     }
 
     #[test]
