@@ -78,7 +78,7 @@ fn reason(state: &WorkerState) -> String {
     use std::sync::atomic::Ordering::Relaxed;
     state.reason().unwrap_or_else(|| {
         if state.running.load(Relaxed) {
-            "the scheduling loop cannot reach the jobqueue Redis".into()
+            "the apalis worker cannot reach the jobqueue Redis".into()
         } else {
             "the apalis worker is starting".into()
         }

@@ -393,7 +393,7 @@ async fn a_backlog_of_10000_jobs_due_at_once_is_processed() {
 }
 
 /// The worker's heartbeat score (Unix seconds); it moves once per housekeeping round (~1 s),
-/// so two moves prove the scheduling loop ticked many times.
+/// so two moves prove the worker kept running (and fetching) for a while.
 fn heartbeat(redis: &RedisServer, name: &str) -> String {
     redis.cli(&["ZSCORE", "dm-jobqueue:workers", name])
 }

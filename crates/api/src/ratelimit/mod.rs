@@ -7,8 +7,9 @@
 //! bounded map (`state`). Time comes from the [`Clock`] passed in.
 //!
 //! Files depend one way (this file only declares and re-exports):
-//! middleware → limiter → batch → lua; limiter, batch → state; middleware, limiter → rules;
-//! all of them → keys, types, clock. `types` (the shared values) and `keys` use no other file.
+//! middleware → client_ip, limiter → batch → lua; limiter, batch → state; middleware, limiter →
+//! rules; all of them → keys, types, clock. `types` (the shared values), `keys`, `clock` and
+//! `client_ip` use no other file.
 
 mod batch;
 mod client_ip;

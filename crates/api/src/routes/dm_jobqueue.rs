@@ -33,8 +33,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(delete_job);
 }
 
-// Bounds are literals (attributes take no consts); tests/spec_walk.rs checks them against the api.
-// Operation ids are prefixed `dm_jobqueue_`: they are unique across the spec (tests/docs.rs), and
+// Bounds are literals (attributes take no consts); tests/api/spec_walk.rs checks them against the api.
+// Operation ids are prefixed `dm_jobqueue_`: they are unique across the spec (tests/api/docs.rs), and
 // the generic routes (`jobs.rs`) use the plain handler names.
 
 /// `POST /api/dm-jobqueue/register` body.

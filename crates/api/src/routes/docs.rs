@@ -1,7 +1,7 @@
 //! OpenAPI 3.1 description of every route (utoipa) and Swagger UI (vendored, works offline).
 //!
 //! Spec: `GET /api-docs/openapi.json`; UI: `/swagger-ui/`. A handler joins the spec by carrying
-//! `#[utoipa::path]` and being listed in `paths(...)` below; `tests/docs.rs` fails when a
+//! `#[utoipa::path]` and being listed in `paths(...)` below; `tests/api/docs.rs` fails when a
 //! registered route is missing here. The job types (and their payload schemas) are those of the
 //! app's registry, so an app built with extra types documents them too.
 

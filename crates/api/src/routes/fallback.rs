@@ -1,6 +1,6 @@
 //! What a request gets when no route took it: `405 Method Not Allowed` with an `Allow` header
 //! when the path exists with other methods, else 404. The OpenAPI spec is the route table
-//! (`tests/docs.rs` keeps it complete), so this needs no list of its own.
+//! (`tests/api/docs.rs` keeps it complete), so this needs no list of its own.
 
 use super::docs;
 use crate::error::ApiError;

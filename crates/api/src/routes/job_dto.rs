@@ -8,7 +8,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 // The bounds in `#[schema(..)]` are literals (the attributes take no consts); the jobqueue's
-// constants enforce them and tests/spec_walk.rs sends requests at and past every bound.
+// constants enforce them and tests/api/spec_walk.rs sends requests at and past every bound.
 
 /// `POST /api/jobs` body (and each item of a batch). The spec states it once per job type
 /// (`oneOf`, by `type`), each with its payload schema.

@@ -1,6 +1,6 @@
 //! What the spec states beyond the route attributes: one request schema per job type, the rules
 //! between fields (JSON Schema keywords utoipa's attributes lack), the chaos body, and 429 on
-//! every rate-limited operation. Applied as modifiers by `docs.rs`; `tests/spec_walk.rs` checks
+//! every rate-limited operation. Applied as modifiers by `docs.rs`; `tests/api/spec_walk.rs` checks
 //! the api against all of it.
 
 use serde_json::{json, Value};

@@ -110,7 +110,7 @@ fn dashboard_queries_only_metrics_the_api_emits() {
         }
     }
     // The api's panels (filtered by the `job` variable); worker and Redis panels, and every
-    // expression against real scrapes, are checked by tests/prometheus.rs.
+    // expression against real scrapes, are checked by prometheus.rs.
     let exprs: Vec<String> = dashboard["panels"]
         .as_array()
         .unwrap()
