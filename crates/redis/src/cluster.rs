@@ -241,6 +241,32 @@ fn probe_for_tls(stats: &Arc<ConnectionStats>, error: &fred::error::Error, node:
     });
 }
 
+/// A Lua script for the cluster: its source and SHA1 (computed once, in a `static`).
+pub struct ClusterScript {
+    name: &'static str,
+    source: &'static str,
+    sha: std::sync::OnceLock<String>,
+}
+
+impl ClusterScript {
+    /// `name` is for the log line when the script has to be loaded.
+    pub const fn new(name: &'static str, source: &'static str) -> Self {
+        Self {
+            name,
+            source,
+            sha: std::sync::OnceLock::new(),
+        }
+    }
+
+    pub fn source(&self) -> &'static str {
+        self.source
+    }
+
+    fn sha(&self) -> &str {
+        self.sha.get_or_init(|| fred::util::sha1_hash(self.source))
+    }
+}
+
 /// The api's Redis Cluster pool.
 #[derive(Clone)]
 pub struct RedisCluster {
@@ -346,6 +372,34 @@ impl RedisCluster {
             }
             Err(_) => Err(RedisError::Timeout(budget)),
         }
+    }
+
+    /// One `EVALSHA` of `script` within `budget`. On `NOSCRIPT` (normal after a restart or a
+    /// failover) the script is loaded on every master and called once more. The cluster's one
+    /// script loader: the limiter and the cache use it.
+    pub async fn eval_script<T: fred::types::FromValue>(
+        &self,
+        budget: Duration,
+        script: &'static ClusterScript,
+        keys: Vec<fred::types::Key>,
+        args: Vec<fred::types::Value>,
+    ) -> Result<T, RedisError> {
+        use fred::interfaces::LuaInterface as _;
+        self.call(budget, |c| async move {
+            let sha = script.sha();
+            match c.evalsha(sha, keys.clone(), args.clone()).await {
+                Err(e) if e.details().starts_with("NOSCRIPT") => {
+                    tracing::info!(
+                        script = script.name,
+                        "script not loaded (restart or failover); loading it"
+                    );
+                    c.script_load_cluster::<(), _>(script.source).await?;
+                    c.evalsha(sha, keys, args).await
+                }
+                other => other,
+            }
+        })
+        .await
     }
 
     /// Whether at least one client of the pool is fully connected.

@@ -11,8 +11,10 @@
 //!   TLS trust) both use; [`tls_probe`]: tells plain text on a TLS port from an outage.
 //! - [`addr`]: `host:port` parsing; [`bounded`]: every call has a named budget.
 //!
-//! Scripts: redis-rs' [`redis::Script`] runs `EVALSHA` and loads the script on `NOSCRIPT` by
-//! itself (the job queue's store uses it, one `Script` per `lua/*.lua`).
+//! Scripts: on the cluster, [`cluster::RedisCluster::eval_script`] runs `EVALSHA` and loads a
+//! [`cluster::ClusterScript`] on `NOSCRIPT` (the limiter's and the cache's scripts); on the
+//! single Redis, redis-rs' [`redis::Script`] does the same by itself (the job queue's store uses
+//! it, one `Script` per `lua/*.lua`).
 
 pub mod addr;
 pub mod classify;

@@ -13,11 +13,9 @@
 //! never a stale answer.
 
 use super::entry::Entry;
-use crate::redis_cluster::{RedisCluster, RedisError};
+use crate::redis_cluster::{ClusterScript, RedisCluster, RedisError};
 use actix_web::web::Bytes;
-use fred::interfaces::LuaInterface;
 use fred::types::{Key, Value};
-use std::sync::LazyLock;
 use std::time::Duration;
 
 /// KEYS: entry, lock, tag generations. ARGV: stale window (ms), `1` to skip the entry (refresh),
@@ -75,9 +73,9 @@ for i = 1, #KEYS do redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2]) end
 return #KEYS
 ";
 
-static LOOKUP_SHA: LazyLock<String> = LazyLock::new(|| fred::util::sha1_hash(LOOKUP));
-static STORE_SHA: LazyLock<String> = LazyLock::new(|| fred::util::sha1_hash(STORE));
-static INVALIDATE_SHA: LazyLock<String> = LazyLock::new(|| fred::util::sha1_hash(INVALIDATE));
+static LOOKUP_SCRIPT: ClusterScript = ClusterScript::new("cache lookup", LOOKUP);
+static STORE_SCRIPT: ClusterScript = ClusterScript::new("cache store", STORE);
+static INVALIDATE_SCRIPT: ClusterScript = ClusterScript::new("cache invalidate", INVALIDATE);
 
 /// The keys of one request's entry.
 #[derive(Debug, Clone)]
@@ -149,9 +147,7 @@ impl Store {
             ulid::Ulid::new().to_string().into(),
             ms(self.keep_generations).into(),
         ];
-        let reply = self
-            .eval(LOOKUP, &LOOKUP_SHA, keys.keys.clone(), args)
-            .await?;
+        let reply = self.eval(&LOOKUP_SCRIPT, keys.keys.clone(), args).await?;
         let Value::Array(mut parts) = reply else {
             return Err(unexpected());
         };
@@ -195,9 +191,7 @@ impl Store {
             ms(lifetime).max(1).into(),
             token.into(),
         ];
-        let reply = self
-            .eval(STORE, &STORE_SHA, keys.keys.clone(), args)
-            .await?;
+        let reply = self.eval(&STORE_SCRIPT, keys.keys.clone(), args).await?;
         Ok(reply.as_i64() == Some(1))
     }
 
@@ -224,28 +218,19 @@ impl Store {
             ulid::Ulid::new().to_string().into(),
             ms(self.keep_generations).into(),
         ];
-        self.eval(INVALIDATE, &INVALIDATE_SHA, keys, args).await?;
+        self.eval(&INVALIDATE_SCRIPT, keys, args).await?;
         Ok(())
     }
 
-    /// One bounded EVALSHA, loading the script once on NOSCRIPT (after a restart or failover).
+    /// One bounded EVALSHA (the Redis layer loads the script on NOSCRIPT).
     async fn eval(
         &self,
-        script: &'static str,
-        sha: &'static str,
+        script: &'static ClusterScript,
         keys: Vec<Key>,
         args: Vec<Value>,
     ) -> Result<Value, RedisError> {
         self.redis
-            .call(self.budget, |c| async move {
-                match c.evalsha(sha, keys.clone(), args.clone()).await {
-                    Err(e) if e.details().starts_with("NOSCRIPT") => {
-                        c.script_load_cluster::<(), _>(script).await?;
-                        c.evalsha(sha, keys, args).await
-                    }
-                    other => other,
-                }
-            })
+            .eval_script(self.budget, script, keys, args)
             .await
     }
 }

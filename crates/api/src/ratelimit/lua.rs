@@ -4,10 +4,8 @@
 //! and call, where a pair of keys per client cost six commands per client. Refused units are not
 //! counted. The script is reloaded once on NOSCRIPT (normal after a restart or failover).
 
-use crate::redis_cluster::{RedisCluster, RedisError};
-use fred::interfaces::LuaInterface;
+use crate::redis_cluster::{ClusterScript, RedisCluster, RedisError};
 use fred::types::{Key, Value};
-use std::sync::LazyLock;
 use std::time::Duration;
 
 /// KEYS: the bucket's minute hash and hour hash. ARGV: minute ttl (s), hour ttl (s), then per
@@ -16,7 +14,7 @@ use std::time::Duration;
 /// allowed client (the common case) costs two commands.
 pub(crate) const SCRIPT: &str = include_str!("../../lua/rate_limit.lua");
 
-static SCRIPT_SHA: LazyLock<String> = LazyLock::new(|| fred::util::sha1_hash(SCRIPT));
+static SCRIPT_RUN: ClusterScript = ClusterScript::new("rate_limit.lua", SCRIPT);
 
 /// One bounded EVALSHA; `keys` and `args` as described at [`SCRIPT`].
 pub(crate) async fn eval(
@@ -25,21 +23,5 @@ pub(crate) async fn eval(
     keys: Vec<Key>,
     args: Vec<Value>,
 ) -> Result<Vec<i64>, RedisError> {
-    cluster
-        .call(budget, |c| async move {
-            match c
-                .evalsha(SCRIPT_SHA.as_str(), keys.clone(), args.clone())
-                .await
-            {
-                Err(e) if e.details().starts_with("NOSCRIPT") => {
-                    tracing::info!(
-                        "rate limit script not loaded (restart or failover); loading it"
-                    );
-                    c.script_load_cluster::<(), _>(SCRIPT).await?;
-                    c.evalsha(SCRIPT_SHA.as_str(), keys, args).await
-                }
-                other => other,
-            }
-        })
-        .await
+    cluster.eval_script(budget, &SCRIPT_RUN, keys, args).await
 }

@@ -607,3 +607,27 @@ async fn memory_mode_state_is_bounded_by_max_tracked_clients() {
     assert_eq!(app.ping_as("10.0.0.199").await.status(), 429);
     assert_eq!(app.ping_as("10.0.0.0").await.status(), 200);
 }
+
+/// A restarted or promoted master has no scripts: after `SCRIPT FLUSH` on every node the
+/// limiter's next call gets NOSCRIPT, the Redis layer's loader loads the script again, and the
+/// request is still counted in Redis (not decided from memory).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flushed_script_is_loaded_again_and_counting_continues_in_redis() {
+    let cluster = RedisCluster::start();
+    let app = spawn(&cluster_overrides(
+        &seeds(&cluster),
+        &[("APP__API__RATE_LIMIT__REQUESTS_PER_MINUTE", "60")],
+    ))
+    .await;
+    let t = pinned_time();
+    pin(&app, t);
+    wait_for_redis(&app).await;
+    assert_eq!(app.ping().await.status(), 200);
+    let before = redis_count(&cluster, "127.0.0.1", t).expect("counted in Redis");
+    for i in 0..cluster.addrs().len() {
+        assert_eq!(cluster.node(i).cli(&["SCRIPT", "FLUSH"]), "OK");
+    }
+    assert_eq!(app.ping().await.status(), 200);
+    assert_eq!(redis_count(&cluster, "127.0.0.1", t), Some(before + 1));
+    assert_eq!(app.limiter_backend().await, "redis");
+}
