@@ -9,8 +9,12 @@
 #   4. a job registered through the containerized api is run by the containerized worker;
 #   5. the worker is scaled to 2 (distinct names), one replica holding slow jobs is `docker stop`ped
 #      mid-job: it drains and exits 0, and every job ends done (none lost, none dead);
+#   5b. `just backup` of the stack's jobqueue Redis (no published port: through `compose exec`),
+#      then `just restore` into its named volume (REDIS_START=stack) while the api and the worker
+#      stay up: every job of the backup is there afterwards and the api is ready again;
 #   6. the Redis-only path of `just up` with a Docker engine (REDIS_MODE=docker scripts/start-redis.sh):
-#      the cluster forms and an api on the host reaches both Redis (needs 6379 and 7100-7105 free).
+#      the cluster forms and an api on the host reaches both Redis (needs 6379 and 7100-7105 free);
+#      a backup of its jobqueue Redis is restored with REDIS_START=docker and a scheduled job is back.
 # Everything it started is removed on exit (trap). Every wait is bounded.
 # DOCKER_TEST_JUST_UP=0 leaves out step 6 (it holds the fixed ports of `just up` for ~30 s).
 # No engine can be started (not root, no dockerd): SKIPPED with the reason, except under CI=true or
@@ -194,6 +198,24 @@ dead="$(http -f "$URL/api/queues" | json 'd["queues"][0]["counts"]["dead"]')"
 [ "$dead" = 0 ] || fail "$dead dead jobs"
 log "worker stopped mid-job drained and exited 0; all $n jobs done, 0 dead, none lost"
 http -f "$URL/ready" >/dev/null || fail "/ready after the stop"
+
+# --- 5b. backup and restore of the stack's jobqueue Redis (a named volume) ----------------------
+backups="$(mktemp -d)"
+stack_cli="$(compose_cmd) exec -T redis-jobqueue redis-cli"
+REDIS_CLI="$stack_cli" BACKUP_DIR="$backups" scripts/backup.sh >&2 || fail "just backup of the stack's Redis"
+backup="$(find "$backups" -mindepth 1 -maxdepth 1 -type d | sort | tail -n1)"
+[ -f "$backup/MANIFEST" ] || fail "no backup in $backups"
+post_job "after the backup: gone after the restore" >/dev/null
+restored="$(REDIS_CLI="$stack_cli" REDIS_START=stack REDIS_DATA_DIR="$backups/stage" scripts/restore.sh --force "$backup")" ||
+    fail "just restore into the stack's volume"
+log "$restored"
+grep -q '(stack)' <<<"$restored" || fail "restore did not use the stack's volume: $restored"
+wait_for 60 "/ready after the restore" curl -fsS --max-time 2 "$URL/ready"
+for id in "${ids[@]}" "$id"; do
+    [ "$(job_status "$id")" = done ] || fail "job $id is not done after the restore ($(job_status "$id" || true))"
+done
+rm -rf "$backups"
+log "backup of the stack's Redis restored into its volume with the api and worker up: all $((n + 1)) earlier jobs present"
 # The api gets SIGTERM too (exec-form entrypoint, PID 1) and stops cleanly.
 docker stop -t 30 "$api_id" >/dev/null
 exit_code="$(docker inspect -f '{{.State.ExitCode}}' "$api_id")"
@@ -228,4 +250,18 @@ APP_ENV=develop APP__SERVER__PORT="$native_port" "$api_bin" >/dev/null 2>&1 &
 native_api_pid=$!
 wait_for 60 "native api /ready on the docker Redis" curl -fsS --max-time 2 "http://127.0.0.1:$native_port/ready"
 log "REDIS_MODE=docker: cluster formed, api :$native_port ready on both Redis: $(http "http://127.0.0.1:$native_port/ready")"
+# `just backup` / `just restore` of that Redis (its data dir bind-mounted: REDIS_START=docker).
+kept="$(http -f -XPOST "http://127.0.0.1:$native_port/api/jobs" -H 'content-type: application/json' \
+    -d '{"type":"demo:delay_print","payload":{"message":"kept by the backup"},"delay_seconds":3600}' | json 'd["job_id"]')"
+backups="$(mktemp -d)"
+BACKUP_DIR="$backups" scripts/backup.sh >&2 || fail "just backup of the docker Redis"
+backup="$(find "$backups" -mindepth 1 -maxdepth 1 -type d | sort | tail -n1)"
+restored="$(REDIS_START=docker scripts/restore.sh --force "$backup")" || fail "just restore into the docker Redis"
+log "$restored"
+grep -q '(docker)' <<<"$restored" || fail "restore did not restart the docker Redis: $restored"
+wait_for 60 "native api /ready after the restore" curl -fsS --max-time 2 "http://127.0.0.1:$native_port/ready"
+status="$(http -f "http://127.0.0.1:$native_port/api/jobs/$kept" | json 'd["status"]')"
+[ "$status" = scheduled ] || fail "job $kept is $status after the restore, not scheduled"
+rm -rf "$backups"
+log "REDIS_MODE=docker: backup restored (REDIS_START=docker), the scheduled job is back"
 log "passed in $((SECONDS - T0))s"

@@ -19,10 +19,16 @@
 # Environment (connection: scripts/lib/redis-backup.sh; use an admin user — restore runs
 # CLIENT LIST, CONFIG GET dir, SHUTDOWN):
 #   REDIS_DATA_DIR     the Redis' data dir; default <repo>/redis/data/jobqueue (`just up`'s)
-#   REDIS_START        auto (default) | native | docker | none
+#   REDIS_START        auto (default) | native | docker | stack | none
 #                      native: redis-server daemonized exactly as scripts/start-redis.sh runs it
 #                              (pidfile/log under REDIS_RUN_DIR / REDIS_LOG_DIR)
 #                      docker: docker compose stop/start redis-jobqueue (docker-compose.redis.yml)
+#                      stack:  the container stack (docker-compose.stack.yml, project
+#                              COMPOSE_PROJECT_NAME): its redis-jobqueue keeps its data in a named
+#                              volume; the staged data is copied into it while the service is
+#                              stopped (the old files kept in the volume as replaced-<time>/).
+#                              Reach that Redis with REDIS_CLI="docker compose -f
+#                              docker-compose.stack.yml exec -T -e REDISCLI_AUTH redis-jobqueue redis-cli"
 #                      none:   you (systemd, your orchestrator) start it; the script waits
 #                      auto:   docker when the compose stack's redis-jobqueue exists, else native
 #   REDIS_SERVER_ARGS  extra redis-server arguments for native (e.g. "--aclfile /etc/redis/users.acl")
@@ -57,7 +63,8 @@ RUN_DIR="${REDIS_RUN_DIR:-$BK_ROOT/redis/run}"
 LOG_DIR="${REDIS_LOG_DIR:-$BK_ROOT/redis/logs}"
 DATA_DIR="${REDIS_DATA_DIR:-$BK_ROOT/redis/data/jobqueue}"
 COMPOSE_FILE="$BK_ROOT/docker-compose.redis.yml"
-case "$REDIS_START" in auto | native | docker | none) ;; *) bk_die "REDIS_START must be auto, native, docker or none (got '$REDIS_START')" ;; esac
+STACK_FILE="$BK_ROOT/docker-compose.stack.yml"
+case "$REDIS_START" in auto | native | docker | stack | none) ;; *) bk_die "REDIS_START must be auto, native, docker, stack or none (got '$REDIS_START')" ;; esac
 
 bk_need redis-cli redis-server redis-check-rdb redis-check-aof sha256sum
 bk_connection
@@ -168,8 +175,16 @@ if [ "$mode" = auto ]; then
     fi
 fi
 compose() {
-    if docker compose version >/dev/null 2>&1; then docker compose -f "$COMPOSE_FILE" "$@"; else docker-compose -f "$COMPOSE_FILE" "$@"; fi
+    local file="$COMPOSE_FILE"
+    [ "$mode" = stack ] && file="$STACK_FILE"
+    if docker compose version >/dev/null 2>&1; then docker compose -f "$file" "$@"; else docker-compose -f "$file" "$@"; fi
 }
+stack_container=""
+if [ "$mode" = stack ]; then
+    stack_container="$(compose ps -q redis-jobqueue 2>/dev/null | head -n1)"
+    [ -n "$stack_container" ] ||
+        bk_die "no redis-jobqueue container in the compose project ${COMPOSE_PROJECT_NAME:-(default)} of docker-compose.stack.yml (set COMPOSE_PROJECT_NAME); nothing changed"
+fi
 
 if [ "$target_up" = 1 ]; then
     if [ "$mode" = native ]; then
@@ -199,7 +214,7 @@ if [ "$target_up" = 1 ]; then
     # Stop writes (reads may go on) while the server goes down; the pause ends with it.
     rcli client pause 600000 write >/dev/null || true
     case "$mode" in
-        docker) compose stop redis-jobqueue >/dev/null || bk_die "docker compose stop redis-jobqueue failed" ;;
+        docker | stack) compose stop redis-jobqueue >/dev/null || bk_die "docker compose stop redis-jobqueue failed" ;;
         *)
             rcli shutdown nosave >/dev/null 2>&1 || true
             deadline=$((SECONDS + 30))
@@ -210,20 +225,39 @@ if [ "$target_up" = 1 ]; then
             ;;
     esac
     bk_log "stopped the Redis at $BK_HOST:$BK_PORT${apps:+ (connected, --force: $apps)}"
-elif [ "$mode" = docker ]; then
+elif [ "$mode" = docker ] || [ "$mode" = stack ]; then
     compose stop redis-jobqueue >/dev/null 2>&1 || true
 fi
 
 # --- 4. swap the data dirs, start, check ------------------------------------------------------
 replaced=""
-if [ -d "$DATA_DIR" ] && [ -n "$(ls -A "$DATA_DIR")" ]; then
-    replaced="$DATA_DIR.replaced-$stamp"
-    mv "$DATA_DIR" "$replaced" || bk_die "cannot move $DATA_DIR aside"
-elif [ -d "$DATA_DIR" ]; then
-    rmdir "$DATA_DIR"
+if [ "$mode" = stack ]; then
+    # The volume is reached through the stopped container (--volumes-from), with its own image:
+    # old files move into replaced-<time>/ inside the volume (a rename), the staged ones are
+    # copied in and given the owner of /data (the image's redis user).
+    image="$(docker inspect -f '{{.Config.Image}}' "$stack_container")" || bk_die "docker inspect $stack_container failed"
+    docker run --rm --volumes-from "$stack_container" -v "$STAGE:/restore:ro" --entrypoint sh "$image" -c '
+        set -e
+        old="/data/replaced-$1"
+        mkdir "$old"
+        find /data -mindepth 1 -maxdepth 1 ! -name "replaced-*" -exec mv {} "$old/" \;
+        cp -a /restore/. /data/
+        chown -R "$(stat -c %u:%g /data)" /data
+        rmdir "$old" 2>/dev/null || true' restore "$stamp" >&2 ||
+        bk_die "copying the backup into the volume of $stack_container failed (the old files are in its /data/replaced-$stamp)"
+    replaced="the volume's /data/replaced-$stamp (if it held data)"
+    rm -rf "$STAGE"
+    STAGE=""
+else
+    if [ -d "$DATA_DIR" ] && [ -n "$(ls -A "$DATA_DIR")" ]; then
+        replaced="$DATA_DIR.replaced-$stamp"
+        mv "$DATA_DIR" "$replaced" || bk_die "cannot move $DATA_DIR aside"
+    elif [ -d "$DATA_DIR" ]; then
+        rmdir "$DATA_DIR"
+    fi
+    mv "$STAGE" "$DATA_DIR" || bk_die "cannot move $STAGE to $DATA_DIR${replaced:+ (the old data is in $replaced)}"
+    STAGE=""
 fi
-mv "$STAGE" "$DATA_DIR" || bk_die "cannot move $STAGE to $DATA_DIR${replaced:+ (the old data is in $replaced)}"
-STAGE=""
 
 case "$mode" in
     native)
@@ -234,7 +268,7 @@ case "$mode" in
             --dir "$DATA_DIR" --appendonly yes --appendfsync everysec ${REDIS_SERVER_ARGS:-} ||
             bk_die "redis-server did not start; see $LOG_DIR/redis-$BK_PORT.log"
         ;;
-    docker) compose start redis-jobqueue >/dev/null || compose up -d redis-jobqueue >/dev/null || bk_die "docker compose could not start redis-jobqueue" ;;
+    docker | stack) compose start redis-jobqueue >/dev/null || compose up -d redis-jobqueue >/dev/null || bk_die "docker compose could not start redis-jobqueue" ;;
     none) bk_log "the data is in place in $DATA_DIR: start the Redis on $BK_HOST:$BK_PORT now (waiting ${RESTORE_WAIT}s)" ;;
 esac
 deadline=$((SECONDS + RESTORE_WAIT))
@@ -256,4 +290,4 @@ for q in $(bk_manifest_get "$MANIFEST" queues | tr ',' ' '); do
 done
 snap_ms="$(bk_manifest_get "$MANIFEST" snapshot_started_ms)"
 snap="$(date -u -d "@$((snap_ms / 1000))" +%Y-%m-%dT%H:%M:%SZ)"
-echo "restore: $BACKUP (snapshot $snap, redis $backup_version, $(sed -n 's/^keys=//p' <<<"$counts") keys) → $BK_HOST:$BK_PORT dir $DATA_DIR ($mode) in $((ready_at - started_at))s;${summary:- no queues;}${replaced:+ previous data kept in $replaced}"
+echo "restore: $BACKUP (snapshot $snap, redis $backup_version, $(sed -n 's/^keys=//p' <<<"$counts") keys) → $BK_HOST:$BK_PORT $([ "$mode" = stack ] && echo "volume of redis-jobqueue" || echo "dir $DATA_DIR") ($mode) in $((ready_at - started_at))s;${summary:- no queues;}${replaced:+ previous data kept in $replaced}"

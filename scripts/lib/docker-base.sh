@@ -40,13 +40,21 @@ dockerfile_default() {
     sed -n "s/^ARG $1=//p" "$dir/Dockerfile" | head -n1
 }
 
-# compose ARGS...: docker compose (v2 plugin) or docker-compose (1.29) with the stack file.
-compose() {
+# compose_cmd: the command line of docker compose (v2 plugin) or docker-compose (1.29) with the
+# stack file (one line, for a prefix such as REDIS_CLI).
+compose_cmd() {
     local dir
     dir="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd -P)"
     if docker compose version >/dev/null 2>&1; then
-        docker compose -f "$dir/docker-compose.stack.yml" "$@"
+        echo "docker compose -f $dir/docker-compose.stack.yml"
     else
-        docker-compose -f "$dir/docker-compose.stack.yml" "$@"
+        echo "docker-compose -f $dir/docker-compose.stack.yml"
     fi
+}
+
+# compose ARGS...: that command with ARGS.
+compose() {
+    local cmd
+    read -r -a cmd <<<"$(compose_cmd)"
+    "${cmd[@]}" "$@"
 }

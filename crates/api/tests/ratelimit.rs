@@ -480,6 +480,37 @@ async fn a_hot_client_in_parallel_is_batched_and_never_exceeds_its_limit() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_naive_limiter_makes_one_call_per_request_and_allows_exactly_the_limit() {
+    let cluster = RedisCluster::start();
+    let app = spawn(&cluster_overrides(
+        &seeds(&cluster),
+        &[
+            ("APP__API__RATE_LIMIT__REQUESTS_PER_MINUTE", "300"),
+            ("APP__API__RATE_LIMIT__REQUESTS_PER_HOUR", "100000"),
+            ("APP__API__RATE_LIMIT__BATCHING", "false"),
+        ],
+    ))
+    .await;
+    let t = pinned_time();
+    pin(&app, t);
+    wait_for_redis(&app).await;
+    let calls_before = metric(&app, "ratelimit_redis_calls_total", &[]).await;
+    let statuses: Vec<u16> = futures::stream::iter(0..400)
+        .map(|_| async { app.ping().await.status().as_u16() })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    let allowed = statuses.iter().filter(|&&s| s == 200).count();
+    assert!(statuses.iter().all(|&s| s == 200 || s == 429));
+    // One unit per call and no spare units: exactly the limit passes.
+    assert_eq!(allowed, 300, "allowed {allowed} of 400 with a limit of 300");
+    let local = metric(&app, "ratelimit_decisions_total", &["backend=\"local\""]).await;
+    let calls = metric(&app, "ratelimit_redis_calls_total", &[]).await - calls_before;
+    assert_eq!(local, 0.0, "the naive limiter decided locally");
+    assert_eq!(calls, 400.0, "{calls} Lua calls for 400 requests");
+}
+
 fn rule(name: &str, prefix: &str, key: &str, per_minute: Option<i64>) -> RateLimitRule {
     RateLimitRule {
         name: name.into(),

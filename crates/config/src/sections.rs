@@ -113,6 +113,10 @@ pub struct RateLimitSettings {
     /// Clients whose state one api instance keeps in memory (≤ 0: default 100,000). At the cap
     /// the least recently seen client's local state is dropped.
     pub max_tracked_clients: i64,
+    /// Coalesce concurrent requests into one Lua call per bucket, with spare units for bursty
+    /// clients (default). `false`: one Lua call per request and nothing decided locally — the
+    /// naive limiter, kept so `just bench` can measure what batching buys.
+    pub batching: bool,
     /// Limits per route and key; the first matching rule applies, the limits above elsewhere.
     pub rules: Vec<RateLimitRule>,
 }
@@ -184,6 +188,7 @@ impl Default for RateLimitSettings {
             trusted_proxies: Vec::new(),
             redis_timeout: Duration::from_millis(150),
             max_tracked_clients: 100_000,
+            batching: true,
             rules: Vec::new(),
         }
     }

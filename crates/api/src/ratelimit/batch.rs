@@ -56,6 +56,8 @@ struct Shared {
 pub(crate) struct Batcher {
     queues: Box<[mpsc::Sender<Request>]>,
     budget: Duration,
+    /// `api.rate_limit.batching: false`: each request makes its own call (the naive limiter).
+    naive: Option<(Arc<Shared>, Box<[String]>)>,
 }
 
 impl Batcher {
@@ -66,6 +68,7 @@ impl Batcher {
         clock: Clock,
         states: Arc<ClientStates>,
         rule_names: Arc<[Option<Box<str>>]>,
+        batching: bool,
     ) -> Self {
         let shared = Arc::new(Shared {
             cluster,
@@ -75,6 +78,13 @@ impl Batcher {
             rule_names,
             calls: metrics::counter!("ratelimit_redis_calls_total"),
         });
+        if !batching {
+            return Self {
+                queues: Box::new([]),
+                budget,
+                naive: Some((shared, bucket_tags().into())),
+            };
+        }
         let queues = bucket_tags()
             .into_iter()
             .map(|tag| {
@@ -83,19 +93,31 @@ impl Batcher {
                 tx
             })
             .collect();
-        Self { queues, budget }
+        Self {
+            queues,
+            budget,
+            naive: None,
+        }
     }
 
     /// Queue one request of `key` and wait for its batch (bounded: the call in flight and ours).
     pub async fn decide(&self, key: ClientKey, limits: Limits, hot: bool) -> Reply {
         let (reply, answer) = oneshot::channel();
-        let queue = &self.queues[key.bucket() % BUCKETS];
         let request = Request {
             key,
             limits,
             hot,
             reply,
         };
+        if let Some((shared, tags)) = &self.naive {
+            shared
+                .decide(&tags[key.bucket() % BUCKETS], &mut vec![request])
+                .await;
+            return answer
+                .await
+                .unwrap_or_else(|_| Err(Arc::new(RedisError::NotConnected)));
+        }
+        let queue = &self.queues[key.bucket() % BUCKETS];
         if queue.try_send(request).is_err() {
             return Err(Arc::new(RedisError::Timeout(self.budget)));
         }

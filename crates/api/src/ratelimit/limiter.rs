@@ -26,6 +26,8 @@ struct Inner {
     states: Arc<ClientStates>,
     redis: Option<(RedisCluster, Batcher)>,
     trusted_proxies: Box<[ipnet::IpNet]>,
+    /// `api.rate_limit.batching` (false: the naive limiter, one Lua call per request).
+    batching: bool,
 }
 
 impl Limiter {
@@ -50,6 +52,7 @@ impl Limiter {
                     clock.clone(),
                     states.clone(),
                     rules.names(),
+                    settings.batching,
                 );
                 (cluster, batcher)
             }),
@@ -62,6 +65,7 @@ impl Limiter {
             states,
             redis,
             trusted_proxies: settings.trusted_networks()?.into(),
+            batching: settings.batching,
         };
         Ok(Self {
             inner: Arc::new(inner),
@@ -103,10 +107,11 @@ impl Limiter {
             return limits.decision(local.allowed, local.counts, windows, local.backend);
         };
         let hot = match inner.states.decide_locally(key, limits, windows) {
-            Lookup::Decided(local) => {
+            Lookup::Decided(local) if inner.batching => {
                 return limits.decision(local.allowed, local.counts, windows, local.backend)
             }
-            Lookup::AskRedis { hot } => hot,
+            Lookup::Decided(_) => false,
+            Lookup::AskRedis { hot } => hot && inner.batching,
         };
         if !cluster.is_connected() {
             return self.fallback(

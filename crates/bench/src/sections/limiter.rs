@@ -17,8 +17,9 @@ use std::process::Command;
 
 const CONNS: usize = 64;
 
-/// Both apis: the same binary, one with the limiter off and one deciding in Redis.
-async fn start_apis(stack: &Stack) -> anyhow::Result<(Api, Api)> {
+/// The apis compared: the same binary with the limiter off, deciding in Redis (batched), and the
+/// naive limiter (`batching: false`: one Lua call per request) on the same cluster.
+async fn start_apis(stack: &Stack) -> anyhow::Result<(Api, Api, Api)> {
     let off = stack
         .api(
             "api-limiter-off",
@@ -38,7 +39,20 @@ async fn start_apis(stack: &Stack) -> anyhow::Result<(Api, Api)> {
             ],
         )
         .await?;
-    Ok((off, on))
+    let naive = stack
+        .api(
+            "api-limiter-naive",
+            0,
+            &[
+                ("APP__API__RATE_LIMIT__STORAGE_TYPE", "redis"),
+                ("APP__API__RATE_LIMIT__BATCHING", "false"),
+                ("APP__API__RATE_LIMIT__REQUESTS_PER_MINUTE", HIGH_LIMIT),
+                ("APP__API__RATE_LIMIT__REQUESTS_PER_HOUR", HIGH_LIMIT),
+                ("APP__API__RATE_LIMIT__TRUSTED_PROXIES", "127.0.0.1"),
+            ],
+        )
+        .await?;
+    Ok((off, on, naive))
 }
 
 pub async fn run(stack: &Stack, plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
@@ -48,17 +62,42 @@ pub async fn run(stack: &Stack, plan: &Plan, report: &mut Report) -> anyhow::Res
         "redis-benchmark EVALSHA limiter script, hot key, 50 clients",
         format!("{ceiling:.0} calls/s"),
     );
-    let (off, on) = start_apis(stack).await?;
+    let (off, on, naive) = start_apis(stack).await?;
     // Warm-up: connections, script cache, allocator.
-    for api in [&off, &on].into_iter().filter(|_| plan.warm_up) {
+    for api in [&off, &on, &naive].into_iter().filter(|_| plan.warm_up) {
         wrk::run(&ping(api), Some("ping_many.lua"), CONNS, plan.load)?;
     }
     for (label, script, goal) in [
         ("one hot client", None, 0.95),
         ("many clients", Some("ping_many.lua"), 0.80),
     ] {
-        let (off_r, on_r, cpu) = alternate(stack, &off, &on, script, plan)?;
+        // The naive limiter runs beside them only with many clients, where batching matters.
+        let apis: &[&Api] = if script.is_some() {
+            &[&off, &on, &naive]
+        } else {
+            &[&off, &on]
+        };
+        let (medians, cpu) = alternate(stack, apis, script, plan)?;
+        let (off_r, on_r) = (medians[0], medians[1]);
         compare(report, label, &off_r, &on_r, goal);
+        if let (Some(naive_r), Some(naive_cpu)) = (medians.get(2), cpu.get(2)) {
+            report.info(
+                "1 limiter",
+                &format!("{label}: naive limiter (one Lua call per request)"),
+                format!(
+                    "{:.0} req/s, p99 {:.2} ms, CPU µs/request api {:.1} cluster {:.1}",
+                    naive_r.ok_rps,
+                    naive_r.p99_ms,
+                    naive_cpu.api_us(),
+                    naive_cpu.cluster_us()
+                ),
+            );
+            report.info(
+                "1 limiter",
+                &format!("{label}: req/s ratio batched / naive limiter (what batching buys)"),
+                format!("{:.2}", on_r.ok_rps / naive_r.ok_rps.max(1.0)),
+            );
+        }
         report.info(
             "1 limiter",
             &format!("{label}: CPU µs per request: api off / api on / cluster (6 nodes, on)"),
@@ -79,7 +118,7 @@ pub async fn run(stack: &Stack, plan: &Plan, report: &mut Report) -> anyhow::Res
     }
     check_redis_decided(stack, &on, report).await?;
     api_rss(report, &on, "the ping loads (Redis limiter)");
-    drop((off, on));
+    drop((off, on, naive));
     for mode in ["memory", "redis"] {
         soak(stack, plan, report, mode).await?;
     }
@@ -173,18 +212,17 @@ fn cpu_now(stack: &Stack, api: &Api) -> (f64, f64) {
 }
 
 /// Off, on, off, on, …: each configuration sees the same background noise. Medians, and the CPU
-/// per request over all runs of each configuration.
+/// per request over all runs of each configuration, in the order of `apis`.
 fn alternate(
     stack: &Stack,
-    off: &Api,
-    on: &Api,
+    apis: &[&Api],
     script: Option<&str>,
     plan: &Plan,
-) -> anyhow::Result<(WrkResult, WrkResult, [CpuPerRequest; 2])> {
-    let mut runs: [Vec<WrkResult>; 2] = [Vec::new(), Vec::new()];
-    let mut cpu = [CpuPerRequest::default(); 2];
+) -> anyhow::Result<(Vec<WrkResult>, Vec<CpuPerRequest>)> {
+    let mut runs: Vec<Vec<WrkResult>> = vec![Vec::new(); apis.len()];
+    let mut cpu = vec![CpuPerRequest::default(); apis.len()];
     for _ in 0..plan.rounds {
-        for (i, api) in [off, on].into_iter().enumerate() {
+        for (i, api) in apis.iter().enumerate() {
             let before = cpu_now(stack, api);
             let result = wrk::run(&ping(api), script, CONNS, plan.load)?;
             let after = cpu_now(stack, api);
@@ -194,7 +232,7 @@ fn alternate(
             runs[i].push(result);
         }
     }
-    Ok((median_of(&runs[0]), median_of(&runs[1]), cpu))
+    Ok((runs.iter().map(|r| median_of(r)).collect(), cpu))
 }
 
 /// The run with the median req/s (its latencies come with it).
