@@ -10,12 +10,17 @@
 mod cache;
 mod duration;
 mod error;
+mod queues;
 mod redis;
 mod sections;
 
 pub use cache::{CacheInvalidation, CacheKey, CacheRoute, CacheSettings};
 pub use duration::parse as parse_duration;
 pub use error::ConfigError;
+pub use queues::{
+    default_served_queues, parse_served_queues, queue_name_problem, QueueSettings, ServedQueue,
+    MAX_QUEUE_NAME, MAX_QUEUE_WEIGHT,
+};
 pub use redis::{
     default_pool_size, CacheServerSettings, ClusterAddrs, ClusterRedisSettings, RedisSettings,
     SentinelSettings, SingleRedisSettings, TlsSettings,
@@ -279,15 +284,14 @@ impl Settings {
         invalid: impl Fn(&'static str, String) -> Result<(), ConfigError>,
     ) -> Result<(), ConfigError> {
         let jq = &self.jobqueue;
-        if jq.queue.is_empty()
-            || jq
-                .queue
-                .contains(|c: char| c.is_whitespace() || c == '{' || c == '}')
-        {
-            return invalid(
-                "jobqueue.queue",
-                format!("`{}` must be non-empty, without spaces or braces", jq.queue),
-            );
+        if let Some(problem) = queue_name_problem(&jq.queue) {
+            return invalid("jobqueue.queue", problem);
+        }
+        if let Err(problem) = queues::validate_declared(&jq.queues) {
+            return invalid("jobqueue.queues", problem);
+        }
+        if let Err(problem) = parse_served_queues(&jq.worker.queues) {
+            return invalid("jobqueue.worker.queues", problem);
         }
         if !(0..=MAX_DELAY_SECONDS).contains(&jq.default_delay_seconds) {
             return invalid(

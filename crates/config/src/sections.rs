@@ -218,8 +218,14 @@ impl Default for ChaosSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JobqueueSettings {
-    /// apalis queue (namespace of the Redis keys).
+    /// The default queue: jobs that name none go here (`[A-Za-z0-9_.-]{1,64}`). Its Redis keys
+    /// keep their untagged `<queue>:` prefix so jobs stored by earlier versions still run; every
+    /// other queue's keys are `{<queue>}:...`.
+    #[serde(alias = "default_queue")]
     pub queue: String,
+    /// Declared queues (`[{name, weight}]`): listed by `GET /api/queues` even while empty, and
+    /// served by a worker started without `--queues`.
+    pub queues: Vec<crate::QueueSettings>,
     pub default_delay_seconds: i64,
     pub default_max_retry: i64,
     /// How long finished jobs stay inspectable (default 24h). Dead jobs stay until deleted.
@@ -261,6 +267,7 @@ impl Default for JobqueueSettings {
     fn default() -> Self {
         Self {
             queue: "dm-jobqueue".into(),
+            queues: Vec::new(),
             default_delay_seconds: 180,
             default_max_retry: 10,
             done_retention: Duration::from_secs(24 * 3600),
@@ -278,6 +285,11 @@ impl Default for JobqueueSettings {
 pub struct WorkerSettings {
     /// Jobs run at once by one worker (≤ 0: default 8).
     pub concurrency: i64,
+    /// Queues this worker serves, `name=weight,...` in order (e.g. `critical=6,default=3,low=1`;
+    /// a missing weight is 1). Empty: the default queue and every declared queue.
+    pub queues: String,
+    /// Serve the queues in strict order (always the first with a due job) instead of by weight.
+    pub strict: bool,
     /// Unique, stable worker name; empty: `<hostname>-<pid>`.
     pub name: String,
     /// Address of the worker's `/health` and `/metrics` (default 127.0.0.1).
@@ -303,6 +315,8 @@ impl Default for WorkerSettings {
     fn default() -> Self {
         Self {
             concurrency: 8,
+            queues: String::new(),
+            strict: false,
             name: String::new(),
             health_host: "127.0.0.1".into(),
             health_port: 8082,

@@ -9,12 +9,13 @@ use crate::jobs::{JobEnvelope, Registry};
 use crate::store::{self, Keys, Store, StoredJob};
 use crate::types::{EnqueuedJob, JobStatus, NewJob, RetriedJob, MAX_BATCH, MAX_UNIQUE_KEY_CHARS};
 use cacheserver_config::{
-    JobqueueSettings, SingleRedisSettings, MAX_DELAY_SECONDS, MAX_RETRY_LIMIT,
+    queue_name_problem, JobqueueSettings, SingleRedisSettings, MAX_DELAY_SECONDS, MAX_RETRY_LIMIT,
 };
 use chrono::{DateTime, Utc};
 use redis::aio::ConnectionManager;
+use std::collections::HashSet;
 use std::future::Future;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -25,16 +26,23 @@ pub const MAX_UNIQUE_FOR_SECONDS: u64 = 2_592_000;
 /// Most ids one bulk call takes, and most jobs one bulk call by state touches.
 pub const MAX_BULK: usize = 1_000;
 
-/// A handle to the queue; cheap to clone.
+/// A handle to one queue (the default queue from [`JobQueue::new`], another from
+/// [`JobQueue::queue`]); every handle shares the connections. Cheap to clone. A job names its
+/// own queue ([`NewJob::queue`]), so enqueueing through any handle stores it where it belongs.
 #[derive(Clone)]
 pub struct JobQueue {
     inner: Arc<Inner>,
+    keys: Keys,
 }
 
 struct Inner {
     store: Store,
     registry: Registry,
     enqueue_timeout: Duration,
+    /// `jobqueue.queues`, in order.
+    declared: Vec<String>,
+    /// Queues this process already recorded in the store's set of queue names.
+    remembered: Mutex<HashSet<String>>,
     /// Single enqueues on their way to [`batcher::run`] (started on first use).
     batcher: OnceLock<mpsc::UnboundedSender<Waiting<Prepared>>>,
 }
@@ -56,24 +64,99 @@ impl JobQueue {
         registry: Registry,
     ) -> Result<Self, JobQueueError> {
         // The store checks the address now so a typo fails at startup, not at the first request.
+        let store = Store::new(redis, &settings.queue)?;
+        let keys = store.keys().clone();
         let inner = Inner {
-            store: Store::new(redis, &settings.queue)?,
+            store,
             registry,
             enqueue_timeout: settings.enqueue_timeout,
+            declared: settings.queues.iter().map(|q| q.name.clone()).collect(),
+            remembered: Mutex::new(HashSet::new()),
             batcher: OnceLock::new(),
         };
         Ok(Self {
             inner: Arc::new(inner),
+            keys,
         })
     }
 
-    pub fn keys(&self) -> &Keys {
-        self.inner.store.keys()
+    /// The handle of queue `name` (which need not exist yet); a bad name is `Invalid`.
+    pub fn queue(&self, name: &str) -> Result<JobQueue, JobQueueError> {
+        if let Some(problem) = queue_name_problem(name) {
+            return Err(JobQueueError::Invalid(problem));
+        }
+        Ok(Self {
+            inner: self.inner.clone(),
+            keys: self.inner.store.keys_of(name),
+        })
     }
 
-    /// The queue's name (its key prefix).
+    /// The handle of the default queue (`jobqueue.queue`).
+    pub fn default_queue(&self) -> JobQueue {
+        Self {
+            inner: self.inner.clone(),
+            keys: self.inner.store.keys().clone(),
+        }
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// The queue's name.
     pub fn name(&self) -> &str {
-        &self.inner.store.keys().queue
+        &self.keys.queue
+    }
+
+    /// Every queue: the default one, the declared ones (`jobqueue.queues`, in order), then, by
+    /// name, the others that ever had a job.
+    pub async fn queue_names(&self) -> Result<Vec<String>, JobQueueError> {
+        let mut names = vec![self.inner.store.keys().queue.clone()];
+        for name in &self.inner.declared {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+        let mut seen = self
+            .with_connection(self.call_timeout(), |mut c| async move {
+                store::remembered_queues(&mut c).await
+            })
+            .await?;
+        seen.sort();
+        for name in seen {
+            if !names.contains(&name) && queue_name_problem(&name).is_none() {
+                names.push(name);
+            }
+        }
+        Ok(names)
+    }
+
+    /// The handle of queue `name` if it exists (the default, declared, or ever had a job);
+    /// `Invalid` for a bad name.
+    pub async fn existing_queue(&self, name: &str) -> Result<Option<JobQueue>, JobQueueError> {
+        let handle = self.queue(name)?;
+        let exists = self.queue_names().await?.iter().any(|n| n == name);
+        Ok(exists.then_some(handle))
+    }
+
+    /// The handle of the queue holding job `id`, whichever it is (`None`: no queue has it).
+    pub async fn find(&self, id: &str) -> Result<Option<JobQueue>, JobQueueError> {
+        let names = self.queue_names().await?;
+        let queues: Vec<Keys> = names.iter().map(|n| self.inner.store.keys_of(n)).collect();
+        let queues_ref = &queues;
+        let holding = self
+            .with_connection(self.call_timeout(), |mut c| async move {
+                store::holding(&mut c, queues_ref, id).await
+            })
+            .await?;
+        Ok(queues
+            .into_iter()
+            .zip(holding)
+            .find(|(_, held)| *held)
+            .map(|(keys, _)| Self {
+                inner: self.inner.clone(),
+                keys,
+            }))
     }
 
     /// The job types this client accepts.
@@ -96,7 +179,7 @@ impl JobQueue {
     /// Store one job; bounded by `enqueue_timeout` (then `Unavailable`). A taken unique key is
     /// `Duplicate` with the existing job's id.
     pub async fn enqueue(&self, job: NewJob) -> Result<EnqueuedJob, JobQueueError> {
-        let prepared = prepare(&self.inner.registry, job, store::now_ms())?;
+        let prepared = prepare(&self.inner.registry, self.name(), job, store::now_ms())?;
         let (reply, stored) = oneshot::channel();
         self.batcher()
             .send(Waiting {
@@ -139,7 +222,7 @@ impl JobQueue {
             .into_iter()
             .enumerate()
             .map(|(i, job)| {
-                prepare(&self.inner.registry, job, now).map_err(|e| match e {
+                prepare(&self.inner.registry, self.name(), job, now).map_err(|e| match e {
                     JobQueueError::Invalid(m) => JobQueueError::Invalid(format!("jobs[{i}]: {m}")),
                     other => other,
                 })
@@ -154,22 +237,47 @@ impl JobQueue {
             let (tx, rx) = mpsc::unbounded_channel();
             // Weak: the batcher must not keep the queue alive; it ends with the last handle.
             let inner = Arc::downgrade(&self.inner);
-            let store = move || inner.upgrade().map(|inner| JobQueue { inner });
+            let keys = self.keys.clone();
+            let store = move || {
+                inner.upgrade().map(|inner| JobQueue {
+                    inner,
+                    keys: keys.clone(),
+                })
+            };
             tokio::spawn(batcher::run(rx, store, self.inner.store.pool_size()));
             tx
         })
     }
 
+    /// Store jobs, one script call per queue among them (a batch names one queue, mostly).
     async fn store_jobs(&self, prepared: Vec<Prepared>) -> Result<Vec<EnqueuedJob>, JobQueueError> {
-        let keys = self.inner.store.keys().clone();
-        let stored: Vec<StoredJob<'_>> = prepared.iter().map(Prepared::stored).collect();
-        let stored = &stored;
-        let (redis, budget) = (self.inner.store.redis(), self.inner.enqueue_timeout);
-        let holders = self
-            .with_connection(budget, |mut c| async move {
-                store::enqueue_confirmed(&mut c, &keys, stored, redis, budget).await
-            })
-            .await?;
+        let mut queues: Vec<&str> = Vec::new();
+        for p in &prepared {
+            if !queues.contains(&p.queue.as_str()) {
+                queues.push(&p.queue);
+            }
+        }
+        let mut holders: Vec<Option<String>> = vec![None; prepared.len()];
+        for queue in queues {
+            self.remember(queue).await?;
+            let keys = self.inner.store.keys_of(queue);
+            let (at, stored): (Vec<usize>, Vec<StoredJob<'_>>) = prepared
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.queue == queue)
+                .map(|(i, p)| (i, p.stored()))
+                .unzip();
+            let stored = &stored;
+            let (redis, budget) = (self.inner.store.redis(), self.inner.enqueue_timeout);
+            let found = self
+                .with_connection(budget, |mut c| async move {
+                    store::enqueue_confirmed(&mut c, &keys, stored, redis, budget).await
+                })
+                .await?;
+            for (i, holder) in at.into_iter().zip(found) {
+                holders[i] = holder;
+            }
+        }
         tracing::debug!(count = prepared.len(), "jobs enqueued");
         Ok(prepared
             .into_iter()
@@ -185,9 +293,30 @@ impl JobQueue {
             .collect())
     }
 
+    /// Record once per process that a queue other than the default has jobs.
+    async fn remember(&self, queue: &str) -> Result<(), JobQueueError> {
+        let known = queue == self.inner.store.keys().queue
+            || self
+                .inner
+                .remembered
+                .lock()
+                .is_ok_and(|r| r.contains(queue));
+        if known {
+            return Ok(());
+        }
+        self.with_connection(self.call_timeout(), |mut c| async move {
+            store::remember_queue(&mut c, queue).await
+        })
+        .await?;
+        if let Ok(mut r) = self.inner.remembered.lock() {
+            r.insert(queue.to_owned());
+        }
+        Ok(())
+    }
+
     /// Dead → pending. Unknown id → `NotFound`; any other state → `NotDead`.
     pub async fn retry(&self, id: &str) -> Result<RetriedJob, JobQueueError> {
-        let keys = self.inner.store.keys().clone();
+        let keys = self.keys.clone();
         let outcome = self
             .with_connection(self.inner.store.call_timeout(), |mut c| async move {
                 store::retry_dead(&mut c, &keys, id).await
@@ -215,7 +344,7 @@ impl JobQueue {
     /// Delete a job that is not running. `false` when it did not exist; a running job is
     /// `Running` (it may be deleted once it finished).
     pub async fn delete(&self, id: &str) -> Result<bool, JobQueueError> {
-        let keys = self.inner.store.keys().clone();
+        let keys = self.keys.clone();
         let outcome = self
             .with_connection(self.inner.store.call_timeout(), |mut c| async move {
                 store::delete(&mut c, &keys, id).await
@@ -257,7 +386,7 @@ impl JobQueue {
                 ids.len()
             )));
         }
-        let keys = self.inner.store.keys().clone();
+        let keys = self.keys.clone();
         // One script call per id on one connection; the budget grows with the count.
         let budget = self.inner.store.call_timeout() * (1 + ids.len() as u32 / 100);
         self.with_connection(budget, |c| async move {
@@ -273,7 +402,7 @@ impl JobQueue {
     /// Pause: no new job starts (those a worker already fetched, at most its concurrency, may).
     /// Kept in Redis, so restarts keep it.
     pub async fn pause(&self) -> Result<(), JobQueueError> {
-        let keys = self.inner.store.keys().clone();
+        let keys = self.keys.clone();
         let handed_back = self
             .with_connection(self.inner.store.call_timeout(), |mut c| async move {
                 store::pause(&mut c, &keys).await
@@ -284,7 +413,7 @@ impl JobQueue {
     }
 
     pub async fn resume(&self) -> Result<(), JobQueueError> {
-        let keys = self.inner.store.keys().clone();
+        let keys = self.keys.clone();
         self.with_connection(self.inner.store.call_timeout(), |mut c| async move {
             store::resume(&mut c, &keys).await
         })
@@ -294,7 +423,7 @@ impl JobQueue {
     }
 
     pub async fn is_paused(&self) -> Result<bool, JobQueueError> {
-        let keys = self.inner.store.keys().clone();
+        let keys = self.keys.clone();
         self.with_connection(self.inner.store.call_timeout(), |mut c| async move {
             store::is_paused(&mut c, &keys).await
         })
@@ -350,6 +479,7 @@ impl batcher::Store<Prepared> for JobQueue {
 }
 
 struct Prepared {
+    queue: String,
     json: String,
     job_type: String,
     max_retry: u32,
@@ -376,8 +506,17 @@ impl Prepared {
 }
 
 /// The queue's limits, named by their HTTP fields, then the type's own validation.
-fn prepare(registry: &Registry, job: NewJob, now_ms: u64) -> Result<Prepared, JobQueueError> {
+fn prepare(
+    registry: &Registry,
+    default_queue: &str,
+    job: NewJob,
+    now_ms: u64,
+) -> Result<Prepared, JobQueueError> {
     let invalid = |m: String| Err(JobQueueError::Invalid(m));
+    let queue = job.queue.unwrap_or_else(|| default_queue.to_owned());
+    if let Some(problem) = queue_name_problem(&queue) {
+        return invalid(problem);
+    }
     let due_ms = match job.at {
         Some(at) => u64::try_from(at.timestamp_millis())
             .unwrap_or(0)
@@ -418,6 +557,7 @@ fn prepare(registry: &Registry, job: NewJob, now_ms: u64) -> Result<Prepared, Jo
     registry.validate(&job.job_type, &job.payload)?;
     let json = serde_json::to_string(&JobEnvelope::new(&job.job_type, job.payload))?;
     Ok(Prepared {
+        queue,
         json,
         job_type: job.job_type,
         max_retry: job.max_retry,
@@ -426,11 +566,22 @@ fn prepare(registry: &Registry, job: NewJob, now_ms: u64) -> Result<Prepared, Jo
         unique_key,
         unique_for_ms: job.unique_for.map_or(0, |t| t.as_millis() as u64),
         enqueued: EnqueuedJob {
-            job_id: ulid::Ulid::new().to_string(),
+            job_id: next_id().to_string(),
             run_at: ms_to_time(due_ms),
             duplicate: false,
         },
     })
+}
+
+/// A new job id. Monotonic within a millisecond in this process: jobs due at the same
+/// millisecond wait in id order, so jobs registered together start in the order given (FIFO).
+fn next_id() -> ulid::Ulid {
+    static IDS: Mutex<Option<ulid::Generator>> = Mutex::new(None);
+    IDS.lock()
+        .ok()
+        .and_then(|mut g| g.get_or_insert_with(ulid::Generator::new).generate().ok())
+        // 2^80 ids in one millisecond: a fresh random one (`Ulid::default` is nil).
+        .unwrap_or_else(|| ulid::Ulid::from_datetime(std::time::SystemTime::now()))
 }
 
 pub(crate) fn ms_to_time(ms: u64) -> DateTime<Utc> {

@@ -38,7 +38,7 @@ impl JobQueue {
             .iter()
             .zip(raws)
             .map(|(id, raw)| {
-                job_info(id, raw, now).map(|mut info| {
+                job_info(self.name(), id, raw, now).map(|mut info| {
                     registry.redact(&info.job_type, &mut info.payload);
                     info
                 })
@@ -170,7 +170,7 @@ fn status_of(raw: &Raw, now: f64) -> JobStatus {
 }
 
 /// Map what was read to a [`JobInfo`]; `None` when the job does not exist.
-fn job_info(id: &str, raw: Raw, now: f64) -> Option<JobInfo> {
+fn job_info(queue: &str, id: &str, raw: Raw, now: f64) -> Option<JobInfo> {
     let num = |k: &str| {
         raw.meta
             .get(k)
@@ -203,6 +203,7 @@ fn job_info(id: &str, raw: Raw, now: f64) -> Option<JobInfo> {
     let timeout_ms = num("timeout_ms");
     Some(JobInfo {
         job_id: id.to_owned(),
+        queue: queue.to_owned(),
         job_type,
         payload: envelope.map(JobEnvelope::into_payload).unwrap_or_default(),
         status,

@@ -28,6 +28,8 @@ pub struct NewJob {
     /// it was registered) another one is a duplicate.
     pub unique_key: Option<String>,
     pub unique_for: Option<Duration>,
+    /// The queue it goes to; `None`: the queue of the handle it is enqueued through.
+    pub queue: Option<String>,
 }
 
 impl NewJob {
@@ -42,6 +44,7 @@ impl NewJob {
             timeout: None,
             unique_key: None,
             unique_for: None,
+            queue: None,
         }
     }
 
@@ -62,6 +65,12 @@ impl NewJob {
     /// Due at `at` (in the past: now) instead of after a delay.
     pub fn at(mut self, at: DateTime<Utc>) -> Self {
         self.at = Some(at);
+        self
+    }
+
+    /// Into queue `queue` (default: the queue of the handle it is enqueued through).
+    pub fn in_queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = Some(queue.into());
         self
     }
 
@@ -149,6 +158,8 @@ pub struct JobFailure {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct JobInfo {
     pub job_id: String,
+    /// The queue holding it.
+    pub queue: String,
     pub job_type: String,
     pub payload: Value,
     pub status: JobStatus,

@@ -83,23 +83,34 @@ async fn write(store: &Store, worker: &str, batch: Vec<Finished>) {
     if batch.is_empty() {
         return;
     }
-    let batch = std::sync::Arc::new(batch);
+    // One `finish.lua` call per queue (its keys share the queue's slot), in one pipeline's time.
+    let mut by_queue: Vec<(store::Keys, Vec<Finished>)> = Vec::new();
+    for result in batch {
+        match by_queue.iter_mut().find(|(k, _)| k.queue == result.queue) {
+            Some((_, results)) => results.push(result),
+            None => by_queue.push((store.keys_of(&result.queue), vec![result])),
+        }
+    }
+    let by_queue = std::sync::Arc::new(by_queue);
+    let results: usize = by_queue.iter().map(|(_, r)| r.len()).sum();
     let pauses = ExponentialBuilder::new()
         .with_min_delay(RETRY_MIN)
         .with_max_delay(RETRY_MAX)
         .without_max_times();
     // Retried without end: `Err` never comes back.
     let _ = (|| {
-        let keys = store.keys().clone();
-        let results = batch.clone();
+        let groups = by_queue.clone();
         store.with_connection(WRITE_BUDGET, |mut c| async move {
-            store::finish(&mut c, &keys, worker, &results).await
+            for (keys, results) in groups.iter() {
+                store::finish(&mut c, keys, worker, results).await?;
+            }
+            Ok(())
         })
     })
     .retry(pauses)
     .sleep(tokio::time::sleep)
     .notify(|e, pause| {
-        tracing::warn!(error = %e, results = batch.len(), retry_in = ?pause, "cannot record job results; retrying");
+        tracing::warn!(error = %e, results, retry_in = ?pause, "cannot record job results; retrying");
     })
     .await;
 }

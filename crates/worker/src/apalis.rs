@@ -112,7 +112,8 @@ mod tests {
     /// The store names apalis-redis' keys without linking it: they must be the library's.
     #[test]
     fn the_store_uses_apalis_redis_key_names() {
-        let (ours, theirs) = (Keys::new("q").apalis, config("q"));
+        let ours = Keys::new("q").apalis;
+        let theirs = config(ours.namespace());
         assert_eq!(ours.active_jobs_list(), theirs.active_jobs_list());
         assert_eq!(ours.workers_set(), theirs.workers_set());
         assert_eq!(ours.dead_jobs_set(), theirs.dead_jobs_set());

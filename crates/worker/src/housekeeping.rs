@@ -1,4 +1,4 @@
-//! The worker's housekeeping: every heartbeat interval a heartbeat (which also reads whether the
+//! The worker's housekeeping, for each served queue: every heartbeat interval a heartbeat (which also reads whether the
 //! queue is paused, for the `jobqueue_paused` gauge); every few, reaping workers whose heartbeat
 //! is stale, trimming done jobs and adopting retries apalis parked. All through the store.
 
@@ -44,8 +44,20 @@ async fn housekeeping(
     options: &WorkerOptions,
     sweep: bool,
 ) -> Result<(), JobQueueError> {
+    for served in &options.queues {
+        let keys = store.keys_of(&served.name);
+        housekeep_queue(store, keys, options, sweep).await?;
+    }
+    Ok(())
+}
+
+async fn housekeep_queue(
+    store: &Store,
+    keys: store::Keys,
+    options: &WorkerOptions,
+    sweep: bool,
+) -> Result<(), JobQueueError> {
     let budget = Duration::from_secs(3);
-    let keys = store.keys().clone();
     let name = options.name.clone();
     let retention = options.done_retention;
     store

@@ -22,6 +22,14 @@ struct Args {
     /// Jobs run at once (default: jobqueue.worker.concurrency).
     #[arg(long)]
     concurrency: Option<usize>,
+    /// Queues to serve, in order, with weights: `critical=6,default=3,low=1` (a missing weight
+    /// is 1). Default: jobqueue.worker.queues, else the default queue and every declared one.
+    #[arg(long, value_parser = parse_queues)]
+    queues: Option<ServedQueues>,
+    /// Always fetch from the first queue (in order) with a due job instead of by weight
+    /// (default: jobqueue.worker.strict).
+    #[arg(long)]
+    strict: bool,
     /// Port of /health and /metrics; 0 picks a free one (default: jobqueue.worker.health_port).
     #[arg(long)]
     health_port: Option<u16>,
@@ -79,6 +87,10 @@ fn options(args: &Args, settings: &Settings) -> WorkerOptions {
     if let Some(name) = args.name.as_ref().filter(|n| !n.trim().is_empty()) {
         options.name = name.clone();
     }
+    if let Some(ServedQueues(queues)) = args.queues.clone().filter(|q| !q.0.is_empty()) {
+        options.queues = queues;
+    }
+    options.strict |= args.strict;
     if let Some(concurrency) = args.concurrency {
         options.concurrency = concurrency.clamp(1, 1024);
     }
@@ -92,6 +104,14 @@ fn options(args: &Args, settings: &Settings) -> WorkerOptions {
         .max(base);
     options.backoff = Backoff { base, max };
     options
+}
+
+/// `--queues`, parsed.
+#[derive(Debug, Clone)]
+struct ServedQueues(Vec<cacheserver_config::ServedQueue>);
+
+fn parse_queues(text: &str) -> Result<ServedQueues, String> {
+    cacheserver_config::parse_served_queues(text).map(ServedQueues)
 }
 
 async fn wait_for_signal() {

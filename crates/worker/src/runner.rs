@@ -54,10 +54,12 @@ pub async fn handle(
     runner: Data<Runner>,
 ) -> Result<(), BoxDynError> {
     let id = id.to_string();
+    let queue = meta.get("queue").unwrap_or_default().to_owned();
     let next_run_ms = meta_u64(&meta, "next_run_ms");
     if let Some(early) = too_early(next_run_ms).await {
         tracing::debug!(job_id = %id, early_ms = early, "job is early, sent back to wait");
         runner.finished(
+            queue,
             id,
             Outcome::Later {
                 due_ms: next_run_ms,
@@ -92,7 +94,7 @@ pub async fn handle(
         }
         Err(error) => runner.on_failure(&id, &job_type, &meta, error),
     };
-    runner.finished(id, outcome);
+    runner.finished(queue, id, outcome);
     Ok(())
 }
 
@@ -122,8 +124,8 @@ impl Runner {
         }
     }
 
-    fn finished(&self, id: String, outcome: Outcome) {
-        self.acks.send(Finished { id, outcome });
+    fn finished(&self, queue: String, id: String, outcome: Outcome) {
+        self.acks.send(Finished { queue, id, outcome });
     }
 
     /// Count the failure; the last allowed one (or one no retry can fix) makes the job dead.

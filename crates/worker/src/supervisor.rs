@@ -11,7 +11,7 @@ use crate::backend::{self, Fetcher, QueueBackend};
 use crate::housekeeping::housekeeping_loop;
 use crate::runner::{self, Backoff, Runner};
 use apalis::prelude::{WorkerBuilder, WorkerBuilderExt, WorkerError};
-use cacheserver_config::{JobqueueSettings, SingleRedisSettings};
+use cacheserver_config::{JobqueueSettings, ServedQueue, SingleRedisSettings};
 use cacheserver_jobqueue::store::{self, Store};
 use cacheserver_jobqueue::{JobQueueError, Registry};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -37,6 +37,10 @@ pub struct WorkerOptions {
     pub backoff: Backoff,
     /// Longest run of a job whose type and registration name none.
     pub default_timeout: Duration,
+    /// The queues served, in order, with their weights (never empty).
+    pub queues: Vec<ServedQueue>,
+    /// Always fetch from the first queue (in order) with a due job, instead of by weight.
+    pub strict: bool,
 }
 
 impl WorkerOptions {
@@ -58,8 +62,20 @@ impl WorkerOptions {
                 max: w.retry_backoff_max,
             },
             default_timeout: settings.default_timeout,
+            queues: served_queues(settings),
+            strict: w.strict,
         }
     }
+}
+
+/// `jobqueue.worker.queues`, else the default queue and every declared one (validated at load).
+fn served_queues(settings: &JobqueueSettings) -> Vec<ServedQueue> {
+    cacheserver_config::parse_served_queues(&settings.worker.queues)
+        .ok()
+        .filter(|q| !q.is_empty())
+        .unwrap_or_else(|| {
+            cacheserver_config::default_served_queues(&settings.queue, &settings.queues)
+        })
 }
 
 /// `<hostname>-<pid>`: unique per process, which apalis needs (apalis#504).
@@ -139,11 +155,10 @@ impl Supervisor {
     /// Run until `shutdown` turns true, then stop fetching, let in-flight jobs finish within
     /// `shutdown_grace`, write their results and return.
     pub async fn run(self, shutdown: watch::Receiver<bool>) {
-        let keys = self.store.keys().clone();
         let wake = Arc::new(tokio::sync::Notify::new());
         let listener = tokio::spawn(backend::listen_for_wakeups(
             self.blocking_settings(),
-            keys,
+            self.served_keys(),
             wake.clone(),
             self.options.poll_interval,
         ));
@@ -165,6 +180,15 @@ impl Supervisor {
         drop(acks);
         writer.abort();
         tracing::info!(worker = %self.options.name, "worker stopped");
+    }
+
+    /// The keys of every served queue, in order.
+    fn served_keys(&self) -> Vec<store::Keys> {
+        self.options
+            .queues
+            .iter()
+            .map(|q| self.store.keys_of(&q.name))
+            .collect()
     }
 
     /// Settings for the wake-up listener's connection: it blocks in BLPOP for up to
@@ -231,18 +255,26 @@ impl Supervisor {
     ) -> Result<(), JobQueueError> {
         let connected = cacheserver_redis::single::connect(&self.redis).await;
         let mut conn = cacheserver_redis::single::explained(&self.redis, connected).await?;
-        let keys = self.store.keys().clone();
+        let served = self.served_keys();
         let name = &self.options.name;
         // Results of the previous life first: their jobs must not be re-queued as orphans.
         acks.flush(FLUSH_WITHIN).await;
-        let requeued = store::requeue_worker(&mut conn, &keys, Some(name)).await?;
-        if requeued > 0 {
-            tracing::info!(requeued, worker = %name, "re-queued jobs left in flight by a previous run");
+        for (i, keys) in served.iter().enumerate() {
+            let requeued = store::requeue_worker(&mut conn, keys, Some(name)).await?;
+            if requeued > 0 {
+                tracing::info!(requeued, worker = %name, queue = %keys.queue, "re-queued jobs left in flight by a previous run");
+            }
+            // apalis registers the worker in the first queue; the others are ours to do.
+            if i > 0 {
+                store::register_worker(&mut conn, keys, name).await?;
+            }
         }
         let opts = &self.options;
+        let weights = opts.queues.iter().map(|q| q.weight).collect();
         let fetcher = Fetcher {
             conn: conn.clone(),
-            keys: keys.clone(),
+            picker: std::sync::Mutex::new(backend::Picker::new(weights, opts.strict)),
+            queues: served.clone(),
             worker: name.clone(),
             want: (opts.concurrency * 2).max(backend::MIN_FETCH),
             idle_wait: opts.poll_interval,
@@ -251,7 +283,7 @@ impl Supervisor {
         };
         let apalis = crate::apalis::storage::<cacheserver_jobqueue::JobEnvelope>(
             conn,
-            &keys.queue,
+            served[0].apalis.namespace(),
             opts.concurrency,
         );
         let runner = Runner {
@@ -267,7 +299,12 @@ impl Supervisor {
             .build(runner::handle);
         self.state.running.store(true, Ordering::Relaxed);
         self.state.set_reason(None);
-        tracing::info!(worker = %name, concurrency = self.options.concurrency, "apalis worker started");
+        let queues: Vec<String> = opts
+            .queues
+            .iter()
+            .map(|q| format!("{}={}", q.name, q.weight))
+            .collect();
+        tracing::info!(worker = %name, concurrency = opts.concurrency, queues = %queues.join(","), strict = opts.strict, "apalis worker started");
         let mut signal = shutdown.clone();
         let run = worker.run_until(async move {
             let _ = signal.wait_for(|stop| *stop).await;

@@ -62,6 +62,7 @@ pub struct ApiDoc;
     jobs::bulk_retry,
     jobs::bulk_delete,
     queues::list_queues,
+    queues::get_queue,
     queues::pause,
     queues::resume,
     queues::history,

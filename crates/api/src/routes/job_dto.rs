@@ -52,7 +52,17 @@ pub struct JobRequest {
     #[serde(default, deserialize_with = "present_integer")]
     #[schema(nullable = false, minimum = 1, maximum = 2592000, example = 60)]
     pub unique_for_seconds: Option<i64>,
+    /// The queue it goes to (default `jobqueue.queue`, `dm-jobqueue`); a new name creates the
+    /// queue. Unique keys are per queue.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false, value_type = QueueName)]
+    pub queue: Option<String>,
 }
+
+/// A queue name: 1–64 of `A-Z a-z 0-9 _ . -`; another is a 400.
+#[derive(ToSchema)]
+#[schema(value_type = String, pattern = "^[A-Za-z0-9_.-]{1,64}$", min_length = 1, max_length = 64, example = "critical")]
+pub struct QueueName(pub String);
 
 /// `POST /api/jobs/batch` body.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -152,6 +162,9 @@ pub struct FailureBody {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct JobDetail {
     pub job_id: String,
+    /// The queue holding it.
+    #[schema(example = "dm-jobqueue")]
+    pub queue: String,
     #[serde(rename = "type")]
     #[schema(example = "demo:delay_print")]
     pub job_type: String,
@@ -181,6 +194,15 @@ pub struct JobDetail {
 pub struct ListQuery {
     #[param(value_type = JobStatus, inline)]
     pub state: String,
+    /// The queue (default `jobqueue.queue`); one that never existed → 404, a bad name → 400.
+    #[param(
+        nullable = false,
+        pattern = "^[A-Za-z0-9_.-]{1,64}$",
+        min_length = 1,
+        max_length = 64,
+        example = "dm-jobqueue"
+    )]
+    pub queue: Option<String>,
     /// Only jobs of this type (a page may then hold fewer than `limit`; follow `next_cursor`).
     #[serde(rename = "type")]
     #[param(rename = "type", nullable = false, example = "demo:delay_print")]
@@ -216,6 +238,10 @@ pub struct BulkRetryRequest {
     #[serde(default, deserialize_with = "present")]
     #[schema(nullable = false, value_type = DeadState)]
     pub state: Option<String>,
+    /// The queue of `ids` or `state` (default `jobqueue.queue`); one that never existed → 404.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false, value_type = QueueName)]
+    pub queue: Option<String>,
 }
 
 /// `POST /api/jobs/delete` body: exactly one of `ids` and `state`.
@@ -230,6 +256,10 @@ pub struct BulkDeleteRequest {
     #[serde(default, deserialize_with = "present")]
     #[schema(nullable = false, value_type = DeletableState)]
     pub state: Option<String>,
+    /// The queue of `ids` or `state` (default `jobqueue.queue`); one that never existed → 404.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false, value_type = QueueName)]
+    pub queue: Option<String>,
 }
 
 /// A job id (ULID, Crockford base32, either case).
@@ -287,6 +317,7 @@ pub(crate) fn detail(info: JobInfo) -> JobDetail {
     };
     JobDetail {
         job_id: info.job_id,
+        queue: info.queue,
         job_type: info.job_type,
         payload: info.payload,
         status: info.status.as_str().into(),

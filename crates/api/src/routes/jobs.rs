@@ -12,7 +12,7 @@ use super::job_dto::{
 use crate::error::{json_error_handler, ApiError, ErrorBody};
 use crate::state::AppState;
 use actix_web::{delete, get, post, web, HttpResponse};
-use cacheserver_jobqueue::{JobStatus, NewJob, MAX_BATCH, MAX_BULK};
+use cacheserver_jobqueue::{JobQueue, JobStatus, NewJob, MAX_BATCH, MAX_BULK};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use std::time::Duration;
@@ -96,7 +96,8 @@ pub async fn create_batch(
     params(ListQuery),
     responses(
         (status = 200, description = "one page: scheduled/retrying by next run time, pending/running by due time, done/dead newest first", body = JobPageBody),
-        (status = 400, description = "a query the schema rejects: unknown state, limit outside 1..=500, a cursor this api did not return, an unknown parameter", body = ErrorBody),
+        (status = 400, description = "a query the schema rejects: unknown state, limit outside 1..=500, a cursor this api did not return, a bad queue name, an unknown parameter", body = ErrorBody),
+        (status = 404, description = "a queue that never existed", body = ErrorBody),
         (status = 401, description = "missing or wrong API key", body = ErrorBody),
         (status = 503, description = "jobqueue Redis unavailable", body = ErrorBody),
     ),
@@ -110,8 +111,8 @@ pub async fn list(
     let q = query.into_inner();
     let status = parse_state(&q.state)?;
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
-    let page = state
-        .jobs
+    let page = existing_queue(&state, q.queue.as_deref())
+        .await?
         .list(status, q.job_type.as_deref(), limit, q.cursor.as_deref())
         .await?;
     Ok(HttpResponse::Ok().json(JobPageBody {
@@ -187,7 +188,8 @@ pub async fn delete_job(
     request_body = BulkRetryRequest,
     responses(
         (status = 200, description = "dead jobs among them due again", body = BulkResponse),
-        (status = 400, description = "neither or both of ids/state, over 1000 ids, an id not a ULID, state other than dead", body = ErrorBody),
+        (status = 400, description = "neither or both of ids/state, over 1000 ids, an id not a ULID, state other than dead, a bad queue name", body = ErrorBody),
+        (status = 404, description = "a queue that never existed", body = ErrorBody),
         (status = 401, description = "missing or wrong API key", body = ErrorBody),
         (status = 413, description = "body over 64 KB", body = ErrorBody),
         (status = 503, description = "jobqueue Redis unavailable", body = ErrorBody),
@@ -199,9 +201,14 @@ pub async fn bulk_retry(
     state: web::Data<AppState>,
     body: web::Json<BulkRetryRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let BulkRetryRequest { ids, state: which } = body.into_inner();
-    let ids = bulk_ids(&state, ids, which, |s| s == JobStatus::Dead).await?;
-    let affected = state.jobs.retry_many(&ids).await?;
+    let BulkRetryRequest {
+        ids,
+        state: which,
+        queue,
+    } = body.into_inner();
+    let queue = existing_queue(&state, queue.as_deref()).await?;
+    let ids = bulk_ids(&queue, ids, which, |s| s == JobStatus::Dead).await?;
+    let affected = queue.retry_many(&ids).await?;
     Ok(HttpResponse::Ok().json(BulkResponse { affected }))
 }
 
@@ -210,7 +217,8 @@ pub async fn bulk_retry(
     request_body = BulkDeleteRequest,
     responses(
         (status = 200, description = "jobs deleted (running ones are skipped)", body = BulkResponse),
-        (status = 400, description = "neither or both of ids/state, over 1000 ids, an id not a ULID, state running or unknown", body = ErrorBody),
+        (status = 400, description = "neither or both of ids/state, over 1000 ids, an id not a ULID, state running or unknown, a bad queue name", body = ErrorBody),
+        (status = 404, description = "a queue that never existed", body = ErrorBody),
         (status = 401, description = "missing or wrong API key", body = ErrorBody),
         (status = 413, description = "body over 64 KB", body = ErrorBody),
         (status = 503, description = "jobqueue Redis unavailable", body = ErrorBody),
@@ -222,9 +230,14 @@ pub async fn bulk_delete(
     state: web::Data<AppState>,
     body: web::Json<BulkDeleteRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let BulkDeleteRequest { ids, state: which } = body.into_inner();
-    let ids = bulk_ids(&state, ids, which, |s| s != JobStatus::Running).await?;
-    let affected = state.jobs.delete_many(&ids).await?;
+    let BulkDeleteRequest {
+        ids,
+        state: which,
+        queue,
+    } = body.into_inner();
+    let queue = existing_queue(&state, queue.as_deref()).await?;
+    let ids = bulk_ids(&queue, ids, which, |s| s != JobStatus::Running).await?;
+    let affected = queue.delete_many(&ids).await?;
     Ok(HttpResponse::Ok().json(BulkResponse { affected }))
 }
 
@@ -249,6 +262,7 @@ fn new_job(state: &AppState, r: JobRequest) -> Result<NewJob, String> {
     job.timeout = r.timeout_seconds.map(seconds);
     job.unique_key = r.unique_key;
     job.unique_for = r.unique_for_seconds.map(seconds);
+    job.queue = r.queue;
     Ok(job)
 }
 
@@ -300,24 +314,44 @@ pub(crate) async fn register_batch(
 
 /// 200 with the job in full, 400 for a malformed id, 404 for an unknown one.
 pub(crate) async fn job_response(state: &AppState, id: &str) -> Result<HttpResponse, ApiError> {
-    check_id(id)?;
-    let info = state.jobs.status(id).await?.ok_or_else(|| not_found(id))?;
+    let queue = queue_holding(state, id).await?;
+    let info = queue.status(id).await?.ok_or_else(|| not_found(id))?;
     Ok(HttpResponse::Ok().json(detail(info)))
 }
 
 pub(crate) async fn retry_response(state: &AppState, id: &str) -> Result<HttpResponse, ApiError> {
-    check_id(id)?;
-    state.jobs.retry(id).await?;
+    queue_holding(state, id).await?.retry(id).await?;
     job_response(state, id).await
 }
 
 pub(crate) async fn delete_response(state: &AppState, id: &str) -> Result<HttpResponse, ApiError> {
-    check_id(id)?;
-    if state.jobs.delete(id).await? {
+    if queue_holding(state, id).await?.delete(id).await? {
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(not_found(id))
     }
+}
+
+/// The queue holding job `id` (whichever it is): 400 for a malformed id, 404 if none has it.
+async fn queue_holding(state: &AppState, id: &str) -> Result<JobQueue, ApiError> {
+    check_id(id)?;
+    state.jobs.find(id).await?.ok_or_else(|| not_found(id))
+}
+
+/// The queue `name` names (default: `jobqueue.queue`): 400 for a bad name, 404 for one that
+/// never existed.
+pub(crate) async fn existing_queue(
+    state: &AppState,
+    name: Option<&str>,
+) -> Result<JobQueue, ApiError> {
+    let Some(name) = name else {
+        return Ok(state.jobs.default_queue());
+    };
+    state
+        .jobs
+        .existing_queue(name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("queue {name} not found")))
 }
 
 pub(crate) fn parse_state(text: &str) -> Result<JobStatus, ApiError> {
@@ -329,7 +363,7 @@ pub(crate) fn parse_state(text: &str) -> Result<JobStatus, ApiError> {
 
 /// The ids a bulk call acts on: the given ones, or (up to 1000) of a state `allowed` accepts.
 async fn bulk_ids(
-    state: &AppState,
+    queue: &JobQueue,
     ids: Option<Vec<String>>,
     which: Option<String>,
     allowed: impl Fn(JobStatus) -> bool,
@@ -351,7 +385,7 @@ async fn bulk_ids(
                     "state {s} is not allowed here"
                 )));
             }
-            Ok(state.jobs.ids_in(status).await?)
+            Ok(queue.ids_in(status).await?)
         }
         _ => Err(ApiError::BadRequest("give either ids or state".into())),
     }

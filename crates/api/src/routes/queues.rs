@@ -1,17 +1,20 @@
-//! Queues: counts per state, pause/resume, and the per-minute history the workers keep in Redis.
-//! This api serves one queue, `jobqueue.queue`; any other name is a 404.
+//! Queues: every queue with its counts, pause/resume, and the per-minute history the workers keep
+//! in Redis. A queue exists when it is the default (`jobqueue.queue`), declared
+//! (`jobqueue.queues`) or ever had a job; any other name is a 404.
 
 use super::dm_jobqueue::StatsBody;
+use super::jobs::existing_queue;
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 use actix_web::{get, post, web, HttpResponse};
-use cacheserver_jobqueue::MAX_HISTORY_MINUTES;
+use cacheserver_jobqueue::{JobQueue, MAX_HISTORY_MINUTES};
 use chrono::SecondsFormat;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(list_queues)
+        .service(get_queue)
         .service(pause)
         .service(resume)
         .service(history);
@@ -75,22 +78,48 @@ pub struct HistoryBody {
 )]
 #[get("/queues")]
 pub async fn list_queues(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let counts = state.jobs.stats().await?;
-    let paused = state.jobs.is_paused().await?;
-    Ok(HttpResponse::Ok().json(QueueList {
-        queues: vec![QueueBody {
-            name: state.jobs.name().to_owned(),
-            paused,
-            counts: counts.into(),
-        }],
-    }))
+    let mut queues = Vec::new();
+    for name in state.jobs.queue_names().await? {
+        queues.push(queue_body(&state.jobs.queue(&name)?).await?);
+    }
+    Ok(HttpResponse::Ok().json(QueueList { queues }))
 }
 
 #[utoipa::path(
     tag = "queues",
-    params(("queue" = String, Path, description = "queue name (`jobqueue.queue`; another → 404)", example = "dm-jobqueue")),
+    params(("queue" = String, Path, description = "queue name: the default (`jobqueue.queue`), a declared one (`jobqueue.queues`) or one that ever had a job; another → 404", example = "dm-jobqueue")),
+    responses(
+        (status = 200, description = "the queue with its counts", body = QueueBody),
+        (status = 400, description = "not a queue name (1–64 of A-Z a-z 0-9 _ . -)", body = ErrorBody),
+        (status = 404, description = "unknown queue", body = ErrorBody),
+        (status = 401, description = "missing or wrong API key", body = ErrorBody),
+        (status = 503, description = "jobqueue Redis unavailable", body = ErrorBody),
+    ),
+    security((), ("jobs_api_key" = []))
+)]
+#[get("/queues/{queue}")]
+pub async fn get_queue(
+    state: web::Data<AppState>,
+    queue: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let queue = existing_queue(&state, Some(&queue)).await?;
+    Ok(HttpResponse::Ok().json(queue_body(&queue).await?))
+}
+
+async fn queue_body(queue: &JobQueue) -> Result<QueueBody, ApiError> {
+    Ok(QueueBody {
+        name: queue.name().to_owned(),
+        paused: queue.is_paused().await?,
+        counts: queue.stats().await?.into(),
+    })
+}
+
+#[utoipa::path(
+    tag = "queues",
+    params(("queue" = String, Path, description = "queue name: the default (`jobqueue.queue`), a declared one (`jobqueue.queues`) or one that ever had a job; another → 404", example = "dm-jobqueue")),
     responses(
         (status = 200, description = "paused: no new job starts; running jobs finish, and each worker may still start the few it had fetched (at most its concurrency)", body = PausedBody),
+        (status = 400, description = "not a queue name (1–64 of A-Z a-z 0-9 _ . -)", body = ErrorBody),
         (status = 404, description = "unknown queue", body = ErrorBody),
         (status = 401, description = "missing or wrong API key", body = ErrorBody),
         (status = 503, description = "jobqueue Redis unavailable", body = ErrorBody),
@@ -102,16 +131,17 @@ pub async fn pause(
     state: web::Data<AppState>,
     queue: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    known(&state, &queue)?;
-    state.jobs.pause().await?;
-    Ok(paused(&state, true))
+    let queue = existing_queue(&state, Some(&queue)).await?;
+    queue.pause().await?;
+    Ok(paused(&queue, true))
 }
 
 #[utoipa::path(
     tag = "queues",
-    params(("queue" = String, Path, description = "queue name (`jobqueue.queue`; another → 404)", example = "dm-jobqueue")),
+    params(("queue" = String, Path, description = "queue name: the default (`jobqueue.queue`), a declared one (`jobqueue.queues`) or one that ever had a job; another → 404", example = "dm-jobqueue")),
     responses(
         (status = 200, description = "resumed", body = PausedBody),
+        (status = 400, description = "not a queue name (1–64 of A-Z a-z 0-9 _ . -)", body = ErrorBody),
         (status = 404, description = "unknown queue", body = ErrorBody),
         (status = 401, description = "missing or wrong API key", body = ErrorBody),
         (status = 503, description = "jobqueue Redis unavailable", body = ErrorBody),
@@ -123,17 +153,17 @@ pub async fn resume(
     state: web::Data<AppState>,
     queue: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    known(&state, &queue)?;
-    state.jobs.resume().await?;
-    Ok(paused(&state, false))
+    let queue = existing_queue(&state, Some(&queue)).await?;
+    queue.resume().await?;
+    Ok(paused(&queue, false))
 }
 
 #[utoipa::path(
     tag = "queues",
-    params(("queue" = String, Path, description = "queue name (`jobqueue.queue`; another → 404)", example = "dm-jobqueue"), HistoryQuery),
+    params(("queue" = String, Path, description = "queue name: the default (`jobqueue.queue`), a declared one (`jobqueue.queues`) or one that ever had a job; another → 404", example = "dm-jobqueue"), HistoryQuery),
     responses(
         (status = 200, description = "runs per minute, from counters the workers add to in Redis (kept 24 h)", body = HistoryBody),
-        (status = 400, description = "minutes outside 1..=1440 or not a number, an unknown parameter", body = ErrorBody),
+        (status = 400, description = "minutes outside 1..=1440 or not a number, an unknown parameter, not a queue name", body = ErrorBody),
         (status = 404, description = "unknown queue", body = ErrorBody),
         (status = 401, description = "missing or wrong API key", body = ErrorBody),
         (status = 503, description = "jobqueue Redis unavailable", body = ErrorBody),
@@ -146,16 +176,16 @@ pub async fn history(
     queue: web::Path<String>,
     query: web::Query<HistoryQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    known(&state, &queue)?;
+    let queue = existing_queue(&state, Some(&queue)).await?;
     let minutes = query.minutes.unwrap_or(60);
     if !(1..=MAX_HISTORY_MINUTES).contains(&minutes) {
         return Err(ApiError::BadRequest(format!(
             "minutes must be 1..={MAX_HISTORY_MINUTES}"
         )));
     }
-    let counts = state.jobs.history(minutes).await?;
+    let counts = queue.history(minutes).await?;
     Ok(HttpResponse::Ok().json(HistoryBody {
-        name: state.jobs.name().to_owned(),
+        name: queue.name().to_owned(),
         minutes: counts
             .into_iter()
             .map(|c| MinuteBody {
@@ -167,17 +197,9 @@ pub async fn history(
     }))
 }
 
-fn known(state: &AppState, queue: &str) -> Result<(), ApiError> {
-    if queue == state.jobs.name() {
-        Ok(())
-    } else {
-        Err(ApiError::NotFound(format!("queue {queue} not found")))
-    }
-}
-
-fn paused(state: &AppState, paused: bool) -> HttpResponse {
+fn paused(queue: &JobQueue, paused: bool) -> HttpResponse {
     HttpResponse::Ok().json(PausedBody {
-        name: state.jobs.name().to_owned(),
+        name: queue.name().to_owned(),
         paused,
     })
 }

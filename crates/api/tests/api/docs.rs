@@ -23,6 +23,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/jobs/retry"),
     ("post", "/api/jobs/delete"),
     ("get", "/api/queues"),
+    ("get", "/api/queues/{queue}"),
     ("post", "/api/queues/{queue}/pause"),
     ("post", "/api/queues/{queue}/resume"),
     ("get", "/api/queues/{queue}/history"),

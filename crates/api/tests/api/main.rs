@@ -14,6 +14,7 @@ mod health;
 mod jobs;
 mod observability;
 mod prometheus;
+mod queues;
 mod ratelimit;
 mod security;
 mod spec_walk;

@@ -5,7 +5,9 @@
 //! registration, heartbeats — lives in the worker (`crates/worker/src/apalis.rs`), which names
 //! each upstream cause.
 //!
-//! ## Keys (all under `<queue>:`, e.g. `dm-jobqueue:`)
+//! ## Keys (all under the queue's prefix: `{<queue>}:` — the hash tag keeps one queue's keys in
+//! one slot — except the default queue's, which keep the untagged `<queue>:` of earlier
+//! versions, e.g. `dm-jobqueue:`, so the jobs they stored still run)
 //! apalis-redis' own (we keep its layout so its registration, heartbeats and orphan re-queueing
 //! run unchanged): `data` (hash id → job JSON `{"type","payload"}`), `meta:<id>` (hash: apalis'
 //! `status`, `attempts`, `locked_at`, `locked_by`, `done_at`… plus ours: `run_at_ms`,
@@ -20,7 +22,9 @@
 //! `history:<minute>` (hash `processed`, `failed`; expires after 24 h), `wake` (list: at most one
 //! marker, pushed when a job becomes due sooner than a waiting worker knows; BLPOPed).
 //!
-//! Outside the prefix: apalis-redis' `register_worker.lua` writes the global key
+//! Outside any prefix: [`QUEUE_NAMES`] (a set of the queues other than the default that ever had
+//! a job, so `GET /api/queues` lists them; added to once per process and queue), and
+//! apalis-redis' `register_worker.lua` writes the global key
 //! `core:apalis:queues:list` (a set of queue names), outside KEYS: an ACL user limited to
 //! `~<queue>*` fails on every worker start, so its rules need `~core:apalis:queues:list` too.
 //!
@@ -104,9 +108,13 @@ pub const ERRORS_KEPT: isize = 10;
 /// Per-minute history counters live this long.
 pub const HISTORY_TTL: Duration = Duration::from_secs(24 * 3600);
 
+/// The set of queue names, other than the default queue's, that ever had a job.
+const QUEUE_NAMES: &str = "jobqueue:queues";
+
 /// Every Redis key of one queue.
 #[derive(Debug, Clone)]
 pub struct Keys {
+    /// The queue's name.
     pub queue: String,
     pub apalis: ApalisKeys,
     pub delayed: String,
@@ -128,23 +136,37 @@ pub fn completions_key(keys: &Keys) -> &str {
 }
 
 impl Keys {
-    pub fn new(queue: &str) -> Self {
-        let apalis = ApalisKeys {
-            queue: queue.to_owned(),
+    /// The keys of `queue`: under `{<queue>}:`, or under `<queue>:` when it is `default_queue`
+    /// (the layout of earlier versions, which stored only the default queue).
+    pub fn of(queue: &str, default_queue: &str) -> Self {
+        let prefix = if queue == default_queue {
+            queue.to_owned()
+        } else {
+            format!("{{{queue}}}")
         };
+        Self::with_prefix(queue, prefix)
+    }
+
+    /// A queue whose keys carry its hash tag (`{<queue>}:`).
+    pub fn new(queue: &str) -> Self {
+        Self::of(queue, "")
+    }
+
+    fn with_prefix(queue: &str, prefix: String) -> Self {
+        let key = |name: &str| format!("{prefix}:{name}");
         Self {
             queue: queue.to_owned(),
-            delayed: format!("{queue}:delayed"),
-            retrying: format!("{queue}:retrying"),
-            finished: format!("{queue}:finished"),
-            dead_at: format!("{queue}:dead_at"),
-            meta: apalis.job_meta_hash(),
-            errors: format!("{queue}:errors"),
-            unique: format!("{queue}:unique"),
-            paused: format!("{queue}:paused"),
-            history: format!("{queue}:history"),
-            wake: format!("{queue}:wake"),
-            apalis,
+            delayed: key("delayed"),
+            retrying: key("retrying"),
+            finished: key("finished"),
+            dead_at: key("dead_at"),
+            meta: key("meta"),
+            errors: key("errors"),
+            unique: key("unique"),
+            paused: key("paused"),
+            history: key("history"),
+            wake: key("wake"),
+            apalis: ApalisKeys { queue: prefix },
         }
     }
 
@@ -174,6 +196,10 @@ pub struct ApalisKeys {
 }
 
 impl ApalisKeys {
+    /// The namespace apalis-redis is configured with (its `Config::queue`): the key prefix.
+    pub fn namespace(&self) -> &str {
+        &self.queue
+    }
     fn key(&self, name: &str) -> String {
         format!("{}:{name}", self.queue)
     }
@@ -539,14 +565,15 @@ pub enum Outcome {
     },
 }
 
-/// The result of one run of job `id`.
+/// The result of one run of job `id` of `queue`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Finished {
+    pub queue: String,
     pub id: String,
     pub outcome: Outcome,
 }
 
-/// Record results of `worker`'s runs in one call (`finish.lua`; replaces apalis' acks and
+/// Record results of `worker`'s runs in `keys`' queue in one call (`finish.lua`; replaces apalis' acks and
 /// workaround 3's separate failure write). Returns how many were recorded (a result for a job
 /// no longer in flight at this worker is skipped).
 pub async fn finish(
@@ -596,6 +623,56 @@ pub async fn finish(
     Ok(call.invoke_async(conn).await?)
 }
 
+/// Remember that `queue` (not the default queue) has had jobs, so listings find it.
+pub async fn remember_queue(
+    conn: &mut ConnectionManager,
+    queue: &str,
+) -> Result<(), JobQueueError> {
+    redis::cmd("SADD")
+        .arg(QUEUE_NAMES)
+        .arg(queue)
+        .query_async::<()>(conn)
+        .await?;
+    Ok(())
+}
+
+/// The queues other than the default that ever had jobs.
+pub async fn remembered_queues(conn: &mut ConnectionManager) -> Result<Vec<String>, JobQueueError> {
+    Ok(redis::cmd("SMEMBERS")
+        .arg(QUEUE_NAMES)
+        .query_async(conn)
+        .await?)
+}
+
+/// For each of `queues`, whether it holds job `id` (one round trip).
+pub async fn holding(
+    conn: &mut ConnectionManager,
+    queues: &[Keys],
+    id: &str,
+) -> Result<Vec<bool>, JobQueueError> {
+    let mut pipe = redis::pipe();
+    for keys in queues {
+        pipe.exists(keys.meta_of(id));
+    }
+    Ok(pipe.query_async(conn).await?)
+}
+
+/// Register `worker` in a queue it serves besides the one apalis registers it in (`fetch.lua`
+/// serves only registered workers; the heartbeat keeps the entry fresh, the reaper removes it).
+pub async fn register_worker(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+    worker: &str,
+) -> Result<(), JobQueueError> {
+    redis::cmd("ZADD")
+        .arg(keys.apalis.workers_set())
+        .arg(now_ms() / 1000)
+        .arg(worker)
+        .query_async::<()>(conn)
+        .await?;
+    Ok(())
+}
+
 /// One PING (the api's readiness).
 pub async fn ping(conn: &mut ConnectionManager) -> Result<(), JobQueueError> {
     redis::cmd("PING").query_async::<String>(conn).await?;
@@ -619,18 +696,19 @@ pub async fn is_paused(conn: &mut ConnectionManager, keys: &Keys) -> Result<bool
         .await?)
 }
 
-/// Block up to `block` for a wake-up marker; whether one came. The connection's response
-/// timeout must outlast `block`.
+/// Block up to `block` for a wake-up marker of any of `queues` (one BLPOP over their `wake`
+/// lists: on a single Redis; a Cluster would need one per slot); whether one came. The
+/// connection's response timeout must outlast `block`.
 pub async fn wait_for_wake(
     conn: &mut ConnectionManager,
-    keys: &Keys,
+    queues: &[Keys],
     block: Duration,
 ) -> Result<bool, JobQueueError> {
-    let popped: Option<(String, String)> = redis::cmd("BLPOP")
-        .arg(&keys.wake)
-        .arg(block.as_secs_f64())
-        .query_async(conn)
-        .await?;
+    let mut blpop = redis::cmd("BLPOP");
+    for keys in queues {
+        blpop.arg(&keys.wake);
+    }
+    let popped: Option<(String, String)> = blpop.arg(block.as_secs_f64()).query_async(conn).await?;
     Ok(popped.is_some())
 }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 /// Budget for reads and admin calls (ping, status, stats, retry, delete).
 const CALL_TIMEOUT_CAP: Duration = Duration::from_secs(2);
 
-/// One queue's keys and connections; cheap to clone. The client, the inspector and the worker
+/// The connections, and the keys of the default queue and of any other; cheap to clone. The client, the inspector and the worker
 /// all reach Redis through it.
 #[derive(Clone)]
 pub struct Store {
@@ -23,6 +23,7 @@ pub struct Store {
 
 struct Inner {
     redis: SingleRedisSettings,
+    /// The default queue's keys.
     keys: Keys,
     call_timeout: Duration,
     /// Multiplexed connections, created lazily; `None` after a chaos reset until next use.
@@ -37,15 +38,16 @@ struct Inner {
 }
 
 impl Store {
-    /// The store of `queue` on the Redis of `redis`. Never waits for Redis; checks the address
+    /// The store on the Redis of `redis`, `default_queue` being the queue whose keys keep the
+    /// untagged prefix of earlier versions. Never waits for Redis; checks the address
     /// (and starts following the Sentinel master) now, so a typo fails at start-up.
-    pub fn new(redis: &SingleRedisSettings, queue: &str) -> Result<Self, JobQueueError> {
+    pub fn new(redis: &SingleRedisSettings, default_queue: &str) -> Result<Self, JobQueueError> {
         cacheserver_redis::single::validate(redis)?;
         let pool = redis.pool_size.clamp(1, 8) as usize;
         Ok(Self {
             inner: Arc::new(Inner {
                 redis: redis.clone(),
-                keys: Keys::new(queue),
+                keys: Keys::of(default_queue, default_queue),
                 call_timeout: redis.read_timeout.min(CALL_TIMEOUT_CAP),
                 slots: (0..pool).map(|_| Mutex::new(None)).collect(),
                 next: AtomicUsize::new(0),
@@ -56,8 +58,18 @@ impl Store {
         })
     }
 
+    /// The default queue's keys.
     pub fn keys(&self) -> &Keys {
         &self.inner.keys
+    }
+
+    /// The keys of `queue` (any queue; the name is not checked here).
+    pub fn keys_of(&self, queue: &str) -> Keys {
+        if queue == self.inner.keys.queue {
+            self.inner.keys.clone()
+        } else {
+            Keys::of(queue, &self.inner.keys.queue)
+        }
     }
 
     /// The Redis settings this store connects with.
