@@ -3,27 +3,11 @@
 //! default queue's layout before queues existed. Every wait is bounded.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use cacheserver_config::{AppEnv, Settings};
+use crate::common::{config_root, queue as client};
 use cacheserver_jobqueue::{JobQueue, NewJob};
 use cacheserver_testkit::{free_port, ChildProcess, Line, RedisServer, Stderr, Stream};
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-
-fn config_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config")
-}
-
-fn client(redis: &RedisServer) -> JobQueue {
-    let vars: HashMap<String, String> = [(
-        "APP__CACHE_SERVER__REDIS__JOBQUEUE__ADDR".to_owned(),
-        redis.addr(),
-    )]
-    .into();
-    let s = Settings::load_from(&config_root(), AppEnv::Test, Some(vars)).unwrap();
-    JobQueue::new(&s.cache_server.redis.jobqueue, &s.jobqueue).unwrap()
-}
 
 /// A `worker` process with `args`; its stdout (the jobs' output) is collected.
 fn worker(redis: &RedisServer, args: &[&str], env: &[(&str, &str)]) -> ChildProcess {

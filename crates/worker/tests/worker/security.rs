@@ -3,12 +3,10 @@
 //! worker survives and names once (per minute), never printing the secret.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use cacheserver_config::{AppEnv, Settings};
 use cacheserver_jobqueue::{JobQueue, JobQueueError, NewJob};
 use cacheserver_testkit::{
     eventually, free_port, RedisServer, Stream, TestCerts, WorkerCommand, WorkerProcess,
 };
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -58,14 +56,9 @@ fn user_env(user: &str, password: &str) -> Vec<(String, String)> {
 }
 
 fn queue(addr: &str, env: &[(String, String)]) -> JobQueue {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
-    let mut vars: HashMap<String, String> = env.iter().cloned().collect();
-    vars.insert(
-        "APP__CACHE_SERVER__REDIS__JOBQUEUE__ADDR".into(),
-        addr.into(),
-    );
-    vars.insert("APP__JOBQUEUE__ENQUEUE_TIMEOUT".into(), "2s".into());
-    let s = Settings::load_from(&root, AppEnv::Test, Some(vars)).unwrap();
+    let mut vars = env.to_vec();
+    vars.push(("APP__JOBQUEUE__ENQUEUE_TIMEOUT".into(), "2s".into()));
+    let s = crate::common::settings_at(addr, vars);
     JobQueue::new(&s.cache_server.redis.jobqueue, &s.jobqueue).unwrap()
 }
 

@@ -4,15 +4,13 @@
 //! production registry.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use cacheserver_config::{AppEnv, Settings};
+use cacheserver_config::Settings;
 use cacheserver_jobqueue::{
     JobContext, JobError, JobQueue, JobQueueError, JobStatus, JobType, NewJob, Registry,
 };
 use cacheserver_testkit::{eventually, RedisServer};
 use cacheserver_worker::{Supervisor, WorkerOptions};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
-use std::path::Path;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
@@ -67,18 +65,7 @@ impl JobType for Sleepy {
 }
 
 fn settings(redis: &RedisServer) -> Settings {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
-    let vars = HashMap::from([
-        (
-            "APP__CACHE_SERVER__REDIS__JOBQUEUE__ADDR".to_owned(),
-            redis.addr(),
-        ),
-        (
-            "APP__JOBQUEUE__WORKER__RETRY_BACKOFF".to_owned(),
-            "50ms".to_owned(),
-        ),
-    ]);
-    Settings::load_from(&root, AppEnv::Test, Some(vars)).unwrap()
+    crate::common::settings(redis, &[("APP__JOBQUEUE__WORKER__RETRY_BACKOFF", "50ms")])
 }
 
 /// Wait until job `id` has status `want` (at most 15 s); panics naming the last status seen.

@@ -1,35 +1,15 @@
 //! The job queue against real Redis and the real `worker` binary. Every wait is bounded.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
-use cacheserver_config::{AppEnv, Settings};
+use crate::common::{queue, settings};
 use cacheserver_jobqueue::{JobInfo, JobQueue, JobQueueError, JobStatus, NewJob};
 use cacheserver_testkit::{
     eventually, message_of, Line, RedisServer, Stream, WorkerCommand, WorkerProcess,
 };
 use chrono::{DateTime, Utc};
-use std::collections::{HashMap, HashSet};
-use std::path::Path;
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-fn settings(redis: &RedisServer, extra: &[(&str, &str)]) -> Settings {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
-    let mut vars: HashMap<String, String> = HashMap::new();
-    vars.insert(
-        "APP__CACHE_SERVER__REDIS__JOBQUEUE__ADDR".into(),
-        redis.addr(),
-    );
-    vars.insert("APP__JOBQUEUE__ENQUEUE_TIMEOUT".into(), "500ms".into());
-    for (k, v) in extra {
-        vars.insert((*k).into(), (*v).into());
-    }
-    Settings::load_from(&root, AppEnv::Test, Some(vars)).unwrap()
-}
-
-fn queue(redis: &RedisServer) -> JobQueue {
-    let s = settings(redis, &[]);
-    JobQueue::new(&s.cache_server.redis.jobqueue, &s.jobqueue).unwrap()
-}
 
 fn job(message: &str, delay_ms: u64, max_retry: u32) -> NewJob {
     NewJob::delay_print(message)
