@@ -12,6 +12,7 @@ mod duration;
 mod error;
 mod queues;
 mod redis;
+mod schedules;
 mod sections;
 
 pub use cache::{CacheInvalidation, CacheKey, CacheRoute, CacheSettings};
@@ -24,6 +25,10 @@ pub use queues::{
 pub use redis::{
     default_pool_size, CacheServerSettings, ClusterAddrs, ClusterRedisSettings, RedisSettings,
     SentinelSettings, SingleRedisSettings, TlsSettings,
+};
+pub use schedules::{
+    parse_cron, parse_timezone, schedule_name_problem, Missed, Overlap, ScheduleSettings,
+    ScheduledJobSettings, MAX_SCHEDULE_NAME,
 };
 pub use secrecy::{ExposeSecret, SecretString};
 pub use sections::{
@@ -289,6 +294,9 @@ impl Settings {
         }
         if let Err(problem) = queues::validate_declared(&jq.queues) {
             return invalid("jobqueue.queues", problem);
+        }
+        if let Err(problem) = schedules::validate_declared(&jq.schedules) {
+            return invalid("jobqueue.schedules", problem);
         }
         if let Err(problem) = parse_served_queues(&jq.worker.queues) {
             return invalid("jobqueue.worker.queues", problem);

@@ -226,6 +226,9 @@ pub struct JobqueueSettings {
     /// Declared queues (`[{name, weight}]`): listed by `GET /api/queues` even while empty, and
     /// served by a worker started without `--queues`.
     pub queues: Vec<crate::QueueSettings>,
+    /// Declared schedules (cron → job), applied by every worker at start; for the same name
+    /// they win over schedules made through the api.
+    pub schedules: Vec<crate::ScheduleSettings>,
     pub default_delay_seconds: i64,
     pub default_max_retry: i64,
     /// How long finished jobs stay inspectable (default 24h). Dead jobs stay until deleted.
@@ -268,6 +271,7 @@ impl Default for JobqueueSettings {
         Self {
             queue: "dm-jobqueue".into(),
             queues: Vec::new(),
+            schedules: Vec::new(),
             default_delay_seconds: 180,
             default_max_retry: 10,
             done_retention: Duration::from_secs(24 * 3600),

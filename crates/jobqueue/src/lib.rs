@@ -24,6 +24,7 @@ mod error;
 mod inspector;
 pub mod jobs;
 pub mod metrics;
+pub mod schedules;
 pub mod store;
 mod types;
 
@@ -33,6 +34,7 @@ pub use inspector::{MAX_HISTORY_MINUTES, MAX_LIST};
 pub use jobs::{
     DelayPrint, JobContext, JobEnvelope, JobError, JobType, Registry, FAIL_PREFIX, SLOW_PREFIX,
 };
+pub use schedules::{Schedule, ScheduleInfo, Schedules};
 pub use store::Store;
 pub use types::{
     EnqueuedJob, JobFailure, JobInfo, JobPage, JobStatus, MinuteCount, NewJob, QueueStats,

@@ -7,6 +7,7 @@
 //! - `runner.rs`: the layer around every job (early-start guard, timeout, retries, dead, metrics).
 //! - `acks.rs`: the result writer (`finish.lua` through the store, batched).
 //! - `housekeeping.rs`: heartbeat, reaping dead workers, trimming done jobs.
+//! - [`scheduler`]: schedules (cron) — exactly one job per tick across workers.
 //! - [`health`]: `/health`, `/ready`, `/metrics`.
 //! - `apalis.rs`: everything borrowed from apalis-redis' internals, with the upstream causes.
 
@@ -16,6 +17,7 @@ mod backend;
 pub mod health;
 mod housekeeping;
 mod runner;
+pub mod scheduler;
 mod supervisor;
 
 pub use runner::Backoff;

@@ -125,6 +125,8 @@ pub struct Supervisor {
     options: WorkerOptions,
     state: Arc<WorkerState>,
     registry: Registry,
+    /// For the scheduler's client (`jobqueue.schedules` and the enqueue settings).
+    settings: JobqueueSettings,
 }
 
 impl Supervisor {
@@ -139,6 +141,7 @@ impl Supervisor {
             options,
             state: Arc::new(WorkerState::default()),
             registry: Registry::production(settings),
+            settings: settings.clone(),
         })
     }
 
@@ -169,9 +172,13 @@ impl Supervisor {
             self.state.clone(),
             shutdown.clone(),
         ));
+        let scheduler = self.start_scheduler(shutdown.clone());
         self.supervise(shutdown, &acks, &wake).await;
         listener.abort();
         housekeeping.abort();
+        if let Some(scheduler) = scheduler {
+            scheduler.abort();
+        }
         if !acks.flush(FLUSH_WITHIN).await {
             tracing::warn!(
                 "could not write every job result before stopping; those jobs will run again"
@@ -180,6 +187,30 @@ impl Supervisor {
         drop(acks);
         writer.abort();
         tracing::info!(worker = %self.options.name, "worker stopped");
+    }
+
+    /// The scheduler (`scheduler.rs`), with a job client of this worker's registry.
+    fn start_scheduler(
+        &self,
+        shutdown: watch::Receiver<bool>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let client = cacheserver_jobqueue::JobQueue::with_registry(
+            &self.redis,
+            &self.settings,
+            self.registry.clone(),
+        );
+        match client {
+            Ok(client) => Some(tokio::spawn(crate::scheduler::run(
+                client,
+                self.settings.schedules.clone(),
+                Arc::new(crate::scheduler::SystemClock),
+                shutdown,
+            ))),
+            Err(e) => {
+                tracing::error!(error = %e, "schedules will not run: no job client");
+                None
+            }
+        }
     }
 
     /// The keys of every served queue, in order.

@@ -68,6 +68,7 @@
 
 mod pool;
 mod reads;
+pub mod schedules;
 
 pub use pool::Store;
 pub use reads::*;
