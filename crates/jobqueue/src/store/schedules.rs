@@ -220,28 +220,28 @@ pub async fn due(
     stale_before_ms: u64,
     limit: usize,
 ) -> Result<Due, JobQueueError> {
-    let (ticks, claims, earliest): (Vec<(String, f64)>, Vec<String>, Vec<(String, f64)>) =
-        redis::pipe()
-            .cmd("ZRANGE")
-            .arg(NEXT)
-            .arg("-inf")
-            .arg(horizon_ms)
-            .arg("BYSCORE")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(limit)
-            .arg("WITHSCORES")
-            .cmd("ZRANGE")
-            .arg(CLAIMS)
-            .arg("-inf")
-            .arg(stale_before_ms)
-            .arg("BYSCORE")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(limit)
-            .zrange_withscores(NEXT, 0, 0)
-            .query_async(conn)
-            .await?;
+    type Scored = Vec<(String, f64)>;
+    let (ticks, claims, earliest): (Scored, Vec<String>, Scored) = redis::pipe()
+        .cmd("ZRANGE")
+        .arg(NEXT)
+        .arg("-inf")
+        .arg(horizon_ms)
+        .arg("BYSCORE")
+        .arg("LIMIT")
+        .arg(0)
+        .arg(limit)
+        .arg("WITHSCORES")
+        .cmd("ZRANGE")
+        .arg(CLAIMS)
+        .arg("-inf")
+        .arg(stale_before_ms)
+        .arg("BYSCORE")
+        .arg("LIMIT")
+        .arg(0)
+        .arg(limit)
+        .zrange_withscores(NEXT, 0, 0)
+        .query_async(conn)
+        .await?;
     let stale: Vec<(u64, String)> = claims
         .iter()
         .filter_map(|c| {

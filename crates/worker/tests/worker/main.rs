@@ -6,4 +6,5 @@ mod common;
 mod job_types;
 mod jobs;
 mod queues;
+mod schedules;
 mod security;
