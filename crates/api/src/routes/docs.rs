@@ -6,7 +6,7 @@
 //! app's registry, so an app built with extra types documents them too.
 
 use super::spec_rules::{ChaosBody, JobTypes, RateLimited, RequestRules};
-use super::{chaos, dm_jobqueue, health, jobs, ping, queues, ui};
+use super::{chaos, dm_jobqueue, health, jobs, ping, queues, schedules, ui};
 use crate::error::ErrorBody;
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
@@ -45,6 +45,7 @@ pub const SPEC_PATH: &str = "/api-docs/openapi.json";
         (name = "chaos", description = "close Redis connections on purpose (disabled in production)"),
         (name = "jobs", description = "register, inspect, list, retry and delete jobs of any registered type"),
         (name = "queues", description = "queue counts, pause/resume, per-minute history"),
+        (name = "schedules", description = "cron schedules: exactly one job per tick, whatever the number of workers"),
         (name = "ui", description = "the built-in jobs page"),
     )
 )]
@@ -66,6 +67,14 @@ pub struct ApiDoc;
     queues::pause,
     queues::resume,
     queues::history,
+    schedules::list_schedules,
+    schedules::create_schedule,
+    schedules::get_schedule,
+    schedules::replace_schedule,
+    schedules::delete_schedule,
+    schedules::pause_schedule,
+    schedules::resume_schedule,
+    schedules::trigger_schedule,
     dm_jobqueue::register,
     dm_jobqueue::register_batch_route,
     dm_jobqueue::list_jobs,

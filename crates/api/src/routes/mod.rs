@@ -12,6 +12,7 @@ pub mod job_dto;
 pub mod jobs;
 pub mod ping;
 pub mod queues;
+pub mod schedules;
 mod spec_rules;
 pub mod ui;
 
@@ -35,6 +36,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .wrap(from_fn(crate::auth::jobs_api_key))
                         .configure(jobs::configure)
                         .configure(queues::configure)
+                        .configure(schedules::configure)
                         .configure(dm_jobqueue::configure),
                 ),
         )

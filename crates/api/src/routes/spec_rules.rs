@@ -17,33 +17,9 @@ impl Modify for JobTypes<'_> {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let registry = self.0;
         let components = openapi.components.get_or_insert_with(Default::default);
-        let base = match components.schemas.get("JobRequest") {
-            Some(RefOr::T(Schema::Object(base))) => base.clone(),
-            _ => Object::new(),
-        };
-        let mut names = Vec::new();
-        let mut one_of = OneOf::new();
-        let mut discriminator = Discriminator::new("type");
-        for (type_name, schemas) in registry.schemas() {
-            let Some((payload, _)) = schemas.first() else {
-                continue;
-            };
-            names.push(format!("`{type_name}` → `{payload}`"));
-            let request = format!("{}JobRequest", payload.trim_end_matches("Payload"));
-            let variant = type_request(&base, type_name, payload);
-            components.schemas.insert(request.clone(), variant.into());
-            let reference = format!("#/components/schemas/{request}");
-            discriminator
-                .mapping
-                .insert(type_name.to_owned(), reference);
-            one_of.items.push(Ref::from_schema_name(request).into());
-            components.schemas.extend(schemas);
-        }
-        one_of.description = base.description.clone();
-        one_of.discriminator = Some(discriminator);
-        components
-            .schemas
-            .insert("JobRequest".into(), Schema::OneOf(one_of).into());
+        let names = one_of_per_type(components, registry, "JobRequest");
+        // A schedule's job (`POST /api/schedules`) names a type and its payload the same way.
+        one_of_per_type(components, registry, "ScheduleJob");
         if let Some(info) = openapi.info.description.as_mut() {
             info.push_str(&format!(
                 " Job types and their payload schemas: {}.",
@@ -51,6 +27,43 @@ impl Modify for JobTypes<'_> {
             ));
         }
     }
+}
+
+/// `components.schemas.<base>` becomes a `oneOf` of one `<Type><base>` per registered type;
+/// returns `` `type` → `Payload` `` per type.
+fn one_of_per_type(
+    components: &mut Components,
+    registry: &cacheserver_jobqueue::Registry,
+    base_name: &str,
+) -> Vec<String> {
+    let base = match components.schemas.get(base_name) {
+        Some(RefOr::T(Schema::Object(base))) => base.clone(),
+        _ => Object::new(),
+    };
+    let mut names = Vec::new();
+    let mut one_of = OneOf::new();
+    let mut discriminator = Discriminator::new("type");
+    for (type_name, schemas) in registry.schemas() {
+        let Some((payload, _)) = schemas.first() else {
+            continue;
+        };
+        names.push(format!("`{type_name}` → `{payload}`"));
+        let request = format!("{}{base_name}", payload.trim_end_matches("Payload"));
+        let variant = type_request(&base, type_name, payload);
+        components.schemas.insert(request.clone(), variant.into());
+        let reference = format!("#/components/schemas/{request}");
+        discriminator
+            .mapping
+            .insert(type_name.to_owned(), reference);
+        one_of.items.push(Ref::from_schema_name(request).into());
+        components.schemas.extend(schemas);
+    }
+    one_of.description = base.description.clone();
+    one_of.discriminator = Some(discriminator);
+    components
+        .schemas
+        .insert(base_name.into(), Schema::OneOf(one_of).into());
+    names
 }
 
 /// `base` (the derived `JobRequest`) with `type` fixed to `type_name` and `payload` → its schema.

@@ -16,5 +16,6 @@ mod observability;
 mod prometheus;
 mod queues;
 mod ratelimit;
+mod schedules;
 mod security;
 mod spec_walk;
