@@ -449,3 +449,49 @@ fn an_environment_file_overrides_only_what_it_names_and_is_named_in_errors() {
     let base_file = root.join("base/config.yaml").display().to_string();
     assert!(err.contains(&base_file), "{err}");
 }
+
+#[test]
+fn schedules_load_with_defaults_and_a_bad_one_is_named_with_file_and_key() {
+    let config = r#"
+jobqueue:
+  schedules:
+    - name: nightly
+      cron: "0 3 * * *"
+      job: { type: "demo:delay_print", payload: { message: report } }
+    - name: every-10s
+      cron: "*/10 * * * * *"
+      timezone: Europe/Berlin
+      job: { type: "demo:delay_print", payload: { message: tick }, queue: reports, max_retry: 2 }
+      overlap: skip
+      missed: run_once
+"#;
+    let s = load(MINIMAL_CACHE, config, &[]).unwrap();
+    let [nightly, every] = &s.jobqueue.schedules[..] else {
+        panic!("two schedules: {:?}", s.jobqueue.schedules)
+    };
+    assert_eq!(nightly.timezone, "UTC");
+    assert_eq!(
+        (nightly.overlap, nightly.missed),
+        (Default::default(), Default::default())
+    );
+    assert_eq!(every.job.queue.as_deref(), Some("reports"));
+    assert_eq!(every.overlap, cacheserver_config::Overlap::Skip);
+    assert_eq!(every.missed, cacheserver_config::Missed::RunOnce);
+
+    for (bad, named) in [
+        (config.replace("0 3 * * *", "0 25 * * *"), "0 25 * * *"),
+        (
+            config.replace("Europe/Berlin", "Europe/Nowhere"),
+            "Europe/Nowhere",
+        ),
+        (config.replace("every-10s", "nightly"), "declared twice"),
+    ] {
+        let err = load_err(MINIMAL_CACHE, &bad, &[]);
+        assert!(
+            err.contains("jobqueue.schedules")
+                && err.contains("config.yaml")
+                && err.contains(named),
+            "{err}"
+        );
+    }
+}
