@@ -16,6 +16,7 @@ const HISTORY_MS = 60000; // the chart's data is per minute
 const HISTORY_SOON_MS = 20000; // sooner when jobs finished since the last fetch
 const BUDGET_SHARE = 0.6; // the page spends at most this share of what is left in a window
 const ACTION_GAP_MS = 1000; // refreshes triggered by clicks are at least this far apart
+const SCHEDULES_MS = 30000; // schedules change rarely: their list is read this often
 
 const $ = (id) => document.getElementById(id);
 
@@ -31,7 +32,7 @@ const view = {
 };
 const queue = { name: null, paused: false, counts: null };
 const rate = { minute: null, hour: null, blockedUntil: 0 };
-const timers = { settle: 0, listAt: 0, historyAt: 0, historyCounts: null, lastTick: 0 };
+const timers = { settle: 0, listAt: 0, historyAt: 0, historyCounts: null, lastTick: 0, schedulesAt: 0 };
 let detailId = null;
 let knownTypes = []; // [{name, schema}] from the OpenAPI spec
 
@@ -204,6 +205,10 @@ async function tick() {
     await refreshHistory();
     requests++;
   }
+  if (now >= timers.schedulesAt) {
+    await refreshSchedules();
+    requests++;
+  }
   $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
   if ($("alert").dataset.rateLimited === "true") clearAlert(); // the limit is over: say no more
   return requests;
@@ -254,6 +259,53 @@ async function refreshHistory() {
   timers.historyAt = Date.now() + HISTORY_MS;
   timers.historyCounts = queue.counts;
   renderChart(data.minutes);
+}
+
+async function refreshSchedules() {
+  const data = await api("GET", "/api/schedules");
+  timers.schedulesAt = Date.now() + SCHEDULES_MS;
+  renderSchedules(data.schedules);
+}
+
+// ---- schedules ----
+
+function renderSchedules(schedules) {
+  const body = $("schedules-body");
+  body.replaceChildren();
+  $("schedules-empty").hidden = schedules.length > 0;
+  $("schedules-table").hidden = schedules.length === 0;
+  for (const s of schedules) {
+    const tr = document.createElement("tr");
+    tr.append(cell(s.name));
+    const cron = cell(s.description || s.cron);
+    cron.title = `${s.cron} (${s.timezone})`;
+    tr.append(cron, cell(s.paused ? "–" : when(s.next_run_at)));
+    const last = document.createElement("td");
+    if (s.last_job_id) {
+      last.append(button(s.last_job_id, "secondary", () => openDetail(s.last_job_id)));
+    } else {
+      last.textContent = "–";
+    }
+    tr.append(last, cell(s.paused ? "paused" : "active"));
+    const actions = document.createElement("td");
+    const path = `/api/schedules/${encodeURIComponent(s.name)}`;
+    actions.append(
+      button(s.paused ? "Resume" : "Pause", s.paused ? "" : "danger", (e) =>
+        scheduleAction(e.currentTarget, `${path}/${s.paused ? "resume" : "pause"}`, `Schedule ${s.name} ${s.paused ? "resumed" : "paused"}.`)
+      ),
+      button("Run now", "", (e) => scheduleAction(e.currentTarget, `${path}/trigger`, `Schedule ${s.name} triggered.`))
+    );
+    tr.append(actions);
+    body.append(tr);
+  }
+}
+
+function scheduleAction(control, path, done) {
+  act(control, async () => {
+    await api("POST", path);
+    timers.schedulesAt = 0;
+    return done;
+  });
 }
 
 // ---- the list ----
