@@ -457,4 +457,66 @@ mod tests {
         let info = q.schedules().get("lost").await.unwrap().unwrap();
         assert_eq!(info.last_job_id, Some(again));
     }
+
+    /// Config wins: a declared schedule replaces the api's of the same name at worker start,
+    /// keeping its next tick when the timing is the same.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_config_replaces_an_api_schedule_of_the_same_name() {
+        let redis = RedisServer::start();
+        let q = client(&redis);
+        let from_api = schedule("report", "0 3 * * *", Overlap::Allow, Missed::Skip);
+        assert!(q.schedules().create(&from_api).await.unwrap());
+        let before = q.schedules().get("report").await.unwrap().unwrap();
+        let mut declared = from_api.clone();
+        declared.job.payload = serde_json::json!({"message": "from config"});
+        q.schedules().apply_declared(&[declared]).await.unwrap();
+        let after = q.schedules().get("report").await.unwrap().unwrap();
+        assert_eq!(after.source, "config");
+        assert_eq!(after.schedule.job.payload["message"], "from config");
+        assert_eq!(after.next_run_at, before.next_run_at);
+        // A new timing moves the next tick.
+        let mut hourly = after.schedule.clone();
+        hourly.cron = "0 * * * *".into();
+        q.schedules().apply_declared(&[hourly]).await.unwrap();
+        let moved = q.schedules().get("report").await.unwrap().unwrap();
+        assert_eq!(moved.schedule.cron, "0 * * * *");
+        assert!(moved.next_run_at <= before.next_run_at);
+    }
+
+    /// The DST rule the README states (croner's): in Berlin's spring gap (02:00 → 03:00 on
+    /// 2027-03-28) a fixed-time job runs right after the gap; in the autumn overlap (03:00 →
+    /// 02:00 on 2027-10-31) once.
+    #[test]
+    fn daylight_saving_time_follows_croners_rule() {
+        let mut s = schedule("dst", "30 2 * * *", Overlap::Allow, Missed::Skip);
+        s.timezone = "Europe/Berlin".into();
+        let ms = |iso: &str| {
+            chrono::DateTime::parse_from_rfc3339(iso)
+                .unwrap()
+                .timestamp_millis() as u64
+        };
+        let iso = |ms: u64| {
+            chrono::DateTime::from_timestamp_millis(ms as i64)
+                .unwrap()
+                .to_rfc3339()
+        };
+        let spring = next_tick(&s, ms("2027-03-27T23:00:00Z"), false).unwrap();
+        assert_eq!(
+            iso(spring),
+            "2027-03-28T01:00:00+00:00",
+            "03:00 CEST, after the gap"
+        );
+        let autumn = next_tick(&s, ms("2027-10-30T22:00:00Z"), false).unwrap();
+        assert_eq!(
+            iso(autumn),
+            "2027-10-31T00:30:00+00:00",
+            "the first 02:30 (CEST)"
+        );
+        let after = next_tick(&s, autumn, false).unwrap();
+        assert_eq!(
+            iso(after),
+            "2027-11-01T01:30:00+00:00",
+            "not again at 02:30 CET"
+        );
+    }
 }
