@@ -31,18 +31,20 @@ pub use client::{JobQueue, MAX_BULK, MAX_TIMEOUT_SECONDS, MAX_UNIQUE_FOR_SECONDS
 pub use error::JobQueueError;
 pub use inspector::{MAX_HISTORY_MINUTES, MAX_LIST};
 pub use jobs::{
-    DelayPrint, JobContext, JobEnvelope, JobError, JobType, Registry, FAIL_PREFIX, SLOW_PREFIX,
+    DelayPrint, JobContext, JobEnvelope, JobError, JobProgress, JobType, Registry, BIG_PREFIX,
+    FAIL_PREFIX, MAX_RESULT_BYTES, SLOW_PREFIX,
 };
 pub use store::Store;
 pub use types::{
-    EnqueuedJob, JobFailure, JobInfo, JobPage, JobStatus, MinuteCount, NewJob, QueueStats,
-    RetriedJob, MAX_BATCH, MAX_UNIQUE_KEY_CHARS,
+    CancelledJob, EnqueuedJob, JobFailure, JobInfo, JobPage, JobStatus, MinuteCount, NewJob,
+    QueueStats, RetriedJob, MAX_BATCH, MAX_UNIQUE_KEY_CHARS,
 };
 
 /// Every limit of the queue in one place (the settings' own bounds are in `cacheserver-config`).
 pub mod limits {
     pub use crate::client::{MAX_BULK, MAX_TIMEOUT_SECONDS, MAX_UNIQUE_FOR_SECONDS};
     pub use crate::inspector::{MAX_HISTORY_MINUTES, MAX_LIST};
+    pub use crate::jobs::MAX_RESULT_BYTES;
     pub use crate::store::{ERRORS_KEPT, HISTORY_TTL};
     pub use crate::types::{MAX_BATCH, MAX_UNIQUE_KEY_CHARS};
     pub use cacheserver_config::{MAX_DELAY_SECONDS, MAX_RETRY_LIMIT};

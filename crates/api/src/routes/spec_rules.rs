@@ -8,7 +8,8 @@ use utoipa::openapi::schema::{Discriminator, Object, OneOf, Schema};
 use utoipa::openapi::{Components, Ref, RefOr, ResponseBuilder};
 use utoipa::Modify;
 
-/// Every registered job type's payload schema, as `components.schemas.<Name>`; `JobRequest`
+/// Every registered job type's payload and result schemas, as `components.schemas.<Name>`
+/// (`JobResult` becomes a `oneOf` of the result schemas); `JobRequest`
 /// becomes a `oneOf` with one `<Type>JobRequest` per type (its `type` and its payload schema),
 /// and the info description names each type with its payload schema (the jobs page reads it).
 pub struct JobTypes<'r>(pub &'r cacheserver_jobqueue::Registry);
@@ -44,6 +45,28 @@ impl Modify for JobTypes<'_> {
         components
             .schemas
             .insert("JobRequest".into(), Schema::OneOf(one_of).into());
+        // A job's `result`: one of the types' result schemas (types returning `()` add none).
+        let mut results = OneOf::new();
+        results.description =
+            Some("What the run returned: the result schema of the job's type.".into());
+        for (_, schemas) in registry.result_schemas() {
+            let Some((name, _)) = schemas.first() else {
+                continue;
+            };
+            if name == "TupleUnit" {
+                continue;
+            }
+            let reference = Ref::from_schema_name(name.clone());
+            if !results.items.contains(&reference.clone().into()) {
+                results.items.push(reference.into());
+            }
+            components.schemas.extend(schemas);
+        }
+        if !results.items.is_empty() {
+            components
+                .schemas
+                .insert("JobResult".into(), Schema::OneOf(results).into());
+        }
         if let Some(info) = openapi.info.description.as_mut() {
             info.push_str(&format!(
                 " Job types and their payload schemas: {}.",
