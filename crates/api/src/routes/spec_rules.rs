@@ -99,7 +99,7 @@ impl Modify for RequestRules {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
         let one_of_ids_state = json!([{"required": ["ids"]}, {"required": ["state"]}]);
-        for bulk in ["BulkRetryRequest", "BulkDeleteRequest"] {
+        for bulk in ["BulkRetryRequest", "BulkDeleteRequest", "BulkCancelRequest"] {
             add_keyword(components, bulk, "oneOf", one_of_ids_state.clone());
         }
         let not_both = json!({"required": ["delay_seconds", "run_at"]});
