@@ -156,6 +156,7 @@ pub async fn handle(
         // Cancelled: dropped, or ended (failed, timed out) once cancelled. Never retried.
         _ if *cancel.borrow() => {
             tracing::info!(job_id = %id, job_type, "job cancelled");
+            m::cancelled(&job_type);
             Outcome::Cancelled
         }
         Some(Ok(Err(error))) => runner.on_failure(&id, &job_type, &meta, error),
@@ -164,7 +165,10 @@ pub async fn handle(
             let error = JobError::retry(format!("timed out after {} s", timeout.as_secs_f64()));
             runner.on_failure(&id, &job_type, &meta, error)
         }
-        None => Outcome::Cancelled,
+        None => {
+            m::cancelled(&job_type);
+            Outcome::Cancelled
+        }
     };
     runner.finished(queue, id, outcome);
     Ok(())

@@ -134,6 +134,11 @@ async fn cancelling_a_running_job_stops_it_and_it_is_never_retried() {
         info.errors.is_empty(),
         "a cancel is not a failure: {info:?}"
     );
+    let (_, metrics) = worker.get("/metrics").await.unwrap();
+    assert!(
+        metrics.contains(r#"jobqueue_jobs_cancelled_total{type="demo:delay_print"} 1"#),
+        "{metrics}"
+    );
 
     // Counted and listed; cancelling again is a conflict, an unknown id is not found.
     let stats = q.stats().await.unwrap();
