@@ -97,7 +97,9 @@ impl Pending {
 
 async fn write_loop(mut rx: mpsc::UnboundedReceiver<Msg>, store: Store, worker: String) {
     let mut pending = Pending::default();
-    let mut last_progress_write = Instant::now() - PROGRESS_EVERY;
+    let mut last_progress_write = Instant::now()
+        .checked_sub(PROGRESS_EVERY)
+        .unwrap_or_else(Instant::now);
     while let Some(first) = rx.recv().await {
         pending.add(first);
         while pending.results.len() < MAX_PER_WRITE {
