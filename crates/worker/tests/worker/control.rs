@@ -217,3 +217,82 @@ async fn a_job_cancelled_while_its_worker_was_sigkilled_ends_cancelled_not_run_a
     printed_after(&q, &heir, "after the restart").await;
     assert!(!printed(&heir, message), "the cancelled job ran again");
 }
+
+/// Reports progress `STEPS` times, a millisecond apart, and returns how many it sent.
+struct Chatty;
+
+const STEPS: u32 = 300;
+
+impl cacheserver_jobqueue::JobType for Chatty {
+    const NAME: &'static str = "test:chatty";
+    type Payload = serde_json::Value;
+    type Output = u32;
+
+    async fn run(
+        &self,
+        _payload: serde_json::Value,
+        ctx: &cacheserver_jobqueue::JobContext,
+    ) -> Result<u32, cacheserver_jobqueue::JobError> {
+        for step in 1..=STEPS {
+            ctx.progress((step * 100 / STEPS) as u8, format!("step {step}"))?;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        Ok(STEPS)
+    }
+}
+
+/// Script calls Redis has run so far (every store write is one).
+fn script_calls(redis: &RedisServer) -> u64 {
+    redis
+        .cli(&["INFO", "commandstats"])
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn progress_reports_are_coalesced_not_one_write_per_call() {
+    use cacheserver_worker::{Supervisor, WorkerOptions};
+    let redis = RedisServer::start();
+    let s = crate::common::settings(&redis, &[]);
+    let registry = cacheserver_jobqueue::Registry::production(&s.jobqueue).with(Chatty);
+    let redis_settings = &s.cache_server.redis.jobqueue;
+    let q = JobQueue::with_registry(redis_settings, &s.jobqueue, registry.clone()).unwrap();
+    let options = WorkerOptions {
+        name: "w-chatty".into(),
+        ..WorkerOptions::from_settings(&s.jobqueue)
+    };
+    let supervisor = Supervisor::new(redis_settings, &s.jobqueue, options)
+        .unwrap()
+        .with_registry(registry);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(supervisor.run(stopped));
+
+    let before = script_calls(&redis);
+    let id = q
+        .enqueue(NewJob::new("test:chatty", serde_json::json!({})))
+        .await
+        .unwrap()
+        .job_id;
+    let done = wait_for_status(&q, &id, JobStatus::Done).await;
+    let calls = script_calls(&redis) - before;
+    assert_eq!(done.result, Some(serde_json::json!(STEPS)));
+    let last = done.progress.unwrap();
+    assert_eq!((last.percent, last.message.as_str()), (100, "step 300"));
+    // One write per report would be 300 script calls; the writer sends the latest at most
+    // every 200 ms (the enqueue, the fetches and the result are a few calls more).
+    assert!(
+        calls < STEPS as u64 / 3,
+        "{calls} script calls for {STEPS} reports"
+    );
+    let _ = stop.send(true);
+    let _ = worker.await;
+}
