@@ -47,6 +47,8 @@ struct Inner {
     remembered: Mutex<HashSet<String>>,
     /// Single enqueues on their way to [`batcher::run`] (started on first use).
     batcher: OnceLock<mpsc::UnboundedSender<Waiting<Prepared>>>,
+    /// Who waits for which job to end (`wait_finished`).
+    watchers: crate::waiter::Watchers,
 }
 
 impl JobQueue {
@@ -75,6 +77,7 @@ impl JobQueue {
             declared: settings.queues.iter().map(|q| q.name.clone()).collect(),
             remembered: Mutex::new(HashSet::new()),
             batcher: OnceLock::new(),
+            watchers: Default::default(),
         };
         Ok(Self {
             inner: Arc::new(inner),
@@ -159,6 +162,10 @@ impl JobQueue {
                 inner: self.inner.clone(),
                 keys,
             }))
+    }
+
+    pub(crate) fn watchers(&self) -> &crate::waiter::Watchers {
+        &self.inner.watchers
     }
 
     /// The job types this client accepts.

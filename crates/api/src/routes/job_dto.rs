@@ -134,6 +134,16 @@ pub struct JobIdPath {
 }
 
 /// A registered job.
+/// `GET /api/jobs/{id}` query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WaitQuery {
+    /// Answer once the job is done, dead or cancelled, or after this many seconds with its state
+    /// then (1..=60). Without it: at once.
+    #[param(nullable = false, minimum = 1, maximum = 60, example = 30)]
+    pub wait: Option<u64>,
+}
+
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct RegisteredJob {
     #[schema(example = "01JDQ2X7Q9W5K8M3N4P6R7S8T9")]

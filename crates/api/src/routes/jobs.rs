@@ -8,12 +8,12 @@
 use super::job_dto::{
     cancelled, detail, registered, BatchJobsRequest, BatchResponse, BulkCancelRequest,
     BulkDeleteRequest, BulkResponse, BulkRetryRequest, CancelBody, JobDetail, JobIdPath,
-    JobPageBody, JobRequest, ListQuery, RegisteredJob,
+    JobPageBody, JobRequest, ListQuery, RegisteredJob, WaitQuery,
 };
 use crate::error::{json_error_handler, ApiError, ErrorBody};
 use crate::state::AppState;
 use actix_web::{delete, get, post, web, HttpResponse};
-use cacheserver_jobqueue::{JobQueue, JobStatus, NewJob, MAX_BATCH, MAX_BULK};
+use cacheserver_jobqueue::{JobQueue, JobStatus, NewJob, MAX_BATCH, MAX_BULK, MAX_WAIT_SECONDS};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use std::time::Duration;
@@ -126,10 +126,10 @@ pub async fn list(
 
 #[utoipa::path(
     tag = "jobs",
-    params(JobIdPath),
+    params(JobIdPath, WaitQuery),
     responses(
-        (status = 200, description = "the job with its error history", body = JobDetail),
-        (status = 400, description = "not a ULID", body = ErrorBody),
+        (status = 200, description = "the job with its error history, result and progress (with `wait`: once it is done, dead or cancelled, or as it is when the wait ends)", body = JobDetail),
+        (status = 400, description = "not a ULID, `wait` outside 1..=60", body = ErrorBody),
         (status = 404, description = "unknown id", body = ErrorBody),
         (status = 401, description = "missing or wrong API key", body = ErrorBody),
         (status = 503, description = "jobqueue Redis unavailable", body = ErrorBody),
@@ -140,8 +140,22 @@ pub async fn list(
 pub async fn get_job(
     state: web::Data<AppState>,
     path: web::Path<JobIdPath>,
+    query: web::Query<WaitQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    job_response(&state, &path.id).await
+    let Some(wait) = query.wait else {
+        return job_response(&state, &path.id).await;
+    };
+    if !(1..=MAX_WAIT_SECONDS).contains(&wait) {
+        return Err(ApiError::BadRequest(format!(
+            "wait must be 1..={MAX_WAIT_SECONDS} seconds"
+        )));
+    }
+    let queue = queue_holding(&state, &path.id).await?;
+    let info = queue
+        .wait_finished(&path.id, Duration::from_secs(wait))
+        .await?
+        .ok_or_else(|| not_found(&path.id))?;
+    Ok(HttpResponse::Ok().json(detail(info)))
 }
 
 #[utoipa::path(

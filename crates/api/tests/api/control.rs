@@ -213,3 +213,59 @@ async fn the_spec_types_result_progress_and_cancel() {
         assert!(cancel[status].is_object(), "{status}: {cancel}");
     }
 }
+
+#[tokio::test]
+async fn wait_answers_when_the_job_ends_or_with_its_state_when_the_wait_is_over() {
+    let redis = RedisServer::start();
+    let (app, worker) = start(&redis).await;
+    let id = register(&app, "slow:1000:awaited", 0).await;
+    // A job due 5 s from now: still scheduled when the answer comes proves the answer did not
+    // wait out the 10 s (events in order, no clock read).
+    let later = register(&app, "due in five seconds", 5).await;
+    let (status, job) = call(&app, false, &format!("/jobs/{id}?wait=10"), Value::Null).await;
+    assert_eq!(status, StatusCode::OK, "{job}");
+    assert_eq!(job["status"], "done", "{job}");
+    assert_eq!(job["result"], json!({"printed": "slow:1000:awaited"}));
+    assert!(worker.messages().iter().any(|m| m == "slow:1000:awaited"));
+    let (_, pending) = call(&app, false, &format!("/jobs/{later}"), Value::Null).await;
+    assert_eq!(pending["status"], "scheduled", "{pending}");
+
+    // The wait ends first: the job as it is then.
+    let far = register(&app, "far ahead", 3600).await;
+    let (status, job) = call(&app, false, &format!("/jobs/{far}?wait=1"), Value::Null).await;
+    assert_eq!(
+        (status, job["status"].clone()),
+        (StatusCode::OK, json!("scheduled"))
+    );
+
+    // A cancel from another client ends a wait.
+    let path = format!("/jobs/{far}?wait=30");
+    let waiting = {
+        let app_url = app.url(&format!("/api{path}"));
+        let http = app.http.clone();
+        tokio::spawn(async move {
+            http.get(app_url)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+        })
+    };
+    // (Should the cancel come before the wait registers, the wait reads the job cancelled at
+    // once: either way it answers cancelled.)
+    let (status, _) = call(&app, true, &format!("/jobs/{far}/cancel"), Value::Null).await;
+    assert_eq!(status, StatusCode::OK);
+    let job = waiting.await.unwrap().unwrap();
+    assert_eq!(job["status"], "cancelled", "{job}");
+
+    // Bad input.
+    for bad in ["0", "61", "abc"] {
+        let (status, body) =
+            call(&app, false, &format!("/jobs/{id}?wait={bad}"), Value::Null).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "wait={bad}: {body}");
+    }
+    let unknown = ulid::Ulid::new().to_string();
+    let (status, _) = call(&app, false, &format!("/jobs/{unknown}?wait=5"), Value::Null).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

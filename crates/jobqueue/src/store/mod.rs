@@ -22,7 +22,9 @@
 //! `history:<minute>` (hash `processed`, `failed`; expires after 24 h), `wake` (list: at most one
 //! marker, pushed when a job becomes due sooner than a waiting worker knows; BLPOPed),
 //! `cancelled` (zset: cancelled jobs by when cancelled; trimmed like done ones), `cancel:<worker>`
-//! (list: ids of jobs that worker runs whose cancel was asked for; the worker BLPOPs it).
+//! (list: ids of jobs that worker runs whose cancel was asked for; the worker BLPOPs it),
+//! `events` (stream of job ends — `done`, `retrying`, `dead`, `cancelled` — with `job_id` and
+//! `state`, capped near [`EVENTS_KEPT`]; what `GET /api/jobs/{id}?wait=` waits on).
 //! Meta fields of results and control: `result` (a done job's result JSON), `progress` (JSON
 //! `{percent, message}`), `cancel_requested` (ms: a cancel was asked for while a worker held it).
 //!
@@ -109,6 +111,8 @@ static FINISH: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/finish.lua")));
 static CANCEL: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/cancel.lua")));
+/// Entries kept in a queue's `events` stream (approximately: `MAXLEN ~`).
+pub const EVENTS_KEPT: u64 = 10_000;
 /// Failures kept per job.
 pub const ERRORS_KEPT: isize = 10;
 /// Per-minute history counters live this long.
@@ -136,6 +140,7 @@ pub struct Keys {
     pub cancelled: String,
     /// Prefix of the per-worker cancel lists.
     pub cancel: String,
+    pub events: String,
 }
 
 /// The sorted set of recorded completions (one member per finished job), for a bench that counts
@@ -177,6 +182,7 @@ impl Keys {
             wake: key("wake"),
             cancelled: key("cancelled"),
             cancel: key("cancel"),
+            events: key("events"),
             apalis: ApalisKeys { queue: prefix },
         }
     }
@@ -487,9 +493,11 @@ pub async fn cancel(
         .key(&keys.dead_at)
         .key(c.dead_jobs_set())
         .key(&keys.cancel)
+        .key(&keys.events)
         .arg(id)
         .arg(now)
         .arg(now / 1000)
+        .arg(EVENTS_KEPT)
         .invoke_async(conn)
         .await?;
     Ok(match outcome {
@@ -681,10 +689,12 @@ pub async fn finish(
         .key(&keys.delayed)
         .key(&keys.wake)
         .key(&keys.cancelled)
+        .key(&keys.events)
         .arg(now)
         .arg(now / 1000)
         .arg(ERRORS_KEPT)
-        .arg(HISTORY_TTL.as_secs());
+        .arg(HISTORY_TTL.as_secs())
+        .arg(EVENTS_KEPT);
     for result in results {
         let (kind, failures, next_run_ms, error, data) = match &result.outcome {
             Outcome::Done { result } => ("done", 0, 0, "", result.as_deref().unwrap_or("")),
@@ -712,6 +722,73 @@ pub async fn finish(
             .arg(data);
     }
     Ok(call.invoke_async(conn).await?)
+}
+
+/// One entry of a queue's `events` stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobEvent {
+    /// The stream entry's id (resume after it).
+    pub event_id: String,
+    pub job_id: String,
+    /// `done`, `retrying`, `dead` or `cancelled`.
+    pub state: String,
+}
+
+/// The id of the newest event of `keys`' queue ("0-0": none yet), to read what comes after.
+pub async fn last_event_id(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+) -> Result<String, JobQueueError> {
+    let newest: Vec<(String, Vec<String>)> = redis::cmd("XREVRANGE")
+        .arg(&keys.events)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(conn)
+        .await?;
+    Ok(newest
+        .into_iter()
+        .next()
+        .map_or_else(|| "0-0".to_owned(), |(id, _)| id))
+}
+
+/// Events of `keys`' queue after `after`, waiting up to `block` for one (the connection's
+/// response timeout must outlast `block`).
+pub async fn read_events(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+    after: &str,
+    block: Duration,
+) -> Result<Vec<JobEvent>, JobQueueError> {
+    type Entries = Vec<(String, Vec<(String, Vec<(String, String)>)>)>;
+    let read: Option<Entries> = redis::cmd("XREAD")
+        .arg("COUNT")
+        .arg(1000)
+        .arg("BLOCK")
+        .arg(block.as_millis() as u64)
+        .arg("STREAMS")
+        .arg(&keys.events)
+        .arg(after)
+        .query_async(conn)
+        .await?;
+    let entries = read.into_iter().flatten().flat_map(|(_, entries)| entries);
+    Ok(entries
+        .map(|(event_id, fields)| {
+            let field = |name: &str| {
+                fields
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            };
+            JobEvent {
+                job_id: field("job_id"),
+                state: field("state"),
+                event_id,
+            }
+        })
+        .collect())
 }
 
 /// Remember that `queue` (not the default queue) has had jobs, so listings find it.
@@ -819,7 +896,8 @@ mod owns_every_key_and_script {
     use std::path::{Path, PathBuf};
 
     /// Key suffixes of a queue, as they would appear in a string literal.
-    const KEY_SUFFIXES: [&str; 18] = [
+    const KEY_SUFFIXES: [&str; 19] = [
+        ":events\"",
         ":cancelled\"",
         ":cancel\"",
         ":delayed\"",
@@ -840,7 +918,8 @@ mod owns_every_key_and_script {
         ":done\"",
     ];
     /// `Keys` fields read outside the store would be key knowledge.
-    const KEY_FIELDS: [&str; 13] = [
+    const KEY_FIELDS: [&str; 14] = [
+        "events",
         "delayed",
         "retrying",
         "finished",
