@@ -8,8 +8,8 @@
 //!   `lua/*.lua`), and the connections ([`Store`]); it reaches Redis through the Redis layer
 //!   (`cacheserver-redis`).
 //! - [`JobQueue`]: the client — register (one, batched, or a batch; unique keys), retry,
-//!   delete, pause/resume (`client.rs`), and the inspector — detail, list, counts, history
-//!   (`inspector.rs`).
+//!   delete, cancel, pause/resume (`client.rs`), the inspector — detail, list, counts, history
+//!   (`inspector.rs`) — and waiting for a job's end (`waiter.rs`).
 //! - [`metrics`]: every metric name of the queue.
 //!
 //! The worker runtime (apalis, supervisor, runner, result writer) is `crates/worker`.
