@@ -135,7 +135,7 @@ impl From<cacheserver_jobqueue::JobQueueError> for ApiError {
             E::NotConfirmed(m) => Self::NotConfirmed(m),
             E::Invalid(m) => Self::BadRequest(m),
             E::NotFound(id) => Self::NotFound(format!("job {id} not found")),
-            E::NotDead { .. } | E::Running(_) => Self::Conflict(e.to_string()),
+            E::NotDead { .. } | E::Running(_) | E::Finished { .. } => Self::Conflict(e.to_string()),
             E::Duplicate { ref job_id } => Self::Duplicate {
                 message: e.to_string(),
                 job_id: job_id.clone(),

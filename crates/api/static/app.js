@@ -7,7 +7,9 @@
 // and errors are user input.
 "use strict";
 
-const STATES = ["scheduled", "pending", "running", "retrying", "done", "dead"];
+const STATES = ["scheduled", "pending", "running", "retrying", "done", "dead", "cancelled"];
+/** States a job can be cancelled in (a running one is stopped by its worker). */
+const CANCELLABLE = ["scheduled", "pending", "running", "retrying"];
 const MIN_POLL_MS = 5000; // fastest refresh of counts (and the list when they change)
 const MAX_POLL_MS = 60000;
 const HIDDEN_POLL_MS = 30000; // a tab nobody looks at needs no fresh numbers
@@ -341,7 +343,7 @@ function payloadSummary(payload) {
 /** The time that matters in each state: when it runs, when it started, when it ended. */
 function timeOf(job) {
   if (view.state === "running") return job.started_at;
-  if (view.state === "done" || view.state === "dead") return job.finished_at;
+  if (view.state === "done" || view.state === "dead" || view.state === "cancelled") return job.finished_at;
   return job.run_at;
 }
 
@@ -398,14 +400,14 @@ function renderList() {
   renderBulk();
 }
 
-/** Per-job actions: retry a dead job, delete (cancel, if scheduled) anything not running. */
+/** Per-job actions: retry a dead job, cancel an unfinished one, delete a finished one. */
 function jobButtons(job) {
   const out = [];
   // The clicked button is disabled while its request runs: a double click sends one request.
   if (job.status === "dead") out.push(button("Retry", "", (e) => retryOne(job.job_id, e.currentTarget)));
-  if (job.status === "scheduled") {
-    out.push(button("Cancel", "danger", (e) => deleteOne(job.job_id, "cancelled", e.currentTarget)));
-  } else if (job.status !== "running") {
+  if (CANCELLABLE.includes(job.status)) {
+    if (!job.cancel_requested) out.push(button("Cancel", "danger", (e) => cancelOne(job.job_id, e.currentTarget)));
+  } else {
     out.push(button("Delete", "danger", (e) => deleteOne(job.job_id, "deleted", e.currentTarget)));
   }
   return out;
@@ -449,6 +451,13 @@ function retryOne(id, control) {
   act(control, async () => {
     await api("POST", `/api/jobs/${encodeURIComponent(id)}/retry`);
     return `Job ${id} queued again.`;
+  });
+}
+
+function cancelOne(id, control) {
+  act(control, async () => {
+    const { status } = await api("POST", `/api/jobs/${encodeURIComponent(id)}/cancel`);
+    return status === "running" ? `Job ${id} is being stopped by its worker.` : `Job ${id} cancelled.`;
   });
 }
 
@@ -540,6 +549,13 @@ function renderDetail(job) {
   };
   for (const dd of $("detail").querySelectorAll("[data-field]")) dd.textContent = fields[dd.dataset.field];
   $("detail-payload").textContent = JSON.stringify(job.payload, null, 2);
+  $("detail-progress-box").hidden = !job.progress;
+  if (job.progress) {
+    $("detail-progress").value = job.progress.percent;
+    $("detail-progress-text").textContent = `${job.progress.percent} % ${job.progress.message}`;
+  }
+  $("detail-result-box").hidden = job.result == null;
+  $("detail-result").textContent = job.result == null ? "" : JSON.stringify(job.result, null, 2);
   const rows = $("detail-errors").tBodies[0];
   rows.replaceChildren();
   for (const f of job.errors) {
@@ -550,8 +566,8 @@ function renderDetail(job) {
   $("detail-errors").hidden = job.errors.length === 0;
   $("detail-no-errors").hidden = job.errors.length !== 0;
   $("detail-retry").hidden = job.status !== "dead";
-  $("detail-delete").hidden = job.status === "running";
-  $("detail-delete").textContent = job.status === "scheduled" ? "Cancel" : "Delete";
+  $("detail-cancel").hidden = !CANCELLABLE.includes(job.status) || job.cancel_requested;
+  $("detail-delete").hidden = CANCELLABLE.includes(job.status);
   $("detail-updated").textContent = `as of ${new Date().toLocaleTimeString()}`;
 }
 
@@ -656,9 +672,9 @@ document.addEventListener("DOMContentLoaded", () => {
   $("banner-resume").addEventListener("click", togglePause);
   $("detail-close").addEventListener("click", closeDetail);
   $("detail-retry").addEventListener("click", (e) => detailId && retryOne(detailId, e.currentTarget));
+  $("detail-cancel").addEventListener("click", (e) => detailId && cancelOne(detailId, e.currentTarget));
   $("detail-delete").addEventListener("click", (e) => {
-    const verb = $("detail").dataset.status === "scheduled" ? "cancelled" : "deleted";
-    if (detailId) deleteOne(detailId, verb, e.currentTarget);
+    if (detailId) deleteOne(detailId, "deleted", e.currentTarget);
   });
   $("bulk-retry").addEventListener("click", () => bulk("retry"));
   $("bulk-delete").addEventListener("click", () => bulk("delete"));

@@ -17,6 +17,7 @@ pub struct NoopPayload {}
 impl JobType for Noop {
     const NAME: &'static str = NOOP;
     type Payload = NoopPayload;
+    type Output = ();
 
     async fn run(&self, _payload: NoopPayload, _ctx: &JobContext) -> Result<(), JobError> {
         Ok(())

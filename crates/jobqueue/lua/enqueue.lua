@@ -12,7 +12,7 @@ local out = {}
 local head = redis.call("zrange", KEYS[3], 0, 0, "WITHSCORES")[2]
 local earliest = nil
 
--- A key without expiry is held while its job exists and is neither done nor dead.
+-- A key without expiry is held while its job exists and is neither done, dead nor cancelled.
 local function still_held(lock)
     local holder = redis.call("get", lock)
     if not holder then
@@ -22,7 +22,7 @@ local function still_held(lock)
         return holder
     end
     local status = redis.call("hget", KEYS[2] .. ":" .. holder, "status")
-    if not status or status == "Done" or status == "Killed"
+    if not status or status == "Done" or status == "Killed" or status == "Cancelled"
         or redis.call("sismember", KEYS[5], holder) == 1
         or redis.call("zscore", KEYS[6], holder) then
         return nil

@@ -6,21 +6,46 @@
 -- skipped, so sending the same result twice is harmless. Per-minute history counts are added.
 -- KEYS[1]: in-flight set  KEYS[2]: meta prefix  KEYS[3]: {q}:finished  KEYS[4]: {q}:retrying
 -- KEYS[5]: {q}:dead_at  KEYS[6]: errors prefix  KEYS[7]: history key of this minute
--- KEYS[8]: {q}:delayed  KEYS[9]: {q}:wake
+-- KEYS[8]: {q}:delayed  KEYS[9]: {q}:wake  KEYS[10]: {q}:cancelled  KEYS[11]: {q}:events
 -- ARGV[1]: now (ms)  ARGV[2]: now (s)  ARGV[3]: errors kept per job  ARGV[4]: history ttl (s)
--- ARGV[5..]: groups of 6: id, kind (done|retry|dead|later), failures, next_run_ms, last_error,
---            error entry (JSON)
+-- ARGV[5]: events kept (the stream's approximate MAXLEN)
+-- ARGV[6..]: groups of 7: id, kind (done|retry|dead|later|cancelled|progress), failures,
+--            next_run_ms, last_error, error entry (JSON), data (done: the result JSON or "";
+--            progress: the progress JSON)
+-- Results and cancels: a done job keeps its result in meta `result`; `progress` entries (the
+-- latest report per running job, coalesced by the worker) only update meta `progress` of a job
+-- still in flight here; a job whose cancel was asked for (meta `cancel_requested`) ends
+-- cancelled ({q}:cancelled) whatever its run did, unless it finished done. Each recorded end
+-- (done, retrying, dead, cancelled) is added to the {q}:events stream: `job_id`, `state`.
 -- Returns the number of results recorded.
 local recorded, processed, failed, rescheduled = 0, 0, 0, 0
-for i = 5, #ARGV, 6 do
+local function event(id, state)
+    redis.call("xadd", KEYS[11], "MAXLEN", "~", ARGV[5], "*", "job_id", id, "state", state)
+end
+for i = 6, #ARGV, 7 do
     local id, kind = ARGV[i], ARGV[i + 1]
-    if redis.call("srem", KEYS[1], id) == 1 then
+    local meta_key = KEYS[2] .. ":" .. id
+    if kind == "progress" then
+        if redis.call("sismember", KEYS[1], id) == 1 then
+            redis.call("hset", meta_key, "progress", ARGV[i + 6])
+        end
+    elseif redis.call("srem", KEYS[1], id) == 1 then
         recorded = recorded + 1
-        local meta_key = KEYS[2] .. ":" .. id
+        if kind ~= "done" and redis.call("hexists", meta_key, "cancel_requested") == 1 then
+            kind = "cancelled"
+        end
         if kind == "done" then
             processed = processed + 1
             redis.call("zadd", KEYS[3], ARGV[1], id)
             redis.call("hset", meta_key, "status", "Done", "done_at", ARGV[2])
+            if #ARGV[i + 6] > 0 then
+                redis.call("hset", meta_key, "result", ARGV[i + 6])
+            end
+            event(id, "done")
+        elseif kind == "cancelled" then
+            redis.call("zadd", KEYS[10], ARGV[1], id)
+            redis.call("hset", meta_key, "status", "Cancelled", "done_at", ARGV[2])
+            event(id, "cancelled")
         elseif kind == "later" then
             rescheduled = rescheduled + 1
             redis.call("zadd", KEYS[8], ARGV[i + 3], id)
@@ -37,9 +62,11 @@ for i = 5, #ARGV, 6 do
                 rescheduled = rescheduled + 1
                 redis.call("zadd", KEYS[4], ARGV[i + 3], id)
                 redis.call("hset", meta_key, "status", "Failed")
+                event(id, "retrying")
             else
                 redis.call("zadd", KEYS[5], ARGV[1], id)
                 redis.call("hset", meta_key, "status", "Killed")
+                event(id, "dead")
             end
         end
     end

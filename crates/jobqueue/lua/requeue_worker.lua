@@ -7,7 +7,11 @@
 -- KEYS[4]: {q}:inflight prefix  KEYS[5]: meta prefix  KEYS[6]: worker metadata prefix ({q}:workers:metadata)
 -- KEYS[7]: {q}:data (a job deleted while it ran is dropped, not re-queued: apalis' fetch_next
 --          fails on an id without data and would stop every worker that fetches it)
+-- KEYS[8]: {q}:cancelled  KEYS[9]: cancel list prefix ({q}:cancel:<worker>)
 -- ARGV[1]: heartbeat score at or below which a worker is dead  ARGV[2]: (optional) only this worker
+-- ARGV[3]: now (ms)
+-- A job whose cancel was asked for while the worker held it (meta `cancel_requested`) ends
+-- cancelled instead of running again.
 -- Returns the number of jobs re-queued.
 local workers
 if ARGV[2] and #ARGV[2] > 0 then
@@ -21,9 +25,13 @@ for _, worker in ipairs(workers) do
     -- one id at a time: a dead worker may hold many, and unpack() is limited
     local id = redis.call("spop", inflight)
     while id do
-        if redis.call("hexists", KEYS[7], id) == 1 then
+        local meta_key = KEYS[5] .. ":" .. id
+        if redis.call("hexists", meta_key, "cancel_requested") == 1 then
+            redis.call("zadd", KEYS[8], ARGV[3], id)
+            redis.call("hset", meta_key, "status", "Cancelled", "done_at", math.floor(tonumber(ARGV[3]) / 1000))
+            redis.call("hdel", meta_key, "locked_at", "locked_by")
+        elseif redis.call("hexists", KEYS[7], id) == 1 then
             redis.call("rpush", KEYS[2], id)
-            local meta_key = KEYS[5] .. ":" .. id
             redis.call("hset", meta_key, "status", "Pending")
             redis.call("hdel", meta_key, "locked_at", "locked_by")
             requeued = requeued + 1
@@ -32,6 +40,7 @@ for _, worker in ipairs(workers) do
     end
     redis.call("zrem", KEYS[1], worker)
     redis.call("del", KEYS[6] .. ":" .. worker)
+    redis.call("del", KEYS[9] .. ":" .. worker)
 end
 if requeued > 0 then
     redis.call("del", KEYS[3])

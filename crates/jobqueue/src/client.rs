@@ -7,7 +7,9 @@ use crate::batcher::{self, Waiting};
 use crate::error::JobQueueError;
 use crate::jobs::{JobEnvelope, Registry};
 use crate::store::{self, Keys, Store, StoredJob};
-use crate::types::{EnqueuedJob, JobStatus, NewJob, RetriedJob, MAX_BATCH, MAX_UNIQUE_KEY_CHARS};
+use crate::types::{
+    CancelledJob, EnqueuedJob, JobStatus, NewJob, RetriedJob, MAX_BATCH, MAX_UNIQUE_KEY_CHARS,
+};
 use cacheserver_config::{
     queue_name_problem, JobqueueSettings, SingleRedisSettings, MAX_DELAY_SECONDS, MAX_RETRY_LIMIT,
 };
@@ -45,6 +47,8 @@ struct Inner {
     remembered: Mutex<HashSet<String>>,
     /// Single enqueues on their way to [`batcher::run`] (started on first use).
     batcher: OnceLock<mpsc::UnboundedSender<Waiting<Prepared>>>,
+    /// Who waits for which job to end (`wait_finished`).
+    watchers: crate::waiter::Watchers,
 }
 
 impl JobQueue {
@@ -73,6 +77,7 @@ impl JobQueue {
             declared: settings.queues.iter().map(|q| q.name.clone()).collect(),
             remembered: Mutex::new(HashSet::new()),
             batcher: OnceLock::new(),
+            watchers: Default::default(),
         };
         Ok(Self {
             inner: Arc::new(inner),
@@ -157,6 +162,10 @@ impl JobQueue {
                 inner: self.inner.clone(),
                 keys,
             }))
+    }
+
+    pub(crate) fn watchers(&self) -> &crate::waiter::Watchers {
+        &self.inner.watchers
     }
 
     /// The job types this client accepts.
@@ -355,6 +364,48 @@ impl JobQueue {
             0 => Ok(false),
             _ => Err(JobQueueError::Running(id.to_owned())),
         }
+    }
+
+    /// Cancel job `id`: one that waits is cancelled now; one a worker holds is signalled to that
+    /// worker (it stops the run at its next `.await` and records it cancelled) and comes back
+    /// `running`. `NotFound` for an unknown id, `Finished` for a done, dead or cancelled job.
+    pub async fn cancel(&self, id: &str) -> Result<CancelledJob, JobQueueError> {
+        let keys = self.keys.clone();
+        let outcome = self
+            .with_connection(self.inner.store.call_timeout(), |mut c| async move {
+                store::cancel(&mut c, &keys, id).await
+            })
+            .await?;
+        let status = match outcome {
+            store::CancelOutcome::Cancelled => JobStatus::Cancelled,
+            store::CancelOutcome::Signalled => JobStatus::Running,
+            store::CancelOutcome::Unknown => return Err(JobQueueError::NotFound(id.to_owned())),
+            store::CancelOutcome::Finished => {
+                let status = self.status(id).await?.map_or("gone", |i| i.status.as_str());
+                return Err(JobQueueError::Finished {
+                    id: id.to_owned(),
+                    status: status.to_owned(),
+                });
+            }
+        };
+        tracing::info!(job_id = %id, status = status.as_str(), "job cancelled");
+        Ok(CancelledJob {
+            job_id: id.to_owned(),
+            status,
+        })
+    }
+
+    /// Cancel each job of `ids` that is not finished. Returns how many were cancelled or
+    /// signalled.
+    pub async fn cancel_many(&self, ids: &[String]) -> Result<u64, JobQueueError> {
+        self.bulk(ids, |c, keys, id| async move {
+            let mut c = c;
+            Ok(matches!(
+                store::cancel(&mut c, &keys, &id).await?,
+                store::CancelOutcome::Cancelled | store::CancelOutcome::Signalled
+            ))
+        })
+        .await
     }
 
     /// Retry each dead job of `ids` (others are skipped). Returns how many were revived.

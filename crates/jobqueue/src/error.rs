@@ -28,6 +28,11 @@ pub enum JobQueueError {
     /// The unique key is held by another job (api: 409 with `job_id`).
     #[error("a job with this unique_key exists: {job_id}")]
     Duplicate { job_id: String },
+    /// The job is done, dead or cancelled already, so it cannot be cancelled (api: 409).
+    #[error(
+        "job {id} is {status}; only scheduled, pending, retrying or running jobs can be cancelled"
+    )]
+    Finished { id: String, status: String },
     /// A worker runs the job now; it cannot be deleted until it finished (api: 409).
     #[error("job {0} is running; delete it once it finished")]
     Running(String),

@@ -154,6 +154,8 @@ fn parse_cursor(text: &str) -> Result<Cursor, JobQueueError> {
 fn status_of(raw: &Raw, now: f64) -> JobStatus {
     let failures = raw.meta.get("failures").is_some_and(|f| f != "0");
     match raw.meta.get("status").map(String::as_str) {
+        _ if raw.cancelled.is_some() => JobStatus::Cancelled,
+        Some("Cancelled") => JobStatus::Cancelled,
         _ if raw.dead || raw.dead_at.is_some() => JobStatus::Dead,
         _ if raw.delayed.is_some_and(|due| due > now) => JobStatus::Scheduled,
         _ if raw.retrying.is_some_and(|due| due > now) || raw.apalis_scheduled.is_some() => {
@@ -198,6 +200,10 @@ fn job_info(queue: &str, id: &str, raw: Raw, now: f64) -> Option<JobInfo> {
             .map(|s| s as u64)
             .or(seconds_ms(num("done_at"))),
         JobStatus::Dead => raw.dead_at.map(|s| s as u64).or(seconds_ms(num("done_at"))),
+        JobStatus::Cancelled => raw
+            .cancelled
+            .map(|s| s as u64)
+            .or(seconds_ms(num("done_at"))),
         _ => None,
     };
     let timeout_ms = num("timeout_ms");
@@ -216,6 +222,15 @@ fn job_info(queue: &str, id: &str, raw: Raw, now: f64) -> Option<JobInfo> {
         finished_at: finished_ms.map(ms_to_time),
         last_error: raw.meta.get("last_error").cloned(),
         errors: raw.errors.iter().filter_map(|e| failure(e)).collect(),
+        result: raw
+            .meta
+            .get("result")
+            .and_then(|r| serde_json::from_str(r).ok()),
+        progress: raw
+            .meta
+            .get("progress")
+            .and_then(|p| serde_json::from_str(p).ok()),
+        cancel_requested: status == JobStatus::Running && raw.meta.contains_key("cancel_requested"),
     })
 }
 

@@ -8,8 +8,8 @@
 //!   `lua/*.lua`), and the connections ([`Store`]); it reaches Redis through the Redis layer
 //!   (`cacheserver-redis`).
 //! - [`JobQueue`]: the client — register (one, batched, or a batch; unique keys), retry,
-//!   delete, pause/resume (`client.rs`), and the inspector — detail, list, counts, history
-//!   (`inspector.rs`).
+//!   delete, cancel, pause/resume (`client.rs`), the inspector — detail, list, counts, history
+//!   (`inspector.rs`) — and waiting for a job's end (`waiter.rs`).
 //! - [`metrics`]: every metric name of the queue.
 //!
 //! The worker runtime (apalis, supervisor, runner, result writer) is `crates/worker`.
@@ -27,25 +27,31 @@ pub mod metrics;
 pub mod schedules;
 pub mod store;
 mod types;
+mod waiter;
 
 pub use client::{JobQueue, MAX_BULK, MAX_TIMEOUT_SECONDS, MAX_UNIQUE_FOR_SECONDS};
 pub use error::JobQueueError;
 pub use inspector::{MAX_HISTORY_MINUTES, MAX_LIST};
 pub use jobs::{
-    DelayPrint, JobContext, JobEnvelope, JobError, JobType, Registry, FAIL_PREFIX, SLOW_PREFIX,
+    DelayPrint, JobContext, JobEnvelope, JobError, JobProgress, JobType, Registry, BIG_PREFIX,
+    FAIL_PREFIX, MAX_RESULT_BYTES, SLOW_PREFIX,
 };
 pub use schedules::{Schedule, ScheduleInfo, Schedules};
 pub use store::Store;
 pub use types::{
-    EnqueuedJob, JobFailure, JobInfo, JobPage, JobStatus, MinuteCount, NewJob, QueueStats,
-    RetriedJob, MAX_BATCH, MAX_UNIQUE_KEY_CHARS,
+    CancelledJob, EnqueuedJob, JobFailure, JobInfo, JobPage, JobStatus, MinuteCount, NewJob,
+    QueueStats, RetriedJob, MAX_BATCH, MAX_UNIQUE_KEY_CHARS,
 };
+pub use waiter::MAX_WAIT_SECONDS;
 
 /// Every limit of the queue in one place (the settings' own bounds are in `cacheserver-config`).
 pub mod limits {
     pub use crate::client::{MAX_BULK, MAX_TIMEOUT_SECONDS, MAX_UNIQUE_FOR_SECONDS};
     pub use crate::inspector::{MAX_HISTORY_MINUTES, MAX_LIST};
+    pub use crate::jobs::MAX_RESULT_BYTES;
+    pub use crate::store::EVENTS_KEPT;
     pub use crate::store::{ERRORS_KEPT, HISTORY_TTL};
     pub use crate::types::{MAX_BATCH, MAX_UNIQUE_KEY_CHARS};
+    pub use crate::waiter::MAX_WAIT_SECONDS;
     pub use cacheserver_config::{MAX_DELAY_SECONDS, MAX_RETRY_LIMIT};
 }

@@ -16,6 +16,7 @@ pub const FAILED: &str = "jobqueue_jobs_failed_total";
 pub const RETRIED: &str = "jobqueue_jobs_retried_total";
 pub const DEAD: &str = "jobqueue_jobs_dead_total";
 pub const TIMED_OUT: &str = "jobqueue_jobs_timed_out_total";
+pub const CANCELLED: &str = "jobqueue_jobs_cancelled_total";
 pub const START_DELAY: &str = "jobqueue_job_start_delay_seconds";
 pub const PAUSED: &str = "jobqueue_paused";
 pub const DEPTH: &str = "jobqueue_jobs";
@@ -38,6 +39,7 @@ pub fn describe() {
         TIMED_OUT,
         "Job runs cancelled at their timeout, by job type"
     );
+    describe_counter!(CANCELLED, "Running jobs stopped by a cancel, by job type");
     describe_histogram!(
         START_DELAY,
         Unit::Seconds,
@@ -64,6 +66,10 @@ pub fn dead(job_type: &str) {
 
 pub fn timed_out(job_type: &str) {
     metrics::counter!(TIMED_OUT, "type" => job_type.to_owned()).increment(1);
+}
+
+pub fn cancelled(job_type: &str) {
+    metrics::counter!(CANCELLED, "type" => job_type.to_owned()).increment(1);
 }
 
 pub fn start_delay(ms: u64) {

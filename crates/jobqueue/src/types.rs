@@ -118,16 +118,19 @@ pub enum JobStatus {
     Done,
     /// Failed `1 + max_retry` times (or could not be retried); kept until deleted or retried.
     Dead,
+    /// Cancelled before or while it ran (kept for `done_retention`, never retried).
+    Cancelled,
 }
 
 impl JobStatus {
-    pub const ALL: [JobStatus; 6] = [
+    pub const ALL: [JobStatus; 7] = [
         Self::Scheduled,
         Self::Pending,
         Self::Running,
         Self::Retrying,
         Self::Done,
         Self::Dead,
+        Self::Cancelled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -138,6 +141,7 @@ impl JobStatus {
             Self::Retrying => "retrying",
             Self::Done => "done",
             Self::Dead => "dead",
+            Self::Cancelled => "cancelled",
         }
     }
 
@@ -176,6 +180,12 @@ pub struct JobInfo {
     pub last_error: Option<String>,
     /// The last 10 failures, newest first.
     pub errors: Vec<JobFailure>,
+    /// What the run returned (done jobs whose type returns something).
+    pub result: Option<Value>,
+    /// What the run last reported with `ctx.progress`.
+    pub progress: Option<crate::jobs::JobProgress>,
+    /// A cancel was asked for while it ran; it ends `cancelled` once its worker stops it.
+    pub cancel_requested: bool,
 }
 
 /// Job counts by state.
@@ -187,10 +197,11 @@ pub struct QueueStats {
     pub retrying: u64,
     pub done: u64,
     pub dead: u64,
+    pub cancelled: u64,
 }
 
 impl QueueStats {
-    pub fn by_state(&self) -> [(&'static str, u64); 6] {
+    pub fn by_state(&self) -> [(&'static str, u64); 7] {
         [
             ("scheduled", self.scheduled),
             ("pending", self.pending),
@@ -198,6 +209,7 @@ impl QueueStats {
             ("retrying", self.retrying),
             ("done", self.done),
             ("dead", self.dead),
+            ("cancelled", self.cancelled),
         ]
     }
 }
@@ -216,6 +228,14 @@ pub struct MinuteCount {
     pub minute: DateTime<Utc>,
     pub processed: u64,
     pub failed: u64,
+}
+
+/// What `cancel` did: `cancelled` (it was waiting), or `running` with the cancel sent to the
+/// worker running it (it ends `cancelled` once stopped).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CancelledJob {
+    pub job_id: String,
+    pub status: JobStatus,
 }
 
 /// What `retry` did.

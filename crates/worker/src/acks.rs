@@ -2,14 +2,19 @@
 //! is in flight the next results queue up and go together, so a busy worker pays one round trip
 //! per batch instead of one per job, and the next fetch never waits for an ack.
 //!
+//! Progress reports (`ctx.progress`) come the same way and are coalesced: only the latest per
+//! job is written, with the next batch of results, or alone at most every [`PROGRESS_EVERY`].
+//!
 //! A result still queued when the process is SIGKILLed is lost with it; its job stays in the
 //! worker's in-flight set and is re-queued (run again) by the next start or the reaper: jobs are
 //! run at least once.
 
 use backon::{ExponentialBuilder, Retryable as _};
-use cacheserver_jobqueue::store::{self, Finished, Store};
+use cacheserver_jobqueue::store::{self, Finished, Outcome, Store};
+use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 /// Results written per call (bounds the script's argument list).
 const MAX_PER_WRITE: usize = 512;
@@ -17,6 +22,8 @@ const RETRY_MIN: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(1);
 /// One write's budget (a stalled Redis must not stall the writer).
 const WRITE_BUDGET: Duration = Duration::from_secs(3);
+/// A write holding only progress reports goes at most this often.
+pub const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 
 enum Msg {
     Result(Finished),
@@ -56,22 +63,66 @@ impl Acks {
     }
 }
 
-async fn write_loop(mut rx: mpsc::UnboundedReceiver<Msg>, store: Store, worker: String) {
-    let mut batch = Vec::new();
-    let mut waiting = Vec::new();
-    while let Some(first) = rx.recv().await {
-        let mut next = Some(first);
-        while let Some(msg) = next.take().or_else(|| rx.try_recv().ok()) {
-            match msg {
-                Msg::Result(r) => batch.push(r),
-                Msg::Flush(done) => waiting.push(done),
+/// What the next write holds.
+#[derive(Default)]
+struct Pending {
+    results: Vec<Finished>,
+    /// The latest progress report per job id.
+    progress: HashMap<String, Finished>,
+    waiting: Vec<oneshot::Sender<()>>,
+}
+
+impl Pending {
+    fn add(&mut self, msg: Msg) {
+        match msg {
+            Msg::Result(r) if matches!(r.outcome, Outcome::Progress { .. }) => {
+                self.progress.insert(r.id.clone(), r);
             }
-            if batch.len() >= MAX_PER_WRITE {
-                break;
+            Msg::Result(r) => self.results.push(r),
+            Msg::Flush(done) => self.waiting.push(done),
+        }
+    }
+
+    fn progress_only(&self) -> bool {
+        self.results.is_empty() && self.waiting.is_empty()
+    }
+
+    /// Progress first: `finish.lua` records it only for jobs still in flight.
+    fn take(&mut self) -> Vec<Finished> {
+        let mut batch: Vec<Finished> = self.progress.drain().map(|(_, p)| p).collect();
+        batch.append(&mut self.results);
+        batch
+    }
+}
+
+async fn write_loop(mut rx: mpsc::UnboundedReceiver<Msg>, store: Store, worker: String) {
+    let mut pending = Pending::default();
+    let mut last_progress_write = Instant::now()
+        .checked_sub(PROGRESS_EVERY)
+        .unwrap_or_else(Instant::now);
+    while let Some(first) = rx.recv().await {
+        pending.add(first);
+        while pending.results.len() < MAX_PER_WRITE {
+            match rx.try_recv() {
+                Ok(msg) => pending.add(msg),
+                Err(_) => break,
             }
         }
-        write(&store, &worker, std::mem::take(&mut batch)).await;
-        for done in waiting.drain(..) {
+        if pending.progress_only() {
+            // Only progress: wait out the interval, unless a result or a flush comes.
+            let until = last_progress_write + PROGRESS_EVERY;
+            while pending.progress_only() {
+                match tokio::time::timeout_at(until, rx.recv()).await {
+                    Ok(Some(msg)) => pending.add(msg),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
+        if !pending.progress.is_empty() {
+            last_progress_write = Instant::now();
+        }
+        write(&store, &worker, pending.take()).await;
+        for done in pending.waiting.drain(..) {
             let _ = done.send(());
         }
     }

@@ -300,14 +300,14 @@ mod tests {
         JobQueue::new(&s.cache_server.redis.jobqueue, &s.jobqueue).unwrap()
     }
 
-    /// Run-at of every job in the default queue that is still scheduled, in ms, sorted.
+    /// Run-at of every job in the default queue (no worker runs here: each is scheduled, or
+    /// pending once its time came), in ms, sorted.
     async fn scheduled_run_ats(q: &JobQueue) -> Vec<u64> {
-        let page = q.list(JobStatus::Scheduled, None, 500, None).await.unwrap();
-        let mut at: Vec<u64> = page
-            .jobs
-            .iter()
-            .map(|j| j.run_at.timestamp_millis() as u64)
-            .collect();
+        let mut at = Vec::new();
+        for state in [JobStatus::Scheduled, JobStatus::Pending] {
+            let page = q.list(state, None, 500, None).await.unwrap();
+            at.extend(page.jobs.iter().map(|j| j.run_at.timestamp_millis() as u64));
+        }
         at.sort();
         at
     }

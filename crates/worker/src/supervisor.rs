@@ -165,6 +165,14 @@ impl Supervisor {
             wake.clone(),
             self.options.poll_interval,
         ));
+        let cancels = runner::Cancels::default();
+        let cancel_listener = tokio::spawn(runner::listen_for_cancels(
+            self.blocking_settings(),
+            self.served_keys(),
+            self.options.name.clone(),
+            cancels.clone(),
+            self.options.poll_interval,
+        ));
         let (acks, writer) = Acks::start(self.store.clone(), self.options.name.clone());
         let housekeeping = tokio::spawn(housekeeping_loop(
             self.store.clone(),
@@ -173,8 +181,9 @@ impl Supervisor {
             shutdown.clone(),
         ));
         let scheduler = self.start_scheduler(shutdown.clone());
-        self.supervise(shutdown, &acks, &wake).await;
+        self.supervise(shutdown, &acks, &wake, &cancels).await;
         listener.abort();
+        cancel_listener.abort();
         housekeeping.abort();
         if let Some(scheduler) = scheduler {
             scheduler.abort();
@@ -236,13 +245,14 @@ impl Supervisor {
         mut shutdown: watch::Receiver<bool>,
         acks: &Acks,
         wake: &Arc<tokio::sync::Notify>,
+        cancels: &runner::Cancels,
     ) {
         let mut backoff = RESTART_BACKOFF_MIN;
         let mut outage_since: Option<Instant> = None;
         let mut misconfig = cacheserver_redis::classify::Throttle::new(MISCONFIG_LOG_EVERY);
         while !*shutdown.borrow() {
             let started = Instant::now();
-            match self.run_once(shutdown.clone(), acks, wake).await {
+            match self.run_once(shutdown.clone(), acks, wake, cancels).await {
                 Ok(()) if *shutdown.borrow() => return,
                 Ok(()) => tracing::warn!("apalis worker ended without error; restarting"),
                 Err(JobQueueError::Misconfigured(why)) => {
@@ -283,6 +293,7 @@ impl Supervisor {
         mut shutdown: watch::Receiver<bool>,
         acks: &Acks,
         wake: &Arc<tokio::sync::Notify>,
+        cancels: &runner::Cancels,
     ) -> Result<(), JobQueueError> {
         let connected = cacheserver_redis::single::connect(&self.redis).await;
         let mut conn = cacheserver_redis::single::explained(&self.redis, connected).await?;
@@ -322,6 +333,7 @@ impl Supervisor {
             backoff: opts.backoff,
             registry: self.registry.clone(),
             default_timeout: opts.default_timeout,
+            cancels: cancels.clone(),
         };
         let worker = WorkerBuilder::new(name.as_str())
             .backend(QueueBackend::new(apalis, fetcher))

@@ -78,6 +78,7 @@ pub struct StatsBody {
     pub retrying: u64,
     pub done: u64,
     pub dead: u64,
+    pub cancelled: u64,
 }
 
 impl From<QueueStats> for StatsBody {
@@ -89,6 +90,7 @@ impl From<QueueStats> for StatsBody {
             retrying: s.retrying,
             done: s.done,
             dead: s.dead,
+            cancelled: s.cancelled,
         }
     }
 }

@@ -62,6 +62,8 @@ pub struct ApiDoc;
     jobs::delete_job,
     jobs::bulk_retry,
     jobs::bulk_delete,
+    jobs::cancel_job,
+    jobs::bulk_cancel,
     queues::list_queues,
     queues::get_queue,
     queues::pause,

@@ -1,7 +1,9 @@
 //! Request and response bodies of the jobs API (and the seed routes' shared ones): what the
 //! OpenAPI spec documents, how JSON reads into them, and how the jobqueue's records become them.
 
-use cacheserver_jobqueue::{EnqueuedJob, JobFailure, JobInfo, JobStatus};
+use cacheserver_jobqueue::{
+    CancelledJob, EnqueuedJob, JobFailure, JobInfo, JobProgress, JobStatus,
+};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
@@ -132,6 +134,16 @@ pub struct JobIdPath {
 }
 
 /// A registered job.
+/// `GET /api/jobs/{id}` query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WaitQuery {
+    /// Answer once the job is done, dead or cancelled, or after this many seconds with its state
+    /// then (1..=60). Without it: at once.
+    #[param(nullable = false, minimum = 1, maximum = 60, example = 30)]
+    pub wait: Option<u64>,
+}
+
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct RegisteredJob {
     #[schema(example = "01JDQ2X7Q9W5K8M3N4P6R7S8T9")]
@@ -186,6 +198,31 @@ pub struct JobDetail {
     pub last_error: Option<String>,
     /// The last 10 failures, newest first.
     pub errors: Vec<FailureBody>,
+    /// What the run returned (done jobs of types that return something; at most 64 KB as JSON):
+    /// one of the job types' result schemas.
+    #[schema(value_type = Option<JobResult>)]
+    pub result: Option<Value>,
+    /// What the run last reported (`ctx.progress`).
+    pub progress: Option<JobProgress>,
+    /// A cancel was asked for while it runs; it ends `cancelled` once its worker stops it.
+    pub cancel_requested: bool,
+}
+
+/// A job's result: the result schema of its type (`components.schemas.JobResult` is a `oneOf`
+/// of every registered type's, filled in per registry).
+#[derive(ToSchema)]
+#[schema(value_type = Object)]
+pub struct JobResult(pub Value);
+
+/// `POST /api/jobs/{id}/cancel` body.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CancelBody {
+    #[schema(example = "01JDQ2X7Q9W5K8M3N4P6R7S8T9")]
+    pub job_id: String,
+    /// `cancelled` (it was waiting), or `running`: the cancel was sent to the worker running it,
+    /// which stops it at its next `.await` (within about a second) and records it `cancelled`.
+    #[schema(example = "cancelled")]
+    pub status: String,
 }
 
 /// `GET /api/jobs` query.
@@ -283,6 +320,32 @@ pub enum DeletableState {
     Retrying,
     Done,
     Dead,
+    Cancelled,
+}
+
+/// The states whose jobs can be cancelled.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum CancellableState {
+    Scheduled,
+    Pending,
+    Retrying,
+    Running,
+}
+
+/// `POST /api/jobs/cancel` body: `ids` or `state` (up to 1000 jobs of it), not both.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkCancelRequest {
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false, value_type = Vec<JobId>, max_items = 1000)]
+    pub ids: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false, value_type = CancellableState)]
+    pub state: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false, value_type = QueueName)]
+    pub queue: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -330,5 +393,15 @@ pub(crate) fn detail(info: JobInfo) -> JobDetail {
         finished_at: info.finished_at.map(time),
         last_error: info.last_error,
         errors: info.errors.into_iter().map(failure).collect(),
+        result: info.result,
+        progress: info.progress,
+        cancel_requested: info.cancel_requested,
+    }
+}
+
+pub(crate) fn cancelled(job: CancelledJob) -> CancelBody {
+    CancelBody {
+        job_id: job.job_id,
+        status: job.status.as_str().into(),
     }
 }

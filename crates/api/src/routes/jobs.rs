@@ -1,18 +1,19 @@
 //! The generic jobs API: register (one or a batch) any registered job type, read a job, list by
-//! state with stable cursors, retry, delete, and bulk retry/delete. Under `/api`, so rate
+//! state with stable cursors, retry, delete, cancel, and bulk retry/delete/cancel. Under `/api`, so rate
 //! limited; when `jobqueue.api_key` is set every route needs `Authorization: Bearer <key>`.
 //! The queue's rules (limits, unique keys, states) are the jobqueue library's; this file turns
 //! HTTP into its calls; the bodies are in `job_dto.rs`. The seed's `/api/dm-jobqueue/*` routes
 //! (`dm_jobqueue.rs`) are thin adapters over the same functions.
 
 use super::job_dto::{
-    detail, registered, BatchJobsRequest, BatchResponse, BulkDeleteRequest, BulkResponse,
-    BulkRetryRequest, JobDetail, JobIdPath, JobPageBody, JobRequest, ListQuery, RegisteredJob,
+    cancelled, detail, registered, BatchJobsRequest, BatchResponse, BulkCancelRequest,
+    BulkDeleteRequest, BulkResponse, BulkRetryRequest, CancelBody, JobDetail, JobIdPath,
+    JobPageBody, JobRequest, ListQuery, RegisteredJob, WaitQuery,
 };
 use crate::error::{json_error_handler, ApiError, ErrorBody};
 use crate::state::AppState;
 use actix_web::{delete, get, post, web, HttpResponse};
-use cacheserver_jobqueue::{JobQueue, JobStatus, NewJob, MAX_BATCH, MAX_BULK};
+use cacheserver_jobqueue::{JobQueue, JobStatus, NewJob, MAX_BATCH, MAX_BULK, MAX_WAIT_SECONDS};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use std::time::Duration;
@@ -38,8 +39,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(list)
     .service(bulk_retry)
     .service(bulk_delete)
+    .service(bulk_cancel)
     .service(get_job)
     .service(retry_job)
+    .service(cancel_job)
     .service(delete_job);
 }
 
@@ -123,10 +126,10 @@ pub async fn list(
 
 #[utoipa::path(
     tag = "jobs",
-    params(JobIdPath),
+    params(JobIdPath, WaitQuery),
     responses(
-        (status = 200, description = "the job with its error history", body = JobDetail),
-        (status = 400, description = "not a ULID", body = ErrorBody),
+        (status = 200, description = "the job with its error history, result and progress (with `wait`: once it is done, dead or cancelled, or as it is when the wait ends)", body = JobDetail),
+        (status = 400, description = "not a ULID, `wait` outside 1..=60", body = ErrorBody),
         (status = 404, description = "unknown id", body = ErrorBody),
         (status = 401, description = "missing or wrong API key", body = ErrorBody),
         (status = 503, description = "jobqueue Redis unavailable", body = ErrorBody),
@@ -137,8 +140,22 @@ pub async fn list(
 pub async fn get_job(
     state: web::Data<AppState>,
     path: web::Path<JobIdPath>,
+    query: web::Query<WaitQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    job_response(&state, &path.id).await
+    let Some(wait) = query.wait else {
+        return job_response(&state, &path.id).await;
+    };
+    if !(1..=MAX_WAIT_SECONDS).contains(&wait) {
+        return Err(ApiError::BadRequest(format!(
+            "wait must be 1..={MAX_WAIT_SECONDS} seconds"
+        )));
+    }
+    let queue = queue_holding(&state, &path.id).await?;
+    let info = queue
+        .wait_finished(&path.id, Duration::from_secs(wait))
+        .await?
+        .ok_or_else(|| not_found(&path.id))?;
+    Ok(HttpResponse::Ok().json(detail(info)))
 }
 
 #[utoipa::path(
@@ -181,6 +198,66 @@ pub async fn delete_job(
     path: web::Path<JobIdPath>,
 ) -> Result<HttpResponse, ApiError> {
     delete_response(&state, &path.id).await
+}
+
+#[utoipa::path(
+    tag = "jobs",
+    params(JobIdPath),
+    responses(
+        (status = 200, description = "`cancelled`: it was scheduled, pending or retrying and left its queue; `running`: the cancel was sent to the worker running it, which drops the run at its next `.await` (within about a second) and records it `cancelled`, never retried (a run that completes before the cancel reaches it stays `done`)", body = CancelBody),
+        (status = 400, description = "not a ULID", body = ErrorBody),
+        (status = 404, description = "unknown id", body = ErrorBody),
+        (status = 409, description = "the job is done, dead or cancelled already", body = ErrorBody),
+        (status = 401, description = "missing or wrong API key", body = ErrorBody),
+        (status = 503, description = "jobqueue Redis unavailable", body = ErrorBody),
+    ),
+    security((), ("jobs_api_key" = []))
+)]
+#[post("/jobs/{id}/cancel")]
+pub async fn cancel_job(
+    state: web::Data<AppState>,
+    path: web::Path<JobIdPath>,
+) -> Result<HttpResponse, ApiError> {
+    let job = queue_holding(&state, &path.id)
+        .await?
+        .cancel(&path.id)
+        .await?;
+    Ok(HttpResponse::Ok().json(cancelled(job)))
+}
+
+#[utoipa::path(
+    tag = "jobs",
+    request_body = BulkCancelRequest,
+    responses(
+        (status = 200, description = "jobs cancelled, or signalled when running; finished ones are skipped", body = BulkResponse),
+        (status = 400, description = "neither or both of ids/state, over 1000 ids, an id not a ULID, a state other than scheduled/pending/retrying/running, a bad queue name", body = ErrorBody),
+        (status = 404, description = "a queue that never existed", body = ErrorBody),
+        (status = 401, description = "missing or wrong API key", body = ErrorBody),
+        (status = 413, description = "body over 64 KB", body = ErrorBody),
+        (status = 503, description = "jobqueue Redis unavailable", body = ErrorBody),
+    ),
+    security((), ("jobs_api_key" = []))
+)]
+#[post("/jobs/cancel")]
+pub async fn bulk_cancel(
+    state: web::Data<AppState>,
+    body: web::Json<BulkCancelRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let BulkCancelRequest {
+        ids,
+        state: which,
+        queue,
+    } = body.into_inner();
+    let queue = existing_queue(&state, queue.as_deref()).await?;
+    let unfinished = |s| {
+        matches!(
+            s,
+            JobStatus::Scheduled | JobStatus::Pending | JobStatus::Retrying | JobStatus::Running
+        )
+    };
+    let ids = bulk_ids(&queue, ids, which, unfinished).await?;
+    let affected = queue.cancel_many(&ids).await?;
+    Ok(HttpResponse::Ok().json(BulkResponse { affected }))
 }
 
 #[utoipa::path(

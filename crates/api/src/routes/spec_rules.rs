@@ -8,7 +8,8 @@ use utoipa::openapi::schema::{Discriminator, Object, OneOf, Schema};
 use utoipa::openapi::{Components, Ref, RefOr, ResponseBuilder};
 use utoipa::Modify;
 
-/// Every registered job type's payload schema, as `components.schemas.<Name>`; `JobRequest`
+/// Every registered job type's payload and result schemas, as `components.schemas.<Name>`
+/// (`JobResult` becomes a `oneOf` of the result schemas); `JobRequest`
 /// becomes a `oneOf` with one `<Type>JobRequest` per type (its `type` and its payload schema),
 /// and the info description names each type with its payload schema (the jobs page reads it).
 pub struct JobTypes<'r>(pub &'r cacheserver_jobqueue::Registry);
@@ -20,6 +21,28 @@ impl Modify for JobTypes<'_> {
         let names = one_of_per_type(components, registry, "JobRequest");
         // A schedule's job (`POST /api/schedules`) names a type and its payload the same way.
         one_of_per_type(components, registry, "ScheduleJob");
+        // A job's `result`: one of the types' result schemas (types returning `()` add none).
+        let mut results = OneOf::new();
+        results.description =
+            Some("What the run returned: the result schema of the job's type.".into());
+        for (_, schemas) in registry.result_schemas() {
+            let Some((name, _)) = schemas.first() else {
+                continue;
+            };
+            if name == "TupleUnit" {
+                continue;
+            }
+            let reference = Ref::from_schema_name(name.clone());
+            if !results.items.contains(&reference.clone().into()) {
+                results.items.push(reference.into());
+            }
+            components.schemas.extend(schemas);
+        }
+        if !results.items.is_empty() {
+            components
+                .schemas
+                .insert("JobResult".into(), Schema::OneOf(results).into());
+        }
         if let Some(info) = openapi.info.description.as_mut() {
             info.push_str(&format!(
                 " Job types and their payload schemas: {}.",
@@ -89,7 +112,7 @@ impl Modify for RequestRules {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
         let one_of_ids_state = json!([{"required": ["ids"]}, {"required": ["state"]}]);
-        for bulk in ["BulkRetryRequest", "BulkDeleteRequest"] {
+        for bulk in ["BulkRetryRequest", "BulkDeleteRequest", "BulkCancelRequest"] {
             add_keyword(components, bulk, "oneOf", one_of_ids_state.clone());
         }
         let not_both = json!({"required": ["delay_seconds", "run_at"]});

@@ -22,6 +22,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/jobs/{id}/retry"),
     ("post", "/api/jobs/retry"),
     ("post", "/api/jobs/delete"),
+    ("post", "/api/jobs/cancel"),
+    ("post", "/api/jobs/{id}/cancel"),
     ("get", "/api/queues"),
     ("get", "/api/queues/{queue}"),
     ("post", "/api/queues/{queue}/pause"),

@@ -621,7 +621,7 @@ async fn listing_retry_delete_bulk_and_queues_over_http() {
     assert_eq!(queues["queues"][0]["paused"], false);
     let counts = queues["queues"][0]["counts"].as_object().unwrap();
     let keys: Vec<&str> = counts.keys().map(String::as_str).collect();
-    assert_eq!(keys.len(), 6, "{keys:?}");
+    assert_eq!(keys.len(), 7, "{keys:?}");
     for k in [
         "scheduled",
         "pending",
@@ -629,6 +629,7 @@ async fn listing_retry_delete_bulk_and_queues_over_http() {
         "retrying",
         "done",
         "dead",
+        "cancelled",
     ] {
         assert!(counts.contains_key(k), "{k}");
     }

@@ -7,6 +7,7 @@ mod common;
 
 mod cache;
 mod chaos;
+mod control;
 mod cors;
 mod docs;
 mod failover;

@@ -819,12 +819,10 @@ async fn the_readme_job_type_example_runs() {
         .unwrap_err()
         .to_string();
     assert!(zero.contains("payload.width"), "{zero}");
-    let ctx = JobContext {
-        job_id: "01JDQ2X7Q9W5K8M3N4P6R7S8T9".into(),
-        attempt: 1,
-    };
+    let ctx = JobContext::new("01JDQ2X7Q9W5K8M3N4P6R7S8T9", 1);
     let typed = serde_json::from_value(json!({"image_url": "https://x/", "width": 256})).unwrap();
-    thumbnail::Thumbnail.run(typed, &ctx).await.unwrap();
+    let result = thumbnail::Thumbnail.run(typed, &ctx).await.unwrap();
+    assert_eq!(result.thumbnail_url, "https://x/");
     assert_eq!(
         registry.default_timeout("media:thumbnail"),
         Some(std::time::Duration::from_secs(30))

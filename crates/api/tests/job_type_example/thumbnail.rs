@@ -19,18 +19,39 @@ pub struct ThumbnailPayload {
     pub width: u32,
 }
 
+/// What a run returns: stored with the job (at most 64 KB as JSON) and shown as its `result`.
+/// A type with nothing to return says `type Output = ();`.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ThumbnailResult {
+    /// Where the thumbnail was stored.
+    #[schema(example = "https://images.example.com/cat.256.png")]
+    pub thumbnail_url: String,
+}
+
 impl JobType for Thumbnail {
     const NAME: &'static str = "media:thumbnail";
     type Payload = ThumbnailPayload;
+    type Output = ThumbnailResult;
 
     fn default_timeout(&self) -> Option<Duration> {
         Some(Duration::from_secs(30))
     }
 
-    async fn run(&self, payload: ThumbnailPayload, ctx: &JobContext) -> Result<(), JobError> {
+    async fn run(
+        &self,
+        payload: ThumbnailPayload,
+        ctx: &JobContext,
+    ) -> Result<ThumbnailResult, JobError> {
         // Fail with JobError::retry("..") to try again with backoff, JobError::fatal("..") to
-        // make the job dead at once.
+        // make the job dead at once. Progress is cheap (coalesced); a cancel drops the run at its
+        // next `.await` (a long loop can also check `ctx.is_cancelled()`).
+        ctx.progress(0, "fetching the image")?;
         tracing::info!(job_id = %ctx.job_id, url = %payload.image_url, width = payload.width, "thumbnail");
-        Ok(())
+        ctx.progress(100, "stored")?;
+        Ok(ThumbnailResult {
+            thumbnail_url: payload
+                .image_url
+                .replace(".png", &format!(".{}.png", payload.width)),
+        })
     }
 }

@@ -1,7 +1,10 @@
 //! `demo:delay_print {message}`: prints `[YYYY-MM-DD HH:MM:SS] <message>` (local time) on the
 //! worker's stdout. A message starting with [`FAIL_PREFIX`] (`fail:`) fails on every run, so tests
 //! and demos can watch retries and dead jobs. `slow:<ms>:<text>` takes that long (at most 60 s)
-//! before printing, so drills can kill a worker mid-job.
+//! before printing, reporting progress every tenth of it and stopping early if the job is
+//! cancelled, so drills can kill or cancel a worker mid-job. `big:<bytes>:<text>` returns a
+//! result padded by that many bytes (at most 1 MB), so tests can pass the 64 KB result limit.
+//! The result is what was printed.
 //!
 //! This file is the one to copy for a new job type.
 
@@ -15,6 +18,10 @@ pub const FAIL_PREFIX: &str = "fail:";
 pub const SLOW_PREFIX: &str = "slow:";
 /// `slow:` never takes longer than this.
 const MAX_SLOW: Duration = Duration::from_secs(60);
+/// Messages `big:<bytes>:<text>` return a result padded by `<bytes>` (for tests of the limit).
+pub const BIG_PREFIX: &str = "big:";
+/// `big:` never pads more than this.
+const MAX_BIG: usize = 1024 * 1024;
 
 pub struct DelayPrint;
 
@@ -38,14 +45,47 @@ pub struct DelayPrintPayload {
 impl JobType for DelayPrint {
     const NAME: &'static str = "demo:delay_print";
     type Payload = DelayPrintPayload;
+    type Output = DelayPrintResult;
 
-    async fn run(&self, payload: DelayPrintPayload, _ctx: &JobContext) -> Result<(), JobError> {
+    async fn run(
+        &self,
+        payload: DelayPrintPayload,
+        ctx: &JobContext,
+    ) -> Result<DelayPrintResult, JobError> {
         let message = payload.message;
         if let Some(duration) = slow_duration(&message) {
-            tokio::time::sleep(duration).await;
+            // Ten steps, each reported: what a long job does with `progress` and `cancelled`.
+            for step in 0..10u8 {
+                ctx.progress(step * 10, format!("waited {}/10 of {duration:?}", step))?;
+                tokio::select! {
+                    _ = tokio::time::sleep(duration / 10) => {}
+                    _ = ctx.cancelled() => return Err(JobError::fatal("cancelled")),
+                }
+            }
         }
-        print_line(&message)
+        print_line(&message)?;
+        Ok(DelayPrintResult {
+            padding: big_padding(&message).map(|n| "x".repeat(n)),
+            printed: message,
+        })
     }
+}
+
+/// The result of `demo:delay_print`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DelayPrintResult {
+    /// The message as printed.
+    #[schema(example = "hello later")]
+    pub printed: String,
+    /// `big:<bytes>:` messages only: that many `x`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub padding: Option<String>,
+}
+
+/// `big:<bytes>:<text>` → the bytes (capped).
+fn big_padding(message: &str) -> Option<usize> {
+    let (n, _) = message.strip_prefix(BIG_PREFIX)?.split_once(':')?;
+    Some(n.parse::<usize>().ok()?.min(MAX_BIG))
 }
 
 /// `slow:<ms>:...` → how long to take, capped at 60 s.

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use utoipa::openapi::{RefOr, Schema};
 
-pub use delay_print::{DelayPrint, FAIL_PREFIX, SLOW_PREFIX};
+pub use delay_print::{DelayPrint, BIG_PREFIX, FAIL_PREFIX, SLOW_PREFIX};
 pub use webhook::Webhook;
 
 /// A kind of job: a name, a payload type, validation and what a run does.
@@ -40,6 +40,9 @@ pub trait JobType: Send + Sync + 'static {
     const NAME: &'static str;
     /// What a job of this type carries (JSON; documented in the OpenAPI spec).
     type Payload: Serialize + DeserializeOwned + utoipa::ToSchema + Send + 'static;
+    /// What a successful run returns, stored with the job and shown as its `result` (`()`: none).
+    /// At most [`MAX_RESULT_BYTES`] once serialised, else the run fails (and is not retried).
+    type Output: Serialize + utoipa::ToSchema + Send + 'static;
 
     /// Reject a payload the schema accepts but this type cannot run (rules a schema cannot
     /// state: look-ups, settings, rules between fields); the message names the field. Checked
@@ -58,19 +61,108 @@ pub trait JobType: Send + Sync + 'static {
     fn redact(&self, _payload: &mut Value) {}
 
     /// One run. `Err` counts as a failure; [`JobError::retryable`] says whether to try again.
+    /// A cancelled run is dropped at its next `.await`; long runs may watch
+    /// [`JobContext::cancelled`] to stop cleanly.
     fn run(
         &self,
         payload: Self::Payload,
         ctx: &JobContext,
-    ) -> impl Future<Output = Result<(), JobError>> + Send;
+    ) -> impl Future<Output = Result<Self::Output, JobError>> + Send;
 }
 
-/// What a run may know about itself.
-#[derive(Debug, Clone)]
+/// Largest result stored with a job, serialised as JSON (64 KB).
+pub const MAX_RESULT_BYTES: usize = 64 * 1024;
+
+/// Where [`JobContext::progress`] goes (the worker coalesces and writes it).
+pub type ProgressSink = Arc<dyn Fn(JobProgress) + Send + Sync>;
+
+/// How far a running job is, as it last said (`ctx.progress`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct JobProgress {
+    /// 0..=100.
+    #[schema(minimum = 0, maximum = 100, example = 40)]
+    pub percent: u8,
+    #[schema(example = "resized 4 of 10 images")]
+    pub message: String,
+}
+
+/// What a run may know about itself, and how it reports progress and learns it was cancelled.
+#[derive(Clone)]
 pub struct JobContext {
     pub job_id: String,
     /// 1 on the first run, 2 on the first retry, …
     pub attempt: u32,
+    progress: Option<ProgressSink>,
+    cancel: Option<tokio::sync::watch::Receiver<bool>>,
+}
+
+impl std::fmt::Debug for JobContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobContext")
+            .field("job_id", &self.job_id)
+            .field("attempt", &self.attempt)
+            .field("cancelled", &self.is_cancelled())
+            .finish_non_exhaustive()
+    }
+}
+
+impl JobContext {
+    /// A context that records no progress and is never cancelled (tests, embedders).
+    pub fn new(job_id: impl Into<String>, attempt: u32) -> Self {
+        Self {
+            job_id: job_id.into(),
+            attempt,
+            progress: None,
+            cancel: None,
+        }
+    }
+
+    /// Send [`Self::progress`] reports to `sink` (the worker's runner).
+    pub fn with_progress(mut self, sink: ProgressSink) -> Self {
+        self.progress = Some(sink);
+        self
+    }
+
+    /// Cancelled when `cancel` turns `true` (the worker's runner).
+    pub fn with_cancel(mut self, cancel: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.cancel = Some(cancel);
+        self
+    }
+
+    /// Record how far the run is (`percent` 0..=100, else a fatal error), shown as the job's
+    /// `progress`. Cheap: the worker keeps the latest report per job and writes it with its next
+    /// batch of results, so calling it every few hundred ms costs no round trip per call.
+    pub fn progress(&self, percent: u8, message: impl Into<String>) -> Result<(), JobError> {
+        if percent > 100 {
+            return Err(JobError::fatal(format!(
+                "progress must be 0..=100 percent, got {percent}"
+            )));
+        }
+        if let Some(sink) = &self.progress {
+            sink(JobProgress {
+                percent,
+                message: message.into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether the job was cancelled (`POST /api/jobs/{id}/cancel`).
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.as_ref().is_some_and(|c| *c.borrow())
+    }
+
+    /// Resolves once the job is cancelled (never, for a context without a cancel signal). The
+    /// runner drops the run right after it is woken, so stop at once: a job can `select!` on this
+    /// to leave a loop and return.
+    pub async fn cancelled(&self) {
+        if let Some(mut cancel) = self.cancel.clone() {
+            if cancel.wait_for(|c| *c).await.is_ok() {
+                return;
+            }
+        }
+        std::future::pending::<()>().await;
+    }
 }
 
 /// A failed run.
@@ -137,8 +229,9 @@ trait ErasedJobType: Send + Sync {
         &'a self,
         payload: Value,
         ctx: &'a JobContext,
-    ) -> BoxFuture<'a, Result<(), JobError>>;
+    ) -> BoxFuture<'a, Result<Option<String>, JobError>>;
     fn schemas(&self) -> Vec<NamedSchema>;
+    fn result_schemas(&self) -> Vec<NamedSchema>;
 }
 
 /// A component schema and its name.
@@ -171,18 +264,42 @@ impl<T: JobType> ErasedJobType for Erased<T> {
         &'a self,
         payload: Value,
         ctx: &'a JobContext,
-    ) -> BoxFuture<'a, Result<(), JobError>> {
+    ) -> BoxFuture<'a, Result<Option<String>, JobError>> {
         Box::pin(async move {
             // Stored jobs were validated on enqueue; one that no longer reads cannot be fixed by a retry.
             let typed = T::Payload::deserialize(&*self.schema.integral(&payload))
                 .map_err(|e| JobError::fatal(format!("payload does not match {}: {e}", T::NAME)))?;
-            self.job_type.run(typed, ctx).await
+            let output = self.job_type.run(typed, ctx).await?;
+            stored_result(&output)
         })
     }
 
     fn schemas(&self) -> Vec<NamedSchema> {
         payload_schemas::<T>()
     }
+
+    fn result_schemas(&self) -> Vec<NamedSchema> {
+        let mut all = vec![(
+            <T::Output as utoipa::ToSchema>::name().into_owned(),
+            <T::Output as utoipa::PartialSchema>::schema(),
+        )];
+        <T::Output as utoipa::ToSchema>::schemas(&mut all);
+        all
+    }
+}
+
+/// A run's output as stored: `None` for `()`/`null`; over [`MAX_RESULT_BYTES`] the run fails
+/// for good (the same run would give the same result).
+fn stored_result<O: Serialize>(output: &O) -> Result<Option<String>, JobError> {
+    let json = serde_json::to_string(output)
+        .map_err(|e| JobError::fatal(format!("result cannot be serialised: {e}")))?;
+    if json.len() > MAX_RESULT_BYTES {
+        return Err(JobError::fatal(format!(
+            "result too large: {} bytes serialised, at most {MAX_RESULT_BYTES} (64 KB) are stored",
+            json.len()
+        )));
+    }
+    Ok((json != "null").then_some(json))
 }
 
 /// The payload's (schema name, schema) first, then the schemas it refers to.
@@ -261,8 +378,22 @@ impl Registry {
             .collect()
     }
 
-    /// Run `payload` as a job of type `name`; an unknown type is a fatal failure.
-    pub async fn run(&self, name: &str, payload: Value, ctx: &JobContext) -> Result<(), JobError> {
+    /// Per type, its result's (schema name, schema) first, then the schemas it refers to.
+    pub fn result_schemas(&self) -> Vec<(&'static str, Vec<NamedSchema>)> {
+        self.types
+            .iter()
+            .map(|(name, t)| (*name, t.result_schemas()))
+            .collect()
+    }
+
+    /// Run `payload` as a job of type `name`: its result serialised (`None` for none); an
+    /// unknown type is a fatal failure.
+    pub async fn run(
+        &self,
+        name: &str,
+        payload: Value,
+        ctx: &JobContext,
+    ) -> Result<Option<String>, JobError> {
         match self.types.get(name) {
             Some(t) => t.run(payload, ctx).await,
             None => Err(JobError::fatal(format!("unknown job type {name:?}"))),
@@ -294,6 +425,37 @@ mod tests {
         assert_eq!(legacy.job_type, "demo:delay_print");
         assert_eq!(legacy.into_payload(), serde_json::json!({"message": "hi"}));
         assert_eq!(new.into_payload(), serde_json::json!({"message": "hi"}));
+    }
+
+    #[test]
+    fn results_are_stored_up_to_64_kb() {
+        assert_eq!(stored_result(&()), Ok(None));
+        assert_eq!(
+            stored_result(&serde_json::json!({"a": 1})),
+            Ok(Some(r#"{"a":1}"#.to_owned()))
+        );
+        let fits = "x".repeat(MAX_RESULT_BYTES - 2);
+        assert!(stored_result(&fits).is_ok_and(|r| r.is_some()));
+        let err = stored_result(&format!("{fits}x")).unwrap_err();
+        assert!(
+            !err.retryable && err.message.contains("result too large"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn progress_is_0_to_100() {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        let ctx = JobContext::new("id", 1).with_progress(Arc::new(move |p| {
+            if let Ok(mut s) = sink.lock() {
+                s.push(p.percent);
+            }
+        }));
+        assert!(ctx.progress(0, "start").is_ok());
+        assert!(ctx.progress(100, "end").is_ok());
+        assert!(ctx.progress(101, "over").is_err_and(|e| !e.retryable));
+        assert_eq!(*seen.lock().unwrap(), [0, 100]);
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! are never followed) ends the job as dead at once. Only hosts in
 //! `jobqueue.webhook.allowed_hosts` may be called (`host`: any port, `host:port`: that port), http
 //! or https only; with an empty list the type is disabled. Header values are shown as `"***"`.
+//! The result is the answer: `{status, headers, body}` — response headers whose names suggest
+//! a secret (cookies, auth, tokens, keys) shown as `"***"`, and the first 4 KB of the body.
 
 use super::{JobContext, JobError, JobType};
 use cacheserver_config::WebhookSettings;
@@ -14,6 +16,21 @@ use std::collections::BTreeMap;
 
 /// What replaces every header value wherever a job is shown.
 pub const REDACTED: &str = "***";
+/// Bytes of the answer's body kept in the result.
+pub const RESULT_BODY_BYTES: usize = 4 * 1024;
+
+/// The result of `http:webhook`: the answer it got.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema, PartialEq)]
+pub struct WebhookResult {
+    #[schema(example = 200)]
+    pub status: u16,
+    /// Response headers; the values of those that may carry secrets are `"***"`.
+    pub headers: BTreeMap<String, String>,
+    /// The first 4 KB of the body (invalid UTF-8 replaced).
+    pub body: String,
+    /// Whether the body was longer than what is kept.
+    pub body_truncated: bool,
+}
 
 pub struct Webhook {
     /// `None` when disabled (no allowed host) or when the client could not be built.
@@ -136,6 +153,7 @@ fn headers(given: &BTreeMap<String, String>) -> Result<HeaderMap, String> {
 impl JobType for Webhook {
     const NAME: &'static str = "http:webhook";
     type Payload = WebhookPayload;
+    type Output = WebhookResult;
 
     /// Only the allowed hosts (settings): the schema has checked the rest, header names and
     /// values included (its patterns are what `http` accepts).
@@ -151,7 +169,11 @@ impl JobType for Webhook {
         }
     }
 
-    async fn run(&self, payload: WebhookPayload, _ctx: &JobContext) -> Result<(), JobError> {
+    async fn run(
+        &self,
+        payload: WebhookPayload,
+        _ctx: &JobContext,
+    ) -> Result<WebhookResult, JobError> {
         // Checked again: the allowed hosts may have changed since the job was registered.
         let url = self.check_url(&payload.url).map_err(JobError::fatal)?;
         let client = self
@@ -170,12 +192,56 @@ impl JobType for Webhook {
             request = request.json(body);
         }
         // The error text of reqwest names the URL, never the headers.
-        let response = request
+        let mut response = request
             .send()
             .await
             .map_err(|e| JobError::retry(format!("webhook call failed: {}", e.without_url())))?;
-        outcome(response.status())
+        outcome(response.status())?;
+        let status = response.status().as_u16();
+        let headers = response_headers(response.headers());
+        let mut body = Vec::new();
+        let mut body_truncated = false;
+        // Read no more than is kept: a huge answer costs neither memory nor time.
+        while let Some(chunk) = response.chunk().await.map_err(|e| {
+            JobError::retry(format!("webhook answer broke off: {}", e.without_url()))
+        })? {
+            body.extend_from_slice(&chunk);
+            if body.len() > RESULT_BODY_BYTES {
+                body.truncate(RESULT_BODY_BYTES);
+                body_truncated = true;
+                break;
+            }
+        }
+        Ok(WebhookResult {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+            body_truncated,
+        })
     }
+}
+
+/// The answer's headers, secrets hidden (several values of one name joined by `, `).
+fn response_headers(given: &HeaderMap) -> BTreeMap<String, String> {
+    const SECRET: [&str; 6] = ["cookie", "auth", "token", "key", "secret", "signature"];
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in given {
+        let name = name.as_str();
+        let value = if SECRET.iter().any(|s| name.contains(s)) {
+            REDACTED.to_owned()
+        } else {
+            String::from_utf8_lossy(value.as_bytes()).into_owned()
+        };
+        out.entry(name.to_owned())
+            .and_modify(|v| {
+                if value != REDACTED {
+                    v.push_str(", ");
+                    v.push_str(&value);
+                }
+            })
+            .or_insert(value);
+    }
+    out
 }
 
 /// 2xx ok; 5xx, 408 and 429 are worth a retry; anything else is final.
@@ -238,6 +304,27 @@ mod tests {
             let by_schema = registry.validate(Webhook::NAME, &payload).is_ok();
             let given = BTreeMap::from([(name.to_owned(), value.to_owned())]);
             assert_eq!(by_schema, headers(&given).is_ok(), "{name:?}: {value:?}");
+        }
+    }
+
+    #[test]
+    fn secret_response_headers_are_hidden() {
+        let mut given = HeaderMap::new();
+        for (name, value) in [
+            ("content-type", "text/plain"),
+            ("set-cookie", "session=1"),
+            ("x-api-key", "k"),
+            ("authorization", "Bearer t"),
+        ] {
+            given.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        let shown = response_headers(&given);
+        assert_eq!(shown["content-type"], "text/plain");
+        for name in ["set-cookie", "x-api-key", "authorization"] {
+            assert_eq!(shown[name], REDACTED, "{name}");
         }
     }
 

@@ -20,7 +20,13 @@
 //! `errors:<id>` (list: the last 10 failures as JSON), `unique:<key>` (string: the job id holding a
 //! unique key; with `unique_for_seconds` it expires), `paused` (string: set while paused),
 //! `history:<minute>` (hash `processed`, `failed`; expires after 24 h), `wake` (list: at most one
-//! marker, pushed when a job becomes due sooner than a waiting worker knows; BLPOPed).
+//! marker, pushed when a job becomes due sooner than a waiting worker knows; BLPOPed),
+//! `cancelled` (zset: cancelled jobs by when cancelled; trimmed like done ones), `cancel:<worker>`
+//! (list: ids of jobs that worker runs whose cancel was asked for; the worker BLPOPs it),
+//! `events` (stream of job ends — `done`, `retrying`, `dead`, `cancelled` — with `job_id` and
+//! `state`, capped near [`EVENTS_KEPT`]; what `GET /api/jobs/{id}?wait=` waits on).
+//! Meta fields of results and control: `result` (a done job's result JSON), `progress` (JSON
+//! `{percent, message}`), `cancel_requested` (ms: a cancel was asked for while a worker held it).
 //!
 //! Outside any prefix: [`QUEUE_NAMES`] (a set of the queues other than the default that ever had
 //! a job, so `GET /api/queues` lists them; added to once per process and queue), and
@@ -104,6 +110,10 @@ static LIST: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../..
 static FETCH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../../lua/fetch.lua")));
 static FINISH: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/finish.lua")));
+static CANCEL: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/cancel.lua")));
+/// Entries kept in a queue's `events` stream (approximately: `MAXLEN ~`).
+pub const EVENTS_KEPT: u64 = 10_000;
 /// Failures kept per job.
 pub const ERRORS_KEPT: isize = 10;
 /// Per-minute history counters live this long.
@@ -128,6 +138,10 @@ pub struct Keys {
     pub paused: String,
     pub history: String,
     pub wake: String,
+    pub cancelled: String,
+    /// Prefix of the per-worker cancel lists.
+    pub cancel: String,
+    pub events: String,
 }
 
 /// The sorted set of recorded completions (one member per finished job), for a bench that counts
@@ -167,6 +181,9 @@ impl Keys {
             paused: key("paused"),
             history: key("history"),
             wake: key("wake"),
+            cancelled: key("cancelled"),
+            cancel: key("cancel"),
+            events: key("events"),
             apalis: ApalisKeys { queue: prefix },
         }
     }
@@ -181,6 +198,11 @@ impl Keys {
 
     pub fn history_of(&self, minute: u64) -> String {
         format!("{}:{minute}", self.history)
+    }
+
+    /// The list of cancels for the jobs `worker` holds.
+    pub fn cancel_of(&self, worker: &str) -> String {
+        format!("{}:{worker}", self.cancel)
     }
 
     /// A worker's in-flight set (apalis-redis' layout).
@@ -341,8 +363,11 @@ pub async fn requeue_worker(
         .key(&keys.meta)
         .key(format!("{}:metadata", c.workers_set()))
         .key(c.job_data_hash())
+        .key(&keys.cancelled)
+        .key(&keys.cancel)
         .arg(dead_before)
         .arg(worker.unwrap_or(""))
+        .arg(now_ms())
         .invoke_async(conn)
         .await?)
 }
@@ -382,6 +407,7 @@ pub async fn trim_done(
         .key(keys.apalis.dead_jobs_set())
         .key(&keys.dead_at)
         .key(&keys.errors)
+        .key(&keys.cancelled)
         .arg(now_ms())
         .arg(retention.as_millis() as u64)
         .arg(PROMOTE_CHUNK)
@@ -431,9 +457,78 @@ pub async fn delete(
         .key(&keys.retrying)
         .key(&keys.dead_at)
         .key(&keys.errors)
+        .key(&keys.cancelled)
         .arg(id)
         .invoke_async(conn)
         .await?)
+}
+
+/// What [`cancel`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// It was waiting: removed from its queue, now cancelled.
+    Cancelled,
+    /// A worker holds it: the cancel was sent to that worker.
+    Signalled,
+    Unknown,
+    /// Done, dead or cancelled already.
+    Finished,
+}
+
+/// Cancel job `id` (`cancel.lua`).
+pub async fn cancel(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+    id: &str,
+) -> Result<CancelOutcome, JobQueueError> {
+    let c = &keys.apalis;
+    let now = now_ms();
+    let outcome: i64 = CANCEL
+        .key(&keys.meta)
+        .key(&keys.delayed)
+        .key(&keys.retrying)
+        .key(c.scheduled_jobs_set())
+        .key(c.active_jobs_list())
+        .key(&keys.cancelled)
+        .key(&keys.finished)
+        .key(&keys.dead_at)
+        .key(c.dead_jobs_set())
+        .key(&keys.cancel)
+        .key(&keys.events)
+        .arg(id)
+        .arg(now)
+        .arg(now / 1000)
+        .arg(EVENTS_KEPT)
+        .invoke_async(conn)
+        .await?;
+    Ok(match outcome {
+        1 => CancelOutcome::Cancelled,
+        2 => CancelOutcome::Signalled,
+        0 => CancelOutcome::Unknown,
+        _ => CancelOutcome::Finished,
+    })
+}
+
+/// Block up to `block` for a cancel sent to `worker` in any of `queues` (one BLPOP over their
+/// cancel lists, on a single Redis): the (queue, job id) popped, if one came. The connection's
+/// response timeout must outlast `block`.
+pub async fn wait_for_cancel(
+    conn: &mut ConnectionManager,
+    queues: &[Keys],
+    worker: &str,
+    block: Duration,
+) -> Result<Option<(String, String)>, JobQueueError> {
+    let mut blpop = redis::cmd("BLPOP");
+    for keys in queues {
+        blpop.arg(keys.cancel_of(worker));
+    }
+    let popped: Option<(String, String)> = blpop.arg(block.as_secs_f64()).query_async(conn).await?;
+    Ok(popped.and_then(|(list, id)| {
+        queues
+            .iter()
+            .find(|k| k.cancel_of(worker) == list)
+            .map(|k| (k.queue.clone(), id))
+    }))
 }
 
 /// Pause (workaround 9). Returns how many waiting jobs were handed back to `delayed`.
@@ -548,7 +643,12 @@ pub async fn fetch(
 /// How a run ended, for [`finish`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    Done,
+    /// Ran; its result serialised as JSON, if it returned one.
+    Done { result: Option<String> },
+    /// Stopped by a cancel.
+    Cancelled,
+    /// The latest progress report (JSON) of a job still running: not an end.
+    Progress { json: String },
     /// Failed; runs again at `next_run_ms`.
     Retry {
         failures: u32,
@@ -556,14 +656,9 @@ pub enum Outcome {
         error: String,
     },
     /// Failed for the last time.
-    Dead {
-        failures: u32,
-        error: String,
-    },
+    Dead { failures: u32, error: String },
     /// Not run (early, or released at shutdown): back to waiting until `due_ms`.
-    Later {
-        due_ms: u64,
-    },
+    Later { due_ms: u64 },
 }
 
 /// The result of one run of job `id` of `queue`.
@@ -594,20 +689,25 @@ pub async fn finish(
         .key(keys.history_of(now / 60_000))
         .key(&keys.delayed)
         .key(&keys.wake)
+        .key(&keys.cancelled)
+        .key(&keys.events)
         .arg(now)
         .arg(now / 1000)
         .arg(ERRORS_KEPT)
-        .arg(HISTORY_TTL.as_secs());
+        .arg(HISTORY_TTL.as_secs())
+        .arg(EVENTS_KEPT);
     for result in results {
-        let (kind, failures, next_run_ms, error) = match &result.outcome {
-            Outcome::Done => ("done", 0, 0, ""),
+        let (kind, failures, next_run_ms, error, data) = match &result.outcome {
+            Outcome::Done { result } => ("done", 0, 0, "", result.as_deref().unwrap_or("")),
+            Outcome::Cancelled => ("cancelled", 0, 0, "", ""),
+            Outcome::Progress { json } => ("progress", 0, 0, "", json.as_str()),
             Outcome::Retry {
                 failures,
                 next_run_ms,
                 error,
-            } => ("retry", *failures, *next_run_ms, error.as_str()),
-            Outcome::Dead { failures, error } => ("dead", *failures, now, error.as_str()),
-            Outcome::Later { due_ms } => ("later", 0, *due_ms, ""),
+            } => ("retry", *failures, *next_run_ms, error.as_str(), ""),
+            Outcome::Dead { failures, error } => ("dead", *failures, now, error.as_str(), ""),
+            Outcome::Later { due_ms } => ("later", 0, *due_ms, "", ""),
         };
         let entry = if error.is_empty() {
             String::new()
@@ -619,9 +719,77 @@ pub async fn finish(
             .arg(failures)
             .arg(next_run_ms)
             .arg(error)
-            .arg(entry);
+            .arg(entry)
+            .arg(data);
     }
     Ok(call.invoke_async(conn).await?)
+}
+
+/// One entry of a queue's `events` stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobEvent {
+    /// The stream entry's id (resume after it).
+    pub event_id: String,
+    pub job_id: String,
+    /// `done`, `retrying`, `dead` or `cancelled`.
+    pub state: String,
+}
+
+/// The id of the newest event of `keys`' queue ("0-0": none yet), to read what comes after.
+pub async fn last_event_id(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+) -> Result<String, JobQueueError> {
+    let newest: Vec<(String, Vec<String>)> = redis::cmd("XREVRANGE")
+        .arg(&keys.events)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(conn)
+        .await?;
+    Ok(newest
+        .into_iter()
+        .next()
+        .map_or_else(|| "0-0".to_owned(), |(id, _)| id))
+}
+
+/// Events of `keys`' queue after `after`, waiting up to `block` for one (the connection's
+/// response timeout must outlast `block`).
+pub async fn read_events(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+    after: &str,
+    block: Duration,
+) -> Result<Vec<JobEvent>, JobQueueError> {
+    type Entries = Vec<(String, Vec<(String, Vec<(String, String)>)>)>;
+    let read: Option<Entries> = redis::cmd("XREAD")
+        .arg("COUNT")
+        .arg(1000)
+        .arg("BLOCK")
+        .arg(block.as_millis() as u64)
+        .arg("STREAMS")
+        .arg(&keys.events)
+        .arg(after)
+        .query_async(conn)
+        .await?;
+    let entries = read.into_iter().flatten().flat_map(|(_, entries)| entries);
+    Ok(entries
+        .map(|(event_id, fields)| {
+            let field = |name: &str| {
+                fields
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            };
+            JobEvent {
+                job_id: field("job_id"),
+                state: field("state"),
+                event_id,
+            }
+        })
+        .collect())
 }
 
 /// Remember that `queue` (not the default queue) has had jobs, so listings find it.
@@ -729,7 +897,10 @@ mod owns_every_key_and_script {
     use std::path::{Path, PathBuf};
 
     /// Key suffixes of a queue, as they would appear in a string literal.
-    const KEY_SUFFIXES: [&str; 16] = [
+    const KEY_SUFFIXES: [&str; 19] = [
+        ":events\"",
+        ":cancelled\"",
+        ":cancel\"",
         ":delayed\"",
         ":retrying\"",
         ":finished\"",
@@ -748,9 +919,21 @@ mod owns_every_key_and_script {
         ":done\"",
     ];
     /// `Keys` fields read outside the store would be key knowledge.
-    const KEY_FIELDS: [&str; 11] = [
-        "delayed", "retrying", "finished", "dead_at", "meta", "errors", "unique", "paused",
-        "history", "wake", "apalis",
+    const KEY_FIELDS: [&str; 14] = [
+        "events",
+        "delayed",
+        "retrying",
+        "finished",
+        "dead_at",
+        "meta",
+        "errors",
+        "unique",
+        "paused",
+        "history",
+        "wake",
+        "apalis",
+        "cancelled",
+        "cancel",
     ];
     /// Raw Redis access and script loading (the api's limiter and cache, on the cluster through
     /// fred, have their own scripts and are not the job queue's).

@@ -19,6 +19,7 @@ pub struct Raw {
     pub dead_at: Option<f64>,
     pub finished: Option<f64>,
     pub errors: Vec<String>,
+    pub cancelled: Option<f64>,
 }
 
 type RawTuple = (
@@ -31,6 +32,7 @@ type RawTuple = (
     Option<f64>,
     Option<f64>,
     Vec<String>,
+    Option<f64>,
 );
 
 /// What Redis holds about each of `ids`, in one round trip.
@@ -56,6 +58,7 @@ pub async fn read_jobs(
             dead_at: t.6,
             finished: t.7,
             errors: t.8,
+            cancelled: t.9,
         })
         .collect())
 }
@@ -70,7 +73,8 @@ fn add_reads(pipe: &mut redis::Pipeline, keys: &Keys, id: &str) {
         .sismember(k.dead_jobs_set(), id)
         .zscore(&keys.dead_at, id)
         .zscore(&keys.finished, id)
-        .lrange(keys.errors_of(id), 0, ERRORS_KEPT - 1);
+        .lrange(keys.errors_of(id), 0, ERRORS_KEPT - 1)
+        .zscore(&keys.cancelled, id);
 }
 
 /// Counts by state from raw key sizes.
@@ -89,8 +93,10 @@ pub async fn counts(c: &mut ConnectionManager, keys: &Keys) -> Result<QueueStats
         finished,
         dead,
         dead_at,
+        cancelled,
         workers,
     ): (
+        u64,
         u64,
         u64,
         u64,
@@ -113,6 +119,7 @@ pub async fn counts(c: &mut ConnectionManager, keys: &Keys) -> Result<QueueStats
         .zcard(&keys.finished)
         .scard(k.dead_jobs_set())
         .zcard(&keys.dead_at)
+        .zcard(&keys.cancelled)
         .zrange(k.workers_set(), 0, 999)
         .query_async(c)
         .await?;
@@ -125,6 +132,7 @@ pub async fn counts(c: &mut ConnectionManager, keys: &Keys) -> Result<QueueStats
         retrying: retrying.saturating_sub(due_retries) + parked,
         done: done + finished,
         dead: dead + dead_at,
+        cancelled,
     })
 }
 
@@ -168,6 +176,9 @@ pub async fn page_ids(
             list_page(c, &keys.finished, ("-inf", "+inf"), true, cursor, limit).await
         }
         JobStatus::Dead => dead_page(c, keys, cursor, limit).await,
+        JobStatus::Cancelled => {
+            list_page(c, &keys.cancelled, ("-inf", "+inf"), true, cursor, limit).await
+        }
         JobStatus::Pending => {
             let mut all = list_page(c, &keys.delayed, due, false, cursor, limit).await?;
             all.extend(list_page(c, &keys.retrying, due, false, cursor, limit).await?);

@@ -25,6 +25,7 @@ struct GreetPayload {
 impl JobType for Greet {
     const NAME: &'static str = "test:greet";
     type Payload = GreetPayload;
+    type Output = ();
 
     fn validate(&self, payload: &GreetPayload) -> Result<(), String> {
         if payload.name.is_empty() {
@@ -53,6 +54,7 @@ struct Sleepy;
 impl JobType for Sleepy {
     const NAME: &'static str = "test:sleepy";
     type Payload = serde_json::Value;
+    type Output = ();
 
     fn default_timeout(&self) -> Option<Duration> {
         Some(Duration::from_millis(200))

@@ -789,6 +789,11 @@ async fn webhook_jobs_call_allowed_hosts_retry_5xx_and_die_on_4xx_and_redirects(
     // Header values never leave the queue.
     let shown = info(ok).await;
     assert_eq!(shown.payload["headers"]["x-token"], "***");
+    // The answer is the result: status, headers (secrets hidden), the body's first 4 KB.
+    let result = shown.result.clone().unwrap();
+    assert_eq!(result["status"], 204, "{result}");
+    assert_eq!(result["body"], "");
+    assert!(result["headers"].is_object(), "{result}");
     assert_eq!(shown.payload["url"], format!("http://127.0.0.1:{port}/ok"));
     server.stop(false).await;
 }

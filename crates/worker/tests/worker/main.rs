@@ -3,6 +3,7 @@
 //! real `worker` binary or an in-process `Supervisor`; every wait is bounded.
 
 mod common;
+mod control;
 mod job_types;
 mod jobs;
 mod queues;
