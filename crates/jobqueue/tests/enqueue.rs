@@ -19,32 +19,15 @@ fn queue(redis: &RedisServer) -> JobQueue {
     JobQueue::new(&s.cache_server.redis.jobqueue, &s.jobqueue).unwrap()
 }
 
-/// Script calls Redis has run so far (`INFO commandstats`: EVAL + EVALSHA).
-fn script_calls(redis: &RedisServer) -> u64 {
-    redis
-        .cli(&["INFO", "commandstats"])
-        .lines()
-        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
-        .filter_map(|l| {
-            l.split("calls=")
-                .nth(1)?
-                .split(',')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_single_enqueues_share_script_calls_and_all_are_stored() {
     let redis = RedisServer::start();
     let q = queue(&redis);
     q.ping().await.unwrap();
-    let before = script_calls(&redis);
+    let before = redis.script_calls();
     let n = 500;
     let results = join_all((0..n).map(|i| q.enqueue(NewJob::delay_print(format!("m{i}"))))).await;
-    let calls = script_calls(&redis) - before;
+    let calls = redis.script_calls() - before;
     let ids: HashSet<String> = results.into_iter().map(|r| r.unwrap().job_id).collect();
     assert_eq!(ids.len(), n, "every job stored under its own id");
     assert_eq!(

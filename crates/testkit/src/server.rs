@@ -191,6 +191,23 @@ impl RedisServer {
             .unwrap_or_else(|e| panic!("redis-cli {args:?}: {e}"))
     }
 
+    /// Script calls this server has run so far (`INFO commandstats`: EVAL + EVALSHA), for tests
+    /// that count round trips.
+    pub fn script_calls(&self) -> u64 {
+        self.cli(&["INFO", "commandstats"])
+            .lines()
+            .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+            .filter_map(|l| {
+                l.split("calls=")
+                    .nth(1)?
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    }
+
     /// `cli` that returns the error instead of panicking.
     pub fn try_cli(&self, args: &[&str]) -> Result<String, String> {
         let mut all: Vec<&str> = self.cli_args.iter().map(String::as_str).collect();

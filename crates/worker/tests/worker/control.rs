@@ -241,23 +241,6 @@ impl cacheserver_jobqueue::JobType for Chatty {
     }
 }
 
-/// Script calls Redis has run so far (every store write is one).
-fn script_calls(redis: &RedisServer) -> u64 {
-    redis
-        .cli(&["INFO", "commandstats"])
-        .lines()
-        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
-        .filter_map(|l| {
-            l.split("calls=")
-                .nth(1)?
-                .split(',')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum()
-}
-
 #[tokio::test]
 async fn progress_reports_are_coalesced_not_one_write_per_call() {
     use cacheserver_worker::{Supervisor, WorkerOptions};
@@ -276,14 +259,14 @@ async fn progress_reports_are_coalesced_not_one_write_per_call() {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(supervisor.run(stopped));
 
-    let before = script_calls(&redis);
+    let before = redis.script_calls();
     let id = q
         .enqueue(NewJob::new("test:chatty", serde_json::json!({})))
         .await
         .unwrap()
         .job_id;
     let done = wait_for_status(&q, &id, JobStatus::Done).await;
-    let calls = script_calls(&redis) - before;
+    let calls = redis.script_calls() - before;
     assert_eq!(done.result, Some(serde_json::json!(STEPS)));
     let last = done.progress.unwrap();
     assert_eq!((last.percent, last.message.as_str()), (100, "step 300"));
