@@ -51,6 +51,9 @@ pub struct Plan {
     pub quiet_bound: Duration,
     /// Where `api`, `worker` (and `cacheserver-bench`) live.
     pub bin_dir: PathBuf,
+    /// The config directory of that build's `api` and `worker` (`--config-dir`, for a build from
+    /// before a change); `None`: this workspace's.
+    pub config_dir: Option<PathBuf>,
     /// Run only these sections (`--only worker,bullmq`); empty: all.
     pub only: Vec<String>,
 }
@@ -70,6 +73,7 @@ impl Plan {
             idle_window: Duration::from_secs(10),
             quiet_bound: Duration::from_secs(60),
             bin_dir,
+            config_dir: None,
             only: Vec::new(),
         }
     }
@@ -90,6 +94,7 @@ impl Plan {
             // One short sample: the smoke run must not stall `just test` (busy is fine there).
             quiet_bound: Duration::ZERO,
             bin_dir,
+            config_dir: None,
             only: Vec::new(),
         }
     }

@@ -20,6 +20,11 @@ struct Args {
     /// Where the release `api` and `worker` are (default: next to this binary).
     #[arg(long, global = true)]
     bin_dir: Option<PathBuf>,
+    /// The config directory of those binaries when they are another build's (e.g. a checkout
+    /// from before a change, compared with this one in the same session); default: this
+    /// workspace's config/.
+    #[arg(long)]
+    config_dir: Option<PathBuf>,
     /// Markdown file whose generated part is replaced (default docs/benchmarks.md; not in smoke).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -49,12 +54,13 @@ async fn main() -> anyhow::Result<()> {
     };
     match args.command {
         Some(Cmd::Drill) => run_drill(&bin_dir, args.smoke).await,
-        None => run_bench(bin_dir, args.smoke, args.out, args.only).await,
+        None => run_bench(bin_dir, args.config_dir, args.smoke, args.out, args.only).await,
     }
 }
 
 async fn run_bench(
     bin_dir: PathBuf,
+    config_dir: Option<PathBuf>,
     smoke: bool,
     out: Option<PathBuf>,
     only: Vec<String>,
@@ -66,6 +72,7 @@ async fn run_bench(
     };
     let partial = !only.is_empty();
     plan.only = only;
+    plan.config_dir = config_dir;
     let out = match (smoke || partial, out) {
         (_, Some(out)) => Some(out),
         (false, None) => Some(workspace_root().join("docs/benchmarks.md")),

@@ -14,7 +14,8 @@ pub async fn bench(plan: &Plan, out: Option<&Path>) -> anyhow::Result<Report> {
     }
     let machine = Machine::probe();
     let mut report = Report::default();
-    let mut stack = tokio::task::block_in_place(|| Stack::start(&plan.bin_dir))?;
+    let mut stack = tokio::task::block_in_place(|| Stack::start(&plan.bin_dir))?
+        .with_config_dir(plan.config_dir.clone());
     println!(
         "bench: redis and cluster up; logs in {}",
         stack.dir.path().display()

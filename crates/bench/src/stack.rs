@@ -17,6 +17,9 @@ pub struct Stack {
     pub cluster: RedisCluster,
     pub dir: tempfile::TempDir,
     bin_dir: PathBuf,
+    /// The config directory of the api and worker children when they are another build's
+    /// (`--config-dir`); `None`: this workspace's `config/`.
+    config_dir: Option<PathBuf>,
     http: reqwest::Client,
 }
 
@@ -51,8 +54,22 @@ impl Stack {
             cluster: RedisCluster::start(),
             dir,
             bin_dir: bin_dir.to_owned(),
+            config_dir: None,
             http: http_client()?,
         })
+    }
+
+    /// Run the api and worker children with another build's config directory (a build from
+    /// before a change, compared in one run of this bench).
+    pub fn with_config_dir(mut self, config_dir: Option<PathBuf>) -> Self {
+        self.config_dir = config_dir;
+        self
+    }
+
+    /// Whether the children are another build (`--config-dir`): settings this build added may be
+    /// unknown to them.
+    pub fn other_build(&self) -> bool {
+        self.config_dir.is_some()
     }
 
     pub fn http(&self) -> &reqwest::Client {
@@ -61,7 +78,10 @@ impl Stack {
 
     /// Settings shared by api and worker; `extra` overrides them.
     pub fn env(&self, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-        let config = crate::workspace_root().join("config");
+        let config = self
+            .config_dir
+            .clone()
+            .unwrap_or_else(|| crate::workspace_root().join("config"));
         let mut vars: Vec<(String, String)> = vec![
             ("APP_ENV".into(), "test".into()),
             ("APP_CONFIG_DIR".into(), config.display().to_string()),

@@ -18,8 +18,9 @@ use std::process::Command;
 const CONNS: usize = 64;
 
 /// The apis compared: the same binary with the limiter off, deciding in Redis (batched), and the
-/// naive limiter (`batching: false`: one Lua call per request) on the same cluster.
-async fn start_apis(stack: &Stack) -> anyhow::Result<(Api, Api, Api)> {
+/// naive limiter (`batching: false`: one Lua call per request) on the same cluster. Another
+/// build (`--config-dir`) that has no `rate_limit.batching` runs without the naive one.
+async fn start_apis(stack: &Stack, report: &mut Report) -> anyhow::Result<(Api, Api, Option<Api>)> {
     let off = stack
         .api(
             "api-limiter-off",
@@ -51,7 +52,23 @@ async fn start_apis(stack: &Stack) -> anyhow::Result<(Api, Api, Api)> {
                 ("APP__API__RATE_LIMIT__TRUSTED_PROXIES", "127.0.0.1"),
             ],
         )
-        .await?;
+        .await;
+    let naive = match naive {
+        Ok(naive) => Some(naive),
+        Err(e) if stack.other_build() => {
+            report.info(
+                "1 limiter",
+                "naive limiter",
+                format!("not run: this build refused `rate_limit.batching` ({e:#})")
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned(),
+            );
+            None
+        }
+        Err(e) => return Err(e),
+    };
     Ok((off, on, naive))
 }
 
@@ -62,9 +79,11 @@ pub async fn run(stack: &Stack, plan: &Plan, report: &mut Report) -> anyhow::Res
         "redis-benchmark EVALSHA limiter script, hot key, 50 clients",
         format!("{ceiling:.0} calls/s"),
     );
-    let (off, on, naive) = start_apis(stack).await?;
+    let (off, on, naive) = start_apis(stack, report).await?;
     // Warm-up: connections, script cache, allocator.
-    for api in [&off, &on, &naive].into_iter().filter(|_| plan.warm_up) {
+    let mut all: Vec<&Api> = vec![&off, &on];
+    all.extend(naive.as_ref());
+    for api in all.iter().copied().filter(|_| plan.warm_up) {
         wrk::run(&ping(api), Some("ping_many.lua"), CONNS, plan.load)?;
     }
     for (label, script, goal) in [
@@ -72,11 +91,7 @@ pub async fn run(stack: &Stack, plan: &Plan, report: &mut Report) -> anyhow::Res
         ("many clients", Some("ping_many.lua"), 0.80),
     ] {
         // The naive limiter runs beside them only with many clients, where batching matters.
-        let apis: &[&Api] = if script.is_some() {
-            &[&off, &on, &naive]
-        } else {
-            &[&off, &on]
-        };
+        let apis: &[&Api] = if script.is_some() { &all } else { &all[..2] };
         let (medians, cpu) = alternate(stack, apis, script, plan)?;
         let (off_r, on_r) = (medians[0], medians[1]);
         compare(report, label, &off_r, &on_r, goal);
@@ -118,6 +133,7 @@ pub async fn run(stack: &Stack, plan: &Plan, report: &mut Report) -> anyhow::Res
     }
     check_redis_decided(stack, &on, report).await?;
     api_rss(report, &on, "the ping loads (Redis limiter)");
+    drop(all);
     drop((off, on, naive));
     for mode in ["memory", "redis"] {
         soak(stack, plan, report, mode).await?;
