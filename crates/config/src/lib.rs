@@ -46,6 +46,10 @@ use std::path::{Path, PathBuf};
 pub const MAX_DELAY_SECONDS: i64 = 30 * 24 * 3600;
 /// Largest `max_retry` a job may ask for.
 pub const MAX_RETRY_LIMIT: i64 = 100;
+/// Default of `jobqueue.events_max_len`: entries kept per queue's event stream.
+pub const DEFAULT_EVENTS_MAX_LEN: u64 = 10_000;
+/// Largest `jobqueue.events_max_len` (a stream entry costs ~100 B: at most ~1 GB per queue).
+pub const MAX_EVENTS_MAX_LEN: u64 = 10_000_000;
 
 const CACHE_SERVER_FILE: &str = "cacheserver.yaml";
 const CONFIG_FILE: &str = "config.yaml";
@@ -311,6 +315,12 @@ impl Settings {
             return invalid(
                 "jobqueue.default_max_retry",
                 format!("must be 0..={MAX_RETRY_LIMIT}"),
+            );
+        }
+        if jq.events_max_len > MAX_EVENTS_MAX_LEN {
+            return invalid(
+                "jobqueue.events_max_len",
+                format!("must be 0 (off) ..={MAX_EVENTS_MAX_LEN}"),
             );
         }
         if jq.worker.concurrency > 1024 {

@@ -242,6 +242,10 @@ pub struct JobqueueSettings {
     /// Longest run of a job whose type and registration name none (default 5m).
     #[serde(deserialize_with = "duration::deserialize")]
     pub default_timeout: Duration,
+    /// Entries kept in each queue's `events` stream (approximately: `XADD MAXLEN ~`; default
+    /// 10,000). 0 turns the stream off: no event is written, the SSE routes answer 404 and
+    /// `?wait=` re-reads the waited jobs' states once a second instead.
+    pub events_max_len: u64,
     pub worker: WorkerSettings,
     pub webhook: WebhookSettings,
 }
@@ -278,6 +282,7 @@ impl Default for JobqueueSettings {
             enqueue_timeout: Duration::from_secs(2),
             api_key: None,
             default_timeout: Duration::from_secs(300),
+            events_max_len: crate::DEFAULT_EVENTS_MAX_LEN,
             worker: WorkerSettings::default(),
             webhook: WebhookSettings::default(),
         }

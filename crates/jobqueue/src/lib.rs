@@ -42,14 +42,14 @@ pub use types::{
     CancelledJob, EnqueuedJob, JobFailure, JobInfo, JobPage, JobStatus, MinuteCount, NewJob,
     QueueStats, RetriedJob, MAX_BATCH, MAX_UNIQUE_KEY_CHARS,
 };
-pub use waiter::MAX_WAIT_SECONDS;
+pub use waiter::{parse_event_id, EventFeed, FeedItem, FEED_BUFFER, MAX_WAIT_SECONDS};
 
 /// Every limit of the queue in one place (the settings' own bounds are in `cacheserver-config`).
 pub mod limits {
     pub use crate::client::{MAX_BULK, MAX_TIMEOUT_SECONDS, MAX_UNIQUE_FOR_SECONDS};
     pub use crate::inspector::{MAX_HISTORY_MINUTES, MAX_LIST};
     pub use crate::jobs::MAX_RESULT_BYTES;
-    pub use crate::store::EVENTS_KEPT;
+    pub use cacheserver_config::{DEFAULT_EVENTS_MAX_LEN, MAX_EVENTS_MAX_LEN};
     pub use crate::store::{ERRORS_KEPT, HISTORY_TTL};
     pub use crate::types::{MAX_BATCH, MAX_UNIQUE_KEY_CHARS};
     pub use crate::waiter::MAX_WAIT_SECONDS;
