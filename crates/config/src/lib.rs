@@ -182,6 +182,7 @@ impl Settings {
     }
 
     fn apply_defaults(&mut self) {
+        self.api.apply_defaults();
         self.api.rate_limit.apply_defaults();
         self.api.cache.apply_defaults();
         self.chaos.apply_defaults();
@@ -232,6 +233,9 @@ impl Settings {
         }
         if let Err(reason) = self.api.cors.validate_origins() {
             return invalid("api.cors.allowed_origins", reason);
+        }
+        if self.api.max_event_streams > 1_000_000 {
+            return invalid("api.max_event_streams", "must be ≤ 1,000,000".into());
         }
         if let Err(reason) = self.api.cache.validate_rules() {
             return invalid("api.cache", reason);

@@ -21,12 +21,41 @@ impl Default for ServerSettings {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiSettings {
     pub rate_limit: RateLimitSettings,
     pub cors: CorsSettings,
     pub cache: crate::CacheSettings,
+    /// Event streams (SSE) one api process keeps open at once (≤ 0: default 1000); beyond it
+    /// a new one is answered 503.
+    pub max_event_streams: i64,
+    /// How often an idle event stream sends a comment line, so proxies keep it open (default
+    /// 15s).
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub event_heartbeat: Duration,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            rate_limit: RateLimitSettings::default(),
+            cors: CorsSettings::default(),
+            cache: crate::CacheSettings::default(),
+            max_event_streams: 1000,
+            event_heartbeat: Duration::from_secs(15),
+        }
+    }
+}
+
+impl ApiSettings {
+    pub(crate) fn apply_defaults(&mut self) {
+        let default = Self::default();
+        if self.max_event_streams <= 0 {
+            self.max_event_streams = default.max_event_streams;
+        }
+        or_default(&mut self.event_heartbeat, default.event_heartbeat);
+    }
 }
 
 /// `api.cors`: which browser origins may call the api (default: none, no CORS headers).

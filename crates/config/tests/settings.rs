@@ -76,6 +76,8 @@ fn defaults_apply_to_empty_files() {
     assert_eq!(s.jobqueue.default_max_retry, 10);
     assert_eq!(s.jobqueue.done_retention, Duration::from_secs(86_400));
     assert_eq!(s.jobqueue.events_max_len, 10_000);
+    assert_eq!(s.api.max_event_streams, 1000);
+    assert_eq!(s.api.event_heartbeat, Duration::from_secs(15));
     assert_eq!(s.jobqueue.worker.health_port, 8082);
     assert_eq!(s.jobqueue.worker.concurrency, 8);
     assert!(!s.chaos.enabled);
@@ -266,6 +268,10 @@ fn bad_values_name_the_key() {
             "jobqueue.events_max_len",
         ),
         ("jobqueue: { events_max_len: -1 }\n", "events_max_len"),
+        (
+            "api: { max_event_streams: 1000001 }\n",
+            "api.max_event_streams",
+        ),
     ] {
         let err = load_err(MINIMAL_CACHE, config, &[]);
         assert!(err.contains(key), "{key}: {err}");

@@ -49,9 +49,9 @@ pub mod limits {
     pub use crate::client::{MAX_BULK, MAX_TIMEOUT_SECONDS, MAX_UNIQUE_FOR_SECONDS};
     pub use crate::inspector::{MAX_HISTORY_MINUTES, MAX_LIST};
     pub use crate::jobs::MAX_RESULT_BYTES;
-    pub use cacheserver_config::{DEFAULT_EVENTS_MAX_LEN, MAX_EVENTS_MAX_LEN};
     pub use crate::store::{ERRORS_KEPT, HISTORY_TTL};
     pub use crate::types::{MAX_BATCH, MAX_UNIQUE_KEY_CHARS};
     pub use crate::waiter::MAX_WAIT_SECONDS;
+    pub use cacheserver_config::{DEFAULT_EVENTS_MAX_LEN, MAX_EVENTS_MAX_LEN};
     pub use cacheserver_config::{MAX_DELAY_SECONDS, MAX_RETRY_LIMIT};
 }

@@ -271,7 +271,8 @@ impl EventFeed {
                 }
                 continue;
             }
-            if let Some(after) = self.replay_after.take() {
+            // Cloned, not taken: a feed dropped or timed out mid-read replays the page again.
+            if let Some(after) = self.replay_after.clone() {
                 self.replay_page(after).await?;
                 continue;
             }
@@ -323,9 +324,11 @@ impl EventFeed {
                 store::events_between(&mut c, &keys, &after, &until, REPLAY_PAGE).await
             })
             .await?;
-        if page.len() == REPLAY_PAGE {
-            self.replay_after = page.last().map(|e| e.event_id.clone());
-        }
+        self.replay_after = if page.len() == REPLAY_PAGE {
+            page.last().map(|e| e.event_id.clone())
+        } else {
+            None
+        };
         self.replayed.extend(page);
         Ok(())
     }
