@@ -9,7 +9,7 @@
 //!   (`cacheserver-redis`).
 //! - [`JobQueue`]: the client — register (one, batched, or a batch; unique keys), retry,
 //!   delete, cancel, pause/resume (`client.rs`), the inspector — detail, list, counts, history
-//!   (`inspector.rs`) — and waiting for a job's end (`waiter.rs`).
+//!   (`inspector.rs`) — and waiting for a job's end and feeds of job events (`waiter.rs`).
 //! - [`metrics`]: every metric name of the queue.
 //!
 //! The worker runtime (apalis, supervisor, runner, result writer) is `crates/worker`.
