@@ -33,8 +33,8 @@ pub use schedules::{
 pub use secrecy::{ExposeSecret, SecretString};
 pub use sections::{
     ApiSettings, ChaosSettings, CorsSettings, JobqueueSettings, LogFormat, LoggingSettings,
-    RateLimitRule, RateLimitSettings, RuleKey, ServerSettings, StorageType, WebhookSettings,
-    WorkerSettings,
+    RateLimitRule, RateLimitSettings, RuleKey, SchedulerSettings, ServerSettings, StorageType,
+    WebhookSettings, WorkerSettings,
 };
 
 use config::{Config, Environment, File, FileFormat};
@@ -326,6 +326,13 @@ impl Settings {
                 "jobqueue.events_max_len",
                 format!("must be 0 (off) ..={MAX_EVENTS_MAX_LEN}"),
             );
+        }
+        let minute = std::time::Duration::from_secs(60);
+        if jq.scheduler.enqueue_ahead > minute {
+            return invalid("jobqueue.scheduler.enqueue_ahead", "must be ≤ 1m".into());
+        }
+        if jq.scheduler.reload_every > minute {
+            return invalid("jobqueue.scheduler.reload_every", "must be ≤ 1m".into());
         }
         if jq.worker.concurrency > 1024 {
             return invalid("jobqueue.worker.concurrency", "must be ≤ 1024".into());

@@ -277,6 +277,41 @@ pub struct JobqueueSettings {
     pub events_max_len: u64,
     pub worker: WorkerSettings,
     pub webhook: WebhookSettings,
+    /// Timings of the workers' scheduler (`jobqueue.schedules`' ticks).
+    pub scheduler: SchedulerSettings,
+}
+
+/// `jobqueue.scheduler`: when the workers' scheduler claims, recovers and re-reads ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerSettings {
+    /// A tick is claimed and its job stored this long before the tick, due at the tick
+    /// (default 250ms).
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub enqueue_ahead: Duration,
+    /// A tick reached later than this after its time was missed (`missed: skip | run_once`
+    /// applies; default 5s).
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub missed_after: Duration,
+    /// A claim its worker did not confirm within this is enqueued again by any worker (default
+    /// 5s).
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub recover_after: Duration,
+    /// Longest sleep between passes: new, changed and resumed schedules are seen within this
+    /// (default 1s).
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub reload_every: Duration,
+}
+
+impl Default for SchedulerSettings {
+    fn default() -> Self {
+        Self {
+            enqueue_ahead: Duration::from_millis(250),
+            missed_after: Duration::from_secs(5),
+            recover_after: Duration::from_secs(5),
+            reload_every: Duration::from_secs(1),
+        }
+    }
 }
 
 /// The `http:webhook` job type.
@@ -314,6 +349,7 @@ impl Default for JobqueueSettings {
             events_max_len: crate::DEFAULT_EVENTS_MAX_LEN,
             worker: WorkerSettings::default(),
             webhook: WebhookSettings::default(),
+            scheduler: SchedulerSettings::default(),
         }
     }
 }
@@ -480,6 +516,11 @@ impl JobqueueSettings {
         or_default(&mut self.enqueue_timeout, default.enqueue_timeout);
         or_default(&mut self.default_timeout, default.default_timeout);
         or_default(&mut self.webhook.timeout, default.webhook.timeout);
+        let (sched, default_sched) = (&mut self.scheduler, default.scheduler);
+        or_default(&mut sched.enqueue_ahead, default_sched.enqueue_ahead);
+        or_default(&mut sched.missed_after, default_sched.missed_after);
+        or_default(&mut sched.recover_after, default_sched.recover_after);
+        or_default(&mut sched.reload_every, default_sched.reload_every);
         self.webhook.allowed_hosts = self
             .webhook
             .allowed_hosts

@@ -212,6 +212,7 @@ impl Supervisor {
             Ok(client) => Some(tokio::spawn(crate::scheduler::run(
                 client,
                 self.settings.schedules.clone(),
+                self.settings.scheduler,
                 Arc::new(crate::scheduler::SystemClock),
                 shutdown,
             ))),
