@@ -3,7 +3,8 @@
 // client), shared by the page and the test's own API calls, and asserts that no request got 429.
 // Covers: register through the page → done; a failing job → dead with its error history; retry
 // one; bulk retry and bulk delete of selected dead jobs; tabs, pagination and the type filter;
-// cancel a scheduled job; pause → banner, a due job does not start, resume → it runs; the chart.
+// cancel a scheduled job; pause → banner, a due job does not start, resume → it runs; the chart;
+// the page follows the queue's event stream.
 // No sleeps: every wait is for something the page shows, and bounded.
 
 import { mkdirSync, copyFileSync, rmSync } from "node:fs";
@@ -111,6 +112,8 @@ async function steps(page, base, worker) {
     page.on("pageerror", (e) => pageErrors.push(String(e)));
     page.on("dialog", (d) => d.accept()); // the bulk delete asks for confirmation
     page.on("response", (r) => r.status() === 429 && limited.push(r.url()));
+    const streams = []; // the page follows the queue's event stream (SSE) instead of polling
+    page.on("response", (r) => r.url().endsWith("/api/queues/dm-jobqueue/events") && streams.push(r.status()));
     await page.goto(`${base}/`, { timeout: STEP_MS });
     await page.locator("#queue-name", { hasText: "dm-jobqueue" }).waitFor();
     await page.locator('#job-type option[value="demo:delay_print"]').waitFor({ state: "attached" });
@@ -234,6 +237,7 @@ async function steps(page, base, worker) {
 
     if (pageErrors.length) throw new Error(`errors in the page: ${pageErrors.join("; ")}`);
     if (limited.length) throw new Error(`the page was rate limited (429): ${limited.join(", ")}`);
+    if (!streams.includes(200)) throw new Error(`the page never opened the queue's event stream: ${streams.join(", ")}`);
     log(`ok; screenshots in ${ARTIFACTS}`);
   }
 }

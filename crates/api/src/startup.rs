@@ -82,7 +82,11 @@ impl Application {
             addr: bind.clone(),
             source,
         })?;
+        let event_streams = Arc::new(tokio::sync::Semaphore::new(
+            usize::try_from(settings.api.max_event_streams).unwrap_or(usize::MAX),
+        ));
         let state = web::Data::new(AppState {
+            event_streams,
             settings: Arc::new(settings),
             redis,
             limiter: limiter.clone(),

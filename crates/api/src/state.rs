@@ -16,4 +16,7 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Cooldown, serialization and history of chaos resets.
     pub chaos: crate::chaos::ChaosState,
+    /// One permit per open event stream (`api.max_event_streams`); a stream holds its permit
+    /// until its client disconnects.
+    pub event_streams: Arc<tokio::sync::Semaphore>,
 }

@@ -1,7 +1,8 @@
 // The jobs page: an operator's view of the queue. Plain JS, no dependencies.
 // Tabs per state with counts, cursor pagination and a type filter; a job's detail with its error
 // history; retry / delete one job or the selected ones; pause / resume; runs per minute as an
-// SVG chart; a form to register a job. Every API call goes through `api()`, which shows errors
+// SVG chart; a form to register a job; refreshes driven by the queue's event stream (SSE) where
+// the api offers it. Every API call goes through `api()`, which shows errors
 // readably and paces the page under the api's rate limits (60/min, 1,000/h per client by
 // default), leaving room for whatever else the same client calls. textContent only: payloads
 // and errors are user input.
@@ -19,6 +20,11 @@ const HISTORY_SOON_MS = 20000; // sooner when jobs finished since the last fetch
 const BUDGET_SHARE = 0.6; // the page spends at most this share of what is left in a window
 const ACTION_GAP_MS = 1000; // refreshes triggered by clicks are at least this far apart
 const SCHEDULES_MS = 30000; // schedules change rarely: their list is read this often
+// With the queue's event stream open the page refreshes when a job changes state (still paced as
+// above) and otherwise only this often: due times pass without an event (scheduled → pending).
+const EVENTS_IDLE_MS = 20000;
+const EVENTS_RETRY_MS = 60000; // after the stream failed (404: events off, 401, 429, 503), polling until then
+const EVENT_STATES = ["registered", "started", "progress", "retrying", "done", "dead", "cancelled"];
 
 const $ = (id) => document.getElementById(id);
 
@@ -146,6 +152,39 @@ function showError(e) {
   showAlert("error", e instanceof ApiError ? e.message : String(e), e.status === 429);
 }
 
+// ---- the queue's event stream ----
+
+// One EventSource on GET /api/queues/{queue}/events: each state change marks the page stale and
+// brings the next refresh forward; with no change the page reads the api only every
+// EVENTS_IDLE_MS instead of every MIN_POLL_MS. EventSource cannot send an Authorization header and
+// gives up on a non-200 answer: then the page keeps polling and tries the stream again later.
+const events = { source: null, live: false, stale: false, retryAt: 0 };
+
+function openEvents() {
+  if (events.source || !queue.name || typeof EventSource === "undefined" || Date.now() < events.retryAt) return;
+  const source = new EventSource(`/api/queues/${encodeURIComponent(queue.name)}/events`);
+  events.source = source;
+  source.onopen = () => {
+    events.live = true;
+  };
+  source.onerror = () => {
+    events.live = false;
+    if (source.readyState === EventSource.CLOSED) {
+      // Refused: fall back to polling; the browser retries by itself only after a dropped stream.
+      events.source = null;
+      events.retryAt = Date.now() + EVENTS_RETRY_MS;
+    }
+  };
+  const changed = () => {
+    if (events.stale) return;
+    events.stale = true;
+    if (ticking) return; // the tick's end schedules the next one, paced as usual
+    clearTimeout(timer);
+    timer = setTimeout(loop, Math.max(0, timers.lastTick + pollDelay(2) - Date.now()));
+  };
+  for (const state of EVENT_STATES) source.addEventListener(state, changed);
+}
+
 // ---- polling ----
 
 let timer = null;
@@ -174,12 +213,15 @@ async function loop() {
   } finally {
     ticking = false;
     timers.lastTick = Date.now();
+    openEvents();
     if (again) {
       again = false;
       timer = setTimeout(loop, ACTION_GAP_MS);
     } else {
-      // Pace by what the next tick will likely cost: counts, sometimes the list.
-      timer = setTimeout(loop, pollDelay(Math.max(requests, 1)));
+      // Pace by what the next tick will likely cost: counts, sometimes the list; with the event
+      // stream open and nothing changed, wait longer (an event brings the tick forward).
+      const delay = pollDelay(Math.max(requests, 1));
+      timer = setTimeout(loop, events.live && !events.stale ? Math.max(delay, EVENTS_IDLE_MS) : delay);
     }
   }
 }
@@ -189,6 +231,7 @@ async function tick() {
   const now = Date.now();
   if (now < rate.blockedUntil) return 0; // no request at all until Retry-After has passed
   let requests = 0;
+  events.stale = false; // events from now on are news to this tick's reads
   const before = queue.counts;
   await refreshQueues();
   requests++;

@@ -33,8 +33,8 @@ pub use schedules::{
 pub use secrecy::{ExposeSecret, SecretString};
 pub use sections::{
     ApiSettings, ChaosSettings, CorsSettings, JobqueueSettings, LogFormat, LoggingSettings,
-    RateLimitRule, RateLimitSettings, RuleKey, ServerSettings, StorageType, WebhookSettings,
-    WorkerSettings,
+    RateLimitRule, RateLimitSettings, RuleKey, SchedulerSettings, ServerSettings, StorageType,
+    WebhookSettings, WorkerSettings,
 };
 
 use config::{Config, Environment, File, FileFormat};
@@ -46,6 +46,10 @@ use std::path::{Path, PathBuf};
 pub const MAX_DELAY_SECONDS: i64 = 30 * 24 * 3600;
 /// Largest `max_retry` a job may ask for.
 pub const MAX_RETRY_LIMIT: i64 = 100;
+/// Default of `jobqueue.events_max_len`: entries kept per queue's event stream.
+pub const DEFAULT_EVENTS_MAX_LEN: u64 = 10_000;
+/// Largest `jobqueue.events_max_len` (a stream entry costs ~100 B: at most ~1 GB per queue).
+pub const MAX_EVENTS_MAX_LEN: u64 = 10_000_000;
 
 const CACHE_SERVER_FILE: &str = "cacheserver.yaml";
 const CONFIG_FILE: &str = "config.yaml";
@@ -178,6 +182,7 @@ impl Settings {
     }
 
     fn apply_defaults(&mut self) {
+        self.api.apply_defaults();
         self.api.rate_limit.apply_defaults();
         self.api.cache.apply_defaults();
         self.chaos.apply_defaults();
@@ -228,6 +233,9 @@ impl Settings {
         }
         if let Err(reason) = self.api.cors.validate_origins() {
             return invalid("api.cors.allowed_origins", reason);
+        }
+        if self.api.max_event_streams > 1_000_000 {
+            return invalid("api.max_event_streams", "must be ≤ 1,000,000".into());
         }
         if let Err(reason) = self.api.cache.validate_rules() {
             return invalid("api.cache", reason);
@@ -312,6 +320,19 @@ impl Settings {
                 "jobqueue.default_max_retry",
                 format!("must be 0..={MAX_RETRY_LIMIT}"),
             );
+        }
+        if jq.events_max_len > MAX_EVENTS_MAX_LEN {
+            return invalid(
+                "jobqueue.events_max_len",
+                format!("must be 0 (off) ..={MAX_EVENTS_MAX_LEN}"),
+            );
+        }
+        let minute = std::time::Duration::from_secs(60);
+        if jq.scheduler.enqueue_ahead > minute {
+            return invalid("jobqueue.scheduler.enqueue_ahead", "must be ≤ 1m".into());
+        }
+        if jq.scheduler.reload_every > minute {
+            return invalid("jobqueue.scheduler.reload_every", "must be ≤ 1m".into());
         }
         if jq.worker.concurrency > 1024 {
             return invalid("jobqueue.worker.concurrency", "must be ≤ 1024".into());

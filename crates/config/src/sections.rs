@@ -21,12 +21,41 @@ impl Default for ServerSettings {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiSettings {
     pub rate_limit: RateLimitSettings,
     pub cors: CorsSettings,
     pub cache: crate::CacheSettings,
+    /// Event streams (SSE) one api process keeps open at once (≤ 0: default 1000); beyond it
+    /// a new one is answered 503.
+    pub max_event_streams: i64,
+    /// How often an idle event stream sends a comment line, so proxies keep it open (default
+    /// 15s).
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub event_heartbeat: Duration,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            rate_limit: RateLimitSettings::default(),
+            cors: CorsSettings::default(),
+            cache: crate::CacheSettings::default(),
+            max_event_streams: 1000,
+            event_heartbeat: Duration::from_secs(15),
+        }
+    }
+}
+
+impl ApiSettings {
+    pub(crate) fn apply_defaults(&mut self) {
+        let default = Self::default();
+        if self.max_event_streams <= 0 {
+            self.max_event_streams = default.max_event_streams;
+        }
+        or_default(&mut self.event_heartbeat, default.event_heartbeat);
+    }
 }
 
 /// `api.cors`: which browser origins may call the api (default: none, no CORS headers).
@@ -242,8 +271,47 @@ pub struct JobqueueSettings {
     /// Longest run of a job whose type and registration name none (default 5m).
     #[serde(deserialize_with = "duration::deserialize")]
     pub default_timeout: Duration,
+    /// Entries kept in each queue's `events` stream (approximately: `XADD MAXLEN ~`; default
+    /// 10,000). 0 turns the stream off: no event is written, the SSE routes answer 404 and
+    /// `?wait=` re-reads the waited jobs' states once a second instead.
+    pub events_max_len: u64,
     pub worker: WorkerSettings,
     pub webhook: WebhookSettings,
+    /// Timings of the workers' scheduler (`jobqueue.schedules`' ticks).
+    pub scheduler: SchedulerSettings,
+}
+
+/// `jobqueue.scheduler`: when the workers' scheduler claims, recovers and re-reads ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerSettings {
+    /// A tick is claimed and its job stored this long before the tick, due at the tick
+    /// (default 250ms).
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub enqueue_ahead: Duration,
+    /// A tick reached later than this after its time was missed (`missed: skip | run_once`
+    /// applies; default 5s).
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub missed_after: Duration,
+    /// A claim its worker did not confirm within this is enqueued again by any worker (default
+    /// 5s).
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub recover_after: Duration,
+    /// Longest sleep between passes: new, changed and resumed schedules are seen within this
+    /// (default 1s).
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub reload_every: Duration,
+}
+
+impl Default for SchedulerSettings {
+    fn default() -> Self {
+        Self {
+            enqueue_ahead: Duration::from_millis(250),
+            missed_after: Duration::from_secs(5),
+            recover_after: Duration::from_secs(5),
+            reload_every: Duration::from_secs(1),
+        }
+    }
 }
 
 /// The `http:webhook` job type.
@@ -278,8 +346,10 @@ impl Default for JobqueueSettings {
             enqueue_timeout: Duration::from_secs(2),
             api_key: None,
             default_timeout: Duration::from_secs(300),
+            events_max_len: crate::DEFAULT_EVENTS_MAX_LEN,
             worker: WorkerSettings::default(),
             webhook: WebhookSettings::default(),
+            scheduler: SchedulerSettings::default(),
         }
     }
 }
@@ -446,6 +516,11 @@ impl JobqueueSettings {
         or_default(&mut self.enqueue_timeout, default.enqueue_timeout);
         or_default(&mut self.default_timeout, default.default_timeout);
         or_default(&mut self.webhook.timeout, default.webhook.timeout);
+        let (sched, default_sched) = (&mut self.scheduler, default.scheduler);
+        or_default(&mut sched.enqueue_ahead, default_sched.enqueue_ahead);
+        or_default(&mut sched.missed_after, default_sched.missed_after);
+        or_default(&mut sched.recover_after, default_sched.recover_after);
+        or_default(&mut sched.reload_every, default_sched.reload_every);
         self.webhook.allowed_hosts = self
             .webhook
             .allowed_hosts

@@ -75,6 +75,14 @@ fn defaults_apply_to_empty_files() {
     assert_eq!(s.jobqueue.default_delay_seconds, 180);
     assert_eq!(s.jobqueue.default_max_retry, 10);
     assert_eq!(s.jobqueue.done_retention, Duration::from_secs(86_400));
+    assert_eq!(s.jobqueue.events_max_len, 10_000);
+    assert_eq!(s.api.max_event_streams, 1000);
+    assert_eq!(
+        s.jobqueue.scheduler.enqueue_ahead,
+        Duration::from_millis(250)
+    );
+    assert_eq!(s.jobqueue.scheduler.missed_after, Duration::from_secs(5));
+    assert_eq!(s.api.event_heartbeat, Duration::from_secs(15));
     assert_eq!(s.jobqueue.worker.health_port, 8082);
     assert_eq!(s.jobqueue.worker.concurrency, 8);
     assert!(!s.chaos.enabled);
@@ -260,6 +268,19 @@ fn bad_values_name_the_key() {
             "jobqueue.default_delay_seconds",
         ),
         ("jobqueue: { queue: 'a b' }\n", "jobqueue.queue"),
+        (
+            "jobqueue: { events_max_len: 10000001 }\n",
+            "jobqueue.events_max_len",
+        ),
+        ("jobqueue: { events_max_len: -1 }\n", "events_max_len"),
+        (
+            "jobqueue: { scheduler: { reload_every: 2m } }\n",
+            "jobqueue.scheduler.reload_every",
+        ),
+        (
+            "api: { max_event_streams: 1000001 }\n",
+            "api.max_event_streams",
+        ),
     ] {
         let err = load_err(MINIMAL_CACHE, config, &[]);
         assert!(err.contains(key), "{key}: {err}");

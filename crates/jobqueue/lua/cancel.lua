@@ -6,7 +6,8 @@
 -- KEYS[5]: {q}:active  KEYS[6]: {q}:cancelled  KEYS[7]: {q}:finished  KEYS[8]: {q}:dead_at
 -- KEYS[9]: {q}:dead (apalis)  KEYS[10]: cancel list prefix ({q}:cancel:<worker>)
 -- KEYS[11]: {q}:events (a waiting job's cancel is added as an event)
--- ARGV[1]: id  ARGV[2]: now (ms)  ARGV[3]: now (s)  ARGV[4]: events kept (approximate MAXLEN)
+-- ARGV[1]: id  ARGV[2]: now (ms)  ARGV[3]: now (s)  ARGV[4]: events kept (approximate MAXLEN;
+-- "0": no events)
 -- Returns 1 cancelled, 2 running (cancel sent to its worker), 0 unknown, -1 already finished.
 local id = ARGV[1]
 local meta_key = KEYS[1] .. ":" .. id
@@ -34,5 +35,9 @@ redis.call("lrem", KEYS[5], 0, id)
 redis.call("zadd", KEYS[6], ARGV[2], id)
 redis.call("hset", meta_key, "status", "Cancelled", "done_at", ARGV[3])
 redis.call("hdel", meta_key, "locked_at", "locked_by")
-redis.call("xadd", KEYS[11], "MAXLEN", "~", ARGV[4], "*", "job_id", id, "state", "cancelled")
+if ARGV[4] ~= "0" then
+    local m = redis.call("hmget", meta_key, "job_type", "failures")
+    redis.call("xadd", KEYS[11], "MAXLEN", "~", ARGV[4], "*", "job_id", id, "state", "cancelled",
+        "type", m[1] or "", "attempt", tonumber(m[2]) or 0, "time", ARGV[2])
+end
 return 1

@@ -4,7 +4,9 @@
 -- KEYS[1]: {q}:data (hash id -> job json)  KEYS[2]: {q}:meta prefix  KEYS[3]: {q}:delayed (zset, due ms)
 -- KEYS[4]: {q}:unique prefix (string per key: the job id holding it)  KEYS[5]: {q}:dead (apalis set)
 -- KEYS[6]: {q}:dead_at (zset)  KEYS[7]: {q}:wake (list: a marker wakes a waiting worker)
--- ARGV: repeating groups of 9: id, job_json, due_ms, max_retry, created_ms, timeout_ms,
+-- KEYS[8]: {q}:events (stream: a `registered` event per stored job)
+-- ARGV[1]: events kept (the stream's approximate MAXLEN; "0": no events)
+-- ARGV[2..]: repeating groups of 9: id, job_json, due_ms, max_retry, created_ms, timeout_ms,
 --       job_type, unique_key ("" none), unique_for_ms (0: until the job is done or dead)
 -- Returns one string per job: "" stored, else the id of the job already holding its unique key.
 local out = {}
@@ -30,7 +32,7 @@ local function still_held(lock)
     return holder
 end
 
-for i = 1, #ARGV, 9 do
+for i = 2, #ARGV, 9 do
     local id = ARGV[i]
     local unique_key = ARGV[i + 7]
     local holder = nil
@@ -62,6 +64,10 @@ for i = 1, #ARGV, 9 do
                 redis.call("hset", meta_key, "unique_key", unique_key)
             end
             redis.call("zadd", KEYS[3], ARGV[i + 2], id)
+            if ARGV[1] ~= "0" then
+                redis.call("xadd", KEYS[8], "MAXLEN", "~", ARGV[1], "*", "job_id", id,
+                    "state", "registered", "type", ARGV[i + 6], "attempt", 0, "time", ARGV[i + 4])
+            end
             local due = tonumber(ARGV[i + 2])
             if not earliest or due < earliest then
                 earliest = due

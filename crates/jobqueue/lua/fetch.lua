@@ -4,7 +4,9 @@
 -- then due jobs by due time. Each taken job is in the worker's in-flight set and marked Running.
 -- KEYS[1]: {q}:workers  KEYS[2]: {q}:active  KEYS[3]: in-flight set of this worker  KEYS[4]: {q}:data
 -- KEYS[5]: meta prefix  KEYS[6]: {q}:retrying  KEYS[7]: {q}:delayed  KEYS[8]: {q}:paused  KEYS[9]: {q}:wake
+-- KEYS[10]: {q}:events (a `started` event per job taken)
 -- ARGV[1]: now (ms)  ARGV[2]: most jobs to take  ARGV[3]: worker name  ARGV[4]: now (s)
+-- ARGV[5]: events kept (the stream's approximate MAXLEN; "0": no events)
 -- Returns {next_due_ms (-1: none; only when fewer than ARGV[2] were taken), then per job:
 --          id, job json, next_run_ms, failures, max_retry, timeout_ms}
 local now = tonumber(ARGV[1])
@@ -67,6 +69,11 @@ for i, id in ipairs(ids) do
         table.insert(out, m[2] or "0")
         table.insert(out, m[3] or "0")
         table.insert(out, m[4] or "0")
+        if ARGV[5] ~= "0" then
+            redis.call("xadd", KEYS[10], "MAXLEN", "~", ARGV[5], "*", "job_id", id, "state", "started",
+                "type", redis.call("hget", meta_key, "job_type") or "",
+                "attempt", (tonumber(m[2]) or 0) + 1, "time", ARGV[1])
+        end
     end
 end
 return out

@@ -8,7 +8,7 @@
 -- KEYS[5]: {q}:dead_at  KEYS[6]: errors prefix  KEYS[7]: history key of this minute
 -- KEYS[8]: {q}:delayed  KEYS[9]: {q}:wake  KEYS[10]: {q}:cancelled  KEYS[11]: {q}:events
 -- ARGV[1]: now (ms)  ARGV[2]: now (s)  ARGV[3]: errors kept per job  ARGV[4]: history ttl (s)
--- ARGV[5]: events kept (the stream's approximate MAXLEN)
+-- ARGV[5]: events kept (the stream's approximate MAXLEN; "0": no events)
 -- ARGV[6..]: groups of 7: id, kind (done|retry|dead|later|cancelled|progress), failures,
 --            next_run_ms, last_error, error entry (JSON), data (done: the result JSON or "";
 --            progress: the progress JSON)
@@ -16,11 +16,27 @@
 -- latest report per running job, coalesced by the worker) only update meta `progress` of a job
 -- still in flight here; a job whose cancel was asked for (meta `cancel_requested`) ends
 -- cancelled ({q}:cancelled) whatever its run did, unless it finished done. Each recorded end
--- (done, retrying, dead, cancelled) is added to the {q}:events stream: `job_id`, `state`.
+-- (done, retrying, dead, cancelled) and progress report is added to the {q}:events stream:
+-- `job_id`, `state`, `type`, `attempt` (the run it concerns), `time` (ms), progress: `progress`.
 -- Returns the number of results recorded.
 local recorded, processed, failed, rescheduled = 0, 0, 0, 0
-local function event(id, state)
-    redis.call("xadd", KEYS[11], "MAXLEN", "~", ARGV[5], "*", "job_id", id, "state", state)
+local function event(id, state, progress)
+    if ARGV[5] == "0" then
+        return
+    end
+    -- failures is already counted for a failed run; the run of any other is the next one
+    local m = redis.call("hmget", KEYS[2] .. ":" .. id, "job_type", "failures")
+    local attempt = tonumber(m[2]) or 0
+    if state ~= "retrying" and state ~= "dead" then
+        attempt = attempt + 1
+    end
+    if progress then
+        redis.call("xadd", KEYS[11], "MAXLEN", "~", ARGV[5], "*", "job_id", id, "state", state,
+            "type", m[1] or "", "attempt", attempt, "time", ARGV[1], "progress", progress)
+    else
+        redis.call("xadd", KEYS[11], "MAXLEN", "~", ARGV[5], "*", "job_id", id, "state", state,
+            "type", m[1] or "", "attempt", attempt, "time", ARGV[1])
+    end
 end
 for i = 6, #ARGV, 7 do
     local id, kind = ARGV[i], ARGV[i + 1]
@@ -28,6 +44,7 @@ for i = 6, #ARGV, 7 do
     if kind == "progress" then
         if redis.call("sismember", KEYS[1], id) == 1 then
             redis.call("hset", meta_key, "progress", ARGV[i + 6])
+            event(id, "progress", ARGV[i + 6])
         end
     elseif redis.call("srem", KEYS[1], id) == 1 then
         recorded = recorded + 1

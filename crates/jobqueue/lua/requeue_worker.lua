@@ -7,9 +7,9 @@
 -- KEYS[4]: {q}:inflight prefix  KEYS[5]: meta prefix  KEYS[6]: worker metadata prefix ({q}:workers:metadata)
 -- KEYS[7]: {q}:data (a job deleted while it ran is dropped, not re-queued: apalis' fetch_next
 --          fails on an id without data and would stop every worker that fetches it)
--- KEYS[8]: {q}:cancelled  KEYS[9]: cancel list prefix ({q}:cancel:<worker>)
+-- KEYS[8]: {q}:cancelled  KEYS[9]: cancel list prefix ({q}:cancel:<worker>)  KEYS[10]: {q}:events
 -- ARGV[1]: heartbeat score at or below which a worker is dead  ARGV[2]: (optional) only this worker
--- ARGV[3]: now (ms)
+-- ARGV[3]: now (ms)  ARGV[4]: events kept (approximate MAXLEN; "0": no events)
 -- A job whose cancel was asked for while the worker held it (meta `cancel_requested`) ends
 -- cancelled instead of running again.
 -- Returns the number of jobs re-queued.
@@ -30,6 +30,12 @@ for _, worker in ipairs(workers) do
             redis.call("zadd", KEYS[8], ARGV[3], id)
             redis.call("hset", meta_key, "status", "Cancelled", "done_at", math.floor(tonumber(ARGV[3]) / 1000))
             redis.call("hdel", meta_key, "locked_at", "locked_by")
+            if ARGV[4] ~= "0" then
+                local m = redis.call("hmget", meta_key, "job_type", "failures")
+                redis.call("xadd", KEYS[10], "MAXLEN", "~", ARGV[4], "*", "job_id", id,
+                    "state", "cancelled", "type", m[1] or "", "attempt", (tonumber(m[2]) or 0) + 1,
+                    "time", ARGV[3])
+            end
         elseif redis.call("hexists", KEYS[7], id) == 1 then
             redis.call("rpush", KEYS[2], id)
             redis.call("hset", meta_key, "status", "Pending")

@@ -68,7 +68,7 @@ impl JobQueue {
         registry: Registry,
     ) -> Result<Self, JobQueueError> {
         // The store checks the address now so a typo fails at startup, not at the first request.
-        let store = Store::new(redis, &settings.queue)?;
+        let store = Store::new(redis, &settings.queue, settings.events_max_len)?;
         let keys = store.keys().clone();
         let inner = Inner {
             store,

@@ -9,7 +9,7 @@
 //!   (`cacheserver-redis`).
 //! - [`JobQueue`]: the client — register (one, batched, or a batch; unique keys), retry,
 //!   delete, cancel, pause/resume (`client.rs`), the inspector — detail, list, counts, history
-//!   (`inspector.rs`) — and waiting for a job's end (`waiter.rs`).
+//!   (`inspector.rs`) — and waiting for a job's end and feeds of job events (`waiter.rs`).
 //! - [`metrics`]: every metric name of the queue.
 //!
 //! The worker runtime (apalis, supervisor, runner, result writer) is `crates/worker`.
@@ -42,16 +42,16 @@ pub use types::{
     CancelledJob, EnqueuedJob, JobFailure, JobInfo, JobPage, JobStatus, MinuteCount, NewJob,
     QueueStats, RetriedJob, MAX_BATCH, MAX_UNIQUE_KEY_CHARS,
 };
-pub use waiter::MAX_WAIT_SECONDS;
+pub use waiter::{parse_event_id, EventFeed, FeedItem, FEED_BUFFER, MAX_WAIT_SECONDS};
 
 /// Every limit of the queue in one place (the settings' own bounds are in `cacheserver-config`).
 pub mod limits {
     pub use crate::client::{MAX_BULK, MAX_TIMEOUT_SECONDS, MAX_UNIQUE_FOR_SECONDS};
     pub use crate::inspector::{MAX_HISTORY_MINUTES, MAX_LIST};
     pub use crate::jobs::MAX_RESULT_BYTES;
-    pub use crate::store::EVENTS_KEPT;
     pub use crate::store::{ERRORS_KEPT, HISTORY_TTL};
     pub use crate::types::{MAX_BATCH, MAX_UNIQUE_KEY_CHARS};
     pub use crate::waiter::MAX_WAIT_SECONDS;
+    pub use cacheserver_config::{DEFAULT_EVENTS_MAX_LEN, MAX_EVENTS_MAX_LEN};
     pub use cacheserver_config::{MAX_DELAY_SECONDS, MAX_RETRY_LIMIT};
 }

@@ -5,28 +5,23 @@
 //! worker died before confirming. The clock is passed in ([`Clock`]): tests drive the ticks.
 //!
 //! Timing rules:
-//! - a tick is claimed and its job stored up to [`ENQUEUE_AHEAD`] before it, due at the tick
-//!   itself (`run_at` = the tick; the runner never starts a job before its due time);
-//! - a tick more than [`MISSED_AFTER`] in the past when reached was missed (no worker ran, Redis
+//! - a tick is claimed and its job stored up to `jobqueue.scheduler.enqueue_ahead` (250 ms)
+//!   before it, due at the tick itself (`run_at` = the tick; the runner never starts a job
+//!   before its due time);
+//! - a tick more than `missed_after` (5 s) in the past when reached was missed (no worker ran, Redis
 //!   was down): `missed: skip` drops the missed ticks, `run_once` enqueues one job (for the
 //!   latest of them, due at once); later ticks run as usual;
-//! - `overlap: skip` skips a tick while the schedule's previous job is not done or dead.
+//! - `overlap: skip` skips a tick while the schedule's previous job is not done or dead;
+//! - a claim not confirmed `recover_after` (5 s) after it was made is enqueued again by any
+//!   worker; passes are at most `reload_every` (1 s) apart.
 
-use cacheserver_config::ScheduleSettings;
+use cacheserver_config::{ScheduleSettings, SchedulerSettings};
 use cacheserver_jobqueue::schedules::{next_tick, Due, Missed, Overlap, Schedule, Schedules};
 use cacheserver_jobqueue::{JobQueue, JobQueueError};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// A tick's job is stored this long before the tick (due at the tick).
-pub const ENQUEUE_AHEAD: Duration = Duration::from_millis(250);
-/// A tick reached later than this after its time was missed.
-pub const MISSED_AFTER: Duration = Duration::from_secs(5);
-/// A claim not confirmed this long after it was made is enqueued again by any worker.
-pub const RECOVER_AFTER: Duration = Duration::from_secs(5);
-/// Longest sleep between passes: new, changed and resumed schedules are seen within this.
-pub const RELOAD_EVERY: Duration = Duration::from_secs(1);
 /// Ticks (and stale claims) looked at per pass.
 const PER_PASS: usize = 100;
 
@@ -51,9 +46,15 @@ pub struct Decision {
     pub run_ms: Option<u64>,
 }
 
-/// The rule for tick `tick_ms` of `schedule` reached at `now_ms` (overlap aside).
-pub fn decide(schedule: &Schedule, tick_ms: u64, now_ms: u64) -> Result<Decision, JobQueueError> {
-    let missed_before = now_ms.saturating_sub(MISSED_AFTER.as_millis() as u64);
+/// The rule for tick `tick_ms` of `schedule` reached at `now_ms` (overlap aside); a tick
+/// more than `missed_after` before `now_ms` was missed.
+pub fn decide(
+    schedule: &Schedule,
+    tick_ms: u64,
+    now_ms: u64,
+    missed_after: Duration,
+) -> Result<Decision, JobQueueError> {
+    let missed_before = now_ms.saturating_sub(missed_after.as_millis() as u64);
     if tick_ms >= missed_before {
         return Ok(Decision {
             next_ms: next_tick(schedule, tick_ms, false)?,
@@ -104,18 +105,28 @@ pub struct Pass {
 pub struct Scheduler<C: Clock> {
     schedules: Schedules,
     clock: Arc<C>,
+    timings: SchedulerSettings,
 }
 
 impl<C: Clock> Scheduler<C> {
+    /// With the default timings (`jobqueue.scheduler`).
     pub fn new(schedules: Schedules, clock: Arc<C>) -> Self {
-        Self { schedules, clock }
+        Self::with_timings(schedules, clock, SchedulerSettings::default())
+    }
+
+    pub fn with_timings(schedules: Schedules, clock: Arc<C>, timings: SchedulerSettings) -> Self {
+        Self {
+            schedules,
+            clock,
+            timings,
+        }
     }
 
     /// One pass at the clock's time: recover stale claims, claim and enqueue due ticks.
     pub async fn pass(&self) -> Result<Pass, JobQueueError> {
         let now = self.clock.now_ms();
-        let ahead = ENQUEUE_AHEAD.as_millis() as u64;
-        let stale_before = now.saturating_sub(RECOVER_AFTER.as_millis() as u64);
+        let ahead = self.timings.enqueue_ahead.as_millis() as u64;
+        let stale_before = now.saturating_sub(self.timings.recover_after.as_millis() as u64);
         let due: Due = self
             .schedules
             .due(now + ahead, stale_before, PER_PASS)
@@ -137,7 +148,7 @@ impl<C: Clock> Scheduler<C> {
             let Some(schedule) = due_tick.json.as_deref().and_then(parse) else {
                 continue;
             };
-            let mut decision = decide(&schedule, due_tick.tick_ms, now)?;
+            let mut decision = decide(&schedule, due_tick.tick_ms, now, self.timings.missed_after)?;
             if decision.run_ms.is_some() && schedule.overlap == Overlap::Skip {
                 if let Some(last) = &due_tick.last_job_id {
                     if self.schedules.still_running(&schedule, last).await? {
@@ -179,7 +190,7 @@ impl<C: Clock> Scheduler<C> {
             let until = due
                 .earliest_ms
                 .map_or(u64::MAX, |e| e.saturating_sub(ahead).saturating_sub(now));
-            Duration::from_millis(until).min(RELOAD_EVERY)
+            Duration::from_millis(until).min(self.timings.reload_every)
         };
         Ok(pass)
     }
@@ -199,10 +210,12 @@ fn parse(json: &str) -> Option<Schedule> {
 pub async fn run<C: Clock>(
     queue: JobQueue,
     declared: Vec<ScheduleSettings>,
+    timings: SchedulerSettings,
     clock: Arc<C>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let scheduler = Scheduler::new(queue.schedules(), clock);
+    let reload_every = timings.reload_every;
+    let scheduler = Scheduler::with_timings(queue.schedules(), clock, timings);
     let mut applied = declared.is_empty();
     let mut failing = false;
     while !*shutdown.borrow() {
@@ -222,7 +235,7 @@ pub async fn run<C: Clock>(
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot apply the config's schedules yet");
-                    RELOAD_EVERY
+                    reload_every
                 }
             }
         } else {
@@ -236,10 +249,10 @@ pub async fn run<C: Clock>(
                 }
                 Err(e) => {
                     if !failing {
-                        tracing::warn!(error = %e, "scheduler pass failed; retrying every second");
+                        tracing::warn!(error = %e, "scheduler pass failed; retrying every reload_every");
                         failing = true;
                     }
-                    RELOAD_EVERY
+                    reload_every
                 }
             }
         };
@@ -313,13 +326,14 @@ mod tests {
     }
 
     const MIN: u64 = 60_000;
+    const MISSED: Duration = Duration::from_secs(5);
 
     #[test]
     fn on_time_ticks_run_missed_ones_follow_the_rule() {
         let every_minute = schedule("m", "* * * * *", Overlap::Allow, Missed::Skip);
         let t = 1_800_000_000_000 / MIN * MIN; // a whole minute
         assert_eq!(
-            decide(&every_minute, t, t + 100).unwrap(),
+            decide(&every_minute, t, t + 100, MISSED).unwrap(),
             Decision {
                 next_ms: t + MIN,
                 run_ms: Some(t)
@@ -327,7 +341,7 @@ mod tests {
         );
         // Reached 10 minutes late: skip all, go on with the next one not missed.
         assert_eq!(
-            decide(&every_minute, t, t + 10 * MIN).unwrap(),
+            decide(&every_minute, t, t + 10 * MIN, MISSED).unwrap(),
             Decision {
                 next_ms: t + 10 * MIN,
                 run_ms: None
@@ -339,7 +353,7 @@ mod tests {
         };
         // run_once: one job, for the latest missed tick.
         assert_eq!(
-            decide(&once, t, t + 10 * MIN + 1).unwrap(),
+            decide(&once, t, t + 10 * MIN + 1, MISSED).unwrap(),
             Decision {
                 next_ms: t + 10 * MIN,
                 run_ms: Some(t + 9 * MIN)
@@ -361,7 +375,7 @@ mod tests {
         let schedulers: Vec<_> = (0..3)
             .map(|_| Scheduler::new(q.schedules(), clock.clone()))
             .collect();
-        let ahead = ENQUEUE_AHEAD.as_millis() as u64;
+        let ahead = SchedulerSettings::default().enqueue_ahead.as_millis() as u64;
         let mut claimed = 0;
         for step in 0..10u64 {
             // Just before the lead time: nothing; inside it: the tick.
@@ -447,7 +461,7 @@ mod tests {
         let clock = Arc::new(TestClock(AtomicU64::new(now + 1000)));
         let other = Scheduler::new(q.schedules(), clock.clone());
         assert_eq!(other.pass().await.unwrap().recovered, 0, "too early");
-        clock.set(now + RECOVER_AFTER.as_millis() as u64 + 1);
+        clock.set(now + SchedulerSettings::default().recover_after.as_millis() as u64 + 1);
         assert_eq!(other.pass().await.unwrap().recovered, 1);
         assert_eq!(other.pass().await.unwrap().recovered, 0);
         assert_eq!(scheduled_run_ats(&q).await, vec![tick]);

@@ -137,7 +137,7 @@ impl Supervisor {
     ) -> Result<Self, JobQueueError> {
         Ok(Self {
             redis: redis.clone(),
-            store: Store::new(redis, &settings.queue)?,
+            store: Store::new(redis, &settings.queue, settings.events_max_len)?,
             options,
             state: Arc::new(WorkerState::default()),
             registry: Registry::production(settings),
@@ -212,6 +212,7 @@ impl Supervisor {
             Ok(client) => Some(tokio::spawn(crate::scheduler::run(
                 client,
                 self.settings.schedules.clone(),
+                self.settings.scheduler,
                 Arc::new(crate::scheduler::SystemClock),
                 shutdown,
             ))),

@@ -6,7 +6,7 @@
 //! app's registry, so an app built with extra types documents them too.
 
 use super::spec_rules::{ChaosBody, JobTypes, RateLimited, RequestRules};
-use super::{chaos, dm_jobqueue, health, jobs, ping, queues, schedules, ui};
+use super::{chaos, dm_jobqueue, events, health, jobs, ping, queues, schedules, ui};
 use crate::error::ErrorBody;
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
@@ -36,7 +36,7 @@ pub const SPEC_PATH: &str = "/api-docs/openapi.json";
     ),
     // The jobs handlers are declared relative to their `/api` scope.
     nest((path = "/api", api = ApiScope)),
-    components(schemas(ErrorBody, health::HealthBody, health::ReadyBody, health::ReadyChecks)),
+    components(schemas(ErrorBody, health::HealthBody, health::ReadyBody, health::ReadyChecks, events::JobEventBody)),
     // `JobTypes` (per registry) is applied by `spec_for`, after these: each type's request is
     // cloned from the finished `JobRequest`.
     modifiers(&BearerTokens, &RequestRules, &RateLimited, &ChaosBody),
@@ -64,11 +64,13 @@ pub struct ApiDoc;
     jobs::bulk_delete,
     jobs::cancel_job,
     jobs::bulk_cancel,
+    events::job_events,
     queues::list_queues,
     queues::get_queue,
     queues::pause,
     queues::resume,
     queues::history,
+    events::queue_events,
     schedules::list_schedules,
     schedules::create_schedule,
     schedules::get_schedule,

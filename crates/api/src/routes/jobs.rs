@@ -410,7 +410,7 @@ pub(crate) async fn delete_response(state: &AppState, id: &str) -> Result<HttpRe
 }
 
 /// The queue holding job `id` (whichever it is): 400 for a malformed id, 404 if none has it.
-async fn queue_holding(state: &AppState, id: &str) -> Result<JobQueue, ApiError> {
+pub(crate) async fn queue_holding(state: &AppState, id: &str) -> Result<JobQueue, ApiError> {
     check_id(id)?;
     state.jobs.find(id).await?.ok_or_else(|| not_found(id))
 }

@@ -1,11 +1,13 @@
 //! Every route of the api, registered in one place.
 //!
 //! `/api/...` and `/chaos/...` are rate limited; health, readiness, metrics and docs are not.
+//! The response cache wraps everything under `/api` but `ping` and the event streams.
 //! Bearer tokens are checked per scope (`auth::jobs_api_key`, `chaos::guard`), not per handler.
 
 pub mod chaos;
 pub mod dm_jobqueue;
 pub mod docs;
+pub mod events;
 pub(crate) mod fallback;
 pub mod health;
 pub mod job_dto;
@@ -28,6 +30,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::scope("/api")
                 .wrap(from_fn(rate_limit))
                 .service(ping::ping)
+                // Event streams (SSE) before the cached scope: never through the response
+                // cache; each checks the jobs API key itself.
+                .configure(events::configure)
                 .service(
                     // Everything under `/api` but `ping`: one guard for the jobs API key, then
                     // the response cache (`api.cache` decides which routes it caches).

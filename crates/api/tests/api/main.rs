@@ -10,6 +10,7 @@ mod chaos;
 mod control;
 mod cors;
 mod docs;
+mod events;
 mod failover;
 mod health;
 mod jobs;

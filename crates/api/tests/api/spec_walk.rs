@@ -507,6 +507,7 @@ struct Call {
     what: String,
     path: Vec<(String, String)>,
     query: Vec<(String, String)>,
+    headers: Vec<(String, String)>,
     /// `None`: no body.
     body: Option<Value>,
 }
@@ -619,10 +620,10 @@ fn invalid_param(gen: &Gen, schema: &Value) -> Vec<(String, String)> {
 
 fn set(call: &mut Call, param: &Value, value: String) {
     let name = param["name"].as_str().unwrap().to_owned();
-    let list = if param["in"] == "path" {
-        &mut call.path
-    } else {
-        &mut call.query
+    let list = match param["in"].as_str() {
+        Some("path") => &mut call.path,
+        Some("header") => &mut call.headers,
+        _ => &mut call.query,
     };
     list.retain(|(k, _)| *k != name);
     list.push((name, value));
@@ -670,6 +671,9 @@ async fn send(
     }
     let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
     let mut req = http.request(method, app.url(&path)).query(&call.query);
+    for (name, value) in &call.headers {
+        req = req.header(name, value);
+    }
     if let Some(body) = &call.body {
         req = req.json(body);
     }
@@ -678,6 +682,13 @@ async fn send(
         .await
         .unwrap_or_else(|e| panic!("{template} [{}]: {e:?}", short_what(&call.what)));
     let status = resp.status().as_u16();
+    // An event stream never ends by itself: its status is the answer (dropping it disconnects).
+    if crate::common::header(&resp, "content-type") == "text/event-stream" {
+        return Answer {
+            status,
+            body: Value::Null,
+        };
+    }
     let text = resp.text().await.unwrap();
     Answer {
         status,

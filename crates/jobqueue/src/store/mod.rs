@@ -23,8 +23,10 @@
 //! marker, pushed when a job becomes due sooner than a waiting worker knows; BLPOPed),
 //! `cancelled` (zset: cancelled jobs by when cancelled; trimmed like done ones), `cancel:<worker>`
 //! (list: ids of jobs that worker runs whose cancel was asked for; the worker BLPOPs it),
-//! `events` (stream of job ends — `done`, `retrying`, `dead`, `cancelled` — with `job_id` and
-//! `state`, capped near [`EVENTS_KEPT`]; what `GET /api/jobs/{id}?wait=` waits on).
+//! `events` (stream of job state changes — `registered`, `started`, `progress`, `retrying`,
+//! `done`, `dead`, `cancelled` — with `job_id`, `state`, `type`, `attempt`, `time` (ms) and, for
+//! progress, `progress` (JSON); capped near [`Keys::events_max_len`] entries, none written when
+//! it is 0; what `GET /api/jobs/{id}?wait=` waits on and the SSE routes stream).
 //! Meta fields of results and control: `result` (a done job's result JSON), `progress` (JSON
 //! `{percent, message}`), `cancel_requested` (ms: a cancel was asked for while a worker held it).
 //!
@@ -112,8 +114,6 @@ static FINISH: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/finish.lua")));
 static CANCEL: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/cancel.lua")));
-/// Entries kept in a queue's `events` stream (approximately: `MAXLEN ~`).
-pub const EVENTS_KEPT: u64 = 10_000;
 /// Failures kept per job.
 pub const ERRORS_KEPT: isize = 10;
 /// Per-minute history counters live this long.
@@ -142,6 +142,9 @@ pub struct Keys {
     /// Prefix of the per-worker cancel lists.
     pub cancel: String,
     pub events: String,
+    /// Entries kept in `events` (approximately: `XADD MAXLEN ~`); 0: no events are written.
+    /// The store sets it from `jobqueue.events_max_len`.
+    pub events_max_len: u64,
 }
 
 /// The sorted set of recorded completions (one member per finished job), for a bench that counts
@@ -184,6 +187,7 @@ impl Keys {
             cancelled: key("cancelled"),
             cancel: key("cancel"),
             events: key("events"),
+            events_max_len: cacheserver_config::DEFAULT_EVENTS_MAX_LEN,
             apalis: ApalisKeys { queue: prefix },
         }
     }
@@ -307,7 +311,9 @@ fn enqueue_call(keys: &Keys, jobs: &[StoredJob<'_>]) -> ScriptInvocation<'static
         .key(&keys.unique)
         .key(keys.apalis.dead_jobs_set())
         .key(&keys.dead_at)
-        .key(&keys.wake);
+        .key(&keys.wake)
+        .key(&keys.events)
+        .arg(keys.events_max_len);
     let now = now_ms();
     for job in jobs {
         call.arg(job.id)
@@ -365,9 +371,11 @@ pub async fn requeue_worker(
         .key(c.job_data_hash())
         .key(&keys.cancelled)
         .key(&keys.cancel)
+        .key(&keys.events)
         .arg(dead_before)
         .arg(worker.unwrap_or(""))
         .arg(now_ms())
+        .arg(keys.events_max_len)
         .invoke_async(conn)
         .await?)
 }
@@ -498,7 +506,7 @@ pub async fn cancel(
         .arg(id)
         .arg(now)
         .arg(now / 1000)
-        .arg(EVENTS_KEPT)
+        .arg(keys.events_max_len)
         .invoke_async(conn)
         .await?;
     Ok(match outcome {
@@ -612,10 +620,12 @@ pub async fn fetch(
         .key(&keys.delayed)
         .key(&keys.paused)
         .key(&keys.wake)
+        .key(&keys.events)
         .arg(now)
         .arg(want.max(1))
         .arg(worker)
         .arg(now / 1000)
+        .arg(keys.events_max_len)
         .invoke_async(conn)
         .await?;
     let mut rest = flat.into_iter();
@@ -695,7 +705,7 @@ pub async fn finish(
         .arg(now / 1000)
         .arg(ERRORS_KEPT)
         .arg(HISTORY_TTL.as_secs())
-        .arg(EVENTS_KEPT);
+        .arg(keys.events_max_len);
     for result in results {
         let (kind, failures, next_run_ms, error, data) = match &result.outcome {
             Outcome::Done { result } => ("done", 0, 0, "", result.as_deref().unwrap_or("")),
@@ -731,8 +741,66 @@ pub struct JobEvent {
     /// The stream entry's id (resume after it).
     pub event_id: String,
     pub job_id: String,
-    /// `done`, `retrying`, `dead` or `cancelled`.
+    /// `registered`, `started`, `progress`, `retrying`, `done`, `dead` or `cancelled`.
     pub state: String,
+    /// The job's type ("" for jobs stored by versions that did not record it).
+    pub job_type: String,
+    /// The run the event concerns (1 = first; 0 for `registered`, and for `cancelled` before
+    /// any run).
+    pub attempt: u32,
+    /// When it happened (ms since the Unix epoch).
+    pub time_ms: u64,
+    /// `progress` events: the report (JSON `{percent, message}`).
+    pub progress: Option<String>,
+}
+
+impl JobEvent {
+    /// Whether the job ends with this event (`done`, `dead` or `cancelled`).
+    pub fn is_terminal(&self) -> bool {
+        matches!(self.state.as_str(), "done" | "dead" | "cancelled")
+    }
+}
+
+type StreamEntries = Vec<(String, Vec<(String, String)>)>;
+
+fn job_events(entries: StreamEntries) -> Vec<JobEvent> {
+    entries
+        .into_iter()
+        .map(|(event_id, fields)| {
+            let mut event = JobEvent {
+                event_id,
+                job_id: String::new(),
+                state: String::new(),
+                job_type: String::new(),
+                attempt: 0,
+                time_ms: 0,
+                progress: None,
+            };
+            for (k, v) in fields {
+                match k.as_str() {
+                    "job_id" => event.job_id = v,
+                    "state" => event.state = v,
+                    "type" => event.job_type = v,
+                    "attempt" => event.attempt = v.parse().unwrap_or(0),
+                    "time" => event.time_ms = v.parse().unwrap_or(0),
+                    "progress" => event.progress = Some(v),
+                    _ => {}
+                }
+            }
+            // Entries written before events carried a time: the stream id starts with it.
+            if event.time_ms == 0 {
+                event.time_ms = stream_id_ms(&event.event_id).unwrap_or(0);
+            }
+            event
+        })
+        .collect()
+}
+
+/// The milliseconds part of a stream entry id (`<ms>-<seq>`), if it is one.
+pub fn stream_id_ms(id: &str) -> Option<u64> {
+    let (ms, seq) = id.split_once('-')?;
+    seq.parse::<u64>().ok()?;
+    ms.parse().ok()
 }
 
 /// The id of the newest event of `keys`' queue ("0-0": none yet), to read what comes after.
@@ -762,8 +830,7 @@ pub async fn read_events(
     after: &str,
     block: Duration,
 ) -> Result<Vec<JobEvent>, JobQueueError> {
-    type Entries = Vec<(String, Vec<(String, Vec<(String, String)>)>)>;
-    let read: Option<Entries> = redis::cmd("XREAD")
+    let read: Option<Vec<(String, StreamEntries)>> = redis::cmd("XREAD")
         .arg("COUNT")
         .arg(1000)
         .arg("BLOCK")
@@ -773,22 +840,49 @@ pub async fn read_events(
         .arg(after)
         .query_async(conn)
         .await?;
-    let entries = read.into_iter().flatten().flat_map(|(_, entries)| entries);
-    Ok(entries
-        .map(|(event_id, fields)| {
-            let field = |name: &str| {
-                fields
-                    .iter()
-                    .find(|(k, _)| k == name)
-                    .map(|(_, v)| v.clone())
-                    .unwrap_or_default()
-            };
-            JobEvent {
-                job_id: field("job_id"),
-                state: field("state"),
-                event_id,
-            }
-        })
+    Ok(job_events(
+        read.into_iter()
+            .flatten()
+            .flat_map(|(_, entries)| entries)
+            .collect(),
+    ))
+}
+
+/// Up to `count` events of `keys`' queue after `after` up to `until` (both stream ids;
+/// `XRANGE`, no wait): what a reconnecting client missed that is still in the stream.
+pub async fn events_between(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+    after: &str,
+    until: &str,
+    count: usize,
+) -> Result<Vec<JobEvent>, JobQueueError> {
+    let entries: StreamEntries = redis::cmd("XRANGE")
+        .arg(&keys.events)
+        .arg(format!("({after}"))
+        .arg(until)
+        .arg("COUNT")
+        .arg(count)
+        .query_async(conn)
+        .await?;
+    Ok(job_events(entries))
+}
+
+/// For each of `ids`, whether it has ended (done, dead, cancelled, or gone): one pipeline of
+/// `HGET status` (what waiting falls back to when the event stream is off).
+pub async fn ended(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+    ids: &[String],
+) -> Result<Vec<bool>, JobQueueError> {
+    let mut pipe = redis::pipe();
+    for id in ids {
+        pipe.hget(keys.meta_of(id), "status");
+    }
+    let statuses: Vec<Option<String>> = pipe.query_async(conn).await?;
+    Ok(statuses
+        .into_iter()
+        .map(|s| s.is_none_or(|s| matches!(s.as_str(), "Done" | "Killed" | "Cancelled")))
         .collect())
 }
 

@@ -39,15 +39,23 @@ struct Inner {
 
 impl Store {
     /// The store on the Redis of `redis`, `default_queue` being the queue whose keys keep the
-    /// untagged prefix of earlier versions. Never waits for Redis; checks the address
-    /// (and starts following the Sentinel master) now, so a typo fails at start-up.
-    pub fn new(redis: &SingleRedisSettings, default_queue: &str) -> Result<Self, JobQueueError> {
+    /// untagged prefix of earlier versions, each queue's `events` stream capped near
+    /// `events_max_len` entries (0: no events; `jobqueue.events_max_len`). Never waits for
+    /// Redis; checks the address (and starts following the Sentinel master) now, so a typo
+    /// fails at start-up.
+    pub fn new(
+        redis: &SingleRedisSettings,
+        default_queue: &str,
+        events_max_len: u64,
+    ) -> Result<Self, JobQueueError> {
         cacheserver_redis::single::validate(redis)?;
         let pool = redis.pool_size.clamp(1, 8) as usize;
+        let mut keys = Keys::of(default_queue, default_queue);
+        keys.events_max_len = events_max_len;
         Ok(Self {
             inner: Arc::new(Inner {
                 redis: redis.clone(),
-                keys: Keys::of(default_queue, default_queue),
+                keys,
                 call_timeout: redis.read_timeout.min(CALL_TIMEOUT_CAP),
                 slots: (0..pool).map(|_| Mutex::new(None)).collect(),
                 next: AtomicUsize::new(0),
@@ -68,7 +76,9 @@ impl Store {
         if queue == self.inner.keys.queue {
             self.inner.keys.clone()
         } else {
-            Keys::of(queue, &self.inner.keys.queue)
+            let mut keys = Keys::of(queue, &self.inner.keys.queue);
+            keys.events_max_len = self.inner.keys.events_max_len;
+            keys
         }
     }
 
