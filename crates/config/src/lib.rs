@@ -19,8 +19,9 @@ pub use cache::{CacheInvalidation, CacheKey, CacheRoute, CacheSettings};
 pub use duration::parse as parse_duration;
 pub use error::ConfigError;
 pub use queues::{
-    default_served_queues, parse_served_queues, queue_name_problem, QueueSettings, ServedQueue,
-    MAX_QUEUE_NAME, MAX_QUEUE_WEIGHT,
+    default_served_queues, parse_served_queues, queue_name_problem, QueueRateLimit, QueueSettings,
+    ServedQueue, MAX_QUEUE_CONCURRENCY, MAX_QUEUE_NAME, MAX_QUEUE_WEIGHT, MAX_RATE_MAX,
+    MAX_RATE_PER,
 };
 pub use redis::{
     default_pool_size, CacheServerSettings, ClusterAddrs, ClusterRedisSettings, RedisSettings,

@@ -2,6 +2,7 @@
 //! serves (`jobqueue.worker.queues` / `--queues`, `--strict`), and the one rule for a queue name.
 
 use serde::Deserialize;
+use std::time::Duration;
 
 /// Longest queue name.
 pub const MAX_QUEUE_NAME: usize = 64;
@@ -18,7 +19,31 @@ pub struct QueueSettings {
     /// (default 1).
     #[serde(default = "one")]
     pub weight: u32,
+    /// At most this many jobs of the queue running at once across all workers (none: no limit).
+    #[serde(default)]
+    pub concurrency: Option<u32>,
+    /// At most `max` job starts per `per` across all workers (none: no limit).
+    #[serde(default)]
+    pub rate_limit: Option<QueueRateLimit>,
 }
+
+/// `rate_limit: {max: 100, per: 1m}` of a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueRateLimit {
+    /// Starts allowed per window, 1..=[`MAX_RATE_MAX`].
+    pub max: u32,
+    /// The (sliding) window, 1ms..=[`MAX_RATE_PER`].
+    #[serde(deserialize_with = "crate::duration::deserialize")]
+    pub per: Duration,
+}
+
+/// Largest `concurrency` of a queue.
+pub const MAX_QUEUE_CONCURRENCY: u32 = 100_000;
+/// Largest `rate_limit.max` (the window keeps one entry per start).
+pub const MAX_RATE_MAX: u32 = 100_000;
+/// Longest `rate_limit.per`.
+pub const MAX_RATE_PER: Duration = Duration::from_secs(24 * 3600);
 
 fn one() -> u32 {
     1
@@ -107,6 +132,23 @@ pub fn validate_declared(declared: &[QueueSettings]) -> Result<(), String> {
         }
         if !(1..=MAX_QUEUE_WEIGHT).contains(&q.weight) {
             return Err(format!("[{i}].weight: must be 1..={MAX_QUEUE_WEIGHT}"));
+        }
+        if q.concurrency
+            .is_some_and(|c| !(1..=MAX_QUEUE_CONCURRENCY).contains(&c))
+        {
+            return Err(format!(
+                "[{i}].concurrency: must be 1..={MAX_QUEUE_CONCURRENCY} (leave it out for no limit)"
+            ));
+        }
+        if let Some(rate) = q.rate_limit {
+            if !(1..=MAX_RATE_MAX).contains(&rate.max) {
+                return Err(format!("[{i}].rate_limit.max: must be 1..={MAX_RATE_MAX}"));
+            }
+            if rate.per < Duration::from_millis(1) || rate.per > MAX_RATE_PER {
+                return Err(format!(
+                    "[{i}].rate_limit.per: must be 1ms..=24h, like `1s` or `1m`"
+                ));
+            }
         }
     }
     Ok(())

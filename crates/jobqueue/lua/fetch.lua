@@ -1,47 +1,105 @@
 -- Take up to ARGV[2] due jobs for one worker in one call (replaces apalis' promote → active list
 -- → fetch_next → acquire_leases chain: four round trips and an O(length) LREM per job).
--- Order: jobs handed back to apalis' active list (orphans, older versions), then due retries,
--- then due jobs by due time. Each taken job is in the worker's in-flight set and marked Running.
+-- Due jobs of {q}:delayed and {q}:retrying first move into {q}:ready, scored by priority band
+-- then due time (a delayed job never jumps ahead before it is due). Order taken: jobs handed back
+-- to apalis' active list (orphans, older versions), then {q}:ready (higher priority first, FIFO
+-- within a priority). Each taken job is in the worker's in-flight set and in {q}:running, marked
+-- Running. The queue's limits ({q}:limits: `concurrency`, `rate_max` per `rate_per_ms`) are
+-- decided here, for all workers at once: at most `concurrency` in {q}:running, at most
+-- `rate_max` starts in {q}:started (a sliding log scored by Redis' own TIME, so worker clocks
+-- do not matter) over the last `rate_per_ms`.
 -- KEYS[1]: {q}:workers  KEYS[2]: {q}:active  KEYS[3]: in-flight set of this worker  KEYS[4]: {q}:data
 -- KEYS[5]: meta prefix  KEYS[6]: {q}:retrying  KEYS[7]: {q}:delayed  KEYS[8]: {q}:paused  KEYS[9]: {q}:wake
+-- KEYS[10]: {q}:ready  KEYS[11]: {q}:limits  KEYS[12]: {q}:running  KEYS[13]: {q}:started
 -- ARGV[1]: now (ms)  ARGV[2]: most jobs to take  ARGV[3]: worker name  ARGV[4]: now (s)
--- Returns {next_due_ms (-1: none; only when fewer than ARGV[2] were taken), then per job:
---          id, job json, next_run_ms, failures, max_retry, timeout_ms}
+-- Returns {next_due_ms (-1: none; only when fewer than ARGV[2] were taken), limited (1: a limit
+--          held due jobs back), then per job: id, job json, next_run_ms, failures, max_retry,
+--          timeout_ms}
 local now = tonumber(ARGV[1])
 local want = tonumber(ARGV[2])
+-- 2^42 ms (~139 years) per priority band: scores stay below 2^46, exact in a double.
+local BAND = 4398046511104
+local PROMOTE = 1000
 if not redis.call("zscore", KEYS[1], ARGV[3]) then
     -- reaped (stale heartbeat): its jobs were handed to others; the supervisor re-registers it
     return redis.error_reply("worker not registered")
 end
 if redis.call("exists", KEYS[8]) == 1 then
-    return {-1}
+    return {-1, 0}
+end
+
+-- Due jobs into the ready set at their priority (absent: 5, as jobs stored by older versions).
+for _, source in ipairs({KEYS[6], KEYS[7]}) do
+    local due = redis.call("zrangebyscore", source, "-inf", now, "WITHSCORES", "LIMIT", 0, PROMOTE)
+    if #due > 0 then
+        local moved = {}
+        for i = 1, #due, 2 do
+            local id = due[i]
+            local priority = tonumber(redis.call("hget", KEYS[5] .. ":" .. id, "priority")) or 5
+            redis.call("zadd", KEYS[10], (10 - priority) * BAND + tonumber(due[i + 1]), id)
+            table.insert(moved, id)
+        end
+        redis.call("zrem", source, unpack(moved))
+    end
+end
+
+-- How many may start now.
+local allow = want
+local started_ms = nil
+local limits = redis.call("hmget", KEYS[11], "concurrency", "rate_max", "rate_per_ms")
+local concurrency, rate_max, rate_per = tonumber(limits[1]), tonumber(limits[2]), tonumber(limits[3])
+if concurrency or rate_max then
+    local t = redis.call("time")
+    started_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+if concurrency then
+    allow = math.min(allow, math.max(concurrency - redis.call("scard", KEYS[12]), 0))
+end
+local rate_full = false
+if rate_max and rate_per then
+    redis.call("zremrangebyscore", KEYS[13], "-inf", started_ms - rate_per)
+    local left = rate_max - redis.call("zcard", KEYS[13])
+    if left < allow then
+        allow = math.max(left, 0)
+        rate_full = true
+    end
 end
 
 local ids = {}
-local handed_back = redis.call("lpop", KEYS[2], want)
-if handed_back then
-    for _, id in ipairs(handed_back) do
-        table.insert(ids, id)
+if allow > 0 then
+    local handed_back = redis.call("lpop", KEYS[2], allow)
+    if handed_back then
+        for _, id in ipairs(handed_back) do
+            table.insert(ids, id)
+        end
     end
-end
-for _, source in ipairs({KEYS[6], KEYS[7]}) do
-    if #ids < want then
-        local due = redis.call("zrangebyscore", source, "-inf", now, "LIMIT", 0, want - #ids)
-        if #due > 0 then
-            redis.call("zrem", source, unpack(due))
-            for _, id in ipairs(due) do
-                table.insert(ids, id)
-            end
+    if #ids < allow then
+        local ready = redis.call("zpopmin", KEYS[10], allow - #ids)
+        for i = 1, #ready, 2 do
+            table.insert(ids, ready[i])
         end
     end
 end
 
+local limited = 0
 local next_due = -1
 if #ids < want then
+    local held = allow < want and (redis.call("zcard", KEYS[10]) > 0 or redis.call("llen", KEYS[2]) > 0)
+    if held then
+        limited = 1
+        if rate_full then
+            -- the window frees its next start when its oldest start leaves it (this call's
+            -- starts are in it already); on the worker's clock, which sleeps until then
+            local oldest = tonumber(redis.call("zrange", KEYS[13], 0, 0, "WITHSCORES")[2] or started_ms)
+            next_due = now + math.max(oldest + rate_per - started_ms, 1)
+        end
+    end
     for _, source in ipairs({KEYS[6], KEYS[7]}) do
         local head = redis.call("zrange", source, 0, 0, "WITHSCORES")
-        if head[2] and (next_due < 0 or tonumber(head[2]) < next_due) then
-            next_due = tonumber(head[2])
+        local due = tonumber(head[2])
+        -- jobs already due wait behind the limit like the ready ones: no spinning on them
+        if due and not (held and due <= now) and (next_due < 0 or due < next_due) then
+            next_due = due
         end
     end
 elseif redis.call("llen", KEYS[9]) == 0 then
@@ -49,7 +107,7 @@ elseif redis.call("llen", KEYS[9]) == 0 then
     redis.call("rpush", KEYS[9], 1)
 end
 
-local out = {next_due}
+local out = {next_due, limited}
 if #ids == 0 then
     return out
 end
@@ -58,8 +116,17 @@ for i, id in ipairs(ids) do
     -- a job deleted after it was queued has no data: drop it
     if data[i] then
         redis.call("sadd", KEYS[3], id)
+        redis.call("sadd", KEYS[12], id)
         local meta_key = KEYS[5] .. ":" .. id
         redis.call("hset", meta_key, "status", "Running", "locked_at", ARGV[4], "locked_by", ARGV[3])
+        if started_ms then
+            -- the start as the limits counted it (Redis' clock)
+            redis.call("hset", meta_key, "started_ms", started_ms)
+        end
+        if rate_max and rate_per then
+            redis.call("zadd", KEYS[13], started_ms, id .. ":" .. started_ms)
+            redis.call("pexpire", KEYS[13], rate_per)
+        end
         local m = redis.call("hmget", meta_key, "next_run_ms", "failures", "max_retry", "timeout_ms")
         table.insert(out, id)
         table.insert(out, data[i])

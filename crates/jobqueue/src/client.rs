@@ -8,7 +8,8 @@ use crate::error::JobQueueError;
 use crate::jobs::{JobEnvelope, Registry};
 use crate::store::{self, Keys, Store, StoredJob};
 use crate::types::{
-    CancelledJob, EnqueuedJob, JobStatus, NewJob, RetriedJob, MAX_BATCH, MAX_UNIQUE_KEY_CHARS,
+    CancelledJob, EnqueuedJob, JobStatus, NewJob, QueueLimits, RetriedJob, DEFAULT_PRIORITY,
+    MAX_BATCH, MAX_PRIORITY, MAX_UNIQUE_KEY_CHARS, MIN_PRIORITY,
 };
 use cacheserver_config::{
     queue_name_problem, JobqueueSettings, SingleRedisSettings, MAX_DELAY_SECONDS, MAX_RETRY_LIMIT,
@@ -473,6 +474,23 @@ impl JobQueue {
         Ok(())
     }
 
+    /// The queue's limits as the workers wrote them, and the slots in use.
+    pub async fn limits(&self) -> Result<QueueLimits, JobQueueError> {
+        let keys = self.keys.clone();
+        let (stored, running) = self
+            .with_connection(self.inner.store.call_timeout(), |mut c| async move {
+                store::read_limits(&mut c, &keys).await
+            })
+            .await?;
+        Ok(QueueLimits {
+            concurrency: stored.concurrency,
+            rate: stored
+                .rate
+                .map(|(max, per_ms)| (max, Duration::from_millis(per_ms))),
+            running,
+        })
+    }
+
     pub async fn is_paused(&self) -> Result<bool, JobQueueError> {
         let keys = self.keys.clone();
         self.with_connection(self.inner.store.call_timeout(), |mut c| async move {
@@ -538,6 +556,7 @@ struct Prepared {
     timeout_ms: u64,
     unique_key: String,
     unique_for_ms: u64,
+    priority: u8,
     enqueued: EnqueuedJob,
 }
 
@@ -552,6 +571,7 @@ impl Prepared {
             timeout_ms: self.timeout_ms,
             unique_key: &self.unique_key,
             unique_for_ms: self.unique_for_ms,
+            priority: self.priority,
         }
     }
 }
@@ -564,9 +584,18 @@ fn prepare(
     now_ms: u64,
 ) -> Result<Prepared, JobQueueError> {
     let invalid = |m: String| Err(JobQueueError::Invalid(m));
-    let queue = job.queue.unwrap_or_else(|| default_queue.to_owned());
+    let queue = job
+        .queue
+        .or_else(|| registry.default_queue(&job.job_type).map(str::to_owned))
+        .unwrap_or_else(|| default_queue.to_owned());
     if let Some(problem) = queue_name_problem(&queue) {
         return invalid(problem);
+    }
+    let priority = job.priority.unwrap_or(DEFAULT_PRIORITY);
+    if !(MIN_PRIORITY..=MAX_PRIORITY).contains(&priority) {
+        return invalid(format!(
+            "priority must be {MIN_PRIORITY}..={MAX_PRIORITY} (higher starts first), got {priority}"
+        ));
     }
     let due_ms = match job.at {
         Some(at) => u64::try_from(at.timestamp_millis())
@@ -616,6 +645,7 @@ fn prepare(
         timeout_ms: job.timeout.map_or(0, |t| t.as_millis() as u64),
         unique_key,
         unique_for_ms: job.unique_for.map_or(0, |t| t.as_millis() as u64),
+        priority,
         enqueued: EnqueuedJob {
             job_id: next_id().to_string(),
             run_at: ms_to_time(due_ms),

@@ -310,6 +310,11 @@ impl Supervisor {
             if i > 0 {
                 store::register_worker(&mut conn, keys, name).await?;
             }
+            // A declared queue's limits go to Redis, where fetch.lua decides them for every
+            // worker (the last worker started wins); an undeclared queue's are left as they are.
+            if let Some(declared) = self.settings.queues.iter().find(|q| q.name == keys.queue) {
+                store::write_limits(&mut conn, keys, stored_limits(declared)).await?;
+            }
         }
         let opts = &self.options;
         let weights = opts.queues.iter().map(|q| q.weight).collect();
@@ -375,5 +380,15 @@ impl Supervisor {
                 Ok(())
             }
         }
+    }
+}
+
+/// `jobqueue.queues` entry → what `fetch.lua` reads.
+fn stored_limits(declared: &cacheserver_config::QueueSettings) -> store::StoredLimits {
+    store::StoredLimits {
+        concurrency: declared.concurrency,
+        rate: declared
+            .rate_limit
+            .map(|r| (r.max, r.per.as_millis().max(1) as u64)),
     }
 }

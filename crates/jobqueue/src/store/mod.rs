@@ -25,6 +25,13 @@
 //! (list: ids of jobs that worker runs whose cancel was asked for; the worker BLPOPs it),
 //! `events` (stream of job ends — `done`, `retrying`, `dead`, `cancelled` — with `job_id` and
 //! `state`, capped near [`EVENTS_KEPT`]; what `GET /api/jobs/{id}?wait=` waits on).
+//! Priorities and limits: `ready` (zset of due jobs, score `(10 - priority) * 2^42 + due_ms`:
+//! higher priority first, FIFO within one; jobs due at enqueue go there at once, later ones when
+//! `fetch.lua` finds them due), `running` (set: ids taken by a worker and not yet recorded ended,
+//! i.e. the queue's concurrency slots in use), `started` (zset: the starts of the rate window,
+//! scored by Redis' `TIME` in ms), `limits` (hash `concurrency`, `rate_max`, `rate_per_ms`,
+//! written by workers from `jobqueue.queues`, read by `fetch.lua` and `GET /api/queues`).
+//! Meta `priority` (absent: 5) and `started_ms` (a limited queue's start, Redis' clock).
 //! Meta fields of results and control: `result` (a done job's result JSON), `progress` (JSON
 //! `{percent, message}`), `cancel_requested` (ms: a cancel was asked for while a worker held it).
 //!
@@ -142,6 +149,10 @@ pub struct Keys {
     /// Prefix of the per-worker cancel lists.
     pub cancel: String,
     pub events: String,
+    pub ready: String,
+    pub running: String,
+    pub started: String,
+    pub limits: String,
 }
 
 /// The sorted set of recorded completions (one member per finished job), for a bench that counts
@@ -184,6 +195,10 @@ impl Keys {
             cancelled: key("cancelled"),
             cancel: key("cancel"),
             events: key("events"),
+            ready: key("ready"),
+            running: key("running"),
+            started: key("started"),
+            limits: key("limits"),
             apalis: ApalisKeys { queue: prefix },
         }
     }
@@ -271,6 +286,8 @@ pub struct StoredJob<'a> {
     pub unique_key: &'a str,
     /// 0: held until the job is done or dead.
     pub unique_for_ms: u64,
+    /// 1..=10, higher first.
+    pub priority: u8,
 }
 
 /// Store jobs in one script call (workaround 1). One entry per job: `None` stored, or the id of
@@ -307,7 +324,8 @@ fn enqueue_call(keys: &Keys, jobs: &[StoredJob<'_>]) -> ScriptInvocation<'static
         .key(&keys.unique)
         .key(keys.apalis.dead_jobs_set())
         .key(&keys.dead_at)
-        .key(&keys.wake);
+        .key(&keys.wake)
+        .key(&keys.ready);
     let now = now_ms();
     for job in jobs {
         call.arg(job.id)
@@ -318,7 +336,8 @@ fn enqueue_call(keys: &Keys, jobs: &[StoredJob<'_>]) -> ScriptInvocation<'static
             .arg(job.timeout_ms)
             .arg(job.job_type)
             .arg(job.unique_key)
-            .arg(job.unique_for_ms);
+            .arg(job.unique_for_ms)
+            .arg(job.priority);
     }
     call
 }
@@ -365,6 +384,7 @@ pub async fn requeue_worker(
         .key(c.job_data_hash())
         .key(&keys.cancelled)
         .key(&keys.cancel)
+        .key(&keys.running)
         .arg(dead_before)
         .arg(worker.unwrap_or(""))
         .arg(now_ms())
@@ -458,6 +478,7 @@ pub async fn delete(
         .key(&keys.dead_at)
         .key(&keys.errors)
         .key(&keys.cancelled)
+        .key(&keys.ready)
         .arg(id)
         .invoke_async(conn)
         .await?)
@@ -495,6 +516,7 @@ pub async fn cancel(
         .key(c.dead_jobs_set())
         .key(&keys.cancel)
         .key(&keys.events)
+        .key(&keys.ready)
         .arg(id)
         .arg(now)
         .arg(now / 1000)
@@ -543,6 +565,55 @@ pub async fn pause(conn: &mut ConnectionManager, keys: &Keys) -> Result<u64, Job
         .await?)
 }
 
+/// A queue's limits shared by all workers, as stored in its `limits` hash.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoredLimits {
+    /// At most this many jobs of the queue taken (running) at once.
+    pub concurrency: Option<u32>,
+    /// At most `.0` starts per `.1` ms.
+    pub rate: Option<(u32, u64)>,
+}
+
+/// Replace the queue's limits (none: the queue is unlimited) and wake a waiting worker (a raised
+/// limit may let jobs start). One transaction, so `fetch.lua` never sees half of them.
+pub async fn write_limits(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+    limits: StoredLimits,
+) -> Result<(), JobQueueError> {
+    let mut pipe = redis::pipe();
+    pipe.atomic().del(&keys.limits).ignore();
+    let mut fields: Vec<(&str, u64)> = Vec::new();
+    if let Some(n) = limits.concurrency {
+        fields.push(("concurrency", u64::from(n)));
+    }
+    if let Some((max, per_ms)) = limits.rate {
+        fields.push(("rate_max", u64::from(max)));
+        fields.push(("rate_per_ms", per_ms));
+    }
+    if !fields.is_empty() {
+        pipe.hset_multiple(&keys.limits, &fields).ignore();
+    }
+    wake(&mut pipe, keys);
+    pipe.query_async::<()>(conn).await?;
+    Ok(())
+}
+
+/// The queue's limits and how many of its jobs workers hold now (`running`), one round trip.
+pub async fn read_limits(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+) -> Result<(StoredLimits, u64), JobQueueError> {
+    let ((concurrency, rate_max, per_ms), running): ((Option<u32>, Option<u32>, Option<u64>), u64) =
+        redis::pipe()
+            .hmget(&keys.limits, &["concurrency", "rate_max", "rate_per_ms"])
+            .scard(&keys.running)
+            .query_async(conn)
+            .await?;
+    let rate = rate_max.zip(per_ms);
+    Ok((StoredLimits { concurrency, rate }, running))
+}
+
 /// A position in a listing: (score, id) of the last entry shown.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cursor {
@@ -587,8 +658,11 @@ pub struct FetchedJob {
 #[derive(Debug, Default)]
 pub struct Fetched {
     pub jobs: Vec<FetchedJob>,
-    /// When fewer jobs than asked were due: the earliest due time (ms) of the rest, if any.
+    /// When fewer jobs than asked were taken: the earliest due time (ms) of the rest, or when
+    /// the queue's rate window frees a start, if any.
     pub next_due_ms: Option<u64>,
+    /// A limit of the queue (concurrency, rate) held due jobs back.
+    pub limited: bool,
 }
 
 const FETCHED_FIELDS: [&str; 4] = ["next_run_ms", "failures", "max_retry", "timeout_ms"];
@@ -612,6 +686,10 @@ pub async fn fetch(
         .key(&keys.delayed)
         .key(&keys.paused)
         .key(&keys.wake)
+        .key(&keys.ready)
+        .key(&keys.limits)
+        .key(&keys.running)
+        .key(&keys.started)
         .arg(now)
         .arg(want.max(1))
         .arg(worker)
@@ -624,6 +702,7 @@ pub async fn fetch(
         .and_then(|d| d.parse::<f64>().ok())
         .filter(|d| *d >= 0.0)
         .map(|d| d as u64);
+    let limited = rest.next().is_some_and(|l| l == "1");
     let rest: Vec<String> = rest.collect();
     let jobs = rest
         .chunks_exact(2 + FETCHED_FIELDS.len())
@@ -637,7 +716,11 @@ pub async fn fetch(
                 .collect(),
         })
         .collect();
-    Ok(Fetched { jobs, next_due_ms })
+    Ok(Fetched {
+        jobs,
+        next_due_ms,
+        limited,
+    })
 }
 
 /// How a run ended, for [`finish`].
@@ -691,6 +774,10 @@ pub async fn finish(
         .key(&keys.wake)
         .key(&keys.cancelled)
         .key(&keys.events)
+        .key(&keys.running)
+        .key(&keys.limits)
+        .key(&keys.ready)
+        .key(keys.apalis.active_jobs_list())
         .arg(now)
         .arg(now / 1000)
         .arg(ERRORS_KEPT)
@@ -897,7 +984,11 @@ mod owns_every_key_and_script {
     use std::path::{Path, PathBuf};
 
     /// Key suffixes of a queue, as they would appear in a string literal.
-    const KEY_SUFFIXES: [&str; 19] = [
+    const KEY_SUFFIXES: [&str; 23] = [
+        ":ready\"",
+        ":running\"",
+        ":started\"",
+        ":limits\"",
         ":events\"",
         ":cancelled\"",
         ":cancel\"",
@@ -919,7 +1010,11 @@ mod owns_every_key_and_script {
         ":done\"",
     ];
     /// `Keys` fields read outside the store would be key knowledge.
-    const KEY_FIELDS: [&str; 14] = [
+    const KEY_FIELDS: [&str; 18] = [
+        "ready",
+        "running",
+        "started",
+        "limits",
         "events",
         "delayed",
         "retrying",
