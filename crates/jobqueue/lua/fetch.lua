@@ -3,14 +3,17 @@
 -- Due jobs of {q}:delayed and {q}:retrying first move into {q}:ready, scored by priority band
 -- then due time (a delayed job never jumps ahead before it is due). Order taken: jobs handed back
 -- to apalis' active list (orphans, older versions), then {q}:ready (higher priority first, FIFO
--- within a priority). Each taken job is in the worker's in-flight set and in {q}:running, marked
--- Running. The queue's limits ({q}:limits: `concurrency`, `rate_max` per `rate_per_ms`) are
--- decided here, for all workers at once: at most `concurrency` in {q}:running, at most
+-- within a priority). Each taken job is in the worker's in-flight set, marked Running. The queue's
+-- limits ({q}:limits: `concurrency`, `rate_max` per `rate_per_ms`) are decided here, for all
+-- workers at once: at most `concurrency` jobs in the in-flight sets of the registered workers
+-- (whatever path re-queues a dead worker's jobs — ours or apalis-redis' own
+-- reenqueue_orphaned.lua — empties its set, so no slot can leak), at most
 -- `rate_max` starts in {q}:started (a sliding log scored by Redis' own TIME, so worker clocks
 -- do not matter) over the last `rate_per_ms`.
 -- KEYS[1]: {q}:workers  KEYS[2]: {q}:active  KEYS[3]: in-flight set of this worker  KEYS[4]: {q}:data
 -- KEYS[5]: meta prefix  KEYS[6]: {q}:retrying  KEYS[7]: {q}:delayed  KEYS[8]: {q}:paused  KEYS[9]: {q}:wake
--- KEYS[10]: {q}:ready  KEYS[11]: {q}:limits  KEYS[12]: {q}:running  KEYS[13]: {q}:started
+-- KEYS[10]: {q}:ready  KEYS[11]: {q}:limits  KEYS[12]: in-flight set prefix ({q}:inflight)
+-- KEYS[13]: {q}:started
 -- ARGV[1]: now (ms)  ARGV[2]: most jobs to take  ARGV[3]: worker name  ARGV[4]: now (s)
 -- Returns {next_due_ms (-1: none; only when fewer than ARGV[2] were taken), limited (1: a limit
 --          held due jobs back), then per job: id, job json, next_run_ms, failures, max_retry,
@@ -53,7 +56,11 @@ if concurrency or rate_max then
     started_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 if concurrency then
-    allow = math.min(allow, math.max(concurrency - redis.call("scard", KEYS[12]), 0))
+    local running = 0
+    for _, worker in ipairs(redis.call("zrange", KEYS[1], 0, -1)) do
+        running = running + redis.call("scard", KEYS[12] .. ":" .. worker)
+    end
+    allow = math.min(allow, math.max(concurrency - running, 0))
 end
 local rate_full = false
 if rate_max and rate_per then
@@ -116,7 +123,6 @@ for i, id in ipairs(ids) do
     -- a job deleted after it was queued has no data: drop it
     if data[i] then
         redis.call("sadd", KEYS[3], id)
-        redis.call("sadd", KEYS[12], id)
         local meta_key = KEYS[5] .. ":" .. id
         redis.call("hset", meta_key, "status", "Running", "locked_at", ARGV[4], "locked_by", ARGV[3])
         if started_ms then

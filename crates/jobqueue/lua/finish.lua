@@ -7,8 +7,8 @@
 -- KEYS[1]: in-flight set  KEYS[2]: meta prefix  KEYS[3]: {q}:finished  KEYS[4]: {q}:retrying
 -- KEYS[5]: {q}:dead_at  KEYS[6]: errors prefix  KEYS[7]: history key of this minute
 -- KEYS[8]: {q}:delayed  KEYS[9]: {q}:wake  KEYS[10]: {q}:cancelled  KEYS[11]: {q}:events
--- KEYS[12]: {q}:running (each recorded end frees the job's concurrency slot)  KEYS[13]: {q}:limits
--- KEYS[14]: {q}:ready  KEYS[15]: {q}:active
+-- KEYS[12]: {q}:limits  KEYS[13]: {q}:ready  KEYS[14]: {q}:active
+-- (a recorded end leaves the in-flight set: that frees the job's concurrency slot)
 -- ARGV[1]: now (ms)  ARGV[2]: now (s)  ARGV[3]: errors kept per job  ARGV[4]: history ttl (s)
 -- ARGV[5]: events kept (the stream's approximate MAXLEN)
 -- ARGV[6..]: groups of 7: id, kind (done|retry|dead|later|cancelled|progress), failures,
@@ -33,7 +33,6 @@ for i = 6, #ARGV, 7 do
         end
     elseif redis.call("srem", KEYS[1], id) == 1 then
         recorded = recorded + 1
-        redis.call("srem", KEYS[12], id)
         if kind ~= "done" and redis.call("hexists", meta_key, "cancel_requested") == 1 then
             kind = "cancelled"
         end
@@ -81,8 +80,8 @@ if processed + failed > 0 then
 end
 -- a waiting worker computed its wake-up time before these were scheduled; or slots freed while
 -- jobs wait on the queue's concurrency limit
-local freed = recorded > 0 and redis.call("hexists", KEYS[13], "concurrency") == 1
-    and (redis.call("zcard", KEYS[14]) > 0 or redis.call("llen", KEYS[15]) > 0)
+local freed = recorded > 0 and redis.call("hexists", KEYS[12], "concurrency") == 1
+    and (redis.call("zcard", KEYS[13]) > 0 or redis.call("llen", KEYS[14]) > 0)
 if (rescheduled > 0 or freed) and redis.call("llen", KEYS[9]) == 0 then
     redis.call("rpush", KEYS[9], 1)
 end

@@ -8,7 +8,6 @@
 -- KEYS[7]: {q}:data (a job deleted while it ran is dropped, not re-queued: apalis' fetch_next
 --          fails on an id without data and would stop every worker that fetches it)
 -- KEYS[8]: {q}:cancelled  KEYS[9]: cancel list prefix ({q}:cancel:<worker>)
--- KEYS[10]: {q}:running (the jobs' concurrency slots are freed)
 -- ARGV[1]: heartbeat score at or below which a worker is dead  ARGV[2]: (optional) only this worker
 -- ARGV[3]: now (ms)
 -- A job whose cancel was asked for while the worker held it (meta `cancel_requested`) ends
@@ -27,7 +26,6 @@ for _, worker in ipairs(workers) do
     local id = redis.call("spop", inflight)
     while id do
         local meta_key = KEYS[5] .. ":" .. id
-        redis.call("srem", KEYS[10], id)
         if redis.call("hexists", meta_key, "cancel_requested") == 1 then
             redis.call("zadd", KEYS[8], ARGV[3], id)
             redis.call("hset", meta_key, "status", "Cancelled", "done_at", math.floor(tonumber(ARGV[3]) / 1000))

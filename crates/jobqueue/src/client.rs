@@ -474,10 +474,10 @@ impl JobQueue {
         Ok(())
     }
 
-    /// The queue's limits as the workers wrote them, and the slots in use.
+    /// The queue's limits as the workers wrote them (the slots in use are `stats().running`).
     pub async fn limits(&self) -> Result<QueueLimits, JobQueueError> {
         let keys = self.keys.clone();
-        let (stored, running) = self
+        let stored = self
             .with_connection(self.inner.store.call_timeout(), |mut c| async move {
                 store::read_limits(&mut c, &keys).await
             })
@@ -487,7 +487,6 @@ impl JobQueue {
             rate: stored
                 .rate
                 .map(|(max, per_ms)| (max, Duration::from_millis(per_ms))),
-            running,
         })
     }
 

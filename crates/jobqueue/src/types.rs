@@ -232,15 +232,13 @@ impl QueueStats {
 }
 
 /// A queue's limits shared by all workers (as the workers serving it wrote them from their
-/// `jobqueue.queues`), and how many of its jobs hold a slot now.
+/// `jobqueue.queues`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueueLimits {
     /// At most this many running at once (`None`: no limit).
     pub concurrency: Option<u32>,
     /// At most `.0` starts in any window of `.1` (`None`: no limit).
     pub rate: Option<(u32, Duration)>,
-    /// Jobs workers hold now (running, or fetched and about to start).
-    pub running: u64,
 }
 
 /// One page of a listing.

@@ -144,7 +144,7 @@ async fn queue_body(queue: &JobQueue) -> Result<QueueBody, ApiError> {
                 max,
                 per_seconds: per.as_secs_f64(),
             }),
-            running: limits.running,
+            running: stats.running,
             waiting: stats.pending,
         },
         counts: stats.into(),

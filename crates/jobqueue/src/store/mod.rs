@@ -27,10 +27,10 @@
 //! `state`, capped near [`EVENTS_KEPT`]; what `GET /api/jobs/{id}?wait=` waits on).
 //! Priorities and limits: `ready` (zset of due jobs, score `(10 - priority) * 2^42 + due_ms`:
 //! higher priority first, FIFO within one; jobs due at enqueue go there at once, later ones when
-//! `fetch.lua` finds them due), `running` (set: ids taken by a worker and not yet recorded ended,
-//! i.e. the queue's concurrency slots in use), `started` (zset: the starts of the rate window,
+//! `fetch.lua` finds them due), `started` (zset: the starts of the rate window,
 //! scored by Redis' `TIME` in ms), `limits` (hash `concurrency`, `rate_max`, `rate_per_ms`,
-//! written by workers from `jobqueue.queues`, read by `fetch.lua` and `GET /api/queues`).
+//! written by workers from `jobqueue.queues`, read by `fetch.lua` and `GET /api/queues`). The
+//! concurrency slots in use are the jobs in the registered workers' `inflight:<worker>` sets.
 //! Meta `priority` (absent: 5) and `started_ms` (a limited queue's start, Redis' clock).
 //! Meta fields of results and control: `result` (a done job's result JSON), `progress` (JSON
 //! `{percent, message}`), `cancel_requested` (ms: a cancel was asked for while a worker held it).
@@ -150,7 +150,6 @@ pub struct Keys {
     pub cancel: String,
     pub events: String,
     pub ready: String,
-    pub running: String,
     pub started: String,
     pub limits: String,
 }
@@ -196,7 +195,6 @@ impl Keys {
             cancel: key("cancel"),
             events: key("events"),
             ready: key("ready"),
-            running: key("running"),
             started: key("started"),
             limits: key("limits"),
             apalis: ApalisKeys { queue: prefix },
@@ -384,7 +382,6 @@ pub async fn requeue_worker(
         .key(c.job_data_hash())
         .key(&keys.cancelled)
         .key(&keys.cancel)
-        .key(&keys.running)
         .arg(dead_before)
         .arg(worker.unwrap_or(""))
         .arg(now_ms())
@@ -599,19 +596,19 @@ pub async fn write_limits(
     Ok(())
 }
 
-/// The queue's limits and how many of its jobs workers hold now (`running`), one round trip.
+/// The queue's limits.
 pub async fn read_limits(
     conn: &mut ConnectionManager,
     keys: &Keys,
-) -> Result<(StoredLimits, u64), JobQueueError> {
-    let ((concurrency, rate_max, per_ms), running): ((Option<u32>, Option<u32>, Option<u64>), u64) =
-        redis::pipe()
-            .hmget(&keys.limits, &["concurrency", "rate_max", "rate_per_ms"])
-            .scard(&keys.running)
+) -> Result<StoredLimits, JobQueueError> {
+    let (concurrency, rate_max, per_ms): (Option<u32>, Option<u32>, Option<u64>) =
+        redis::cmd("HMGET")
+            .arg(&keys.limits)
+            .arg(&["concurrency", "rate_max", "rate_per_ms"])
             .query_async(conn)
             .await?;
     let rate = rate_max.zip(per_ms);
-    Ok((StoredLimits { concurrency, rate }, running))
+    Ok(StoredLimits { concurrency, rate })
 }
 
 /// A position in a listing: (score, id) of the last entry shown.
@@ -688,7 +685,7 @@ pub async fn fetch(
         .key(&keys.wake)
         .key(&keys.ready)
         .key(&keys.limits)
-        .key(&keys.running)
+        .key(c.inflight_jobs_set())
         .key(&keys.started)
         .arg(now)
         .arg(want.max(1))
@@ -774,7 +771,6 @@ pub async fn finish(
         .key(&keys.wake)
         .key(&keys.cancelled)
         .key(&keys.events)
-        .key(&keys.running)
         .key(&keys.limits)
         .key(&keys.ready)
         .key(keys.apalis.active_jobs_list())
@@ -984,9 +980,8 @@ mod owns_every_key_and_script {
     use std::path::{Path, PathBuf};
 
     /// Key suffixes of a queue, as they would appear in a string literal.
-    const KEY_SUFFIXES: [&str; 23] = [
+    const KEY_SUFFIXES: [&str; 22] = [
         ":ready\"",
-        ":running\"",
         ":started\"",
         ":limits\"",
         ":events\"",
@@ -1010,9 +1005,8 @@ mod owns_every_key_and_script {
         ":done\"",
     ];
     /// `Keys` fields read outside the store would be key knowledge.
-    const KEY_FIELDS: [&str; 18] = [
+    const KEY_FIELDS: [&str; 17] = [
         "ready",
-        "running",
         "started",
         "limits",
         "events",
