@@ -169,6 +169,36 @@ mod tests {
     }
 
     #[test]
+    fn limits_are_checked_naming_the_entry_and_field() {
+        let entry = |concurrency, rate_limit| QueueSettings {
+            name: "q".into(),
+            weight: 1,
+            concurrency,
+            rate_limit,
+        };
+        let rate = |max, per| {
+            Some(QueueRateLimit {
+                max,
+                per: Duration::from_millis(per),
+            })
+        };
+        assert!(validate_declared(&[entry(Some(5), rate(100, 60_000))]).is_ok());
+        assert!(validate_declared(&[entry(None, None)]).is_ok());
+        for (bad, field) in [
+            (entry(Some(0), None), "[0].concurrency"),
+            (entry(None, rate(0, 1000)), "[0].rate_limit.max"),
+            (entry(None, rate(10, 0)), "[0].rate_limit.per"),
+            (
+                entry(None, rate(10, 25 * 3600 * 1000)),
+                "[0].rate_limit.per",
+            ),
+        ] {
+            let problem = validate_declared(&[bad]).err().unwrap_or_default();
+            assert!(problem.starts_with(field), "{problem}");
+        }
+    }
+
+    #[test]
     fn names_follow_one_rule() {
         assert!(queue_name_problem("dm-jobqueue").is_none());
         assert!(queue_name_problem("a.b_c-9").is_none());
