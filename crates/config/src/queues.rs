@@ -25,6 +25,12 @@ pub struct QueueSettings {
     /// At most `max` job starts per `per` across all workers (none: no limit).
     #[serde(default)]
     pub rate_limit: Option<QueueRateLimit>,
+    /// Per limit key (a job's `limit_key`): at most this many of one key's jobs running at once.
+    #[serde(default)]
+    pub key_concurrency: Option<u32>,
+    /// Per limit key: at most `max` starts of one key's jobs per `per`.
+    #[serde(default)]
+    pub key_rate_limit: Option<QueueRateLimit>,
 }
 
 /// `rate_limit: {max: 100, per: 1m}` of a queue.
@@ -140,13 +146,24 @@ pub fn validate_declared(declared: &[QueueSettings]) -> Result<(), String> {
                 "[{i}].concurrency: must be 1..={MAX_QUEUE_CONCURRENCY} (leave it out for no limit)"
             ));
         }
-        if let Some(rate) = q.rate_limit {
+        if q.key_concurrency
+            .is_some_and(|c| !(1..=MAX_QUEUE_CONCURRENCY).contains(&c))
+        {
+            return Err(format!(
+                "[{i}].key_concurrency: must be 1..={MAX_QUEUE_CONCURRENCY} (leave it out for no limit)"
+            ));
+        }
+        for (field, rate) in [
+            ("rate_limit", q.rate_limit),
+            ("key_rate_limit", q.key_rate_limit),
+        ] {
+            let Some(rate) = rate else { continue };
             if !(1..=MAX_RATE_MAX).contains(&rate.max) {
-                return Err(format!("[{i}].rate_limit.max: must be 1..={MAX_RATE_MAX}"));
+                return Err(format!("[{i}].{field}.max: must be 1..={MAX_RATE_MAX}"));
             }
             if rate.per < Duration::from_millis(1) || rate.per > MAX_RATE_PER {
                 return Err(format!(
-                    "[{i}].rate_limit.per: must be 1ms..=24h, like `1s` or `1m`"
+                    "[{i}].{field}.per: must be 1ms..=24h, like `1s` or `1m`"
                 ));
             }
         }
@@ -175,6 +192,8 @@ mod tests {
             weight: 1,
             concurrency,
             rate_limit,
+            key_concurrency: None,
+            key_rate_limit: None,
         };
         let rate = |max, per| {
             Some(QueueRateLimit {

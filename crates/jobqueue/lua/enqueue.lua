@@ -5,9 +5,9 @@
 -- KEYS[4]: {q}:unique prefix (string per key: the job id holding it)  KEYS[5]: {q}:dead (apalis set)
 -- KEYS[6]: {q}:dead_at (zset)  KEYS[7]: {q}:wake (list: a marker wakes a waiting worker)
 -- KEYS[8]: {q}:ready (zset: due jobs by priority band, then due ms; see fetch.lua)
--- ARGV: repeating groups of 10: id, job_json, due_ms, max_retry, created_ms, timeout_ms,
+-- ARGV: repeating groups of 11: id, job_json, due_ms, max_retry, created_ms, timeout_ms,
 --       job_type, unique_key ("" none), unique_for_ms (0: until the job is done or dead),
---       priority (1..=10; stored only when not the default 5)
+--       priority (1..=10; stored only when not the default 5), limit_key ("" none)
 -- A job due by created_ms goes straight into {q}:ready; a later one waits in {q}:delayed until
 -- fetch.lua moves it (so a delayed high-priority job never starts before it is due).
 -- Returns one string per job: "" stored, else the id of the job already holding its unique key.
@@ -37,7 +37,7 @@ local function still_held(lock)
     return holder
 end
 
-for i = 1, #ARGV, 10 do
+for i = 1, #ARGV, 11 do
     local id = ARGV[i]
     local unique_key = ARGV[i + 7]
     local holder = nil
@@ -67,6 +67,9 @@ for i = 1, #ARGV, 10 do
             end
             if #unique_key > 0 then
                 redis.call("hset", meta_key, "unique_key", unique_key)
+            end
+            if #ARGV[i + 10] > 0 then
+                redis.call("hset", meta_key, "limit_key", ARGV[i + 10])
             end
             local priority = tonumber(ARGV[i + 9])
             if priority ~= 5 then

@@ -13,7 +13,13 @@
 -- KEYS[1]: {q}:workers  KEYS[2]: {q}:active  KEYS[3]: in-flight set of this worker  KEYS[4]: {q}:data
 -- KEYS[5]: meta prefix  KEYS[6]: {q}:retrying  KEYS[7]: {q}:delayed  KEYS[8]: {q}:paused  KEYS[9]: {q}:wake
 -- KEYS[10]: {q}:ready  KEYS[11]: {q}:limits  KEYS[12]: in-flight set prefix ({q}:inflight)
--- KEYS[13]: {q}:started
+-- KEYS[13]: {q}:started  KEYS[14]: per-key prefix ({q}:key; `<prefix>:<limit key>:running` set,
+-- `:started` zset, `:parked` zset)  KEYS[15]: {q}:parked_keys (limit key -> when to look again,
+-- Redis ms; 0: a slot freed)
+-- Per limit key (meta `limit_key`; {q}:limits `key_concurrency`, `key_rate_max` per
+-- `key_rate_per_ms`): a ready job whose key is at its limit is parked in `<key>:parked` with its
+-- score, so the jobs behind it (other keys) are reached; the key's jobs go back to {q}:ready when
+-- its time in {q}:parked_keys comes (rate window) or a job of it ends (finish.lua sets 0).
 -- ARGV[1]: now (ms)  ARGV[2]: most jobs to take  ARGV[3]: worker name  ARGV[4]: now (s)
 -- Returns {next_due_ms (-1: none; only when fewer than ARGV[2] were taken), limited (1: a limit
 --          held due jobs back), then per job: id, job json, next_run_ms, failures, max_retry,
@@ -49,15 +55,25 @@ end
 -- How many may start now.
 local allow = want
 local started_ms = nil
-local limits = redis.call("hmget", KEYS[11], "concurrency", "rate_max", "rate_per_ms")
+local limits = redis.call("hmget", KEYS[11], "concurrency", "rate_max", "rate_per_ms",
+    "key_concurrency", "key_rate_max", "key_rate_per_ms")
 local concurrency, rate_max, rate_per = tonumber(limits[1]), tonumber(limits[2]), tonumber(limits[3])
-if concurrency or rate_max then
+local key_concurrency, key_rate_max, key_rate_per = tonumber(limits[4]), tonumber(limits[5]), tonumber(limits[6])
+local keyed = key_concurrency or (key_rate_max and key_rate_per)
+if concurrency or rate_max or keyed then
     local t = redis.call("time")
     started_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+local workers = nil
+local function registered()
+    if not workers then
+        workers = redis.call("zrange", KEYS[1], 0, -1)
+    end
+    return workers
+end
 if concurrency then
     local running = 0
-    for _, worker in ipairs(redis.call("zrange", KEYS[1], 0, -1)) do
+    for _, worker in ipairs(registered()) do
         running = running + redis.call("scard", KEYS[12] .. ":" .. worker)
     end
     allow = math.min(allow, math.max(concurrency - running, 0))
@@ -72,6 +88,61 @@ if rate_max and rate_per then
     end
 end
 
+-- Per-key limits: when key `k` may start its next job (nil: now; Redis ms; "+inf": when a job
+-- of it ends).
+local taken_now = {}
+local function key_wait(k)
+    local base = KEYS[14] .. ":" .. k
+    if key_concurrency then
+        local running = base .. ":running"
+        if redis.call("scard", running) >= key_concurrency then
+            -- forget ids no registered worker holds any more (re-queued by whatever path)
+            for _, id in ipairs(redis.call("smembers", running)) do
+                -- taken by this call: not in the worker's in-flight set yet
+                local held = taken_now[id] or false
+                for _, worker in ipairs(registered()) do
+                    if redis.call("sismember", KEYS[12] .. ":" .. worker, id) == 1 then
+                        held = true
+                        break
+                    end
+                end
+                if not held then
+                    redis.call("srem", running, id)
+                end
+            end
+            if redis.call("scard", running) >= key_concurrency then
+                return "+inf"
+            end
+        end
+    end
+    if key_rate_max and key_rate_per then
+        local window = base .. ":started"
+        redis.call("zremrangebyscore", window, "-inf", started_ms - key_rate_per)
+        if redis.call("zcard", window) >= key_rate_max then
+            return tonumber(redis.call("zrange", window, 0, 0, "WITHSCORES")[2]) + key_rate_per
+        end
+    end
+    return nil
+end
+
+local parked_now = 0
+if keyed then
+    -- keys whose time came: their parked jobs back into ready, at their scores
+    for _, k in ipairs(redis.call("zrangebyscore", KEYS[15], "-inf", started_ms, "LIMIT", 0, 100)) do
+        local parked = KEYS[14] .. ":" .. k .. ":parked"
+        local jobs = redis.call("zrange", parked, 0, PROMOTE - 1, "WITHSCORES")
+        for i = 1, #jobs, 2 do
+            redis.call("zadd", KEYS[10], jobs[i + 1], jobs[i])
+        end
+        if #jobs > 0 then
+            redis.call("zremrangebyrank", parked, 0, #jobs / 2 - 1)
+        end
+        if redis.call("exists", parked) == 0 then
+            redis.call("zrem", KEYS[15], k)
+        end
+    end
+end
+
 local ids = {}
 if allow > 0 then
     local handed_back = redis.call("lpop", KEYS[2], allow)
@@ -80,7 +151,44 @@ if allow > 0 then
             table.insert(ids, id)
         end
     end
-    if #ids < allow then
+    if #ids < allow and keyed then
+        local waits = {}
+        local scanned = 0
+        while #ids < allow and scanned < PROMOTE do
+            local head = redis.call("zrange", KEYS[10], 0, 0, "WITHSCORES")
+            if #head == 0 then
+                break
+            end
+            scanned = scanned + 1
+            local id = head[1]
+            redis.call("zrem", KEYS[10], id)
+            local k = redis.call("hget", KEYS[5] .. ":" .. id, "limit_key")
+            local wait = nil
+            if k then
+                -- a key found held stays held for this call; an allowed one is checked again
+                wait = waits[k] or key_wait(k)
+            end
+            if wait then
+                waits[k] = wait
+                parked_now = parked_now + 1
+                redis.call("zadd", KEYS[14] .. ":" .. k .. ":parked", head[2], id)
+                redis.call("zadd", KEYS[15], "LT", wait, k)
+            else
+                if k then
+                    local base = KEYS[14] .. ":" .. k
+                    if key_concurrency then
+                        redis.call("sadd", base .. ":running", id)
+                        taken_now[id] = true
+                    end
+                    if key_rate_max and key_rate_per then
+                        redis.call("zadd", base .. ":started", started_ms, id .. ":" .. started_ms)
+                        redis.call("pexpire", base .. ":started", key_rate_per)
+                    end
+                end
+                table.insert(ids, id)
+            end
+        end
+    elseif #ids < allow then
         local ready = redis.call("zpopmin", KEYS[10], allow - #ids)
         for i = 1, #ready, 2 do
             table.insert(ids, ready[i])
@@ -91,7 +199,8 @@ end
 local limited = 0
 local next_due = -1
 if #ids < want then
-    local held = allow < want and (redis.call("zcard", KEYS[10]) > 0 or redis.call("llen", KEYS[2]) > 0)
+    local held = parked_now > 0
+        or (allow < want and (redis.call("zcard", KEYS[10]) > 0 or redis.call("llen", KEYS[2]) > 0))
     if held then
         limited = 1
         if rate_full then
@@ -99,6 +208,17 @@ if #ids < want then
             -- starts are in it already); on the worker's clock, which sleeps until then
             local oldest = tonumber(redis.call("zrange", KEYS[13], 0, 0, "WITHSCORES")[2] or started_ms)
             next_due = now + math.max(oldest + rate_per - started_ms, 1)
+        end
+    end
+    if keyed then
+        -- a parked key whose rate window frees a start later: sleep until then (a freed slot
+        -- wakes through finish.lua's marker)
+        local first = redis.call("zrange", KEYS[15], 0, 0, "WITHSCORES")[2]
+        if first and first ~= "inf" and tonumber(first) > started_ms then
+            local due = now + tonumber(first) - started_ms
+            if next_due < 0 or due < next_due then
+                next_due = due
+            end
         end
     end
     for _, source in ipairs({KEYS[6], KEYS[7]}) do

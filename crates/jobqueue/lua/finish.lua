@@ -9,6 +9,8 @@
 -- KEYS[8]: {q}:delayed  KEYS[9]: {q}:wake  KEYS[10]: {q}:cancelled  KEYS[11]: {q}:events
 -- KEYS[12]: {q}:limits  KEYS[13]: {q}:ready  KEYS[14]: {q}:active
 -- (a recorded end leaves the in-flight set: that frees the job's concurrency slot)
+-- KEYS[15]: per-key prefix ({q}:key)  KEYS[16]: {q}:parked_keys: a job with a `limit_key` frees
+-- its key's slot, and that key's parked jobs are looked at again (score 0)
 -- ARGV[1]: now (ms)  ARGV[2]: now (s)  ARGV[3]: errors kept per job  ARGV[4]: history ttl (s)
 -- ARGV[5]: events kept (the stream's approximate MAXLEN)
 -- ARGV[6..]: groups of 7: id, kind (done|retry|dead|later|cancelled|progress), failures,
@@ -21,6 +23,7 @@
 -- (done, retrying, dead, cancelled) is added to the {q}:events stream: `job_id`, `state`.
 -- Returns the number of results recorded.
 local recorded, processed, failed, rescheduled = 0, 0, 0, 0
+local key_freed = false
 local function event(id, state)
     redis.call("xadd", KEYS[11], "MAXLEN", "~", ARGV[5], "*", "job_id", id, "state", state)
 end
@@ -33,6 +36,15 @@ for i = 6, #ARGV, 7 do
         end
     elseif redis.call("srem", KEYS[1], id) == 1 then
         recorded = recorded + 1
+        local limit_key = redis.call("hget", meta_key, "limit_key")
+        if limit_key then
+            local base = KEYS[15] .. ":" .. limit_key
+            redis.call("srem", base .. ":running", id)
+            if redis.call("exists", base .. ":parked") == 1 then
+                redis.call("zadd", KEYS[16], 0, limit_key)
+                key_freed = true
+            end
+        end
         if kind ~= "done" and redis.call("hexists", meta_key, "cancel_requested") == 1 then
             kind = "cancelled"
         end
@@ -82,7 +94,7 @@ end
 -- jobs wait on the queue's concurrency limit
 local freed = recorded > 0 and redis.call("hexists", KEYS[12], "concurrency") == 1
     and (redis.call("zcard", KEYS[13]) > 0 or redis.call("llen", KEYS[14]) > 0)
-if (rescheduled > 0 or freed) and redis.call("llen", KEYS[9]) == 0 then
+if (rescheduled > 0 or freed or key_freed) and redis.call("llen", KEYS[9]) == 0 then
     redis.call("rpush", KEYS[9], 1)
 end
 return recorded

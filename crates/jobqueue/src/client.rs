@@ -9,7 +9,7 @@ use crate::jobs::{JobEnvelope, Registry};
 use crate::store::{self, Keys, Store, StoredJob};
 use crate::types::{
     CancelledJob, EnqueuedJob, JobStatus, NewJob, QueueLimits, RetriedJob, DEFAULT_PRIORITY,
-    MAX_BATCH, MAX_PRIORITY, MAX_UNIQUE_KEY_CHARS, MIN_PRIORITY,
+    MAX_BATCH, MAX_LIMIT_KEY_CHARS, MAX_PRIORITY, MAX_UNIQUE_KEY_CHARS, MIN_PRIORITY,
 };
 use cacheserver_config::{
     queue_name_problem, JobqueueSettings, SingleRedisSettings, MAX_DELAY_SECONDS, MAX_RETRY_LIMIT,
@@ -487,6 +487,10 @@ impl JobQueue {
             rate: stored
                 .rate
                 .map(|(max, per_ms)| (max, Duration::from_millis(per_ms))),
+            key_concurrency: stored.key_concurrency,
+            key_rate: stored
+                .key_rate
+                .map(|(max, per_ms)| (max, Duration::from_millis(per_ms))),
         })
     }
 
@@ -556,6 +560,7 @@ struct Prepared {
     unique_key: String,
     unique_for_ms: u64,
     priority: u8,
+    limit_key: String,
     enqueued: EnqueuedJob,
 }
 
@@ -571,6 +576,7 @@ impl Prepared {
             unique_key: &self.unique_key,
             unique_for_ms: self.unique_for_ms,
             priority: self.priority,
+            limit_key: &self.limit_key,
         }
     }
 }
@@ -589,6 +595,13 @@ fn prepare(
         .unwrap_or_else(|| default_queue.to_owned());
     if let Some(problem) = queue_name_problem(&queue) {
         return invalid(problem);
+    }
+    let limit_given = job.limit_key.is_some();
+    let limit_key = job.limit_key.unwrap_or_default();
+    if limit_given && (limit_key.is_empty() || limit_key.chars().count() > MAX_LIMIT_KEY_CHARS) {
+        return invalid(format!(
+            "limit_key must be 1..={MAX_LIMIT_KEY_CHARS} characters"
+        ));
     }
     let priority = job.priority.unwrap_or(DEFAULT_PRIORITY);
     if !(MIN_PRIORITY..=MAX_PRIORITY).contains(&priority) {
@@ -645,6 +658,7 @@ fn prepare(
         unique_key,
         unique_for_ms: job.unique_for.map_or(0, |t| t.as_millis() as u64),
         priority,
+        limit_key,
         enqueued: EnqueuedJob {
             job_id: next_id().to_string(),
             run_at: ms_to_time(due_ms),

@@ -244,6 +244,7 @@ fn job_info(queue: &str, id: &str, raw: Raw, now: f64) -> Option<JobInfo> {
             .get("priority")
             .and_then(|p| p.parse().ok())
             .unwrap_or(DEFAULT_PRIORITY),
+        limit_key: raw.meta.get("limit_key").cloned(),
     })
 }
 

@@ -40,8 +40,8 @@ pub use schedules::{Schedule, ScheduleInfo, Schedules};
 pub use store::Store;
 pub use types::{
     CancelledJob, EnqueuedJob, JobFailure, JobInfo, JobPage, JobStatus, MinuteCount, NewJob,
-    QueueLimits, QueueStats, RetriedJob, DEFAULT_PRIORITY, MAX_BATCH, MAX_PRIORITY,
-    MAX_UNIQUE_KEY_CHARS, MIN_PRIORITY,
+    QueueLimits, QueueStats, RetriedJob, DEFAULT_PRIORITY, MAX_BATCH, MAX_LIMIT_KEY_CHARS,
+    MAX_PRIORITY, MAX_UNIQUE_KEY_CHARS, MIN_PRIORITY,
 };
 pub use waiter::MAX_WAIT_SECONDS;
 

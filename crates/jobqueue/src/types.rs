@@ -9,6 +9,8 @@ use std::time::Duration;
 pub const MAX_BATCH: usize = 1_000;
 /// Longest `unique_key`, in characters (what JSON Schema's `maxLength` counts).
 pub const MAX_UNIQUE_KEY_CHARS: usize = 200;
+/// Longest `limit_key`, in characters.
+pub const MAX_LIMIT_KEY_CHARS: usize = 200;
 /// Priority of a job that names none (and of jobs stored before priorities existed).
 pub const DEFAULT_PRIORITY: u8 = 5;
 /// Lowest and highest priority; a higher one starts first among due jobs of a queue.
@@ -38,6 +40,9 @@ pub struct NewJob {
     pub queue: Option<String>,
     /// 1..=10 ([`DEFAULT_PRIORITY`] when `None`); higher starts first among due jobs.
     pub priority: Option<u8>,
+    /// The key its queue's `key_concurrency` / `key_rate_limit` count it under (e.g. a
+    /// customer id), 1..=[`MAX_LIMIT_KEY_CHARS`] characters.
+    pub limit_key: Option<String>,
 }
 
 impl NewJob {
@@ -54,6 +59,7 @@ impl NewJob {
             unique_for: None,
             queue: None,
             priority: None,
+            limit_key: None,
         }
     }
 
@@ -80,6 +86,12 @@ impl NewJob {
     /// Into queue `queue` (default: the queue of the handle it is enqueued through).
     pub fn in_queue(mut self, queue: impl Into<String>) -> Self {
         self.queue = Some(queue.into());
+        self
+    }
+
+    /// Count it under `key` for its queue's per-key limits.
+    pub fn limit_key(mut self, key: impl Into<String>) -> Self {
+        self.limit_key = Some(key.into());
         self
     }
 
@@ -203,6 +215,8 @@ pub struct JobInfo {
     pub cancel_requested: bool,
     /// 1..=10; higher starts first among due jobs of its queue.
     pub priority: u8,
+    /// The key its queue's per-key limits count it under.
+    pub limit_key: Option<String>,
 }
 
 /// Job counts by state.
@@ -239,6 +253,9 @@ pub struct QueueLimits {
     pub concurrency: Option<u32>,
     /// At most `.0` starts in any window of `.1` (`None`: no limit).
     pub rate: Option<(u32, Duration)>,
+    /// The same two per limit key.
+    pub key_concurrency: Option<u32>,
+    pub key_rate: Option<(u32, Duration)>,
 }
 
 /// One page of a listing.

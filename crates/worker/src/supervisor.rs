@@ -390,5 +390,9 @@ fn stored_limits(declared: &cacheserver_config::QueueSettings) -> store::StoredL
         rate: declared
             .rate_limit
             .map(|r| (r.max, r.per.as_millis().max(1) as u64)),
+        key_concurrency: declared.key_concurrency,
+        key_rate: declared
+            .key_rate_limit
+            .map(|r| (r.max, r.per.as_millis().max(1) as u64)),
     }
 }

@@ -65,6 +65,17 @@ pub struct JobRequest {
     #[serde(default, deserialize_with = "present_integer")]
     #[schema(nullable = false, minimum = 1, maximum = 10, example = 5)]
     pub priority: Option<i64>,
+    /// The key the queue's per-key limits (`key_concurrency`, `key_rate_limit` in
+    /// `jobqueue.queues`) count this job under, e.g. a customer id: one key's flood does not hold
+    /// up the others.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(
+        nullable = false,
+        min_length = 1,
+        max_length = 200,
+        example = "customer-42"
+    )]
+    pub limit_key: Option<String>,
 }
 
 /// A queue name: 1–64 of `A-Z a-z 0-9 _ . -`; another is a 400.
@@ -215,6 +226,8 @@ pub struct JobDetail {
     /// 1..=10; higher starts first among due jobs of its queue.
     #[schema(minimum = 1, maximum = 10, example = 5)]
     pub priority: u8,
+    /// The key its queue's per-key limits count it under.
+    pub limit_key: Option<String>,
 }
 
 /// A job's result: the result schema of its type (`components.schemas.JobResult` is a `oneOf`
@@ -406,6 +419,7 @@ pub(crate) fn detail(info: JobInfo) -> JobDetail {
         progress: info.progress,
         cancel_requested: info.cancel_requested,
         priority: info.priority,
+        limit_key: info.limit_key,
     }
 }
 

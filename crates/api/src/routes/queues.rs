@@ -43,6 +43,11 @@ pub struct LimitsBody {
     pub running: u64,
     /// Due jobs not started yet (the `pending` count): waiting for a worker or a limit.
     pub waiting: u64,
+    /// Per limit key (a job's `limit_key`): at most this many of one key's jobs running at
+    /// once; `null`: no limit.
+    pub key_concurrency: Option<u32>,
+    /// Per limit key: at most `max` starts of one key's jobs per `per_seconds`.
+    pub key_rate_limit: Option<RateLimitBody>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -146,6 +151,11 @@ async fn queue_body(queue: &JobQueue) -> Result<QueueBody, ApiError> {
             }),
             running: stats.running,
             waiting: stats.pending,
+            key_concurrency: limits.key_concurrency,
+            key_rate_limit: limits.key_rate.map(|(max, per)| RateLimitBody {
+                max,
+                per_seconds: per.as_secs_f64(),
+            }),
         },
         counts: stats.into(),
     })

@@ -27,6 +27,8 @@ impl Api {
                 max: 100,
                 per: std::time::Duration::from_secs(60),
             }),
+            key_concurrency: None,
+            key_rate_limit: None,
         }];
         Self {
             app: common::spawn_app_with(settings).await,
@@ -297,6 +299,25 @@ async fn priorities_are_checked_and_shown() {
         ))
         .await;
     assert_eq!(detail["priority"], 5);
+    assert_eq!(detail["limit_key"], Value::Null);
+
+    let long = "k".repeat(201);
+    for bad in [json!(""), json!(long), json!(5), json!(null)] {
+        let mut body = job("k", None);
+        body["limit_key"] = bad.clone();
+        assert_error(&api.post("/api/jobs", body).await, StatusCode::BAD_REQUEST);
+    }
+    let mut keyed = job("k", None);
+    keyed["limit_key"] = json!("customer-42");
+    let (status, created) = api.post("/api/jobs", keyed).await;
+    assert_eq!(status, StatusCode::CREATED, "{created:?}");
+    let (_, detail) = api
+        .get(&format!(
+            "/api/jobs/{}",
+            created["job_id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(detail["limit_key"], "customer-42");
 }
 
 /// What the workers wrote to a queue's limits hash (no worker runs here), the slots in use and
@@ -329,7 +350,7 @@ async fn queues_show_their_limits_and_waiting_jobs() {
     let critical = queues.iter().find(|q| q["name"] == "critical").unwrap();
     assert_eq!(
         critical["limits"],
-        json!({"concurrency": 2, "rate_limit": {"max": 100, "per_seconds": 60.0}, "running": 0, "waiting": 2})
+        json!({"concurrency": 2, "rate_limit": {"max": 100, "per_seconds": 60.0}, "running": 0, "waiting": 2, "key_concurrency": null, "key_rate_limit": null})
     );
     assert_eq!(critical["counts"]["pending"], 2);
     let default = queues.iter().find(|q| q["name"] == "dm-jobqueue").unwrap();

@@ -32,6 +32,11 @@
 //! written by workers from `jobqueue.queues`, read by `fetch.lua` and `GET /api/queues`). The
 //! concurrency slots in use are the jobs in the registered workers' `inflight:<worker>` sets.
 //! Meta `priority` (absent: 5) and `started_ms` (a limited queue's start, Redis' clock).
+//! Per limit key (meta `limit_key`; `limits` fields `key_concurrency`, `key_rate_max`,
+//! `key_rate_per_ms`): `key:<k>:running` (set of ids holding the key's slots), `key:<k>:started`
+//! (zset: the key's rate window), `key:<k>:parked` (zset: ready jobs held back by the key's
+//! limit, at their ready score), `parked_keys` (zset: key → when to look at its parked jobs again,
+//! Redis ms; 0 once a job of it ended).
 //! Meta fields of results and control: `result` (a done job's result JSON), `progress` (JSON
 //! `{percent, message}`), `cancel_requested` (ms: a cancel was asked for while a worker held it).
 //!
@@ -150,6 +155,9 @@ pub struct Keys {
     pub cancel: String,
     pub events: String,
     pub ready: String,
+    /// Prefix of the per-limit-key keys (`<prefix>:<key>:running|started|parked`).
+    pub limit_key: String,
+    pub parked_keys: String,
     pub started: String,
     pub limits: String,
 }
@@ -195,6 +203,8 @@ impl Keys {
             cancel: key("cancel"),
             events: key("events"),
             ready: key("ready"),
+            limit_key: key("key"),
+            parked_keys: key("parked_keys"),
             started: key("started"),
             limits: key("limits"),
             apalis: ApalisKeys { queue: prefix },
@@ -286,6 +296,8 @@ pub struct StoredJob<'a> {
     pub unique_for_ms: u64,
     /// 1..=10, higher first.
     pub priority: u8,
+    /// "": none.
+    pub limit_key: &'a str,
 }
 
 /// Store jobs in one script call (workaround 1). One entry per job: `None` stored, or the id of
@@ -335,7 +347,8 @@ fn enqueue_call(keys: &Keys, jobs: &[StoredJob<'_>]) -> ScriptInvocation<'static
             .arg(job.job_type)
             .arg(job.unique_key)
             .arg(job.unique_for_ms)
-            .arg(job.priority);
+            .arg(job.priority)
+            .arg(job.limit_key);
     }
     call
 }
@@ -476,6 +489,7 @@ pub async fn delete(
         .key(&keys.errors)
         .key(&keys.cancelled)
         .key(&keys.ready)
+        .key(&keys.limit_key)
         .arg(id)
         .invoke_async(conn)
         .await?)
@@ -514,6 +528,7 @@ pub async fn cancel(
         .key(&keys.cancel)
         .key(&keys.events)
         .key(&keys.ready)
+        .key(&keys.limit_key)
         .arg(id)
         .arg(now)
         .arg(now / 1000)
@@ -569,6 +584,10 @@ pub struct StoredLimits {
     pub concurrency: Option<u32>,
     /// At most `.0` starts per `.1` ms.
     pub rate: Option<(u32, u64)>,
+    /// Per limit key: at most this many running at once.
+    pub key_concurrency: Option<u32>,
+    /// Per limit key: at most `.0` starts per `.1` ms.
+    pub key_rate: Option<(u32, u64)>,
 }
 
 /// Replace the queue's limits (none: the queue is unlimited) and wake a waiting worker (a raised
@@ -588,6 +607,13 @@ pub async fn write_limits(
         fields.push(("rate_max", u64::from(max)));
         fields.push(("rate_per_ms", per_ms));
     }
+    if let Some(n) = limits.key_concurrency {
+        fields.push(("key_concurrency", u64::from(n)));
+    }
+    if let Some((max, per_ms)) = limits.key_rate {
+        fields.push(("key_rate_max", u64::from(max)));
+        fields.push(("key_rate_per_ms", per_ms));
+    }
     if !fields.is_empty() {
         pipe.hset_multiple(&keys.limits, &fields).ignore();
     }
@@ -601,14 +627,33 @@ pub async fn read_limits(
     conn: &mut ConnectionManager,
     keys: &Keys,
 ) -> Result<StoredLimits, JobQueueError> {
-    let (concurrency, rate_max, per_ms): (Option<u32>, Option<u32>, Option<u64>) =
+    type Fields = (
+        Option<u32>,
+        Option<u32>,
+        Option<u64>,
+        Option<u32>,
+        Option<u32>,
+        Option<u64>,
+    );
+    let (concurrency, rate_max, per_ms, key_concurrency, key_rate_max, key_per_ms): Fields =
         redis::cmd("HMGET")
             .arg(&keys.limits)
-            .arg(&["concurrency", "rate_max", "rate_per_ms"])
+            .arg(&[
+                "concurrency",
+                "rate_max",
+                "rate_per_ms",
+                "key_concurrency",
+                "key_rate_max",
+                "key_rate_per_ms",
+            ])
             .query_async(conn)
             .await?;
-    let rate = rate_max.zip(per_ms);
-    Ok(StoredLimits { concurrency, rate })
+    Ok(StoredLimits {
+        concurrency,
+        rate: rate_max.zip(per_ms),
+        key_concurrency,
+        key_rate: key_rate_max.zip(key_per_ms),
+    })
 }
 
 /// A position in a listing: (score, id) of the last entry shown.
@@ -687,6 +732,8 @@ pub async fn fetch(
         .key(&keys.limits)
         .key(c.inflight_jobs_set())
         .key(&keys.started)
+        .key(&keys.limit_key)
+        .key(&keys.parked_keys)
         .arg(now)
         .arg(want.max(1))
         .arg(worker)
@@ -774,6 +821,8 @@ pub async fn finish(
         .key(&keys.limits)
         .key(&keys.ready)
         .key(keys.apalis.active_jobs_list())
+        .key(&keys.limit_key)
+        .key(&keys.parked_keys)
         .arg(now)
         .arg(now / 1000)
         .arg(ERRORS_KEPT)
@@ -980,7 +1029,8 @@ mod owns_every_key_and_script {
     use std::path::{Path, PathBuf};
 
     /// Key suffixes of a queue, as they would appear in a string literal.
-    const KEY_SUFFIXES: [&str; 22] = [
+    const KEY_SUFFIXES: [&str; 23] = [
+        ":parked_keys\"",
         ":ready\"",
         ":started\"",
         ":limits\"",
@@ -1005,7 +1055,9 @@ mod owns_every_key_and_script {
         ":done\"",
     ];
     /// `Keys` fields read outside the store would be key knowledge.
-    const KEY_FIELDS: [&str; 17] = [
+    const KEY_FIELDS: [&str; 19] = [
+        "limit_key",
+        "parked_keys",
         "ready",
         "started",
         "limits",

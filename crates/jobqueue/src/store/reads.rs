@@ -86,7 +86,7 @@ fn add_reads(pipe: &mut redis::Pipeline, keys: &Keys, id: &str) {
 pub async fn counts(c: &mut ConnectionManager, keys: &Keys) -> Result<QueueStats, JobQueueError> {
     let k = &keys.apalis;
     let now = now_ms();
-    // 13 replies: more than redis-rs' tuples take, so read them as values.
+    // 14 replies: more than redis-rs' tuples take, so read them as values.
     let mut replies: Vec<redis::Value> = redis::pipe()
         .zcard(&keys.delayed)
         .zcount(&keys.delayed, "-inf", now)
@@ -101,8 +101,12 @@ pub async fn counts(c: &mut ConnectionManager, keys: &Keys) -> Result<QueueStats
         .zcard(&keys.cancelled)
         .zcard(&keys.ready)
         .zrange(k.workers_set(), 0, 999)
+        .zrange(&keys.parked_keys, 0, 999)
         .query_async(c)
         .await?;
+    let parked_keys: Vec<String> =
+        redis::from_redis_value(replies.pop().unwrap_or(redis::Value::Nil))
+            .map_err(redis::RedisError::from)?;
     let workers: Vec<String> = redis::from_redis_value(replies.pop().unwrap_or(redis::Value::Nil))
         .map_err(redis::RedisError::from)?;
     let sizes = replies
@@ -119,10 +123,20 @@ pub async fn counts(c: &mut ConnectionManager, keys: &Keys) -> Result<QueueStats
         )));
     };
     let running = running_ids(c, keys, &workers).await?.len() as u64;
+    // Jobs held back by their limit key wait in one parked set per key.
+    let held_by_key: u64 = if parked_keys.is_empty() {
+        0
+    } else {
+        let mut pipe = redis::pipe();
+        for key in &parked_keys {
+            pipe.zcard(format!("{}:{key}:parked", keys.limit_key));
+        }
+        pipe.query_async::<Vec<u64>>(c).await?.into_iter().sum()
+    };
     Ok(QueueStats {
         scheduled: delayed.saturating_sub(due),
         // Due jobs held back while apalis' active list is full (or paused) are pending.
-        pending: active + ready + due + due_retries,
+        pending: active + ready + due + due_retries + held_by_key,
         running,
         retrying: retrying.saturating_sub(due_retries) + parked,
         done: done + finished,

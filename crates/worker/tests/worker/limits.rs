@@ -385,3 +385,111 @@ async fn jobs_stored_before_priorities_still_run() {
         assert_eq!(info.priority, 5);
     }
 }
+
+/// Per-key limits: one key flooded, another with a few jobs behind the flood. The other key's
+/// jobs start at their own rate (parked jobs of the flooded key do not block them), and no key
+/// starts more than its rate in any second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooded_limit_key_does_not_hold_up_another() {
+    let redis = RedisServer::start();
+    let q = client(&redis);
+    let config = config_with_queues("    - { name: keys, key_rate_limit: { max: 5, per: 1s } }\n");
+    let mut jobs: Vec<NewJob> = (0..100)
+        .map(|i| {
+            NewJob::delay_print(format!("big-{i}"))
+                .in_queue("keys")
+                .limit_key("big")
+        })
+        .collect();
+    jobs.extend((0..10).map(|i| {
+        NewJob::delay_print(format!("small-{i}"))
+            .in_queue("keys")
+            .limit_key("small")
+    }));
+    let ids: Vec<String> = q
+        .enqueue_batch(jobs)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.job_id)
+        .collect();
+    let keys = q.queue("keys").unwrap();
+    assert_eq!(keys.stats().await.unwrap().pending, 110);
+    let _a = worker(&redis, "w1", "keys", 8, Some(config.path())).await;
+    let _b = worker(&redis, "w2", "keys", 8, Some(config.path())).await;
+    let small = &ids[100..];
+    eventually(
+        Duration::from_secs(60),
+        "the small key's jobs done",
+        || async {
+            let mut done = 0;
+            for id in small {
+                if keys.status(id).await.unwrap().unwrap().status == JobStatus::Done {
+                    done += 1;
+                }
+            }
+            done == small.len()
+        },
+    )
+    .await;
+    let big_done = keys.stats().await.unwrap().done - small.len() as u64;
+    assert!(
+        big_done < 100,
+        "the flooded key ran all its jobs before the small key's last one"
+    );
+    let done = done_jobs(&keys).await;
+    for key in ["big", "small"] {
+        let mut starts: Vec<i64> = done
+            .iter()
+            .filter(|j| j.limit_key.as_deref() == Some(key))
+            .map(|j| ms(j.started_at.expect("started_at")))
+            .collect();
+        starts.sort_unstable();
+        for (i, &from) in starts.iter().enumerate() {
+            let within = starts[i..].iter().take_while(|&&t| t < from + 1000).count();
+            assert!(
+                within <= 5,
+                "{key}: {within} starts in the second from {from}"
+            );
+        }
+    }
+    let limits = keys.limits().await.unwrap();
+    assert_eq!(limits.key_rate, Some((5, Duration::from_secs(1))));
+}
+
+/// `key_concurrency: 1`: each key's jobs run one at a time, two keys side by side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_concurrency_holds_per_key_not_per_queue() {
+    let redis = RedisServer::start();
+    let q = client(&redis);
+    let config = config_with_queues("    - { name: kc, key_concurrency: 1 }\n");
+    let jobs: Vec<NewJob> = (0..12)
+        .map(|i| {
+            let key = if i % 2 == 0 { "a" } else { "b" };
+            NewJob::delay_print(format!("slow:200:{key}-{i}"))
+                .in_queue("kc")
+                .limit_key(key)
+        })
+        .collect();
+    q.enqueue_batch(jobs).await.unwrap();
+    let _a = worker(&redis, "w1", "kc", 8, Some(config.path())).await;
+    let _b = worker(&redis, "w2", "kc", 8, Some(config.path())).await;
+    let kc = q.queue("kc").unwrap();
+    wait_done(&kc, 12, Duration::from_secs(60)).await;
+    let done = done_jobs(&kc).await;
+    for key in ["a", "b"] {
+        let of_key: Vec<JobInfo> = done
+            .iter()
+            .filter(|j| j.limit_key.as_deref() == Some(key))
+            .cloned()
+            .collect();
+        assert_eq!(of_key.len(), 6);
+        assert_eq!(most_at_once(&of_key), 1, "key {key} ran two at once");
+    }
+    assert_eq!(
+        most_at_once(&done),
+        2,
+        "the two keys never ran side by side"
+    );
+    assert_eq!(kc.stats().await.unwrap().running, 0);
+}
