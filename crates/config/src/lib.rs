@@ -296,6 +296,13 @@ impl Settings {
         if let Err(problem) = queues::validate_declared(&jq.queues) {
             return invalid("jobqueue.queues", problem);
         }
+        if let Some(problem) = jq
+            .webhook
+            .per_host_rate_limit
+            .and_then(|r| queues::rate_problem("per_host_rate_limit", &r))
+        {
+            return invalid("jobqueue.webhook.per_host_rate_limit", problem);
+        }
         if let Err(problem) = schedules::validate_declared(&jq.schedules) {
             return invalid("jobqueue.schedules", problem);
         }

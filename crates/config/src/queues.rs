@@ -126,6 +126,17 @@ pub fn default_served_queues(default_queue: &str, declared: &[QueueSettings]) ->
     out
 }
 
+/// Why a `{max, per}` rate is out of range, if it is (`field` names it).
+pub fn rate_problem(field: &str, rate: &QueueRateLimit) -> Option<String> {
+    if !(1..=MAX_RATE_MAX).contains(&rate.max) {
+        return Some(format!("{field}.max: must be 1..={MAX_RATE_MAX}"));
+    }
+    if rate.per < Duration::from_millis(1) || rate.per > MAX_RATE_PER {
+        return Some(format!("{field}.per: must be 1ms..=24h, like `1s` or `1m`"));
+    }
+    None
+}
+
 /// The first problem of `jobqueue.queues`, naming the entry's index and field.
 pub fn validate_declared(declared: &[QueueSettings]) -> Result<(), String> {
     let mut names = std::collections::HashSet::new();
@@ -157,14 +168,8 @@ pub fn validate_declared(declared: &[QueueSettings]) -> Result<(), String> {
             ("rate_limit", q.rate_limit),
             ("key_rate_limit", q.key_rate_limit),
         ] {
-            let Some(rate) = rate else { continue };
-            if !(1..=MAX_RATE_MAX).contains(&rate.max) {
-                return Err(format!("[{i}].{field}.max: must be 1..={MAX_RATE_MAX}"));
-            }
-            if rate.per < Duration::from_millis(1) || rate.per > MAX_RATE_PER {
-                return Err(format!(
-                    "[{i}].{field}.per: must be 1ms..=24h, like `1s` or `1m`"
-                ));
+            if let Some(problem) = rate.and_then(|r| rate_problem(&format!("[{i}].{field}"), &r)) {
+                return Err(problem);
             }
         }
     }

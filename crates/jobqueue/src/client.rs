@@ -596,8 +596,12 @@ fn prepare(
     if let Some(problem) = queue_name_problem(&queue) {
         return invalid(problem);
     }
+    registry.validate(&job.job_type, &job.payload)?;
     let limit_given = job.limit_key.is_some();
-    let limit_key = job.limit_key.unwrap_or_default();
+    let limit_key = job
+        .limit_key
+        .or_else(|| registry.limit_key(&job.job_type, &job.payload))
+        .unwrap_or_default();
     if limit_given && (limit_key.is_empty() || limit_key.chars().count() > MAX_LIMIT_KEY_CHARS) {
         return invalid(format!(
             "limit_key must be 1..={MAX_LIMIT_KEY_CHARS} characters"
@@ -646,7 +650,6 @@ fn prepare(
             ));
         }
     }
-    registry.validate(&job.job_type, &job.payload)?;
     let json = serde_json::to_string(&JobEnvelope::new(&job.job_type, job.payload))?;
     Ok(Prepared {
         queue,

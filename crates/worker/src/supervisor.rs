@@ -312,8 +312,15 @@ impl Supervisor {
             }
             // A declared queue's limits go to Redis, where fetch.lua decides them for every
             // worker (the last worker started wins); an undeclared queue's are left as they are.
-            if let Some(declared) = self.settings.queues.iter().find(|q| q.name == keys.queue) {
-                store::write_limits(&mut conn, keys, stored_limits(declared)).await?;
+            let declared = self.settings.queues.iter().find(|q| q.name == keys.queue);
+            let per_host = self.settings.webhook.per_host_rate_limit;
+            if declared.is_some() || (keys.queue == self.settings.queue && per_host.is_some()) {
+                let mut limits = declared.map(stored_limits).unwrap_or_default();
+                // webhooks go to the default queue, their host as their limit key
+                if keys.queue == self.settings.queue && limits.key_rate.is_none() {
+                    limits.key_rate = per_host.map(|r| (r.max, r.per.as_millis().max(1) as u64));
+                }
+                store::write_limits(&mut conn, keys, limits).await?;
             }
         }
         let opts = &self.options;

@@ -67,6 +67,13 @@ pub trait JobType: Send + Sync + 'static {
         None
     }
 
+    /// The key the queue's per-key limits (`key_concurrency`, `key_rate_limit`) count a job
+    /// under when its registration gives no `limit_key` (`None`: none). `http:webhook`: the
+    /// target host.
+    fn limit_key(&self, _payload: &Self::Payload) -> Option<String> {
+        None
+    }
+
     /// One run. `Err` counts as a failure; [`JobError::retryable`] says whether to try again.
     /// A cancelled run is dropped at its next `.await`; long runs may watch
     /// [`JobContext::cancelled`] to stop cleanly.
@@ -233,6 +240,7 @@ trait ErasedJobType: Send + Sync {
     fn default_timeout(&self) -> Option<Duration>;
     fn redact(&self, payload: &mut Value);
     fn default_queue(&self) -> Option<&'static str>;
+    fn limit_key(&self, payload: &Value) -> Option<String>;
     fn run<'a>(
         &'a self,
         payload: Value,
@@ -270,6 +278,11 @@ impl<T: JobType> ErasedJobType for Erased<T> {
 
     fn default_queue(&self) -> Option<&'static str> {
         self.job_type.default_queue()
+    }
+
+    fn limit_key(&self, payload: &Value) -> Option<String> {
+        let typed = T::Payload::deserialize(&*self.schema.integral(payload)).ok()?;
+        self.job_type.limit_key(&typed)
     }
 
     fn run<'a>(
@@ -372,6 +385,11 @@ impl Registry {
     /// The type's own timeout, if it has one.
     pub fn default_timeout(&self, name: &str) -> Option<Duration> {
         self.types.get(name).and_then(|t| t.default_timeout())
+    }
+
+    /// The limit key a job of type `name` with `payload` has by default, if any.
+    pub fn limit_key(&self, name: &str, payload: &Value) -> Option<String> {
+        self.types.get(name).and_then(|t| t.limit_key(payload))
     }
 
     /// The queue type `name` declares for its jobs, if any.

@@ -493,3 +493,56 @@ async fn key_concurrency_holds_per_key_not_per_queue() {
     );
     assert_eq!(kc.stats().await.unwrap().running, 0);
 }
+
+/// `http:webhook` counts its calls per target host (its default limit key), and
+/// `jobqueue.webhook.per_host_rate_limit` caps them over all workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_are_rate_limited_per_host() {
+    let redis = RedisServer::start();
+    let (port, _hits, server) = crate::jobs::receiver();
+    let host = format!("127.0.0.1:{port}");
+    let env = [
+        ("APP__JOBQUEUE__WEBHOOK__ALLOWED_HOSTS", host.as_str()),
+        ("APP__JOBQUEUE__WEBHOOK__PER_HOST_RATE_LIMIT__MAX", "2"),
+        ("APP__JOBQUEUE__WEBHOOK__PER_HOST_RATE_LIMIT__PER", "1s"),
+    ];
+    let s = crate::common::settings(&redis, &env);
+    let q = JobQueue::new(&s.cache_server.redis.jobqueue, &s.jobqueue).unwrap();
+    let jobs: Vec<NewJob> = (0..6)
+        .map(|_| {
+            NewJob::new(
+                "http:webhook",
+                serde_json::json!({"url": format!("http://{host}/ok")}),
+            )
+        })
+        .collect();
+    q.enqueue_batch(jobs).await.unwrap();
+    let _w = WorkerCommand::new(env!("CARGO_BIN_EXE_worker"))
+        .redis(&redis.addr())
+        .name("w-hooks")
+        .envs(env)
+        .start()
+        .await;
+    wait_done(&q, 6, Duration::from_secs(60)).await;
+    let done = done_jobs(&q).await;
+    assert!(done
+        .iter()
+        .all(|j| j.limit_key.as_deref() == Some(host.as_str())));
+    let mut starts: Vec<i64> = done
+        .iter()
+        .map(|j| ms(j.started_at.expect("started_at")))
+        .collect();
+    starts.sort_unstable();
+    for (i, &from) in starts.iter().enumerate() {
+        let within = starts[i..].iter().take_while(|&&t| t < from + 1000).count();
+        assert!(
+            within <= 2,
+            "{within} calls to {host} in the second from {from}"
+        );
+    }
+    assert_eq!(
+        q.limits().await.unwrap().key_rate,
+        Some((2, Duration::from_secs(1)))
+    );
+    server.stop(true).await;
+}
