@@ -286,7 +286,7 @@ for q in $(bk_manifest_get "$MANIFEST" queues | tr ',' ' '); do
     want="$(bk_manifest_get "$MANIFEST" "queue.$q.jobs")"
     got="$(rcli hlen "$q:data")" || bk_die "HLEN $q:data failed after the restore (see above)"
     [ "$got" -ge "$want" ] || bk_die "after the restore $q holds $got jobs, the backup $want"
-    summary+=" $q: jobs=$want delayed=$(bk_manifest_get "$MANIFEST" "queue.$q.delayed") retrying=$(bk_manifest_get "$MANIFEST" "queue.$q.retrying") active=$(bk_manifest_get "$MANIFEST" "queue.$q.active") inflight=$(bk_manifest_get "$MANIFEST" "queue.$q.inflight") finished=$(bk_manifest_get "$MANIFEST" "queue.$q.finished") dead=$(bk_manifest_get "$MANIFEST" "queue.$q.dead");"
+    summary+=" $q: jobs=$want delayed=$(bk_manifest_get "$MANIFEST" "queue.$q.delayed") ready=$(bk_manifest_get "$MANIFEST" "queue.$q.ready") retrying=$(bk_manifest_get "$MANIFEST" "queue.$q.retrying") active=$(bk_manifest_get "$MANIFEST" "queue.$q.active") inflight=$(bk_manifest_get "$MANIFEST" "queue.$q.inflight") finished=$(bk_manifest_get "$MANIFEST" "queue.$q.finished") dead=$(bk_manifest_get "$MANIFEST" "queue.$q.dead");"
 done
 snap_ms="$(bk_manifest_get "$MANIFEST" snapshot_started_ms)"
 snap="$(date -u -d "@$((snap_ms / 1000))" +%Y-%m-%dT%H:%M:%SZ)"

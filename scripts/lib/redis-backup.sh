@@ -204,6 +204,7 @@ bk_scratch_counts() {
             local p = 'queue.' .. q .. '.'
             out[#out + 1] = p .. 'jobs=' .. redis.call('HLEN', q .. ':data')
             out[#out + 1] = p .. 'delayed=' .. redis.call('ZCARD', q .. ':delayed')
+            out[#out + 1] = p .. 'ready=' .. redis.call('ZCARD', q .. ':ready')
             out[#out + 1] = p .. 'retrying=' .. redis.call('ZCARD', q .. ':retrying')
             out[#out + 1] = p .. 'active=' .. redis.call('LLEN', q .. ':active')
             out[#out + 1] = p .. 'inflight=' .. inflight

@@ -549,6 +549,7 @@ async function onRegister(event) {
     payload,
     delay_seconds: Number($("delay").value),
     max_retry: Number($("max-retry").value),
+    priority: Number($("priority").value),
   };
   act($("register"), async () => {
     const created = await api("POST", "/api/jobs", body);
@@ -585,6 +586,7 @@ function renderDetail(job) {
     status: job.status,
     attempts: String(job.attempts),
     max_retry: String(job.max_retry),
+    priority: String(job.priority ?? 5),
     created_at: when(job.created_at),
     run_at: when(job.run_at),
     started_at: when(job.started_at),

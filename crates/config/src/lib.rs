@@ -19,8 +19,9 @@ pub use cache::{CacheInvalidation, CacheKey, CacheRoute, CacheSettings};
 pub use duration::parse as parse_duration;
 pub use error::ConfigError;
 pub use queues::{
-    default_served_queues, parse_served_queues, queue_name_problem, QueueSettings, ServedQueue,
-    MAX_QUEUE_NAME, MAX_QUEUE_WEIGHT,
+    default_served_queues, parse_served_queues, queue_name_problem, QueueRateLimit, QueueSettings,
+    ServedQueue, MAX_QUEUE_CONCURRENCY, MAX_QUEUE_NAME, MAX_QUEUE_WEIGHT, MAX_RATE_MAX,
+    MAX_RATE_PER,
 };
 pub use redis::{
     default_pool_size, CacheServerSettings, ClusterAddrs, ClusterRedisSettings, RedisSettings,
@@ -302,6 +303,13 @@ impl Settings {
         }
         if let Err(problem) = queues::validate_declared(&jq.queues) {
             return invalid("jobqueue.queues", problem);
+        }
+        if let Some(problem) = jq
+            .webhook
+            .per_host_rate_limit
+            .and_then(|r| queues::rate_problem("per_host_rate_limit", &r))
+        {
+            return invalid("jobqueue.webhook.per_host_rate_limit", problem);
         }
         if let Err(problem) = schedules::validate_declared(&jq.schedules) {
             return invalid("jobqueue.schedules", problem);

@@ -46,6 +46,9 @@ pub struct ScheduledJobSettings {
     /// Default: the type's own, else `jobqueue.default_timeout`.
     #[serde(default)]
     pub timeout_seconds: Option<u64>,
+    /// 1..=10, higher starts first among due jobs of its queue (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u8>,
 }
 
 /// What a tick does while the schedule's previous job is not done or dead yet.

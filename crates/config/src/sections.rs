@@ -323,6 +323,10 @@ pub struct WebhookSettings {
     /// Budget of one HTTP call, connect included (default 10s).
     #[serde(deserialize_with = "duration::deserialize")]
     pub timeout: Duration,
+    /// At most `max` calls per `per` to one host (`host:port`, the job's limit key), over all
+    /// workers: the default queue's `key_rate_limit` when its entry sets none (default: none).
+    #[serde(default)]
+    pub per_host_rate_limit: Option<crate::QueueRateLimit>,
 }
 
 impl Default for WebhookSettings {
@@ -330,6 +334,7 @@ impl Default for WebhookSettings {
         Self {
             allowed_hosts: Vec::new(),
             timeout: Duration::from_secs(10),
+            per_host_rate_limit: None,
         }
     }
 }

@@ -5,7 +5,8 @@
 -- KEYS[1]: meta prefix  KEYS[2]: {q}:delayed  KEYS[3]: {q}:retrying  KEYS[4]: {q}:scheduled (apalis)
 -- KEYS[5]: {q}:active  KEYS[6]: {q}:cancelled  KEYS[7]: {q}:finished  KEYS[8]: {q}:dead_at
 -- KEYS[9]: {q}:dead (apalis)  KEYS[10]: cancel list prefix ({q}:cancel:<worker>)
--- KEYS[11]: {q}:events (a waiting job's cancel is added as an event)
+-- KEYS[11]: {q}:events (a waiting job's cancel is added as an event)  KEYS[12]: {q}:ready
+-- KEYS[13]: per-key prefix ({q}:key; a job parked behind its limit key waits in `<key>:parked`)
 -- ARGV[1]: id  ARGV[2]: now (ms)  ARGV[3]: now (s)  ARGV[4]: events kept (approximate MAXLEN;
 -- "0": no events)
 -- Returns 1 cancelled, 2 running (cancel sent to its worker), 0 unknown, -1 already finished.
@@ -31,6 +32,11 @@ end
 redis.call("zrem", KEYS[2], id)
 redis.call("zrem", KEYS[3], id)
 redis.call("zrem", KEYS[4], id)
+redis.call("zrem", KEYS[12], id)
+local limit_key = redis.call("hget", meta_key, "limit_key")
+if limit_key then
+    redis.call("zrem", KEYS[13] .. ":" .. limit_key .. ":parked", id)
+end
 redis.call("lrem", KEYS[5], 0, id)
 redis.call("zadd", KEYS[6], ARGV[2], id)
 redis.call("hset", meta_key, "status", "Cancelled", "done_at", ARGV[3])

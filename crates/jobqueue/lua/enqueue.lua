@@ -4,15 +4,22 @@
 -- KEYS[1]: {q}:data (hash id -> job json)  KEYS[2]: {q}:meta prefix  KEYS[3]: {q}:delayed (zset, due ms)
 -- KEYS[4]: {q}:unique prefix (string per key: the job id holding it)  KEYS[5]: {q}:dead (apalis set)
 -- KEYS[6]: {q}:dead_at (zset)  KEYS[7]: {q}:wake (list: a marker wakes a waiting worker)
--- KEYS[8]: {q}:events (stream: a `registered` event per stored job)
+-- KEYS[8]: {q}:ready (zset: due jobs by priority band, then due ms; see fetch.lua)
+-- KEYS[9]: {q}:events (stream: a `registered` event per stored job)
 -- ARGV[1]: events kept (the stream's approximate MAXLEN; "0": no events)
--- ARGV[2..]: repeating groups of 9: id, job_json, due_ms, max_retry, created_ms, timeout_ms,
---       job_type, unique_key ("" none), unique_for_ms (0: until the job is done or dead)
+-- ARGV[2..]: repeating groups of 11: id, job_json, due_ms, max_retry, created_ms, timeout_ms,
+--       job_type, unique_key ("" none), unique_for_ms (0: until the job is done or dead),
+--       priority (1..=10; stored only when not the default 5), limit_key ("" none)
+-- A job due by created_ms goes straight into {q}:ready; a later one waits in {q}:delayed until
+-- fetch.lua moves it (so a delayed high-priority job never starts before it is due).
 -- Returns one string per job: "" stored, else the id of the job already holding its unique key.
 local out = {}
 -- Waiting workers sleep until the earliest due time they saw: wake them when a job is due sooner.
 local head = redis.call("zrange", KEYS[3], 0, 0, "WITHSCORES")[2]
 local earliest = nil
+local ready = false
+-- 2^42 ms per priority band, as in fetch.lua
+local BAND = 4398046511104
 
 -- A key without expiry is held while its job exists and is neither done, dead nor cancelled.
 local function still_held(lock)
@@ -32,7 +39,7 @@ local function still_held(lock)
     return holder
 end
 
-for i = 2, #ARGV, 9 do
+for i = 2, #ARGV, 11 do
     local id = ARGV[i]
     local unique_key = ARGV[i + 7]
     local holder = nil
@@ -63,20 +70,32 @@ for i = 2, #ARGV, 9 do
             if #unique_key > 0 then
                 redis.call("hset", meta_key, "unique_key", unique_key)
             end
-            redis.call("zadd", KEYS[3], ARGV[i + 2], id)
+            if #ARGV[i + 10] > 0 then
+                redis.call("hset", meta_key, "limit_key", ARGV[i + 10])
+            end
+            local priority = tonumber(ARGV[i + 9])
+            if priority ~= 5 then
+                redis.call("hset", meta_key, "priority", priority)
+            end
             if ARGV[1] ~= "0" then
-                redis.call("xadd", KEYS[8], "MAXLEN", "~", ARGV[1], "*", "job_id", id,
+                redis.call("xadd", KEYS[9], "MAXLEN", "~", ARGV[1], "*", "job_id", id,
                     "state", "registered", "type", ARGV[i + 6], "attempt", 0, "time", ARGV[i + 4])
             end
             local due = tonumber(ARGV[i + 2])
-            if not earliest or due < earliest then
-                earliest = due
+            if due <= tonumber(ARGV[i + 4]) then
+                redis.call("zadd", KEYS[8], (10 - priority) * BAND + due, id)
+                ready = true
+            else
+                redis.call("zadd", KEYS[3], due, id)
+                if not earliest or due < earliest then
+                    earliest = due
+                end
             end
         end
         table.insert(out, "")
     end
 end
-if earliest and (not head or earliest < tonumber(head)) and redis.call("llen", KEYS[7]) == 0 then
+if (ready or (earliest and (not head or earliest < tonumber(head)))) and redis.call("llen", KEYS[7]) == 0 then
     redis.call("rpush", KEYS[7], 1)
 end
 return out

@@ -7,6 +7,10 @@
 -- KEYS[1]: in-flight set  KEYS[2]: meta prefix  KEYS[3]: {q}:finished  KEYS[4]: {q}:retrying
 -- KEYS[5]: {q}:dead_at  KEYS[6]: errors prefix  KEYS[7]: history key of this minute
 -- KEYS[8]: {q}:delayed  KEYS[9]: {q}:wake  KEYS[10]: {q}:cancelled  KEYS[11]: {q}:events
+-- KEYS[12]: {q}:limits  KEYS[13]: {q}:ready  KEYS[14]: {q}:active
+-- (a recorded end leaves the in-flight set: that frees the job's concurrency slot)
+-- KEYS[15]: per-key prefix ({q}:key)  KEYS[16]: {q}:parked_keys: a job with a `limit_key` frees
+-- its key's slot, and that key's parked jobs are looked at again (score 0)
 -- ARGV[1]: now (ms)  ARGV[2]: now (s)  ARGV[3]: errors kept per job  ARGV[4]: history ttl (s)
 -- ARGV[5]: events kept (the stream's approximate MAXLEN; "0": no events)
 -- ARGV[6..]: groups of 7: id, kind (done|retry|dead|later|cancelled|progress), failures,
@@ -20,6 +24,7 @@
 -- `job_id`, `state`, `type`, `attempt` (the run it concerns), `time` (ms), progress: `progress`.
 -- Returns the number of results recorded.
 local recorded, processed, failed, rescheduled = 0, 0, 0, 0
+local key_freed = false
 local function event(id, state, progress)
     if ARGV[5] == "0" then
         return
@@ -48,6 +53,15 @@ for i = 6, #ARGV, 7 do
         end
     elseif redis.call("srem", KEYS[1], id) == 1 then
         recorded = recorded + 1
+        local limit_key = redis.call("hget", meta_key, "limit_key")
+        if limit_key then
+            local base = KEYS[15] .. ":" .. limit_key
+            redis.call("srem", base .. ":running", id)
+            if redis.call("exists", base .. ":parked") == 1 then
+                redis.call("zadd", KEYS[16], 0, limit_key)
+                key_freed = true
+            end
+        end
         if kind ~= "done" and redis.call("hexists", meta_key, "cancel_requested") == 1 then
             kind = "cancelled"
         end
@@ -93,8 +107,11 @@ if processed + failed > 0 then
     redis.call("hincrby", KEYS[7], "failed", failed)
     redis.call("expire", KEYS[7], ARGV[4])
 end
--- a waiting worker computed its wake-up time before these were scheduled
-if rescheduled > 0 and redis.call("llen", KEYS[9]) == 0 then
+-- a waiting worker computed its wake-up time before these were scheduled; or slots freed while
+-- jobs wait on the queue's concurrency limit
+local freed = recorded > 0 and redis.call("hexists", KEYS[12], "concurrency") == 1
+    and (redis.call("zcard", KEYS[13]) > 0 or redis.call("llen", KEYS[14]) > 0)
+if (rescheduled > 0 or freed or key_freed) and redis.call("llen", KEYS[9]) == 0 then
     redis.call("rpush", KEYS[9], 1)
 end
 return recorded

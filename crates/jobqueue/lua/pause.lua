@@ -1,6 +1,6 @@
 -- Pause a queue: set the flag (fetch.lua then takes nothing) and hand the jobs already
 -- waiting in apalis' {q}:active list back to {q}:delayed at their due time, so only what a worker
--- has already fetched can still start.
+-- has already fetched can still start. {q}:ready keeps its jobs (fetch.lua takes none while paused).
 -- KEYS[1]: {q}:paused  KEYS[2]: {q}:active  KEYS[3]: {q}:delayed  KEYS[4]: meta prefix
 -- ARGV[1]: now (ms).  Returns how many jobs were handed back.
 redis.call("set", KEYS[1], ARGV[1])

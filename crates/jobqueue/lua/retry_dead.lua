@@ -1,5 +1,5 @@
 -- Revive a dead job: it is due now, with a fresh retry budget (via {q}:delayed, so a paused queue
--- holds it too).
+-- holds it too); fetch.lua moves it into {q}:ready at its priority.
 -- KEYS[1]: {q}:dead (apalis set)  KEYS[2]: {q}:dead_at (zset)  KEYS[3]: {q}:delayed  KEYS[4]: meta prefix
 -- ARGV[1]: id  ARGV[2]: now (ms)
 -- Returns 1 revived, 0 unknown id, -1 not dead.

@@ -8,7 +8,8 @@ use crate::error::JobQueueError;
 use crate::jobs::{JobEnvelope, Registry};
 use crate::store::{self, Keys, Store, StoredJob};
 use crate::types::{
-    CancelledJob, EnqueuedJob, JobStatus, NewJob, RetriedJob, MAX_BATCH, MAX_UNIQUE_KEY_CHARS,
+    CancelledJob, EnqueuedJob, JobStatus, NewJob, QueueLimits, RetriedJob, DEFAULT_PRIORITY,
+    MAX_BATCH, MAX_LIMIT_KEY_CHARS, MAX_PRIORITY, MAX_UNIQUE_KEY_CHARS, MIN_PRIORITY,
 };
 use cacheserver_config::{
     queue_name_problem, JobqueueSettings, SingleRedisSettings, MAX_DELAY_SECONDS, MAX_RETRY_LIMIT,
@@ -473,6 +474,26 @@ impl JobQueue {
         Ok(())
     }
 
+    /// The queue's limits as the workers wrote them (the slots in use are `stats().running`).
+    pub async fn limits(&self) -> Result<QueueLimits, JobQueueError> {
+        let keys = self.keys.clone();
+        let stored = self
+            .with_connection(self.inner.store.call_timeout(), |mut c| async move {
+                store::read_limits(&mut c, &keys).await
+            })
+            .await?;
+        Ok(QueueLimits {
+            concurrency: stored.concurrency,
+            rate: stored
+                .rate
+                .map(|(max, per_ms)| (max, Duration::from_millis(per_ms))),
+            key_concurrency: stored.key_concurrency,
+            key_rate: stored
+                .key_rate
+                .map(|(max, per_ms)| (max, Duration::from_millis(per_ms))),
+        })
+    }
+
     pub async fn is_paused(&self) -> Result<bool, JobQueueError> {
         let keys = self.keys.clone();
         self.with_connection(self.inner.store.call_timeout(), |mut c| async move {
@@ -538,6 +559,8 @@ struct Prepared {
     timeout_ms: u64,
     unique_key: String,
     unique_for_ms: u64,
+    priority: u8,
+    limit_key: String,
     enqueued: EnqueuedJob,
 }
 
@@ -552,6 +575,8 @@ impl Prepared {
             timeout_ms: self.timeout_ms,
             unique_key: &self.unique_key,
             unique_for_ms: self.unique_for_ms,
+            priority: self.priority,
+            limit_key: &self.limit_key,
         }
     }
 }
@@ -564,9 +589,29 @@ fn prepare(
     now_ms: u64,
 ) -> Result<Prepared, JobQueueError> {
     let invalid = |m: String| Err(JobQueueError::Invalid(m));
-    let queue = job.queue.unwrap_or_else(|| default_queue.to_owned());
+    let queue = job
+        .queue
+        .or_else(|| registry.default_queue(&job.job_type).map(str::to_owned))
+        .unwrap_or_else(|| default_queue.to_owned());
     if let Some(problem) = queue_name_problem(&queue) {
         return invalid(problem);
+    }
+    registry.validate(&job.job_type, &job.payload)?;
+    let limit_given = job.limit_key.is_some();
+    let limit_key = job
+        .limit_key
+        .or_else(|| registry.limit_key(&job.job_type, &job.payload))
+        .unwrap_or_default();
+    if limit_given && (limit_key.is_empty() || limit_key.chars().count() > MAX_LIMIT_KEY_CHARS) {
+        return invalid(format!(
+            "limit_key must be 1..={MAX_LIMIT_KEY_CHARS} characters"
+        ));
+    }
+    let priority = job.priority.unwrap_or(DEFAULT_PRIORITY);
+    if !(MIN_PRIORITY..=MAX_PRIORITY).contains(&priority) {
+        return invalid(format!(
+            "priority must be {MIN_PRIORITY}..={MAX_PRIORITY} (higher starts first), got {priority}"
+        ));
     }
     let due_ms = match job.at {
         Some(at) => u64::try_from(at.timestamp_millis())
@@ -605,7 +650,6 @@ fn prepare(
             ));
         }
     }
-    registry.validate(&job.job_type, &job.payload)?;
     let json = serde_json::to_string(&JobEnvelope::new(&job.job_type, job.payload))?;
     Ok(Prepared {
         queue,
@@ -616,6 +660,8 @@ fn prepare(
         timeout_ms: job.timeout.map_or(0, |t| t.as_millis() as u64),
         unique_key,
         unique_for_ms: job.unique_for.map_or(0, |t| t.as_millis() as u64),
+        priority,
+        limit_key,
         enqueued: EnqueuedJob {
             job_id: next_id().to_string(),
             run_at: ms_to_time(due_ms),

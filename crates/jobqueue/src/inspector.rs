@@ -6,7 +6,9 @@ use crate::client::{ms_to_time, JobQueue};
 use crate::error::JobQueueError;
 use crate::jobs::JobEnvelope;
 use crate::store::{self, Cursor, Raw};
-use crate::types::{JobFailure, JobInfo, JobPage, JobStatus, MinuteCount, QueueStats};
+use crate::types::{
+    JobFailure, JobInfo, JobPage, JobStatus, MinuteCount, QueueStats, DEFAULT_PRIORITY,
+};
 use std::collections::HashMap;
 
 /// Most jobs one list call returns.
@@ -161,7 +163,9 @@ fn status_of(raw: &Raw, now: f64) -> JobStatus {
         _ if raw.retrying.is_some_and(|due| due > now) || raw.apalis_scheduled.is_some() => {
             JobStatus::Retrying
         }
-        _ if raw.delayed.is_some() || raw.retrying.is_some() => JobStatus::Pending,
+        _ if raw.delayed.is_some() || raw.retrying.is_some() || raw.ready.is_some() => {
+            JobStatus::Pending
+        }
         Some("Running") => JobStatus::Running,
         _ if raw.finished.is_some() => JobStatus::Done,
         Some("Done") => JobStatus::Done,
@@ -218,7 +222,11 @@ fn job_info(queue: &str, id: &str, raw: Raw, now: f64) -> Option<JobInfo> {
         timeout_seconds: (timeout_ms > 0).then(|| timeout_ms as f64 / 1000.0),
         run_at: ms_to_time(num("run_at_ms")),
         created_at: Some(num("created_ms")).filter(|&m| m > 0).map(ms_to_time),
-        started_at: seconds_ms(num("locked_at")).map(ms_to_time),
+        // a limited queue records the start in ms (Redis' clock); else apalis' seconds
+        started_at: Some(num("started_ms"))
+            .filter(|&m| m > 0)
+            .or(seconds_ms(num("locked_at")))
+            .map(ms_to_time),
         finished_at: finished_ms.map(ms_to_time),
         last_error: raw.meta.get("last_error").cloned(),
         errors: raw.errors.iter().filter_map(|e| failure(e)).collect(),
@@ -231,6 +239,12 @@ fn job_info(queue: &str, id: &str, raw: Raw, now: f64) -> Option<JobInfo> {
             .get("progress")
             .and_then(|p| serde_json::from_str(p).ok()),
         cancel_requested: status == JobStatus::Running && raw.meta.contains_key("cancel_requested"),
+        priority: raw
+            .meta
+            .get("priority")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(DEFAULT_PRIORITY),
+        limit_key: raw.meta.get("limit_key").cloned(),
     })
 }
 

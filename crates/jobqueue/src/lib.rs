@@ -40,7 +40,8 @@ pub use schedules::{Schedule, ScheduleInfo, Schedules};
 pub use store::Store;
 pub use types::{
     CancelledJob, EnqueuedJob, JobFailure, JobInfo, JobPage, JobStatus, MinuteCount, NewJob,
-    QueueStats, RetriedJob, MAX_BATCH, MAX_UNIQUE_KEY_CHARS,
+    QueueLimits, QueueStats, RetriedJob, DEFAULT_PRIORITY, MAX_BATCH, MAX_LIMIT_KEY_CHARS,
+    MAX_PRIORITY, MAX_UNIQUE_KEY_CHARS, MIN_PRIORITY,
 };
 pub use waiter::{parse_event_id, EventFeed, FeedItem, FEED_BUFFER, MAX_WAIT_SECONDS};
 
@@ -50,7 +51,9 @@ pub mod limits {
     pub use crate::inspector::{MAX_HISTORY_MINUTES, MAX_LIST};
     pub use crate::jobs::MAX_RESULT_BYTES;
     pub use crate::store::{ERRORS_KEPT, HISTORY_TTL};
-    pub use crate::types::{MAX_BATCH, MAX_UNIQUE_KEY_CHARS};
+    pub use crate::types::{
+        DEFAULT_PRIORITY, MAX_BATCH, MAX_PRIORITY, MAX_UNIQUE_KEY_CHARS, MIN_PRIORITY,
+    };
     pub use crate::waiter::MAX_WAIT_SECONDS;
     pub use cacheserver_config::{DEFAULT_EVENTS_MAX_LEN, MAX_EVENTS_MAX_LEN};
     pub use cacheserver_config::{MAX_DELAY_SECONDS, MAX_RETRY_LIMIT};

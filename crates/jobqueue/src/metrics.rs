@@ -9,6 +9,7 @@
 //! | `jobqueue_jobs_timed_out_total` | `type` | runs cancelled at their timeout |
 //! | `jobqueue_job_start_delay_seconds` | | histogram: start − due time |
 //! | `jobqueue_paused` | `queue` | 1 while the queue is paused |
+//! | `jobqueue_limited_total` | `queue` | fetches in which the queue's concurrency or rate limit held due jobs back |
 //! | `jobqueue_jobs` | `state` | jobs per state (scheduled, pending, running, retrying, done, dead): exported by the **api** at scrape time, not by workers, so sums do not double |
 
 pub const PROCESSED: &str = "jobqueue_jobs_processed_total";
@@ -20,6 +21,7 @@ pub const CANCELLED: &str = "jobqueue_jobs_cancelled_total";
 pub const START_DELAY: &str = "jobqueue_job_start_delay_seconds";
 pub const PAUSED: &str = "jobqueue_paused";
 pub const DEPTH: &str = "jobqueue_jobs";
+pub const LIMITED: &str = "jobqueue_limited_total";
 
 /// HELP lines for every worker metric (`promtool check metrics` wants one per family). Call once
 /// after installing the recorder.
@@ -46,6 +48,10 @@ pub fn describe() {
         "Time from a job's due time to its start"
     );
     describe_gauge!(PAUSED, "1 while the queue is paused");
+    describe_counter!(
+        LIMITED,
+        "Fetches in which the queue's concurrency or rate limit held due jobs back"
+    );
 }
 
 pub fn processed(job_type: &str) {
@@ -74,6 +80,10 @@ pub fn cancelled(job_type: &str) {
 
 pub fn start_delay(ms: u64) {
     metrics::histogram!(START_DELAY).record(ms as f64 / 1000.0);
+}
+
+pub fn limited(queue: &str) {
+    metrics::counter!(LIMITED, "queue" => queue.to_owned()).increment(1);
 }
 
 pub fn paused(queue: &str, paused: bool) {

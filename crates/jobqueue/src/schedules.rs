@@ -101,6 +101,7 @@ pub fn job_for(schedule: &Schedule, tick_ms: Option<u64>) -> NewJob {
     if let Some(seconds) = spec.timeout_seconds {
         job = job.timeout(Duration::from_secs(seconds));
     }
+    job.priority = spec.priority;
     if let Some(tick) = tick_ms {
         job = job
             .at(ms_to_time(tick))
@@ -138,6 +139,16 @@ impl Schedules {
             return Err(JobQueueError::Invalid(format!(
                 "job.timeout_seconds must be 1..={}",
                 crate::MAX_TIMEOUT_SECONDS
+            )));
+        }
+        if job
+            .priority
+            .is_some_and(|p| !(crate::MIN_PRIORITY..=crate::MAX_PRIORITY).contains(&p))
+        {
+            return Err(JobQueueError::Invalid(format!(
+                "job.priority must be {}..={} (higher starts first)",
+                crate::MIN_PRIORITY,
+                crate::MAX_PRIORITY
             )));
         }
         self.queue

@@ -9,6 +9,13 @@ use std::time::Duration;
 pub const MAX_BATCH: usize = 1_000;
 /// Longest `unique_key`, in characters (what JSON Schema's `maxLength` counts).
 pub const MAX_UNIQUE_KEY_CHARS: usize = 200;
+/// Longest `limit_key`, in characters.
+pub const MAX_LIMIT_KEY_CHARS: usize = 200;
+/// Priority of a job that names none (and of jobs stored before priorities existed).
+pub const DEFAULT_PRIORITY: u8 = 5;
+/// Lowest and highest priority; a higher one starts first among due jobs of a queue.
+pub const MIN_PRIORITY: u8 = 1;
+pub const MAX_PRIORITY: u8 = 10;
 
 /// A job to register.
 #[derive(Debug, Clone)]
@@ -28,8 +35,14 @@ pub struct NewJob {
     /// it was registered) another one is a duplicate.
     pub unique_key: Option<String>,
     pub unique_for: Option<Duration>,
-    /// The queue it goes to; `None`: the queue of the handle it is enqueued through.
+    /// The queue it goes to; `None`: the type's default queue, else the queue of the handle it
+    /// is enqueued through.
     pub queue: Option<String>,
+    /// 1..=10 ([`DEFAULT_PRIORITY`] when `None`); higher starts first among due jobs.
+    pub priority: Option<u8>,
+    /// The key its queue's `key_concurrency` / `key_rate_limit` count it under (e.g. a
+    /// customer id), 1..=[`MAX_LIMIT_KEY_CHARS`] characters.
+    pub limit_key: Option<String>,
 }
 
 impl NewJob {
@@ -45,6 +58,8 @@ impl NewJob {
             unique_key: None,
             unique_for: None,
             queue: None,
+            priority: None,
+            limit_key: None,
         }
     }
 
@@ -71,6 +86,18 @@ impl NewJob {
     /// Into queue `queue` (default: the queue of the handle it is enqueued through).
     pub fn in_queue(mut self, queue: impl Into<String>) -> Self {
         self.queue = Some(queue.into());
+        self
+    }
+
+    /// Count it under `key` for its queue's per-key limits.
+    pub fn limit_key(mut self, key: impl Into<String>) -> Self {
+        self.limit_key = Some(key.into());
+        self
+    }
+
+    /// Priority 1..=10 (checked at enqueue).
+    pub fn priority(mut self, priority: u8) -> Self {
+        self.priority = Some(priority);
         self
     }
 
@@ -186,6 +213,10 @@ pub struct JobInfo {
     pub progress: Option<crate::jobs::JobProgress>,
     /// A cancel was asked for while it ran; it ends `cancelled` once its worker stops it.
     pub cancel_requested: bool,
+    /// 1..=10; higher starts first among due jobs of its queue.
+    pub priority: u8,
+    /// The key its queue's per-key limits count it under.
+    pub limit_key: Option<String>,
 }
 
 /// Job counts by state.
@@ -212,6 +243,19 @@ impl QueueStats {
             ("cancelled", self.cancelled),
         ]
     }
+}
+
+/// A queue's limits shared by all workers (as the workers serving it wrote them from their
+/// `jobqueue.queues`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// At most this many running at once (`None`: no limit).
+    pub concurrency: Option<u32>,
+    /// At most `.0` starts in any window of `.1` (`None`: no limit).
+    pub rate: Option<(u32, Duration)>,
+    /// The same two per limit key.
+    pub key_concurrency: Option<u32>,
+    pub key_rate: Option<(u32, Duration)>,
 }
 
 /// One page of a listing.

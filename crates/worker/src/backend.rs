@@ -117,6 +117,9 @@ impl Fetcher {
             for i in order {
                 let keys = &self.queues[i];
                 let fetched = store::fetch(&mut conn, keys, &self.worker, self.want).await?;
+                if fetched.limited {
+                    cacheserver_jobqueue::metrics::limited(&keys.queue);
+                }
                 tasks = fetched
                     .jobs
                     .into_iter()

@@ -311,6 +311,18 @@ impl Supervisor {
             if i > 0 {
                 store::register_worker(&mut conn, keys, name).await?;
             }
+            // A declared queue's limits go to Redis, where fetch.lua decides them for every
+            // worker (the last worker started wins); an undeclared queue's are left as they are.
+            let declared = self.settings.queues.iter().find(|q| q.name == keys.queue);
+            let per_host = self.settings.webhook.per_host_rate_limit;
+            if declared.is_some() || (keys.queue == self.settings.queue && per_host.is_some()) {
+                let mut limits = declared.map(stored_limits).unwrap_or_default();
+                // webhooks go to the default queue, their host as their limit key
+                if keys.queue == self.settings.queue && limits.key_rate.is_none() {
+                    limits.key_rate = per_host.map(|r| (r.max, r.per.as_millis().max(1) as u64));
+                }
+                store::write_limits(&mut conn, keys, limits).await?;
+            }
         }
         let opts = &self.options;
         let weights = opts.queues.iter().map(|q| q.weight).collect();
@@ -376,5 +388,19 @@ impl Supervisor {
                 Ok(())
             }
         }
+    }
+}
+
+/// `jobqueue.queues` entry → what `fetch.lua` reads.
+fn stored_limits(declared: &cacheserver_config::QueueSettings) -> store::StoredLimits {
+    store::StoredLimits {
+        concurrency: declared.concurrency,
+        rate: declared
+            .rate_limit
+            .map(|r| (r.max, r.per.as_millis().max(1) as u64)),
+        key_concurrency: declared.key_concurrency,
+        key_rate: declared
+            .key_rate_limit
+            .map(|r| (r.max, r.per.as_millis().max(1) as u64)),
     }
 }

@@ -59,6 +59,23 @@ pub struct JobRequest {
     #[serde(default, deserialize_with = "present")]
     #[schema(nullable = false, value_type = QueueName)]
     pub queue: Option<String>,
+    /// 1..=10 (default 5). Among due jobs of the queue a higher priority starts first, equal
+    /// priorities in due-time order; a job not yet due waits for its time whatever its priority.
+    /// A steady flood of higher priorities starves lower ones (no aging).
+    #[serde(default, deserialize_with = "present_integer")]
+    #[schema(nullable = false, minimum = 1, maximum = 10, example = 5)]
+    pub priority: Option<i64>,
+    /// The key the queue's per-key limits (`key_concurrency`, `key_rate_limit` in
+    /// `jobqueue.queues`) count this job under, e.g. a customer id: one key's flood does not hold
+    /// up the others.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(
+        nullable = false,
+        min_length = 1,
+        max_length = 200,
+        example = "customer-42"
+    )]
+    pub limit_key: Option<String>,
 }
 
 /// A queue name: 1–64 of `A-Z a-z 0-9 _ . -`; another is a 400.
@@ -206,6 +223,11 @@ pub struct JobDetail {
     pub progress: Option<JobProgress>,
     /// A cancel was asked for while it runs; it ends `cancelled` once its worker stops it.
     pub cancel_requested: bool,
+    /// 1..=10; higher starts first among due jobs of its queue.
+    #[schema(minimum = 1, maximum = 10, example = 5)]
+    pub priority: u8,
+    /// The key its queue's per-key limits count it under.
+    pub limit_key: Option<String>,
 }
 
 /// A job's result: the result schema of its type (`components.schemas.JobResult` is a `oneOf`
@@ -396,6 +418,8 @@ pub(crate) fn detail(info: JobInfo) -> JobDetail {
         result: info.result,
         progress: info.progress,
         cancel_requested: info.cancel_requested,
+        priority: info.priority,
+        limit_key: info.limit_key,
     }
 }
 

@@ -340,6 +340,11 @@ fn new_job(state: &AppState, r: JobRequest) -> Result<NewJob, String> {
     job.unique_key = r.unique_key;
     job.unique_for = r.unique_for_seconds.map(seconds);
     job.queue = r.queue;
+    // out of 1..=10 (even past u8) is refused by the jobqueue's check, which names the field
+    job.limit_key = r.limit_key;
+    job.priority = r
+        .priority
+        .map(|p| u8::try_from(p.clamp(0, 255)).unwrap_or(0));
     Ok(job)
 }
 

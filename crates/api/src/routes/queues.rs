@@ -26,6 +26,37 @@ pub struct QueueBody {
     pub name: String,
     pub paused: bool,
     pub counts: StatsBody,
+    pub limits: LimitsBody,
+}
+
+/// A queue's limits shared by all workers (`jobqueue.queues` entries, written to Redis by the
+/// workers serving the queue when they start), the slots in use and the jobs waiting.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LimitsBody {
+    /// At most this many of the queue's jobs running at once; `null`: no limit.
+    #[schema(example = 5)]
+    pub concurrency: Option<u32>,
+    /// At most `max` starts in any window of `per_seconds`; `null`: no limit.
+    pub rate_limit: Option<RateLimitBody>,
+    /// Jobs workers hold now (running, or fetched and about to start): what `concurrency`
+    /// counts.
+    pub running: u64,
+    /// Due jobs not started yet (the `pending` count): waiting for a worker or a limit.
+    pub waiting: u64,
+    /// Per limit key (a job's `limit_key`): at most this many of one key's jobs running at
+    /// once; `null`: no limit.
+    pub key_concurrency: Option<u32>,
+    /// Per limit key: at most `max` starts of one key's jobs per `per_seconds`.
+    pub key_rate_limit: Option<RateLimitBody>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RateLimitBody {
+    #[schema(example = 100)]
+    pub max: u32,
+    /// The sliding window, in seconds.
+    #[schema(example = 60.0)]
+    pub per_seconds: f64,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -107,10 +138,26 @@ pub async fn get_queue(
 }
 
 async fn queue_body(queue: &JobQueue) -> Result<QueueBody, ApiError> {
+    let stats = queue.stats().await?;
+    let limits = queue.limits().await?;
     Ok(QueueBody {
         name: queue.name().to_owned(),
         paused: queue.is_paused().await?,
-        counts: queue.stats().await?.into(),
+        limits: LimitsBody {
+            concurrency: limits.concurrency,
+            rate_limit: limits.rate.map(|(max, per)| RateLimitBody {
+                max,
+                per_seconds: per.as_secs_f64(),
+            }),
+            running: stats.running,
+            waiting: stats.pending,
+            key_concurrency: limits.key_concurrency,
+            key_rate_limit: limits.key_rate.map(|(max, per)| RateLimitBody {
+                max,
+                per_seconds: per.as_secs_f64(),
+            }),
+        },
+        counts: stats.into(),
     })
 }
 

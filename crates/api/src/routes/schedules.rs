@@ -53,6 +53,10 @@ pub struct ScheduleJob {
     #[serde(default, deserialize_with = "present_integer")]
     #[schema(nullable = false, minimum = 1, maximum = 86400, example = 30)]
     pub timeout_seconds: Option<i64>,
+    /// 1..=10 (default 5): among due jobs of the queue a higher priority starts first.
+    #[serde(default, deserialize_with = "present_integer")]
+    #[schema(nullable = false, minimum = 1, maximum = 10, example = 5)]
+    pub priority: Option<i64>,
 }
 
 /// `PUT /api/schedules/{name}` body: everything but the name.
@@ -134,6 +138,10 @@ impl ScheduleUpdate {
                 queue: job.queue,
                 max_retry: u32::try_from(max_retry).unwrap_or(u32::MAX),
                 timeout_seconds: int("timeout_seconds", job.timeout_seconds)?,
+                // out of 1..=10 (even past u8) is refused by the check, naming the field
+                priority: job
+                    .priority
+                    .map(|p| u8::try_from(p.clamp(0, 255)).unwrap_or(0)),
             },
             overlap: self.overlap.unwrap_or_default(),
             missed: self.missed.unwrap_or_default(),

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::common;
-use cacheserver_config::QueueSettings;
+use cacheserver_config::{QueueRateLimit, QueueSettings};
 use cacheserver_testkit::RedisServer;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -22,6 +22,13 @@ impl Api {
         settings.jobqueue.queues = vec![QueueSettings {
             name: "critical".into(),
             weight: 6,
+            concurrency: Some(2),
+            rate_limit: Some(QueueRateLimit {
+                max: 100,
+                per: std::time::Duration::from_secs(60),
+            }),
+            key_concurrency: None,
+            key_rate_limit: None,
         }];
         Self {
             app: common::spawn_app_with(settings).await,
@@ -231,4 +238,133 @@ async fn every_queue_is_listed_and_managed_by_name() {
     // A queue that had jobs is still a queue once empty.
     let (status, _) = api.get("/api/queues/reports").await;
     assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn priorities_are_checked_and_shown() {
+    let redis = RedisServer::start();
+    let api = Api::start(&redis).await;
+    for bad in [
+        json!(0),
+        json!(11),
+        json!(-1),
+        json!(300),
+        json!("5"),
+        json!(null),
+        json!(2.5),
+    ] {
+        let mut body = job("p", None);
+        body["priority"] = bad.clone();
+        let got = api.post("/api/jobs", body).await;
+        assert_error(&got, StatusCode::BAD_REQUEST);
+        if bad.is_i64() {
+            assert!(
+                got.1["message"].as_str().unwrap().contains("priority"),
+                "{bad}: {:?}",
+                got.1
+            );
+        }
+    }
+    let mut bad_item = job("b", None);
+    bad_item["priority"] = json!(11);
+    let got = api
+        .post(
+            "/api/jobs/batch",
+            json!({"jobs": [job("a", None), bad_item]}),
+        )
+        .await;
+    assert_error(&got, StatusCode::BAD_REQUEST);
+    assert!(
+        got.1["message"].as_str().unwrap().contains("jobs[1]"),
+        "{:?}",
+        got.1
+    );
+
+    let mut high = job("h", None);
+    high["priority"] = json!(10);
+    let (status, created) = api.post("/api/jobs", high).await;
+    assert_eq!(status, StatusCode::CREATED, "{created:?}");
+    let (_, detail) = api
+        .get(&format!(
+            "/api/jobs/{}",
+            created["job_id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(detail["priority"], 10);
+    let (_, created) = api.post("/api/jobs", job("d", None)).await;
+    let (_, detail) = api
+        .get(&format!(
+            "/api/jobs/{}",
+            created["job_id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(detail["priority"], 5);
+    assert_eq!(detail["limit_key"], Value::Null);
+
+    let long = "k".repeat(201);
+    for bad in [json!(""), json!(long), json!(5), json!(null)] {
+        let mut body = job("k", None);
+        body["limit_key"] = bad.clone();
+        assert_error(&api.post("/api/jobs", body).await, StatusCode::BAD_REQUEST);
+    }
+    let mut keyed = job("k", None);
+    keyed["limit_key"] = json!("customer-42");
+    let (status, created) = api.post("/api/jobs", keyed).await;
+    assert_eq!(status, StatusCode::CREATED, "{created:?}");
+    let (_, detail) = api
+        .get(&format!(
+            "/api/jobs/{}",
+            created["job_id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(detail["limit_key"], "customer-42");
+}
+
+/// What the workers wrote to a queue's limits hash (no worker runs here), the slots in use and
+/// the due jobs waiting, as `GET /api/queues` shows them; due jobs wait in the priority-ordered
+/// ready set and list as pending.
+#[tokio::test]
+async fn queues_show_their_limits_and_waiting_jobs() {
+    let redis = RedisServer::start();
+    let api = Api::start(&redis).await;
+    redis.cli(&[
+        "HSET",
+        "{critical}:limits",
+        "concurrency",
+        "2",
+        "rate_max",
+        "100",
+        "rate_per_ms",
+        "60000",
+    ]);
+    for (message, priority) in [("low", 1), ("high", 9)] {
+        let mut body = job(message, Some("critical"));
+        body["delay_seconds"] = json!(0);
+        body["priority"] = json!(priority);
+        let (status, created) = api.post("/api/jobs", body).await;
+        assert_eq!(status, StatusCode::CREATED, "{created:?}");
+    }
+    let (status, list) = api.get("/api/queues").await;
+    assert_eq!(status, StatusCode::OK, "{list:?}");
+    let queues = list["queues"].as_array().unwrap();
+    let critical = queues.iter().find(|q| q["name"] == "critical").unwrap();
+    assert_eq!(
+        critical["limits"],
+        json!({"concurrency": 2, "rate_limit": {"max": 100, "per_seconds": 60.0}, "running": 0, "waiting": 2, "key_concurrency": null, "key_rate_limit": null})
+    );
+    assert_eq!(critical["counts"]["pending"], 2);
+    let default = queues.iter().find(|q| q["name"] == "dm-jobqueue").unwrap();
+    assert_eq!(default["limits"]["concurrency"], Value::Null);
+    assert_eq!(default["limits"]["rate_limit"], Value::Null);
+
+    let (status, page) = api.get("/api/jobs?state=pending&queue=critical").await;
+    assert_eq!(status, StatusCode::OK, "{page:?}");
+    let messages: Vec<&str> = page["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["payload"]["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(messages.len(), 2, "{page:?}");
+    assert!(messages.contains(&"low") && messages.contains(&"high"));
 }

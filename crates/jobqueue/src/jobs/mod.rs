@@ -60,6 +60,20 @@ pub trait JobType: Send + Sync + 'static {
     /// Hide secrets in a stored payload before it is shown (api) or logged.
     fn redact(&self, _payload: &mut Value) {}
 
+    /// The queue a job of this type goes to when its registration names none (`None`: the
+    /// queue of the handle it is enqueued through, for the api `jobqueue.queue`). A queue
+    /// given with the job wins.
+    fn default_queue(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// The key the queue's per-key limits (`key_concurrency`, `key_rate_limit`) count a job
+    /// under when its registration gives no `limit_key` (`None`: none). `http:webhook`: the
+    /// target host.
+    fn limit_key(&self, _payload: &Self::Payload) -> Option<String> {
+        None
+    }
+
     /// One run. `Err` counts as a failure; [`JobError::retryable`] says whether to try again.
     /// A cancelled run is dropped at its next `.await`; long runs may watch
     /// [`JobContext::cancelled`] to stop cleanly.
@@ -225,6 +239,8 @@ trait ErasedJobType: Send + Sync {
     fn validate(&self, payload: &Value) -> Result<(), String>;
     fn default_timeout(&self) -> Option<Duration>;
     fn redact(&self, payload: &mut Value);
+    fn default_queue(&self) -> Option<&'static str>;
+    fn limit_key(&self, payload: &Value) -> Option<String>;
     fn run<'a>(
         &'a self,
         payload: Value,
@@ -258,6 +274,15 @@ impl<T: JobType> ErasedJobType for Erased<T> {
 
     fn redact(&self, payload: &mut Value) {
         self.job_type.redact(payload);
+    }
+
+    fn default_queue(&self) -> Option<&'static str> {
+        self.job_type.default_queue()
+    }
+
+    fn limit_key(&self, payload: &Value) -> Option<String> {
+        let typed = T::Payload::deserialize(&*self.schema.integral(payload)).ok()?;
+        self.job_type.limit_key(&typed)
     }
 
     fn run<'a>(
@@ -360,6 +385,16 @@ impl Registry {
     /// The type's own timeout, if it has one.
     pub fn default_timeout(&self, name: &str) -> Option<Duration> {
         self.types.get(name).and_then(|t| t.default_timeout())
+    }
+
+    /// The limit key a job of type `name` with `payload` has by default, if any.
+    pub fn limit_key(&self, name: &str, payload: &Value) -> Option<String> {
+        self.types.get(name).and_then(|t| t.limit_key(payload))
+    }
+
+    /// The queue type `name` declares for its jobs, if any.
+    pub fn default_queue(&self, name: &str) -> Option<&'static str> {
+        self.types.get(name).and_then(|t| t.default_queue())
     }
 
     /// Hide the secrets of a payload of type `name` (unknown types are left as they are).

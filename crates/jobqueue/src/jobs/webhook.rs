@@ -161,6 +161,14 @@ impl JobType for Webhook {
         self.check_url(&payload.url).map(|_| ())
     }
 
+    /// The target `host:port`: the queue's per-key limits (the default queue's `key_rate_limit`
+    /// defaults to `jobqueue.webhook.per_host_rate_limit`) count calls per receiver.
+    fn limit_key(&self, payload: &WebhookPayload) -> Option<String> {
+        let url = Url::parse(&payload.url).ok()?;
+        let host = url.host_str()?.to_ascii_lowercase();
+        Some(format!("{host}:{}", url.port_or_known_default()?))
+    }
+
     fn redact(&self, payload: &mut Value) {
         if let Some(headers) = payload.get_mut("headers").and_then(Value::as_object_mut) {
             for value in headers.values_mut() {
@@ -271,6 +279,7 @@ mod tests {
         Webhook::new(&WebhookSettings {
             allowed_hosts: allowed.iter().map(|s| s.to_string()).collect(),
             timeout: Duration::from_secs(1),
+            per_host_rate_limit: None,
         })
     }
 

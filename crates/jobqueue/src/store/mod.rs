@@ -27,6 +27,18 @@
 //! `done`, `dead`, `cancelled` — with `job_id`, `state`, `type`, `attempt`, `time` (ms) and, for
 //! progress, `progress` (JSON); capped near [`Keys::events_max_len`] entries, none written when
 //! it is 0; what `GET /api/jobs/{id}?wait=` waits on and the SSE routes stream).
+//! Priorities and limits: `ready` (zset of due jobs, score `(10 - priority) * 2^42 + due_ms`:
+//! higher priority first, FIFO within one; jobs due at enqueue go there at once, later ones when
+//! `fetch.lua` finds them due), `started` (zset: the starts of the rate window,
+//! scored by Redis' `TIME` in ms), `limits` (hash `concurrency`, `rate_max`, `rate_per_ms`,
+//! written by workers from `jobqueue.queues`, read by `fetch.lua` and `GET /api/queues`). The
+//! concurrency slots in use are the jobs in the registered workers' `inflight:<worker>` sets.
+//! Meta `priority` (absent: 5) and `started_ms` (a limited queue's start, Redis' clock).
+//! Per limit key (meta `limit_key`; `limits` fields `key_concurrency`, `key_rate_max`,
+//! `key_rate_per_ms`): `key:<k>:running` (set of ids holding the key's slots), `key:<k>:started`
+//! (zset: the key's rate window), `key:<k>:parked` (zset: ready jobs held back by the key's
+//! limit, at their ready score), `parked_keys` (zset: key → when to look at its parked jobs again,
+//! Redis ms; 0 once a job of it ended).
 //! Meta fields of results and control: `result` (a done job's result JSON), `progress` (JSON
 //! `{percent, message}`), `cancel_requested` (ms: a cancel was asked for while a worker held it).
 //!
@@ -145,6 +157,12 @@ pub struct Keys {
     /// Entries kept in `events` (approximately: `XADD MAXLEN ~`); 0: no events are written.
     /// The store sets it from `jobqueue.events_max_len`.
     pub events_max_len: u64,
+    pub ready: String,
+    /// Prefix of the per-limit-key keys (`<prefix>:<key>:running|started|parked`).
+    pub limit_key: String,
+    pub parked_keys: String,
+    pub started: String,
+    pub limits: String,
 }
 
 /// The sorted set of recorded completions (one member per finished job), for a bench that counts
@@ -188,6 +206,11 @@ impl Keys {
             cancel: key("cancel"),
             events: key("events"),
             events_max_len: cacheserver_config::DEFAULT_EVENTS_MAX_LEN,
+            ready: key("ready"),
+            limit_key: key("key"),
+            parked_keys: key("parked_keys"),
+            started: key("started"),
+            limits: key("limits"),
             apalis: ApalisKeys { queue: prefix },
         }
     }
@@ -275,6 +298,10 @@ pub struct StoredJob<'a> {
     pub unique_key: &'a str,
     /// 0: held until the job is done or dead.
     pub unique_for_ms: u64,
+    /// 1..=10, higher first.
+    pub priority: u8,
+    /// "": none.
+    pub limit_key: &'a str,
 }
 
 /// Store jobs in one script call (workaround 1). One entry per job: `None` stored, or the id of
@@ -312,6 +339,7 @@ fn enqueue_call(keys: &Keys, jobs: &[StoredJob<'_>]) -> ScriptInvocation<'static
         .key(keys.apalis.dead_jobs_set())
         .key(&keys.dead_at)
         .key(&keys.wake)
+        .key(&keys.ready)
         .key(&keys.events)
         .arg(keys.events_max_len);
     let now = now_ms();
@@ -324,7 +352,9 @@ fn enqueue_call(keys: &Keys, jobs: &[StoredJob<'_>]) -> ScriptInvocation<'static
             .arg(job.timeout_ms)
             .arg(job.job_type)
             .arg(job.unique_key)
-            .arg(job.unique_for_ms);
+            .arg(job.unique_for_ms)
+            .arg(job.priority)
+            .arg(job.limit_key);
     }
     call
 }
@@ -466,6 +496,8 @@ pub async fn delete(
         .key(&keys.dead_at)
         .key(&keys.errors)
         .key(&keys.cancelled)
+        .key(&keys.ready)
+        .key(&keys.limit_key)
         .arg(id)
         .invoke_async(conn)
         .await?)
@@ -503,6 +535,8 @@ pub async fn cancel(
         .key(c.dead_jobs_set())
         .key(&keys.cancel)
         .key(&keys.events)
+        .key(&keys.ready)
+        .key(&keys.limit_key)
         .arg(id)
         .arg(now)
         .arg(now / 1000)
@@ -551,6 +585,85 @@ pub async fn pause(conn: &mut ConnectionManager, keys: &Keys) -> Result<u64, Job
         .await?)
 }
 
+/// A queue's limits shared by all workers, as stored in its `limits` hash.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoredLimits {
+    /// At most this many jobs of the queue taken (running) at once.
+    pub concurrency: Option<u32>,
+    /// At most `.0` starts per `.1` ms.
+    pub rate: Option<(u32, u64)>,
+    /// Per limit key: at most this many running at once.
+    pub key_concurrency: Option<u32>,
+    /// Per limit key: at most `.0` starts per `.1` ms.
+    pub key_rate: Option<(u32, u64)>,
+}
+
+/// Replace the queue's limits (none: the queue is unlimited) and wake a waiting worker (a raised
+/// limit may let jobs start). One transaction, so `fetch.lua` never sees half of them.
+pub async fn write_limits(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+    limits: StoredLimits,
+) -> Result<(), JobQueueError> {
+    let mut pipe = redis::pipe();
+    pipe.atomic().del(&keys.limits).ignore();
+    let mut fields: Vec<(&str, u64)> = Vec::new();
+    if let Some(n) = limits.concurrency {
+        fields.push(("concurrency", u64::from(n)));
+    }
+    if let Some((max, per_ms)) = limits.rate {
+        fields.push(("rate_max", u64::from(max)));
+        fields.push(("rate_per_ms", per_ms));
+    }
+    if let Some(n) = limits.key_concurrency {
+        fields.push(("key_concurrency", u64::from(n)));
+    }
+    if let Some((max, per_ms)) = limits.key_rate {
+        fields.push(("key_rate_max", u64::from(max)));
+        fields.push(("key_rate_per_ms", per_ms));
+    }
+    if !fields.is_empty() {
+        pipe.hset_multiple(&keys.limits, &fields).ignore();
+    }
+    wake(&mut pipe, keys);
+    pipe.query_async::<()>(conn).await?;
+    Ok(())
+}
+
+/// The queue's limits.
+pub async fn read_limits(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+) -> Result<StoredLimits, JobQueueError> {
+    type Fields = (
+        Option<u32>,
+        Option<u32>,
+        Option<u64>,
+        Option<u32>,
+        Option<u32>,
+        Option<u64>,
+    );
+    let (concurrency, rate_max, per_ms, key_concurrency, key_rate_max, key_per_ms): Fields =
+        redis::cmd("HMGET")
+            .arg(&keys.limits)
+            .arg(&[
+                "concurrency",
+                "rate_max",
+                "rate_per_ms",
+                "key_concurrency",
+                "key_rate_max",
+                "key_rate_per_ms",
+            ])
+            .query_async(conn)
+            .await?;
+    Ok(StoredLimits {
+        concurrency,
+        rate: rate_max.zip(per_ms),
+        key_concurrency,
+        key_rate: key_rate_max.zip(key_per_ms),
+    })
+}
+
 /// A position in a listing: (score, id) of the last entry shown.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cursor {
@@ -595,8 +708,11 @@ pub struct FetchedJob {
 #[derive(Debug, Default)]
 pub struct Fetched {
     pub jobs: Vec<FetchedJob>,
-    /// When fewer jobs than asked were due: the earliest due time (ms) of the rest, if any.
+    /// When fewer jobs than asked were taken: the earliest due time (ms) of the rest, or when
+    /// the queue's rate window frees a start, if any.
     pub next_due_ms: Option<u64>,
+    /// A limit of the queue (concurrency, rate) held due jobs back.
+    pub limited: bool,
 }
 
 const FETCHED_FIELDS: [&str; 4] = ["next_run_ms", "failures", "max_retry", "timeout_ms"];
@@ -620,6 +736,12 @@ pub async fn fetch(
         .key(&keys.delayed)
         .key(&keys.paused)
         .key(&keys.wake)
+        .key(&keys.ready)
+        .key(&keys.limits)
+        .key(c.inflight_jobs_set())
+        .key(&keys.started)
+        .key(&keys.limit_key)
+        .key(&keys.parked_keys)
         .key(&keys.events)
         .arg(now)
         .arg(want.max(1))
@@ -634,6 +756,7 @@ pub async fn fetch(
         .and_then(|d| d.parse::<f64>().ok())
         .filter(|d| *d >= 0.0)
         .map(|d| d as u64);
+    let limited = rest.next().is_some_and(|l| l == "1");
     let rest: Vec<String> = rest.collect();
     let jobs = rest
         .chunks_exact(2 + FETCHED_FIELDS.len())
@@ -647,7 +770,11 @@ pub async fn fetch(
                 .collect(),
         })
         .collect();
-    Ok(Fetched { jobs, next_due_ms })
+    Ok(Fetched {
+        jobs,
+        next_due_ms,
+        limited,
+    })
 }
 
 /// How a run ended, for [`finish`].
@@ -701,6 +828,11 @@ pub async fn finish(
         .key(&keys.wake)
         .key(&keys.cancelled)
         .key(&keys.events)
+        .key(&keys.limits)
+        .key(&keys.ready)
+        .key(keys.apalis.active_jobs_list())
+        .key(&keys.limit_key)
+        .key(&keys.parked_keys)
         .arg(now)
         .arg(now / 1000)
         .arg(ERRORS_KEPT)
@@ -991,7 +1123,11 @@ mod owns_every_key_and_script {
     use std::path::{Path, PathBuf};
 
     /// Key suffixes of a queue, as they would appear in a string literal.
-    const KEY_SUFFIXES: [&str; 19] = [
+    const KEY_SUFFIXES: [&str; 23] = [
+        ":parked_keys\"",
+        ":ready\"",
+        ":started\"",
+        ":limits\"",
         ":events\"",
         ":cancelled\"",
         ":cancel\"",
@@ -1013,7 +1149,12 @@ mod owns_every_key_and_script {
         ":done\"",
     ];
     /// `Keys` fields read outside the store would be key knowledge.
-    const KEY_FIELDS: [&str; 14] = [
+    const KEY_FIELDS: [&str; 19] = [
+        "limit_key",
+        "parked_keys",
+        "ready",
+        "started",
+        "limits",
         "events",
         "delayed",
         "retrying",

@@ -20,6 +20,8 @@ pub struct Raw {
     pub finished: Option<f64>,
     pub errors: Vec<String>,
     pub cancelled: Option<f64>,
+    /// Its score in `ready` (due, waiting for a worker or a limit).
+    pub ready: Option<f64>,
 }
 
 type RawTuple = (
@@ -32,6 +34,7 @@ type RawTuple = (
     Option<f64>,
     Option<f64>,
     Vec<String>,
+    Option<f64>,
     Option<f64>,
 );
 
@@ -59,6 +62,7 @@ pub async fn read_jobs(
             finished: t.7,
             errors: t.8,
             cancelled: t.9,
+            ready: t.10,
         })
         .collect())
 }
@@ -74,41 +78,16 @@ fn add_reads(pipe: &mut redis::Pipeline, keys: &Keys, id: &str) {
         .zscore(&keys.dead_at, id)
         .zscore(&keys.finished, id)
         .lrange(keys.errors_of(id), 0, ERRORS_KEPT - 1)
-        .zscore(&keys.cancelled, id);
+        .zscore(&keys.cancelled, id)
+        .zscore(&keys.ready, id);
 }
 
 /// Counts by state from raw key sizes.
 pub async fn counts(c: &mut ConnectionManager, keys: &Keys) -> Result<QueueStats, JobQueueError> {
     let k = &keys.apalis;
     let now = now_ms();
-    #[allow(clippy::type_complexity)]
-    let (
-        delayed,
-        due,
-        retrying,
-        due_retries,
-        parked,
-        active,
-        done,
-        finished,
-        dead,
-        dead_at,
-        cancelled,
-        workers,
-    ): (
-        u64,
-        u64,
-        u64,
-        u64,
-        u64,
-        u64,
-        u64,
-        u64,
-        u64,
-        u64,
-        u64,
-        Vec<String>,
-    ) = redis::pipe()
+    // 14 replies: more than redis-rs' tuples take, so read them as values.
+    let mut replies: Vec<redis::Value> = redis::pipe()
         .zcard(&keys.delayed)
         .zcount(&keys.delayed, "-inf", now)
         .zcard(&keys.retrying)
@@ -120,14 +99,44 @@ pub async fn counts(c: &mut ConnectionManager, keys: &Keys) -> Result<QueueStats
         .scard(k.dead_jobs_set())
         .zcard(&keys.dead_at)
         .zcard(&keys.cancelled)
+        .zcard(&keys.ready)
         .zrange(k.workers_set(), 0, 999)
+        .zrange(&keys.parked_keys, 0, 999)
         .query_async(c)
         .await?;
+    let parked_keys: Vec<String> =
+        redis::from_redis_value(replies.pop().unwrap_or(redis::Value::Nil))
+            .map_err(redis::RedisError::from)?;
+    let workers: Vec<String> = redis::from_redis_value(replies.pop().unwrap_or(redis::Value::Nil))
+        .map_err(redis::RedisError::from)?;
+    let sizes = replies
+        .into_iter()
+        .map(redis::from_redis_value::<u64>)
+        .collect::<Result<Vec<u64>, _>>()
+        .map_err(redis::RedisError::from)?;
+    let [delayed, due, retrying, due_retries, parked, active, done, finished, dead, dead_at, cancelled, ready] =
+        sizes[..]
+    else {
+        return Err(JobQueueError::Internal(format!(
+            "counts: {} replies, expected 12",
+            sizes.len()
+        )));
+    };
     let running = running_ids(c, keys, &workers).await?.len() as u64;
+    // Jobs held back by their limit key wait in one parked set per key.
+    let held_by_key: u64 = if parked_keys.is_empty() {
+        0
+    } else {
+        let mut pipe = redis::pipe();
+        for key in &parked_keys {
+            pipe.zcard(format!("{}:{key}:parked", keys.limit_key));
+        }
+        pipe.query_async::<Vec<u64>>(c).await?.into_iter().sum()
+    };
     Ok(QueueStats {
         scheduled: delayed.saturating_sub(due),
         // Due jobs held back while apalis' active list is full (or paused) are pending.
-        pending: active + due + due_retries,
+        pending: active + ready + due + due_retries + held_by_key,
         running,
         retrying: retrying.saturating_sub(due_retries) + parked,
         done: done + finished,
@@ -182,6 +191,7 @@ pub async fn page_ids(
         JobStatus::Pending => {
             let mut all = list_page(c, &keys.delayed, due, false, cursor, limit).await?;
             all.extend(list_page(c, &keys.retrying, due, false, cursor, limit).await?);
+            all.extend(ready_page(c, keys, cursor, limit).await?);
             let active: Vec<String> = redis::cmd("LRANGE")
                 .arg(keys.apalis.active_jobs_list())
                 .arg(0)
@@ -203,6 +213,48 @@ pub async fn page_ids(
             Ok(merge_page(scored, cursor, limit, false))
         }
     }
+}
+
+/// Width of a priority band of `ready` (see `fetch.lua`).
+const BAND: f64 = 4_398_046_511_104.0;
+
+/// Due jobs of `ready`, scored by due time like the other pending ones (one page per priority
+/// band that has jobs, so the listing's cursor stays a due time).
+async fn ready_page(
+    c: &mut ConnectionManager,
+    keys: &Keys,
+    cursor: Option<&Cursor>,
+    limit: usize,
+) -> Result<Vec<(String, f64)>, JobQueueError> {
+    let mut pipe = redis::pipe();
+    for band in 0..10u8 {
+        let lo = f64::from(band) * BAND;
+        pipe.zcount(&keys.ready, lo, format!("({}", lo + BAND));
+    }
+    let sizes: Vec<u64> = pipe.query_async(c).await?;
+    let mut out = Vec::new();
+    for (band, size) in sizes.into_iter().enumerate() {
+        if size == 0 {
+            continue;
+        }
+        let lo = band as f64 * BAND;
+        let banded = cursor.map(|k| Cursor {
+            score: k.score + lo,
+            id: k.id.clone(),
+        });
+        let range = (format!("{lo}"), format!("({}", lo + BAND));
+        let page = list_page(
+            c,
+            &keys.ready,
+            (&range.0, &range.1),
+            false,
+            banded.as_ref(),
+            limit,
+        )
+        .await?;
+        out.extend(page.into_iter().map(|(id, score)| (id, score - lo)));
+    }
+    Ok(out)
 }
 
 /// Dead jobs newest first: those apalis just added to its set (not yet stamped into `dead_at`,

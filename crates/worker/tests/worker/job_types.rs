@@ -163,3 +163,36 @@ async fn a_job_type_defined_outside_the_crate_runs_with_retries_timeouts_and_val
         .unwrap()
         .unwrap();
 }
+
+/// A type that declares the queue its jobs go to.
+struct Routed;
+
+impl JobType for Routed {
+    const NAME: &'static str = "test:routed";
+    type Payload = serde_json::Value;
+    type Output = ();
+
+    fn default_queue(&self) -> Option<&'static str> {
+        Some("media")
+    }
+
+    async fn run(&self, _payload: serde_json::Value, _ctx: &JobContext) -> Result<(), JobError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_job_type_may_declare_its_default_queue() {
+    let redis = RedisServer::start();
+    let s = settings(&redis);
+    let registry = Registry::production(&s.jobqueue).with(Routed);
+    let q = JobQueue::with_registry(&s.cache_server.redis.jobqueue, &s.jobqueue, registry).unwrap();
+    let job = || NewJob::new("test:routed", serde_json::json!({})).after(Duration::from_secs(60));
+    let routed = q.enqueue(job()).await.unwrap().job_id;
+    let named = q.enqueue(job().in_queue("other")).await.unwrap().job_id;
+    let plain = q.enqueue(NewJob::delay_print("x")).await.unwrap().job_id;
+    for (id, queue) in [(routed, "media"), (named, "other"), (plain, "dm-jobqueue")] {
+        let holder = q.find(&id).await.unwrap().unwrap();
+        assert_eq!(holder.name(), queue, "{id}");
+    }
+}

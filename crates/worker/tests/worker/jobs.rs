@@ -663,7 +663,7 @@ type Hits = Arc<Mutex<Vec<(String, String, String, String)>>>;
 
 /// A loopback HTTP receiver: `/ok` 204, `/flaky` 503 once then 200, `/gone` 410,
 /// `/redirect` 302 to `/ok`.
-fn receiver() -> (u16, Hits, actix_web::dev::ServerHandle) {
+pub(crate) fn receiver() -> (u16, Hits, actix_web::dev::ServerHandle) {
     use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
     let hits: Hits = Arc::default();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -6,6 +6,7 @@ mod common;
 mod control;
 mod job_types;
 mod jobs;
+mod limits;
 mod queues;
 mod schedules;
 mod security;
