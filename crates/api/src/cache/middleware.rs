@@ -8,7 +8,7 @@ use super::flight::{follow, Join, Leader, Outcome};
 use super::key::{self, RequestParts};
 use super::metrics::{invalidated, redis_error, CacheResult};
 use super::rules::{fill, path_params, RouteRule};
-use super::store::EntryKeys;
+use super::store::{generation_keys, EntryKeys};
 use super::ResponseCache;
 use crate::ratelimit::client_ip;
 use actix_web::body::{BodySize, BoxBody, MessageBody};
@@ -75,6 +75,16 @@ pub async fn response_cache(req: ServiceRequest, next: Next<impl MessageBody + '
     if key::wants_refresh(req.headers()) {
         return cache.refresh(rule, &keys, next, req).await;
     }
+    if let Some(local) = &inner.local {
+        let now = Instant::now();
+        if let Some(copy) = local.state().get(keys.entry_key(), now) {
+            if copy.entry.matches_vary(req.headers()) {
+                rule.counters.local_hits.increment(1);
+                let fresh_for = copy.fresh_until.saturating_duration_since(now);
+                return Ok(answer(req, rule, &copy.entry, CacheResult::Hit, fresh_for));
+            }
+        }
+    }
     match inner.flights.join(&keys.entry()) {
         Join::Follower(slot) => match follow(slot, inner.lock_timeout).await {
             Some(Outcome::Entry {
@@ -116,6 +126,8 @@ impl ResponseCache {
         let deadline = Instant::now() + inner.lock_timeout;
         let mut pause = Duration::from_millis(10);
         loop {
+            let started = Instant::now();
+            let ticket = inner.local.as_ref().and_then(|l| l.state().ticket(started));
             let lookup = match store
                 .lookup(keys, rule.stale, false, &token, inner.lock_timeout)
                 .await
@@ -136,6 +148,11 @@ impl ResponseCache {
                 let entry = Arc::new(entry);
                 if fresh_ms > 0 {
                     let fresh_for = Duration::from_millis(u64::try_from(fresh_ms).unwrap_or(0));
+                    if let (Some(local), Some(ticket)) = (&inner.local, ticket) {
+                        local
+                            .state()
+                            .fill(ticket, keys, entry.clone(), started, fresh_for);
+                    }
                     publish(
                         &mut leader,
                         Outcome::Entry {
@@ -440,6 +457,18 @@ impl ResponseCache {
             if let Err(e) = result {
                 redis_error();
                 tracing::warn!(error = %e, path, "response cache invalidation failed; entries may stay until their TTL");
+            }
+        }
+        // After Redis has the new generations (a lookup from now on cannot refill an old
+        // copy), before the write answers: this instance's next read is not a local hit.
+        if let Some(local) = &inner.local {
+            let dropped: Vec<String> = per_route
+                .iter()
+                .zip(&inner.rules.routes)
+                .flat_map(|(tags, route)| generation_keys(&route.prefix, tags))
+                .collect();
+            if !dropped.is_empty() {
+                local.state().drop_generations(&dropped);
             }
         }
     }
