@@ -145,6 +145,7 @@ async fn supervise(
     let budget = heartbeat / 2;
     let mut tracked = false;
     let mut outage_logged = false;
+    let mut ever_verified = false;
     let mut tick = tokio::time::interval(heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -167,15 +168,19 @@ async fn supervise(
                             tracing::info!(prefixes = ?prefixes, "client tracking on every primary");
                         }
                         tracked = true;
+                        ever_verified = true;
                         outage_logged = false;
                         emit(TrackingEvent::Verified { until: started + heartbeat * 2 });
                         Some(false)
                     }
                     Ok(()) => Some(true),
                     Err(e) => {
-                        if !outage_logged {
+                        // Before the first connection this is start-up, not an outage.
+                        if ever_verified && !outage_logged {
                             tracing::warn!(error = %e, "client tracking not verified; local copies unused until it is");
                             outage_logged = true;
+                        } else {
+                            tracing::debug!(error = %e, "client tracking not verified yet");
                         }
                         Some(true)
                     }
