@@ -8,7 +8,7 @@ use super::flight::{follow, Join, Leader, Outcome};
 use super::key::{self, RequestParts};
 use super::metrics::{invalidated, redis_error, CacheResult};
 use super::rules::{fill, path_params, RouteRule};
-use super::store::{generation_keys, EntryKeys};
+use super::store::{entry_key, generation_keys, EntryKeys};
 use super::ResponseCache;
 use crate::ratelimit::client_ip;
 use actix_web::body::{BodySize, BoxBody, MessageBody};
@@ -71,19 +71,22 @@ pub async fn response_cache(req: ServiceRequest, next: Next<impl MessageBody + '
             return pass(rule, next, req, CacheResult::Bypass).await;
         }
     };
-    let keys = EntryKeys::new(&rule.prefix, &request_key.hash, &request_key.tags);
-    if key::wants_refresh(req.headers()) {
-        return cache.refresh(rule, &keys, next, req).await;
-    }
-    if let Some(local) = &inner.local {
+    let refresh = key::wants_refresh(req.headers());
+    if let Some(local) = inner.local.as_ref().filter(|_| !refresh) {
+        // The hit path: no Redis round trip, one key built.
         let now = Instant::now();
-        if let Some(copy) = local.state().get(keys.entry_key(), now) {
+        let key = entry_key(&rule.prefix, &request_key.hash);
+        if let Some(copy) = local.state().get(&key, now) {
             if copy.entry.matches_vary(req.headers()) {
                 rule.counters.local_hits.increment(1);
                 let fresh_for = copy.fresh_until.saturating_duration_since(now);
                 return Ok(answer(req, rule, &copy.entry, CacheResult::Hit, fresh_for));
             }
         }
+    }
+    let keys = EntryKeys::new(&rule.prefix, &request_key.hash, &request_key.tags);
+    if refresh {
+        return cache.refresh(rule, &keys, next, req).await;
     }
     match inner.flights.join(&keys.entry()) {
         Join::Follower(slot) => match follow(slot, inner.lock_timeout).await {

@@ -86,7 +86,7 @@ pub(crate) struct EntryKeys {
 impl EntryKeys {
     pub fn new(route: &str, hash: &str, tags: &[String]) -> Self {
         let mut keys = Vec::with_capacity(2 + tags.len());
-        keys.push(format!("rc:{{{route}}}:e:{hash}").into());
+        keys.push(entry_key(route, hash).into());
         keys.push(format!("rc:{{{route}}}:l:{hash}").into());
         keys.extend(tags.iter().map(|t| generation_key(route, t).into()));
         Self { keys }
@@ -105,6 +105,11 @@ impl EntryKeys {
     pub fn generation_keys(&self) -> impl Iterator<Item = &[u8]> {
         self.keys.iter().skip(2).map(Key::as_bytes)
     }
+}
+
+/// The key of the entry `hash` of `route` (the local tier looks copies up by it).
+pub(crate) fn entry_key(route: &str, hash: &str) -> String {
+    format!("rc:{{{route}}}:e:{hash}")
 }
 
 fn generation_key(route: &str, tag: &str) -> String {
