@@ -22,6 +22,9 @@ pub struct CacheSettings {
     /// Distinct keys being refreshed at once in one api instance (≤ 0: default 10,000); beyond
     /// it requests are not coalesced (they still answer).
     pub max_inflight_keys: i64,
+    /// The local (in-process) tier in front of Redis, kept coherent by Redis' invalidation
+    /// pushes (`CLIENT TRACKING`).
+    pub local: LocalCacheSettings,
     /// Cached routes; the first matching rule applies.
     pub routes: Vec<CacheRoute>,
     /// Writes that drop tags after a successful answer; every matching rule applies.
@@ -37,8 +40,31 @@ impl Default for CacheSettings {
             lock_timeout: Duration::ZERO,
             max_query_bytes: 0,
             max_inflight_keys: 0,
+            local: LocalCacheSettings::default(),
             routes: Vec::new(),
             invalidate: Vec::new(),
+        }
+    }
+}
+
+/// `api.cache.local`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalCacheSettings {
+    /// Off: every hit is one Redis round trip (as without this tier).
+    pub enabled: bool,
+    /// Entries kept per api instance (≤ 0: default 10,000).
+    pub max_entries: i64,
+    /// Bytes of bodies and headers kept per api instance (≤ 0: default 33554432 = 32 MB).
+    pub max_bytes: i64,
+}
+
+impl Default for LocalCacheSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_entries: 0,
+            max_bytes: 0,
         }
     }
 }
@@ -168,10 +194,22 @@ impl CacheSettings {
         if self.max_inflight_keys <= 0 {
             self.max_inflight_keys = 10_000;
         }
+        if self.local.max_entries <= 0 {
+            self.local.max_entries = 10_000;
+        }
+        if self.local.max_bytes <= 0 {
+            self.local.max_bytes = 32 * 1024 * 1024;
+        }
     }
 
     /// The first problem, naming the list, the rule's index and the field.
     pub fn validate_rules(&self) -> Result<(), String> {
+        if self.local.enabled && self.local.max_bytes < self.max_entry_bytes {
+            return Err(format!(
+                "local.max_bytes: must be ≥ max_entry_bytes ({}), got {}",
+                self.max_entry_bytes, self.local.max_bytes
+            ));
+        }
         for (i, route) in self.routes.iter().enumerate() {
             let at = |field: &str, reason: String| Err(format!("routes[{i}].{field}: {reason}"));
             if let Err(reason) = prefix_ok(&route.path_prefix) {
@@ -291,6 +329,18 @@ mod tests {
         })
         .unwrap_err();
         assert!(e.starts_with("routes[1].tags:"), "{e}");
+    }
+
+    #[test]
+    fn local_tier_holds_the_largest_entry() {
+        let mut s = CacheSettings::default();
+        s.apply_defaults();
+        assert!(s.validate_rules().is_ok());
+        s.local.max_bytes = 1000;
+        let e = s.validate_rules().unwrap_err();
+        assert!(e.starts_with("local.max_bytes:"), "{e}");
+        s.local.enabled = false;
+        assert!(s.validate_rules().is_ok());
     }
 
     #[test]

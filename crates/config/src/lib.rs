@@ -15,7 +15,7 @@ mod redis;
 mod schedules;
 mod sections;
 
-pub use cache::{CacheInvalidation, CacheKey, CacheRoute, CacheSettings};
+pub use cache::{CacheInvalidation, CacheKey, CacheRoute, CacheSettings, LocalCacheSettings};
 pub use duration::parse as parse_duration;
 pub use error::ConfigError;
 pub use queues::{

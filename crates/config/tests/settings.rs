@@ -516,3 +516,26 @@ jobqueue:
         );
     }
 }
+
+#[test]
+fn local_cache_tier_loads_and_a_too_small_one_names_the_key() {
+    let s = load(MINIMAL_CACHE, MINIMAL_CONFIG, &[]).unwrap();
+    assert!(s.api.cache.local.enabled, "on by default");
+    assert_eq!(s.api.cache.local.max_entries, 10_000);
+    assert_eq!(s.api.cache.local.max_bytes, 32 * 1024 * 1024);
+    let s = load(
+        MINIMAL_CACHE,
+        MINIMAL_CONFIG,
+        &[("APP__API__CACHE__LOCAL__ENABLED", "false")],
+    )
+    .unwrap();
+    assert!(!s.api.cache.local.enabled);
+    let err = load_err(
+        MINIMAL_CACHE,
+        "api: { cache: { local: { max_bytes: 1000 } } }\n",
+        &[],
+    );
+    assert!(err.contains("api.cache"), "{err}");
+    assert!(err.contains("local.max_bytes"), "{err}");
+    assert!(err.contains("config.yaml"), "{err}");
+}

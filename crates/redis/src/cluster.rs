@@ -271,6 +271,10 @@ impl ClusterScript {
 #[derive(Clone)]
 pub struct RedisCluster {
     pool: Pool,
+    /// The pool's options, for the tracking clients (same nodes, TLS, ACL user; RESP3).
+    options: Arc<ClientOptions>,
+    /// Running tracking clients: chaos resets them with the pool.
+    trackers: Arc<Mutex<Vec<fred::prelude::Client>>>,
     stats: Arc<ConnectionStats>,
     /// A seed node to probe when an error names none; `None` with TLS on (nothing to probe).
     plain_text_seed: Option<Server>,
@@ -281,10 +285,10 @@ impl RedisCluster {
     pub fn connect_lazy(settings: &ClusterRedisSettings) -> Result<Self, RedisError> {
         let opts = client_options(settings)?;
         let pool = Pool::new(
-            opts.config,
-            Some(opts.performance),
-            Some(opts.connection),
-            Some(opts.reconnect),
+            opts.config.clone(),
+            Some(opts.performance.clone()),
+            Some(opts.connection.clone()),
+            Some(opts.reconnect.clone()),
             opts.pool_size,
         )?;
         let stats = Arc::new(ConnectionStats::default());
@@ -295,6 +299,8 @@ impl RedisCluster {
         };
         let cluster = Self {
             pool,
+            options: Arc::new(opts),
+            trackers: Arc::default(),
             stats,
             plain_text_seed,
         };
@@ -402,6 +408,32 @@ impl RedisCluster {
         .await
     }
 
+    /// Start a dedicated RESP3 client (same nodes, TLS and ACL user as the pool) with
+    /// `CLIENT TRACKING ON BCAST` for `prefixes` on every primary; `emit` receives what the
+    /// owner of local copies may trust ([`crate::tracking`]). Needs a tokio runtime.
+    pub fn track(
+        &self,
+        prefixes: Vec<String>,
+        heartbeat: Duration,
+        emit: Arc<dyn Fn(crate::tracking::TrackingEvent) + Send + Sync>,
+    ) -> Result<crate::tracking::Tracking, RedisError> {
+        let o = &*self.options;
+        let mut config = o.config.clone();
+        config.version = fred::types::RespVersion::RESP3;
+        let performance = PerformanceConfig {
+            // Invalidation bursts (many entries stored at once) must not lag the listener.
+            broadcast_channel_capacity: 4096,
+            ..o.performance.clone()
+        };
+        let client = fred::prelude::Client::new(
+            config,
+            Some(performance),
+            Some(o.connection.clone()),
+            Some(o.reconnect.clone()),
+        );
+        crate::tracking::start(client, self.trackers.clone(), prefixes, heartbeat, emit)
+    }
+
     /// Whether at least one client of the pool is fully connected.
     pub fn is_connected(&self) -> bool {
         self.pool.clients().iter().any(ClientLike::is_connected)
@@ -426,6 +458,10 @@ impl RedisCluster {
         let count = self.connection_count();
         self.stats.mark_down();
         for client in self.pool.clients() {
+            drop(client.connect());
+        }
+        let trackers = self.trackers.lock().map(|t| t.clone()).unwrap_or_default();
+        for client in trackers {
             drop(client.connect());
         }
         count

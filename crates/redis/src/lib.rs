@@ -9,6 +9,8 @@
 //! - [`tls`]: the one TLS/mTLS builder (CA file or system roots, client certificate) both use.
 //! - [`classify`]: the one misconfiguration-vs-outage classifier (credentials, ACL permission,
 //!   TLS trust) both use; [`tls_probe`]: tells plain text on a TLS port from an outage.
+//! - [`tracking`]: `CLIENT TRACKING` (BCAST, RESP3) on every primary of the cluster, for local
+//!   copies kept coherent by Redis' invalidation pushes (the response cache's local tier).
 //! - [`addr`]: `host:port` parsing; [`bounded`]: every call has a named budget.
 //!
 //! Scripts: on the cluster, [`cluster::RedisCluster::eval_script`] runs `EVALSHA` and loads a
@@ -23,6 +25,7 @@ mod error;
 pub mod single;
 pub mod tls;
 pub mod tls_probe;
+pub mod tracking;
 
 pub use error::RedisError;
 

@@ -1,5 +1,7 @@
 //! The cache's metrics: `cache_requests_total{route,result}`, `cache_invalidations_total{tag}`,
-//! `cache_redis_errors_total`, `cache_refresh_seconds`, `cache_entry_bytes`.
+//! `cache_redis_errors_total`, `cache_refresh_seconds`, `cache_entry_bytes`; the local tier's
+//! `cache_local_hits_total{route}` (a part of `cache_requests_total{result="hit"}`),
+//! `cache_local_tracking` and `cache_local_invalidations_total`.
 
 use metrics::{Counter, Histogram};
 
@@ -47,6 +49,8 @@ const RESULTS: [CacheResult; 4] = [
 /// A route's counters, looked up once.
 pub(crate) struct RouteCounters {
     requests: Vec<Counter>,
+    /// Hits answered by the local tier (also counted as `result="hit"`).
+    pub local_hits: Counter,
     pub refresh: Histogram,
     pub entry_bytes: Histogram,
 }
@@ -59,6 +63,7 @@ impl RouteCounters {
             .collect();
         Self {
             requests,
+            local_hits: metrics::counter!("cache_local_hits_total", "route" => route.to_owned()),
             refresh: metrics::histogram!("cache_refresh_seconds", "route" => route.to_owned()),
             entry_bytes: metrics::histogram!("cache_entry_bytes", "route" => route.to_owned()),
         }
@@ -74,6 +79,14 @@ impl RouteCounters {
 
 pub(crate) fn invalidated(template: &str) {
     metrics::counter!("cache_invalidations_total", "tag" => template.to_owned()).increment(1);
+}
+
+pub(crate) fn local_invalidations(keys: usize) {
+    metrics::counter!("cache_local_invalidations_total").increment(keys as u64);
+}
+
+pub(crate) fn local_tracking(up: bool) {
+    metrics::gauge!("cache_local_tracking").set(if up { 1.0 } else { 0.0 });
 }
 
 pub(crate) fn redis_error() {
@@ -104,6 +117,18 @@ pub(crate) fn describe() {
         "cache_entry_bytes",
         Unit::Bytes,
         "Body size of responses stored in the cache"
+    );
+    describe_counter!(
+        "cache_local_hits_total",
+        "Hits answered from the api's local tier without a Redis round trip (included in cache_requests_total{result=\"hit\"})"
+    );
+    describe_counter!(
+        "cache_local_invalidations_total",
+        "Keys named by Redis invalidation pushes (CLIENT TRACKING) to the local tier"
+    );
+    metrics::describe_gauge!(
+        "cache_local_tracking",
+        "1 while the local tier's CLIENT TRACKING is verified on every primary (copies may be served), else 0"
     );
     metrics::counter!("cache_redis_errors_total").increment(0);
 }

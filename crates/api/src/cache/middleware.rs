@@ -8,7 +8,7 @@ use super::flight::{follow, Join, Leader, Outcome};
 use super::key::{self, RequestParts};
 use super::metrics::{invalidated, redis_error, CacheResult};
 use super::rules::{fill, path_params, RouteRule};
-use super::store::EntryKeys;
+use super::store::{entry_key, generation_keys, EntryKeys};
 use super::ResponseCache;
 use crate::ratelimit::client_ip;
 use actix_web::body::{BodySize, BoxBody, MessageBody};
@@ -71,8 +71,21 @@ pub async fn response_cache(req: ServiceRequest, next: Next<impl MessageBody + '
             return pass(rule, next, req, CacheResult::Bypass).await;
         }
     };
+    let refresh = key::wants_refresh(req.headers());
+    if let Some(local) = inner.local.as_ref().filter(|_| !refresh) {
+        // The hit path: no Redis round trip, one key built.
+        let now = Instant::now();
+        let key = entry_key(&rule.prefix, &request_key.hash);
+        if let Some(copy) = local.state().get(&key, now) {
+            if copy.entry.matches_vary(req.headers()) {
+                rule.counters.local_hits.increment(1);
+                let fresh_for = copy.fresh_until.saturating_duration_since(now);
+                return Ok(answer(req, rule, &copy.entry, CacheResult::Hit, fresh_for));
+            }
+        }
+    }
     let keys = EntryKeys::new(&rule.prefix, &request_key.hash, &request_key.tags);
-    if key::wants_refresh(req.headers()) {
+    if refresh {
         return cache.refresh(rule, &keys, next, req).await;
     }
     match inner.flights.join(&keys.entry()) {
@@ -116,6 +129,8 @@ impl ResponseCache {
         let deadline = Instant::now() + inner.lock_timeout;
         let mut pause = Duration::from_millis(10);
         loop {
+            let started = Instant::now();
+            let ticket = inner.local.as_ref().and_then(|l| l.state().ticket(started));
             let lookup = match store
                 .lookup(keys, rule.stale, false, &token, inner.lock_timeout)
                 .await
@@ -136,6 +151,11 @@ impl ResponseCache {
                 let entry = Arc::new(entry);
                 if fresh_ms > 0 {
                     let fresh_for = Duration::from_millis(u64::try_from(fresh_ms).unwrap_or(0));
+                    if let (Some(local), Some(ticket)) = (&inner.local, ticket) {
+                        local
+                            .state()
+                            .fill(ticket, keys, entry.clone(), started, fresh_for);
+                    }
                     publish(
                         &mut leader,
                         Outcome::Entry {
@@ -440,6 +460,18 @@ impl ResponseCache {
             if let Err(e) = result {
                 redis_error();
                 tracing::warn!(error = %e, path, "response cache invalidation failed; entries may stay until their TTL");
+            }
+        }
+        // After Redis has the new generations (a lookup from now on cannot refill an old
+        // copy), before the write answers: this instance's next read is not a local hit.
+        if let Some(local) = &inner.local {
+            let dropped: Vec<String> = per_route
+                .iter()
+                .zip(&inner.rules.routes)
+                .flat_map(|(tags, route)| generation_keys(&route.prefix, tags))
+                .collect();
+            if !dropped.is_empty() {
+                local.state().drop_generations(&dropped);
             }
         }
     }

@@ -5,6 +5,7 @@
 //! - `key`: the cache key (route + normalised query + key policy), and what bypasses the cache;
 //! - `entry`: a stored response and its bytes in Redis;
 //! - `store`: the only code that knows the `rc:{<route>}:...` keys and their Lua scripts;
+//! - `local`: the in-process tier in front of Redis, coherent through `CLIENT TRACKING`;
 //! - `flight`: single-flight within an instance (a Redis lock does it across instances);
 //! - `middleware`: HIT / MISS / STALE / BYPASS, ETag / 304, `Age`, `Cache-Control`, HEAD,
 //!   stale-while-revalidate and invalidation after writes;
@@ -16,6 +17,7 @@
 mod entry;
 mod flight;
 mod key;
+mod local;
 mod metrics;
 mod middleware;
 mod rules;
@@ -39,6 +41,8 @@ struct Inner {
     enabled: bool,
     /// `None` without a cluster: cached routes answer BYPASS.
     store: Option<store::Store>,
+    /// `None` when `api.cache.local.enabled` is off or there is no cluster.
+    local: Option<local::LocalTier>,
     rules: rules::Rules,
     flights: flight::Flights,
     lock_timeout: Duration,
@@ -69,9 +73,18 @@ impl ResponseCache {
             .unwrap_or_default();
         let keep = KEEP_GENERATIONS.max(longest * 2);
         let size = |v: i64| usize::try_from(v).unwrap_or(usize::MAX);
+        let local = match &redis {
+            Some(redis)
+                if settings.enabled && settings.local.enabled && !rules.routes.is_empty() =>
+            {
+                local_tier(settings, &rules, redis)
+            }
+            _ => None,
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 enabled: settings.enabled,
+                local,
                 store: redis.map(|r| store::Store::new(r, settings.redis_timeout, keep)),
                 rules,
                 flights: flight::Flights::new(size(settings.max_inflight_keys)),
@@ -87,8 +100,41 @@ impl ResponseCache {
         self.inner.enabled
     }
 
+    /// Entries the local tier holds now (0 without it).
+    pub fn local_entries(&self) -> usize {
+        self.inner.local.as_ref().map_or(0, |l| l.state().len())
+    }
+
     /// Keys being refreshed in this instance right now.
     pub fn in_flight(&self) -> usize {
         self.inner.flights.len()
+    }
+}
+
+/// The local tier tracking the entry and generation keys of every cached route; `None` (with a
+/// warning) when tracking cannot start: every hit then asks Redis, as without the tier.
+fn local_tier(
+    settings: &CacheSettings,
+    rules: &rules::Rules,
+    redis: &RedisCluster,
+) -> Option<local::LocalTier> {
+    let tier = local::LocalTier::new(
+        usize::try_from(settings.local.max_entries).unwrap_or(usize::MAX),
+        u64::try_from(settings.local.max_bytes).unwrap_or(u64::MAX),
+        usize::try_from(settings.max_entry_bytes).unwrap_or(usize::MAX),
+    );
+    let mut prefixes: Vec<String> = rules
+        .routes
+        .iter()
+        .flat_map(|r| store::tracked_prefixes(&r.prefix))
+        .collect();
+    prefixes.sort();
+    prefixes.dedup();
+    match tier.track(redis, prefixes) {
+        Ok(()) => Some(tier),
+        Err(e) => {
+            tracing::warn!(error = %e, "response cache local tier off");
+            None
+        }
     }
 }

@@ -86,7 +86,7 @@ pub(crate) struct EntryKeys {
 impl EntryKeys {
     pub fn new(route: &str, hash: &str, tags: &[String]) -> Self {
         let mut keys = Vec::with_capacity(2 + tags.len());
-        keys.push(format!("rc:{{{route}}}:e:{hash}").into());
+        keys.push(entry_key(route, hash).into());
         keys.push(format!("rc:{{{route}}}:l:{hash}").into());
         keys.extend(tags.iter().map(|t| generation_key(route, t).into()));
         Self { keys }
@@ -94,15 +94,45 @@ impl EntryKeys {
 
     /// The entry's key (tests and `redis-cli` users look for it).
     pub fn entry(&self) -> String {
-        self.keys
-            .first()
-            .and_then(|k| k.as_str().map(str::to_owned))
-            .unwrap_or_default()
+        self.entry_key().to_owned()
     }
+
+    pub fn entry_key(&self) -> &str {
+        self.keys.first().and_then(Key::as_str).unwrap_or_default()
+    }
+
+    /// The keys of the tag generations the entry is stored under.
+    pub fn generation_keys(&self) -> impl Iterator<Item = &[u8]> {
+        self.keys.iter().skip(2).map(Key::as_bytes)
+    }
+}
+
+/// The key of the entry `hash` of `route` (the local tier looks copies up by it).
+pub(crate) fn entry_key(route: &str, hash: &str) -> String {
+    format!("rc:{{{route}}}:e:{hash}")
 }
 
 fn generation_key(route: &str, tag: &str) -> String {
     format!("rc:{{{route}}}:g:{tag}")
+}
+
+/// The keys of `route` whose changes must drop local copies (the local tier tracks them): its
+/// entries (overwritten, expired, evicted) and its tag generations (invalidated). Not its locks.
+pub(crate) fn tracked_prefixes(route: &str) -> [String; 2] {
+    [format!("rc:{{{route}}}:e:"), format!("rc:{{{route}}}:g:")]
+}
+
+/// Whether `key` is a tag generation (else an entry).
+pub(crate) fn is_generation_key(key: &[u8]) -> bool {
+    // `rc:{<route>}:g:<tag>`: the route has no `}` (config validation).
+    key.iter()
+        .position(|&b| b == b'}')
+        .is_some_and(|end| key.get(end + 1..end + 4) == Some(b":g:".as_slice()))
+}
+
+/// The generation keys `invalidate` sets for `tags` of `route` (dropped locally at once).
+pub(crate) fn generation_keys(route: &str, tags: &[String]) -> Vec<String> {
+    tags.iter().map(|t| generation_key(route, t)).collect()
 }
 
 /// What the cluster holds for a request.
@@ -244,4 +274,22 @@ fn unexpected() -> RedisError {
         fred::error::ErrorKind::Parse,
         "unexpected reply from the cache script",
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_kinds() {
+        let keys = EntryKeys::new("/api/queues", "abc", &["queue:a".into()]);
+        assert_eq!(keys.entry_key(), "rc:{/api/queues}:e:abc");
+        let gens: Vec<&[u8]> = keys.generation_keys().collect();
+        assert_eq!(gens, vec![b"rc:{/api/queues}:g:queue:a".as_slice()]);
+        assert!(is_generation_key(gens[0]));
+        assert!(!is_generation_key(keys.entry_key().as_bytes()));
+        let [e, g] = tracked_prefixes("/api/queues");
+        assert!(keys.entry_key().starts_with(&e));
+        assert!(gens[0].starts_with(g.as_bytes()));
+    }
 }

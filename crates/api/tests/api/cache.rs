@@ -110,6 +110,7 @@ fn test_cache_settings(key: &str) -> CacheSettings {
 struct TestRoute {
     base: String,
     http: reqwest::Client,
+    cache: web::Data<ResponseCache>,
 }
 
 impl TestRoute {
@@ -133,6 +134,7 @@ async fn spawn_route(cluster: &RedisCluster, key: &str, probe: Arc<Probe>) -> Te
         web::Data::new(ResponseCache::new(&test_cache_settings(key), vec![], Some(redis)).unwrap());
     let data = web::Data::new(probe.clone());
     let counted = probe.clone();
+    let ours = cache.clone();
     let server = HttpServer::new(move || {
         let counted = counted.clone();
         App::new()
@@ -160,7 +162,31 @@ async fn spawn_route(cluster: &RedisCluster, key: &str, probe: Arc<Probe>) -> Te
     TestRoute {
         base,
         http: reqwest::Client::builder().timeout(BOUND).build().unwrap(),
+        cache: ours,
     }
+}
+
+/// Script calls (the cache's only Redis commands but the tracking PINGs) on every node.
+fn script_calls(cluster: &RedisCluster) -> u64 {
+    (0..cluster.addrs().len())
+        .map(|i| cluster.node(i).script_calls())
+        .sum()
+}
+
+/// Wait until a GET of `path` is a HIT that sent no command to the cluster (the local tier);
+/// returns its body.
+async fn until_local_hit(
+    get: impl AsyncFn() -> reqwest::Response,
+    cluster: &RedisCluster,
+) -> serde_json::Value {
+    eventually(BOUND, "a HIT from the local tier", || async {
+        let before = script_calls(cluster);
+        let r = get().await;
+        let hit = header(&r, "x-cache") == "HIT";
+        let body: serde_json::Value = r.json().await.ok()?;
+        (hit && script_calls(cluster) == before).then_some(body)
+    })
+    .await
 }
 
 /// Wait until the cache answers (the cluster client connects lazily).
@@ -278,8 +304,12 @@ async fn seed_procedure_on_our_routes_miss_hit_write_miss_and_ttl() {
         header(&app.get("/api/queues").await, "x-cache") == "HIT"
     })
     .await;
+    // The local tier too, once its tracking connections are back and verified.
+    until_local_hit(|| app.get("/api/queues"), &cluster).await;
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(metrics.contains("cache_requests_total{route=\"/api/queues\",result=\"hit\"}"));
+    assert!(metrics.contains("cache_local_hits_total{route=\"/api/queues\"}"));
+    assert!(metrics.contains("cache_local_tracking 1"));
     assert!(metrics.contains("# HELP cache_invalidations_total"));
 }
 
@@ -408,6 +438,13 @@ async fn stale_while_revalidate_etag_head_invalidation_and_users() {
     for k in find_keys(&cluster, "rc:{/t}:e:*") {
         cluster_cli(&cluster, &["PEXPIRE", &k, "30000"]);
     }
+    // The local tier's copies go with the pushes of those changes.
+    eventually(
+        BOUND,
+        "local copies dropped by the PEXPIRE pushes",
+        || async { route.cache.local_entries() == 0 },
+    )
+    .await;
     probe.gate.send_replace(false);
     let calls_before = probe.calls();
     let stale = route.get("/t/items/1", &[]).await;
@@ -458,10 +495,11 @@ async fn stale_while_revalidate_etag_head_invalidation_and_users() {
     // A lost generation (evicted under volatile-lru, or expired) costs a miss, never an entry
     // stored under an older generation.
     cluster_cli(&cluster, &["DEL", "rc:{/t}:g:item:2"]);
-    assert_eq!(
-        header(&route.get("/t/items/2", &[]).await, "x-cache"),
-        "MISS"
-    );
+    // (A local copy may answer until the DEL's push arrives.)
+    eventually(BOUND, "a MISS after the generation is lost", || async {
+        header(&route.get("/t/items/2", &[]).await, "x-cache") == "MISS"
+    })
+    .await;
     assert_eq!(
         header(&route.get("/t/items/2", &[]).await, "x-cache"),
         "HIT"
@@ -492,13 +530,98 @@ async fn cluster_down_bypasses_with_normal_answers() {
     let probe = Probe::new();
     let route = spawn_route(&cluster, "shared", probe.clone()).await;
     until_cached(&route, "/t/items/1").await;
+    until_local_hit(|| route.get("/t/items/1", &[]), &cluster).await;
+    assert_eq!(route.cache.local_entries(), 1);
     cluster.kill_all();
+    // The local tier stops serving copies it can no longer verify as soon as the tracking
+    // connections are lost (a fresh copy would otherwise answer HIT): only the time the api
+    // takes to see the closed connections.
+    eventually(BOUND, "BYPASS once the cluster is down", || async {
+        header(&route.get("/t/items/1", &[]).await, "x-cache") == "BYPASS"
+    })
+    .await;
+    assert_eq!(route.cache.local_entries(), 0, "copies dropped");
     for _ in 0..5 {
         let r = route.get("/t/items/1", &[]).await;
         assert_eq!(r.status(), 200);
         assert_eq!(header(&r, "x-cache"), "BYPASS");
         assert_eq!(r.json::<serde_json::Value>().await.unwrap()["version"], 1);
     }
+}
+
+#[tokio::test]
+async fn local_tier_hits_without_redis_and_instances_stay_coherent() {
+    let cluster = RedisCluster::start();
+    let probe = Probe::new();
+    let a = spawn_route(&cluster, "shared", probe.clone()).await;
+    let b = spawn_route(&cluster, "shared", probe.clone()).await;
+    let post = |route: &TestRoute| {
+        let req = route.http.post(format!("{}/t/items/1", route.base));
+        async move { within(BOUND, "POST", req.send()).await.unwrap().status() }
+    };
+    until_cached(&a, "/t/items/1").await;
+    // A repeated GET is answered locally: no command reaches the cluster.
+    let body = until_local_hit(|| a.get("/t/items/1", &[]), &cluster).await;
+    assert_eq!(body["version"], 1);
+    let before = script_calls(&cluster);
+    for _ in 0..5 {
+        let r = a.get("/t/items/1", &[]).await;
+        assert_eq!(header(&r, "x-cache"), "HIT");
+        assert!(header(&r, "cache-control").starts_with("public, max-age="));
+    }
+    assert_eq!(
+        script_calls(&cluster),
+        before,
+        "local hits send nothing to Redis"
+    );
+
+    // A write through the api drops this instance's copy before it answers.
+    assert_eq!(post(&a).await, 204);
+    let after = a.get("/t/items/1", &[]).await;
+    assert_eq!(header(&after, "x-cache"), "MISS");
+    assert_eq!(
+        after.json::<serde_json::Value>().await.unwrap()["version"],
+        2
+    );
+
+    // Another instance: its copy is dropped by the invalidation push of A's write.
+    let body = until_local_hit(|| b.get("/t/items/1", &[]), &cluster).await;
+    assert_eq!(body["version"], 2);
+    assert_eq!(b.cache.local_entries(), 1);
+    assert_eq!(post(&a).await, 204);
+    eventually(BOUND, "B's copy dropped by the push", || async {
+        b.cache.local_entries() == 0
+    })
+    .await;
+    let fresh = b.get("/t/items/1", &[]).await;
+    assert_ne!(header(&fresh, "x-cache"), "STALE");
+    assert_eq!(
+        fresh.json::<serde_json::Value>().await.unwrap()["version"],
+        3
+    );
+
+    // A tag generation changed directly in Redis drops B's copy too; its entry no longer
+    // matches the generation, so the next GET is a MISS.
+    let body = until_local_hit(|| b.get("/t/items/1", &[]), &cluster).await;
+    assert_eq!(body["version"], 3);
+    cluster_cli(
+        &cluster,
+        &["SET", "rc:{/t}:g:item:1", "by-hand", "PX", "600000"],
+    );
+    eventually(BOUND, "B's copy dropped by the generation push", || async {
+        b.cache.local_entries() == 0
+    })
+    .await;
+    assert_eq!(header(&b.get("/t/items/1", &[]).await, "x-cache"), "MISS");
+
+    // An entry overwritten in Redis (another instance's refresh) drops the copy as well.
+    until_local_hit(|| b.get("/t/items/1", &[]), &cluster).await;
+    let fresh = a.get("/t/items/1", &[("Cache-Control", "no-cache")]).await;
+    assert_eq!(header(&fresh, "x-cache"), "MISS");
+    eventually(BOUND, "B's copy dropped by the entry push", || async {
+        b.cache.local_entries() == 0
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -531,6 +654,7 @@ async fn the_shipped_api_acl_user_can_cache() {
         web::Data::new(ResponseCache::new(&s.api.cache, vec![], Some(redis.clone())).unwrap());
     let probe = Probe::new();
     let data = web::Data::new(probe.clone());
+    let ours = cache.clone();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(cache.clone())
@@ -548,6 +672,7 @@ async fn the_shipped_api_acl_user_can_cache() {
     let route = TestRoute {
         base: format!("http://{}", server.addrs()[0]),
         http: reqwest::Client::new(),
+        cache: ours,
     };
     tokio::spawn(server.run());
     until_cached(&route, "/t/items/1").await;
@@ -563,4 +688,6 @@ async fn the_shipped_api_acl_user_can_cache() {
         "MISS"
     );
     assert!(redis.stats().misconfiguration().is_none(), "no NOPERM");
+    // The local tier's tracking client (same user) may `CLIENT TRACKING`.
+    until_local_hit(|| route.get("/t/items/1", &[]), &cluster).await;
 }
