@@ -12,6 +12,25 @@ pub fn config_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../config")
 }
 
+/// A copy of the repo's `config/` whose test environment sets `jobqueue.<key>` to `yaml` (the
+/// lines under the key, indented by four spaces), e.g. declared queues or schedules.
+pub fn config_with_jobqueue(key: &str, yaml: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base");
+    std::fs::create_dir_all(&base).unwrap();
+    for file in ["cacheserver.yaml", "config.yaml"] {
+        std::fs::copy(config_root().join("base").join(file), base.join(file)).unwrap();
+    }
+    let test = dir.path().join("test");
+    std::fs::create_dir_all(&test).unwrap();
+    std::fs::write(
+        test.join("config.yaml"),
+        format!("logging:\n  level: warn\njobqueue:\n  {key}:\n{yaml}"),
+    )
+    .unwrap();
+    dir
+}
+
 /// The test environment's settings for a jobqueue Redis at `addr`, with `vars` on top.
 pub fn settings_at<K: Into<String>, V: Into<String>>(
     addr: &str,

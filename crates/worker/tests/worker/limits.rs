@@ -5,29 +5,11 @@
 //! slots come back, and jobs stored in the layout before priorities run. Every wait is bounded.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::common::{config_root, queue as client};
+use crate::common::{config_with_jobqueue, queue as client};
 use cacheserver_jobqueue::{JobInfo, JobQueue, JobStatus, NewJob};
 use cacheserver_testkit::{eventually, RedisServer, WorkerCommand, WorkerProcess};
 use std::path::Path;
 use std::time::Duration;
-
-/// A copy of the repo's `config/` whose test environment declares `queues` (YAML list items).
-fn config_with_queues(queues_yaml: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let base = dir.path().join("base");
-    std::fs::create_dir_all(&base).unwrap();
-    for file in ["cacheserver.yaml", "config.yaml"] {
-        std::fs::copy(config_root().join("base").join(file), base.join(file)).unwrap();
-    }
-    let test = dir.path().join("test");
-    std::fs::create_dir_all(&test).unwrap();
-    std::fs::write(
-        test.join("config.yaml"),
-        format!("logging:\n  level: warn\njobqueue:\n  queues:\n{queues_yaml}"),
-    )
-    .unwrap();
-    dir
-}
 
 /// A worker named `name` serving `queues` with `concurrency` slots.
 async fn worker(
@@ -152,7 +134,7 @@ async fn a_delayed_high_priority_job_waits_for_its_time() {
     let redis = RedisServer::start();
     let q = client(&redis);
     // A limit far above what runs, so each start is stamped by Redis (`started_at` in ms).
-    let config = config_with_queues("    - { name: prio, concurrency: 1000 }\n");
+    let config = config_with_jobqueue("queues", "    - { name: prio, concurrency: 1000 }\n");
     let w = worker(&redis, "w1", "prio", 1, Some(config.path())).await;
     eventually(Duration::from_secs(30), "the worker registered", || async {
         redis.cli(&["ZCARD", "{prio}:workers"]).trim() == "1"
@@ -207,7 +189,7 @@ async fn a_delayed_high_priority_job_waits_for_its_time() {
 async fn concurrency_holds_across_three_workers() {
     let redis = RedisServer::start();
     let q = client(&redis);
-    let config = config_with_queues("    - { name: conc, concurrency: 3 }\n");
+    let config = config_with_jobqueue("queues", "    - { name: conc, concurrency: 3 }\n");
     let mut workers = Vec::new();
     for name in ["w1", "w2", "w3"] {
         workers.push(worker(&redis, name, "conc", 16, Some(config.path())).await);
@@ -234,7 +216,10 @@ async fn concurrency_holds_across_three_workers() {
 async fn rate_limit_holds_across_three_workers() {
     let redis = RedisServer::start();
     let q = client(&redis);
-    let config = config_with_queues("    - { name: rate, rate_limit: { max: 50, per: 1s } }\n");
+    let config = config_with_jobqueue(
+        "queues",
+        "    - { name: rate, rate_limit: { max: 50, per: 1s } }\n",
+    );
     let mut workers = Vec::new();
     for name in ["w1", "w2", "w3"] {
         workers.push(worker(&redis, name, "rate", 16, Some(config.path())).await);
@@ -274,7 +259,7 @@ async fn rate_limit_holds_across_three_workers() {
 async fn slots_of_a_killed_worker_come_back() {
     let redis = RedisServer::start();
     let q = client(&redis);
-    let config = config_with_queues("    - { name: killq, concurrency: 2 }\n");
+    let config = config_with_jobqueue("queues", "    - { name: killq, concurrency: 2 }\n");
     let mut a = worker(&redis, "a", "killq", 4, Some(config.path())).await;
     let jobs: Vec<NewJob> = (0..6)
         .map(|i| NewJob::delay_print(format!("slow:3000:k-{i}")).in_queue("killq"))
@@ -371,7 +356,7 @@ async fn jobs_stored_before_priorities_still_run() {
     let q = client(&redis);
     let old = q.queue("old").unwrap();
     assert_eq!(old.stats().await.unwrap().pending, 3);
-    let config = config_with_queues("    - { name: old, concurrency: 1 }\n");
+    let config = config_with_jobqueue("queues", "    - { name: old, concurrency: 1 }\n");
     let w = worker(&redis, "w1", "old", 4, Some(config.path())).await;
     eventually(Duration::from_secs(30), "the old jobs ran", || async {
         let printed = w.messages();
@@ -393,7 +378,10 @@ async fn jobs_stored_before_priorities_still_run() {
 async fn a_flooded_limit_key_does_not_hold_up_another() {
     let redis = RedisServer::start();
     let q = client(&redis);
-    let config = config_with_queues("    - { name: keys, key_rate_limit: { max: 5, per: 1s } }\n");
+    let config = config_with_jobqueue(
+        "queues",
+        "    - { name: keys, key_rate_limit: { max: 5, per: 1s } }\n",
+    );
     let mut jobs: Vec<NewJob> = (0..100)
         .map(|i| {
             NewJob::delay_print(format!("big-{i}"))
@@ -462,7 +450,7 @@ async fn a_flooded_limit_key_does_not_hold_up_another() {
 async fn key_concurrency_holds_per_key_not_per_queue() {
     let redis = RedisServer::start();
     let q = client(&redis);
-    let config = config_with_queues("    - { name: kc, key_concurrency: 1 }\n");
+    let config = config_with_jobqueue("queues", "    - { name: kc, key_concurrency: 1 }\n");
     let jobs: Vec<NewJob> = (0..12)
         .map(|i| {
             let key = if i % 2 == 0 { "a" } else { "b" };

@@ -4,31 +4,13 @@
 //! `scheduler.rs` tests.) Every wait is bounded.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::common::{config_root, queue as client};
+use crate::common::{config_with_jobqueue, queue as client};
 use cacheserver_jobqueue::schedules::{Missed, Overlap, Schedule};
 use cacheserver_jobqueue::{JobInfo, JobQueue, JobStatus};
 use cacheserver_testkit::{eventually, RedisServer, WorkerCommand, WorkerProcess};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
-
-/// A copy of the repo's `config/` whose test environment declares `schedules` (YAML).
-fn config_with_schedules(schedules_yaml: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let base = dir.path().join("base");
-    std::fs::create_dir_all(&base).unwrap();
-    for file in ["cacheserver.yaml", "config.yaml"] {
-        std::fs::copy(config_root().join("base").join(file), base.join(file)).unwrap();
-    }
-    let test = dir.path().join("test");
-    std::fs::create_dir_all(&test).unwrap();
-    std::fs::write(
-        test.join("config.yaml"),
-        format!("logging:\n  level: warn\njobqueue:\n  schedules:\n{schedules_yaml}"),
-    )
-    .unwrap();
-    dir
-}
 
 async fn worker(redis: &RedisServer, name: &str, config: &Path) -> WorkerProcess {
     WorkerCommand::new(env!("CARGO_BIN_EXE_worker"))
@@ -95,7 +77,7 @@ fn assert_one_job_per_tick(redis: &RedisServer, jobs: &[JobInfo]) -> BTreeSet<i6
 async fn three_workers_run_one_job_per_tick_across_a_redis_restart() {
     let mut redis = RedisServer::start();
     let q = client(&redis);
-    let config = config_with_schedules(
+    let config = config_with_jobqueue("schedules", 
         "    - name: every-second\n      cron: \"*/1 * * * * *\"\n      job: { type: \"demo:delay_print\", payload: { message: tick } }\n",
     );
     let mut workers = Vec::new();
@@ -165,7 +147,7 @@ async fn overlap_skip_skips_ticks_while_the_previous_job_runs() {
     .unwrap();
     assert_eq!((slow.overlap, slow.missed), (Overlap::Skip, Missed::Skip));
     assert!(q.schedules().create(&slow).await.unwrap());
-    let config = config_with_schedules("    []\n");
+    let config = config_with_jobqueue("schedules", "    []\n");
     let workers = vec![worker(&redis, "o1", config.path()).await];
     eventually(Duration::from_secs(40), "3 slow jobs ran", || async {
         printed(&workers, "slow:2500:slow tick") >= 3
