@@ -254,7 +254,8 @@ for i, id in ipairs(ids) do
             redis.call("zadd", KEYS[13], started_ms, id .. ":" .. started_ms)
             redis.call("pexpire", KEYS[13], rate_per)
         end
-        local m = redis.call("hmget", meta_key, "next_run_ms", "failures", "max_retry", "timeout_ms")
+        local m = redis.call("hmget", meta_key, "next_run_ms", "failures", "max_retry", "timeout_ms",
+            "job_type")
         table.insert(out, id)
         table.insert(out, data[i])
         table.insert(out, m[1] or "0")
@@ -263,7 +264,7 @@ for i, id in ipairs(ids) do
         table.insert(out, m[4] or "0")
         if ARGV[5] ~= "0" then
             redis.call("xadd", KEYS[16], "MAXLEN", "~", ARGV[5], "*", "job_id", id, "state", "started",
-                "type", redis.call("hget", meta_key, "job_type") or "",
+                "type", m[5] or "",
                 "attempt", (tonumber(m[2]) or 0) + 1, "time", ARGV[1])
         end
     end
