@@ -2,58 +2,27 @@
 //! queue, the per-queue routes for any queue, and 400/404 for bad or unknown names.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::common;
+use crate::common::{self, JsonApi};
 use cacheserver_config::{QueueRateLimit, QueueSettings};
 use cacheserver_testkit::RedisServer;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-struct Api {
-    app: common::TestApp,
-}
-
-impl Api {
-    async fn start(redis: &RedisServer) -> Self {
-        let mut settings = common::settings(&[
-            ("APP__CACHE_SERVER__REDIS__JOBQUEUE__ADDR", &redis.addr()),
-            ("APP__API__RATE_LIMIT__ENABLED", "false"),
-            ("APP__API__RATE_LIMIT__STORAGE_TYPE", "memory"),
-        ]);
-        settings.jobqueue.queues = vec![QueueSettings {
-            name: "critical".into(),
-            weight: 6,
-            concurrency: Some(2),
-            rate_limit: Some(QueueRateLimit {
-                max: 100,
-                per: std::time::Duration::from_secs(60),
-            }),
-            key_concurrency: None,
-            key_rate_limit: None,
-        }];
-        Self {
-            app: common::spawn_app_with(settings).await,
-        }
-    }
-
-    async fn send(&self, req: reqwest::RequestBuilder) -> (StatusCode, Value) {
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        self.send(self.app.http.get(self.app.url(path))).await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.send(self.app.http.post(self.app.url(path)).json(&body))
-            .await
-    }
-
-    async fn delete(&self, path: &str) -> (StatusCode, Value) {
-        self.send(self.app.http.delete(self.app.url(path))).await
-    }
+/// A jobs API with one declared queue, `critical`: weight 6, concurrency 2, 100 starts a minute.
+fn critical_queue_settings(redis: &RedisServer) -> cacheserver_config::Settings {
+    let mut settings = common::jobqueue_settings(&redis.addr());
+    settings.jobqueue.queues = vec![QueueSettings {
+        name: "critical".into(),
+        weight: 6,
+        concurrency: Some(2),
+        rate_limit: Some(QueueRateLimit {
+            max: 100,
+            per: std::time::Duration::from_secs(60),
+        }),
+        key_concurrency: None,
+        key_rate_limit: None,
+    }];
+    settings
 }
 
 fn job(message: &str, queue: Option<&str>) -> Value {
@@ -83,7 +52,7 @@ fn names(list: &Value) -> Vec<String> {
 #[tokio::test]
 async fn jobs_go_to_the_queue_they_name() {
     let redis = RedisServer::start();
-    let api = Api::start(&redis).await;
+    let api = JsonApi::start(critical_queue_settings(&redis)).await;
 
     let (status, default) = api.post("/api/jobs", job("d", None)).await;
     assert_eq!(status, StatusCode::CREATED, "{default:?}");
@@ -136,7 +105,7 @@ async fn jobs_go_to_the_queue_they_name() {
 #[tokio::test]
 async fn bad_queue_names_are_400_and_unknown_queues_404() {
     let redis = RedisServer::start();
-    let api = Api::start(&redis).await;
+    let api = JsonApi::start(critical_queue_settings(&redis)).await;
     let long = "x".repeat(65);
     for bad in ["", "a b", "a:b", "{a}", long.as_str()] {
         let got = api.post("/api/jobs", job("m", Some(bad))).await;
@@ -181,7 +150,7 @@ async fn bad_queue_names_are_400_and_unknown_queues_404() {
 #[tokio::test]
 async fn every_queue_is_listed_and_managed_by_name() {
     let redis = RedisServer::start();
-    let api = Api::start(&redis).await;
+    let api = JsonApi::start(critical_queue_settings(&redis)).await;
 
     // Before any job: the default and the declared queues.
     let (status, list) = api.get("/api/queues").await;
@@ -243,7 +212,7 @@ async fn every_queue_is_listed_and_managed_by_name() {
 #[tokio::test]
 async fn priorities_are_checked_and_shown() {
     let redis = RedisServer::start();
-    let api = Api::start(&redis).await;
+    let api = JsonApi::start(critical_queue_settings(&redis)).await;
     for bad in [
         json!(0),
         json!(11),
@@ -326,7 +295,7 @@ async fn priorities_are_checked_and_shown() {
 #[tokio::test]
 async fn queues_show_their_limits_and_waiting_jobs() {
     let redis = RedisServer::start();
-    let api = Api::start(&redis).await;
+    let api = JsonApi::start(critical_queue_settings(&redis)).await;
     redis.cli(&[
         "HSET",
         "{critical}:limits",

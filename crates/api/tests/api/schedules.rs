@@ -3,52 +3,10 @@
 //! 409 for a taken name.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::common;
+use crate::common::{self, JsonApi};
 use cacheserver_testkit::RedisServer;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-
-struct Api {
-    app: common::TestApp,
-}
-
-impl Api {
-    async fn start(redis: &RedisServer) -> Self {
-        let settings = common::settings(&[
-            ("APP__CACHE_SERVER__REDIS__JOBQUEUE__ADDR", &redis.addr()),
-            ("APP__API__RATE_LIMIT__ENABLED", "false"),
-            ("APP__API__RATE_LIMIT__STORAGE_TYPE", "memory"),
-        ]);
-        Self {
-            app: common::spawn_app_with(settings).await,
-        }
-    }
-
-    async fn send(&self, req: reqwest::RequestBuilder) -> (StatusCode, Value) {
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        self.send(self.app.http.get(self.app.url(path))).await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.send(self.app.http.post(self.app.url(path)).json(&body))
-            .await
-    }
-
-    async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.send(self.app.http.put(self.app.url(path)).json(&body))
-            .await
-    }
-
-    async fn delete(&self, path: &str) -> (StatusCode, Value) {
-        self.send(self.app.http.delete(self.app.url(path))).await
-    }
-}
 
 fn nightly() -> Value {
     json!({
@@ -64,7 +22,7 @@ fn nightly() -> Value {
 #[tokio::test]
 async fn schedules_are_managed_through_the_api() {
     let redis = RedisServer::start();
-    let api = Api::start(&redis).await;
+    let api = JsonApi::start(common::jobqueue_settings(&redis.addr())).await;
 
     let (status, created) = api.post("/api/schedules", nightly()).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
@@ -125,7 +83,7 @@ async fn schedules_are_managed_through_the_api() {
 #[tokio::test]
 async fn bad_schedules_are_400_naming_the_problem_and_unknown_ones_404() {
     let redis = RedisServer::start();
-    let api = Api::start(&redis).await;
+    let api = JsonApi::start(common::jobqueue_settings(&redis.addr())).await;
     let with = |field: &str, value: Value| {
         let mut body = nightly();
         body[field] = value;

@@ -126,6 +126,68 @@ pub async fn spawn_app_with_registry(
     }
 }
 
+/// Settings of a jobs-API test: the jobqueue on `redis_addr`, no rate limiter in the way.
+pub fn jobqueue_settings(redis_addr: &str) -> Settings {
+    settings(&[
+        ("APP__CACHE_SERVER__REDIS__JOBQUEUE__ADDR", redis_addr),
+        ("APP__API__RATE_LIMIT__ENABLED", "false"),
+        ("APP__API__RATE_LIMIT__STORAGE_TYPE", "memory"),
+    ])
+}
+
+/// The app seen as a JSON API: every call answers (status, body), the body `null` when it is
+/// not JSON.
+pub struct JsonApi {
+    pub app: TestApp,
+}
+
+impl JsonApi {
+    pub async fn start(settings: Settings) -> Self {
+        Self {
+            app: spawn_app_with(settings).await,
+        }
+    }
+
+    pub async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    pub async fn get(&self, path: &str) -> (reqwest::StatusCode, serde_json::Value) {
+        self.send(self.app.http.get(self.app.url(path))).await
+    }
+
+    pub async fn post(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        self.send(self.app.http.post(self.app.url(path)).json(&body))
+            .await
+    }
+
+    pub async fn put(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        self.send(self.app.http.put(self.app.url(path)).json(&body))
+            .await
+    }
+
+    pub async fn delete(&self, path: &str) -> (reqwest::StatusCode, serde_json::Value) {
+        self.send(self.app.http.delete(self.app.url(path))).await
+    }
+}
+
 /// Cluster seed list for `APP__CACHE_SERVER__REDIS__DEFAULT__CLUSTER__ADDRS`.
 pub fn seeds(cluster: &cacheserver_testkit::RedisCluster) -> String {
     cluster.addrs()[..3].join(",")
