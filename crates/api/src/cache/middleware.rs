@@ -429,7 +429,7 @@ impl ResponseCache {
     /// route carrying them. Failures are counted and logged; the write's answer stands.
     async fn invalidate_after(&self, method: &Method, req: &HttpRequest) {
         let inner = &self.inner;
-        let Some(store) = inner.store.as_ref() else {
+        let Some(invalidator) = inner.invalidator.as_ref() else {
             return;
         };
         let path = req.path();
@@ -451,13 +451,13 @@ impl ResponseCache {
                 }
             }
         }
-        let calls = per_route
-            .iter()
-            .zip(&inner.rules.routes)
-            .filter(|(tags, _)| !tags.is_empty())
-            .map(|(tags, route)| store.invalidate(&route.prefix, tags));
-        for result in futures::future::join_all(calls).await {
-            if let Err(e) = result {
+        if per_route.iter().all(Vec::is_empty) {
+            return;
+        }
+        // Together with the other writes that finish meanwhile: one call per route and batch.
+        let outcome = invalidator.invalidate(&per_route).await;
+        for (tags, result) in per_route.iter().zip(outcome.iter()) {
+            if let (false, Err(e)) = (tags.is_empty(), result) {
                 redis_error();
                 tracing::warn!(error = %e, path, "response cache invalidation failed; entries may stay until their TTL");
             }

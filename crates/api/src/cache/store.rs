@@ -145,6 +145,7 @@ pub(crate) struct Lookup {
     pub generations: Bytes,
 }
 
+#[derive(Clone)]
 pub(crate) struct Store {
     redis: RedisCluster,
     budget: Duration,
