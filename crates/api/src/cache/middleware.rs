@@ -327,7 +327,7 @@ impl ResponseCache {
             match cache.fetch(rule, next, req).await {
                 Ok((_, Fetched::Entry(entry))) => {
                     cache
-                        .store_entry(rule, &keys, generations, &entry, &token)
+                        .store_entry(rule, &keys, generations, &Arc::new(entry), &token)
                         .await;
                 }
                 Ok((_, Fetched::NotCacheable(_))) => {
@@ -389,24 +389,45 @@ impl ResponseCache {
         }
     }
 
+    /// Store `entry`; with the local tier, keep a copy from the store's own push on (waits for
+    /// it, within the Redis budget, so this instance's next request is answered locally).
     async fn store_entry(
         &self,
         rule: &RouteRule,
         keys: &EntryKeys,
         generations: Bytes,
-        entry: &Entry,
+        entry: &Arc<Entry>,
         token: &str,
     ) {
         let Some(store) = self.inner.store.as_ref() else {
             return;
         };
         let lifetime = rule.ttl + rule.stale;
-        if let Err(e) = store
-            .store(keys, generations, entry.encode(), lifetime, token)
-            .await
-        {
+        // Before the call: the entry is fresh at least this long from here.
+        let fresh_until = Instant::now() + rule.ttl;
+        let own = self.inner.local.as_ref().and_then(|local| {
+            let markers = keys.markers();
+            let heard = local
+                .state()
+                .expect_own(keys, &markers, entry.clone(), fresh_until)?;
+            Some((local, markers, heard))
+        });
+        let markers = own.as_ref().map(|(_, markers, _)| markers);
+        let stored = store
+            .store(keys, generations, entry.encode(), lifetime, token, markers)
+            .await;
+        if let Err(e) = &stored {
             redis_error();
             tracing::debug!(error = %e, "response cache store failed");
+        }
+        let Some((local, markers, heard)) = own else {
+            return;
+        };
+        if matches!(stored, Ok(true)) {
+            // The pushes normally arrive with the reply; without them the copy is kept later.
+            let _ = tokio::time::timeout(store.budget(), heard).await;
+        } else {
+            local.state().forget_own(&markers);
         }
     }
 

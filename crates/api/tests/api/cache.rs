@@ -585,6 +585,45 @@ async fn concurrent_writes_share_invalidation_calls_and_no_read_after_a_write_is
 }
 
 #[tokio::test]
+async fn the_get_after_a_miss_is_answered_locally_and_stays_coherent() {
+    let cluster = RedisCluster::start();
+    let probe = Probe::new();
+    let a = spawn_route(&cluster, "shared", probe.clone()).await;
+    let b = spawn_route(&cluster, "shared", probe.clone()).await;
+    // Both instances connected and tracking.
+    until_cached(&a, "/t/items/warm").await;
+    until_local_hit(|| a.get("/t/items/warm", &[]), &cluster).await;
+    until_local_hit(|| b.get("/t/items/warm", &[]), &cluster).await;
+    for id in 1..=3 {
+        let path = format!("/t/items/{id}");
+        let first = a.get(&path, &[]).await;
+        assert_eq!(header(&first, "x-cache"), "MISS");
+        // The miss's own store kept a copy: the second GET sends nothing to the cluster.
+        let before = script_calls(&cluster);
+        let second = a.get(&path, &[]).await;
+        assert_eq!(header(&second, "x-cache"), "HIT");
+        assert_eq!(
+            script_calls(&cluster),
+            before,
+            "GET #2 of {path} asked Redis"
+        );
+    }
+    // Still coherent: another instance's write drops the copy.
+    let post = b.http.post(format!("{}/t/items/1", b.base));
+    assert_eq!(
+        within(BOUND, "POST", post.send()).await.unwrap().status(),
+        204
+    );
+    let version = probe.version.load(Ordering::SeqCst);
+    eventually(BOUND, "A serves B's write", || async {
+        let r = a.get("/t/items/1", &[]).await;
+        let body: Option<serde_json::Value> = r.json().await.ok();
+        body.is_some_and(|v| v["version"] == version)
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn cluster_down_bypasses_with_normal_answers() {
     let mut cluster = RedisCluster::start();
     let probe = Probe::new();
