@@ -29,7 +29,7 @@
 //! invalidations drop copies before the write's response is sent.
 
 use super::entry::Entry;
-use super::store::{is_generation_key, EntryKeys, Markers};
+use super::store::{is_generation_key, is_marker, EntryKeys, Markers};
 use cacheserver_redis::tracking::{Tracking, TrackingEvent};
 use fred::types::Key;
 use quick_cache::sync::{Cache, DefaultLifecycle};
@@ -311,7 +311,9 @@ impl LocalState {
                 let mut generations: Vec<&[u8]> = Vec::new();
                 for key in &keys {
                     let bytes = key.as_bytes();
-                    if is_generation_key(bytes) {
+                    if is_marker(bytes) {
+                        // An own store's marker: no copy is stored under it (no scan).
+                    } else if is_generation_key(bytes) {
                         generations.push(bytes);
                     } else if let Ok(k) = std::str::from_utf8(bytes) {
                         self.entries.remove(k);

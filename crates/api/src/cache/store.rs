@@ -159,6 +159,14 @@ pub(crate) fn is_generation_key(key: &[u8]) -> bool {
         .is_some_and(|end| key.get(end + 1..end + 4) == Some(b":g:".as_slice()))
 }
 
+/// Whether `key` is one of [`Markers`] (never an entry's key or generation).
+pub(crate) fn is_marker(key: &[u8]) -> bool {
+    key.iter().position(|&b| b == b'}').is_some_and(|end| {
+        let rest = key.get(end + 1..).unwrap_or_default();
+        rest.starts_with(b":g:~own:") || (rest.starts_with(b":e:") && rest.contains(&b'~'))
+    })
+}
+
 /// The generation keys `invalidate` sets for `tags` of `route` (dropped locally at once).
 pub(crate) fn generation_keys(route: &str, tags: &[String]) -> Vec<String> {
     tags.iter().map(|t| generation_key(route, t)).collect()
@@ -335,5 +343,9 @@ mod tests {
         let [e, g] = tracked_prefixes("/api/queues");
         assert!(keys.entry_key().starts_with(&e));
         assert!(gens[0].starts_with(g.as_bytes()));
+        let m = keys.markers();
+        assert!(m.entry.starts_with(&e) && m.generation.starts_with(&g));
+        assert!(is_marker(m.entry.as_bytes()) && is_marker(m.generation.as_bytes()));
+        assert!(!is_marker(keys.entry_key().as_bytes()) && !is_marker(gens[0]));
     }
 }
