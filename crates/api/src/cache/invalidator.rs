@@ -94,9 +94,11 @@ pub(crate) struct Invalidator {
 }
 
 impl Invalidator {
-    /// Start the owner task for `routes` routes; `budget` bounds one Redis call. Needs a tokio
-    /// runtime.
-    pub fn start(routes: usize, budget: Duration, apply: impl Apply) -> Self {
+    /// Start the owner task for `routes` routes; `budget` bounds one Redis call. Fails outside a
+    /// tokio runtime.
+    pub fn start(routes: usize, budget: Duration, apply: impl Apply) -> Result<Self, String> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| "the response cache starts inside a tokio runtime".to_owned())?;
         let shared = Arc::new(Shared {
             next: Mutex::new(Next {
                 batch: Batch::new(routes),
@@ -106,11 +108,11 @@ impl Invalidator {
             started: Notify::new(),
             routes,
         });
-        tokio::spawn(run(shared.clone(), apply));
-        Self {
+        runtime.spawn(run(shared.clone(), apply));
+        Ok(Self {
             shared,
             patience: budget * 3,
-        }
+        })
     }
 
     /// Give `tags` (per route index) new generations in a batch that starts after this call,
@@ -261,7 +263,7 @@ mod tests {
     #[tokio::test]
     async fn a_write_never_joins_the_batch_in_flight_and_waiting_ones_are_merged() {
         let g = gated();
-        let inv = Arc::new(Invalidator::start(2, Duration::from_secs(10), g.clone()));
+        let inv = Arc::new(Invalidator::start(2, Duration::from_secs(10), g.clone()).unwrap());
         let first = tokio::spawn({
             let inv = inv.clone();
             async move { inv.invalidate(&tags(&["a"], &[])).await }
@@ -328,7 +330,7 @@ mod tests {
 
     #[tokio::test]
     async fn every_waiter_of_a_failed_call_gets_its_error() {
-        let inv = Invalidator::start(2, Duration::from_secs(10), Failing);
+        let inv = Invalidator::start(2, Duration::from_secs(10), Failing).unwrap();
         let (a, b) = (tags(&["a"], &["x"]), tags(&[], &["y"]));
         let (one, two) = tokio::join!(inv.invalidate(&a), inv.invalidate(&b));
         for outcome in [one, two] {
@@ -343,7 +345,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_batch_sends_the_next_write_to_the_one_after() {
         let g = gated();
-        let inv = Arc::new(Invalidator::start(1, Duration::from_secs(10), g.clone()));
+        let inv = Arc::new(Invalidator::start(1, Duration::from_secs(10), g.clone()).unwrap());
         let first = tokio::spawn({
             let inv = inv.clone();
             async move { inv.invalidate(&[vec!["0".to_owned()]]).await }

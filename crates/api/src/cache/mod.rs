@@ -94,6 +94,7 @@ impl ResponseCache {
                 invalidator::Generations { store, routes },
             )
         });
+        let invalidator = invalidator.transpose()?;
         Ok(Self {
             inner: Arc::new(Inner {
                 enabled: settings.enabled,
