@@ -9,18 +9,33 @@
 //! - no invalidation raced the lookup that filled it: an epoch is read before the lookup and
 //!   checked after the insert (an invalidation bumps it before dropping).
 //!
+//! A miss this instance stored itself keeps a copy too, once the tracking pushes of its own
+//! store have come: Redis pushes a script's writes to its own caller's tracking connections
+//! (`NOLOOP` does not cover scripts), so those pushes must not drop the copy, while every later
+//! one must. The store script also sets and deletes two marker keys of its own, one under each
+//! tracked prefix. An entry and its generations live on one primary, whose pushes arrive in
+//! order on one connection, one push per prefix for the keys an event loop iteration changed: the
+//! pushes naming the markers are those of the store's iteration. Generation pushes before them
+//! are from before the store (which checked the generations); the store's generation push naming
+//! one of the copy's generations means a change after the store in that iteration: no copy. Any
+//! later push of the entry or its generations drops the copy as usual. A change of the entry
+//! itself in the very iteration of the store cannot be told apart: an entry another instance
+//! stored under the same generations (as valid), or one expired, evicted or deleted by hand at
+//! that instant (the copy then lives out its fresh time).
+//!
 //! A push for an entry key drops that copy; one for a generation key drops every copy stored
 //! under it; a lost tracking connection, a reconnect, a topology change or a lagging listener
 //! drops everything (and the tier stays off until tracking is verified again). The api's own
 //! invalidations drop copies before the write's response is sent.
 
 use super::entry::Entry;
-use super::store::{is_generation_key, EntryKeys};
+use super::store::{is_generation_key, is_marker, EntryKeys, Markers};
 use cacheserver_redis::tracking::{Tracking, TrackingEvent};
+use fred::types::Key;
 use quick_cache::sync::{Cache, DefaultLifecycle};
 use quick_cache::{DefaultHashBuilder, OptionsBuilder, Weighter};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 /// How often the tracking connections are pinged; a copy is trusted at most two of these
@@ -29,6 +44,9 @@ pub(crate) const HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// Per-entry bookkeeping counted on top of body and headers.
 const OVERHEAD_BYTES: usize = 256;
+
+/// Own stores waiting for their push at most (beyond, a store keeps no copy).
+const MAX_OWN: usize = 1024;
 
 pub(crate) struct LocalEntry {
     pub entry: Arc<Entry>,
@@ -61,9 +79,28 @@ type Entries = Cache<
     DefaultLifecycle<Box<str>, Arc<LocalEntry>>,
 >;
 
+/// A copy of what this instance is storing, kept once the store's own pushes have come.
+struct OwnStore {
+    key: Box<str>,
+    copy: Arc<LocalEntry>,
+    markers: Markers,
+    /// `generation_epoch` when the store began.
+    epoch: u64,
+    /// The push naming the entry marker came (the entry changed after it: no copy).
+    seen_entry: bool,
+    /// The push naming the generations marker came.
+    seen_generations: bool,
+    kept: tokio::sync::oneshot::Sender<()>,
+}
+
 pub(crate) struct LocalState {
     entries: Entries,
     epoch: AtomicU64,
+    /// Bumped by what own stores cannot follow through pushes: the api's own invalidations
+    /// (dropped here before their push comes), flushes, outages, tracking (re)verified.
+    generation_epoch: AtomicU64,
+    /// Own stores waiting for their pushes (at most [`MAX_OWN`]).
+    own: Mutex<Vec<OwnStore>>,
     /// Tracking verified until `base + valid_until` ms; 0: not verified.
     valid_until: AtomicU64,
     base: Instant,
@@ -113,6 +150,8 @@ impl LocalTier {
             state: Arc::new(LocalState {
                 entries,
                 epoch: AtomicU64::new(0),
+                generation_epoch: AtomicU64::new(0),
+                own: Mutex::new(Vec::new()),
                 valid_until: AtomicU64::new(0),
                 base: Instant::now(),
             }),
@@ -189,22 +228,7 @@ impl LocalState {
         fresh_for: Duration,
     ) {
         let key = keys.entry_key();
-        let generation_keys: Box<[Box<[u8]>]> = keys.generation_keys().map(Box::from).collect();
-        let bytes = entry.body.len()
-            + entry
-                .headers
-                .iter()
-                .map(|(n, v)| n.as_str().len() + v.len())
-                .sum::<usize>()
-            + key.len()
-            + generation_keys.iter().map(|g| g.len()).sum::<usize>()
-            + OVERHEAD_BYTES;
-        let copy = Arc::new(LocalEntry {
-            entry,
-            fresh_until: started + fresh_for,
-            generation_keys,
-            bytes,
-        });
+        let copy = copy_of(keys, entry, started + fresh_for);
         self.entries.insert(key.into(), copy);
         // After the insert: an invalidation bumps the epoch before it drops copies, so either
         // it sees this copy or this check sees its bump.
@@ -213,9 +237,52 @@ impl LocalState {
         }
     }
 
+    /// Before this instance stores `entry` (fresh until `fresh_until`) with `markers`: the copy
+    /// is kept when the store's own pushes have come (the receiver hears it), unless the entry
+    /// or its generations changed since. `None` (no copy) while tracking is not verified or
+    /// too many wait.
+    pub fn expect_own(
+        &self,
+        keys: &EntryKeys,
+        markers: &Markers,
+        entry: Arc<Entry>,
+        fresh_until: Instant,
+    ) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        let epoch = self.generation_epoch.load(Ordering::SeqCst);
+        if !self.verified(Instant::now()) {
+            return None;
+        }
+        let mut own = self.own();
+        if own.len() >= MAX_OWN {
+            return None;
+        }
+        let (kept, heard) = tokio::sync::oneshot::channel();
+        own.push(OwnStore {
+            key: keys.entry_key().into(),
+            copy: copy_of(keys, entry, fresh_until),
+            markers: markers.clone(),
+            epoch,
+            seen_entry: false,
+            seen_generations: false,
+            kept,
+        });
+        Some(heard)
+    }
+
+    /// The store with `markers` did not store (or failed): no push will name them.
+    pub fn forget_own(&self, markers: &Markers) {
+        self.own().retain(|s| s.markers.entry != markers.entry);
+    }
+
+    fn own(&self) -> MutexGuard<'_, Vec<OwnStore>> {
+        // Nothing panics while holding it.
+        self.own.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Drop copies stored under these generation keys (the api's own invalidation, before the
     /// write answers).
     pub fn drop_generations(&self, generation_keys: &[String]) {
+        self.generation_epoch.fetch_add(1, Ordering::SeqCst);
         self.epoch.fetch_add(1, Ordering::SeqCst);
         self.entries.retain(|_, v| {
             !v.generation_keys
@@ -225,7 +292,9 @@ impl LocalState {
     }
 
     fn drop_all(&self) {
+        self.generation_epoch.fetch_add(1, Ordering::SeqCst);
         self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.own().clear();
         self.entries.clear();
     }
 
@@ -242,7 +311,9 @@ impl LocalState {
                 let mut generations: Vec<&[u8]> = Vec::new();
                 for key in &keys {
                     let bytes = key.as_bytes();
-                    if is_generation_key(bytes) {
+                    if is_marker(bytes) {
+                        // An own store's marker: no copy is stored under it (no scan).
+                    } else if is_generation_key(bytes) {
                         generations.push(bytes);
                     } else if let Ok(k) = std::str::from_utf8(bytes) {
                         self.entries.remove(k);
@@ -255,6 +326,7 @@ impl LocalState {
                             .any(|g| generations.contains(&&**g))
                     });
                 }
+                self.keep_own(&keys);
             }
             TrackingEvent::Flush => self.drop_all(),
             TrackingEvent::Down => {
@@ -268,13 +340,86 @@ impl LocalState {
                 let until = self.now_ms(until).max(1);
                 let was = self.valid_until.swap(until, Ordering::SeqCst);
                 if was == 0 {
-                    // Lookups that began untracked may not fill.
+                    // Lookups and stores that began untracked may not fill.
+                    self.generation_epoch.fetch_add(1, Ordering::SeqCst);
                     self.epoch.fetch_add(1, Ordering::SeqCst);
                     super::metrics::local_tracking(true);
                 }
             }
         }
     }
+}
+
+impl LocalState {
+    /// After the push of `keys` was applied: follow the own stores it concerns (see the module
+    /// doc); those whose pushes have all come keep their copy.
+    fn keep_own(&self, keys: &[Key]) {
+        let mut own = self.own();
+        if own.is_empty() {
+            return;
+        }
+        let named = |k: &[u8]| keys.iter().any(|x| x.as_bytes() == k);
+        let mut ready = Vec::new();
+        for mut s in std::mem::take(&mut *own) {
+            let entry_changed = named(s.key.as_bytes());
+            let generation_changed = s.copy.generation_keys.iter().any(|g| named(g));
+            if named(s.markers.entry.as_bytes()) {
+                s.seen_entry = true;
+            } else if s.seen_entry && entry_changed {
+                continue;
+            }
+            if named(s.markers.generation.as_bytes()) {
+                s.seen_generations = true;
+                if generation_changed {
+                    continue;
+                }
+            } else if s.seen_generations && generation_changed {
+                continue;
+            }
+            if s.seen_entry && s.seen_generations {
+                ready.push(s);
+            } else {
+                own.push(s);
+            }
+        }
+        drop(own);
+        let now = Instant::now();
+        for s in ready {
+            if s.copy.fresh_until <= now {
+                continue;
+            }
+            self.entries.insert(s.key.clone(), s.copy);
+            // After the insert, as in `fill`: the api's own invalidation (another task) bumps
+            // the generation epoch before it drops copies.
+            if s.epoch == self.generation_epoch.load(Ordering::SeqCst)
+                && self.verified(Instant::now())
+            {
+                let _ = s.kept.send(());
+            } else {
+                self.entries.remove(&*s.key);
+            }
+        }
+    }
+}
+
+fn copy_of(keys: &EntryKeys, entry: Arc<Entry>, fresh_until: Instant) -> Arc<LocalEntry> {
+    let key = keys.entry_key();
+    let generation_keys: Box<[Box<[u8]>]> = keys.generation_keys().map(Box::from).collect();
+    let bytes = entry.body.len()
+        + entry
+            .headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len())
+            .sum::<usize>()
+        + key.len()
+        + generation_keys.iter().map(|g| g.len()).sum::<usize>()
+        + OVERHEAD_BYTES;
+    Arc::new(LocalEntry {
+        entry,
+        fresh_until,
+        generation_keys,
+        bytes,
+    })
 }
 
 #[cfg(test)]
@@ -393,6 +538,75 @@ mod tests {
         );
         s.drop_generations(&["rc:{/r}:g:t".into()]);
         assert_eq!(s.len(), 0);
+    }
+
+    #[test]
+    fn an_own_store_is_kept_from_its_own_pushes_on_unless_something_changed() {
+        let tier = LocalTier::new(100, 1 << 20, 1024);
+        verified(&tier);
+        let s = tier.state();
+        let keys = EntryKeys::new("/r", "h", &["t".into()]);
+        let key = keys.entry_key().to_owned();
+        let generation = "rc:{/r}:g:t";
+        let fresh = || Instant::now() + Duration::from_secs(10);
+        let push = |keys: &[&str]| {
+            s.apply(TrackingEvent::Invalidate(
+                keys.iter().map(|k| (*k).into()).collect(),
+            ));
+        };
+        let m = keys.markers();
+        assert!(m.generation.starts_with("rc:{/r}:g:"));
+        let mut heard = s.expect_own(&keys, &m, entry(), fresh()).unwrap();
+        // Earlier pushes of the entry and its generation (from before the store) keep nothing
+        // and do not count.
+        push(&[&key]);
+        push(&[generation]);
+        assert_eq!(s.len(), 0);
+        // The store's pushes, one per prefix: the copy is kept, and the store hears it.
+        push(&[&key, &m.entry]);
+        assert!(
+            heard.try_recv().is_err(),
+            "the generations push is still to come"
+        );
+        push(&[&m.generation]);
+        assert!(s.get(&key, Instant::now()).is_some());
+        assert!(heard.try_recv().is_ok());
+        // Any later push of the entry or its generation drops it.
+        push(&[&key]);
+        assert_eq!(s.len(), 0);
+
+        // A generation changed in the store's own iteration (after the store): nothing kept.
+        let m = keys.markers();
+        let mut heard = s.expect_own(&keys, &m, entry(), fresh()).unwrap();
+        push(&[generation, &m.generation]);
+        push(&[&key, &m.entry]);
+        assert_eq!(s.len(), 0);
+        assert!(heard.try_recv().is_err());
+        // Or after it, before the entry's push was read; or the entry changed after it.
+        let m = keys.markers();
+        s.expect_own(&keys, &m, entry(), fresh()).unwrap();
+        push(&[&m.generation]);
+        push(&[generation]);
+        push(&[&key, &m.entry]);
+        assert_eq!(s.len(), 0);
+        let m = keys.markers();
+        s.expect_own(&keys, &m, entry(), fresh()).unwrap();
+        push(&[&key, &m.entry]);
+        push(&[&key]);
+        push(&[&m.generation]);
+        assert_eq!(s.len(), 0);
+        // The api's own invalidation before the pushes, and an outage (forgets waiting stores).
+        let m = keys.markers();
+        s.expect_own(&keys, &m, entry(), fresh()).unwrap();
+        s.drop_generations(&[generation.into()]);
+        push(&[&key, &m.entry]);
+        push(&[&m.generation]);
+        assert_eq!(s.len(), 0);
+        let m = keys.markers();
+        let mut heard = s.expect_own(&keys, &m, entry(), fresh()).unwrap();
+        s.apply(TrackingEvent::Down);
+        assert!(heard.try_recv().is_err(), "forgotten");
+        assert!(s.expect_own(&keys, &m, entry(), fresh()).is_none());
     }
 
     #[test]

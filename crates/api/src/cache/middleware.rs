@@ -327,7 +327,7 @@ impl ResponseCache {
             match cache.fetch(rule, next, req).await {
                 Ok((_, Fetched::Entry(entry))) => {
                     cache
-                        .store_entry(rule, &keys, generations, &entry, &token)
+                        .store_entry(rule, &keys, generations, &Arc::new(entry), &token)
                         .await;
                 }
                 Ok((_, Fetched::NotCacheable(_))) => {
@@ -389,24 +389,45 @@ impl ResponseCache {
         }
     }
 
+    /// Store `entry`; with the local tier, keep a copy from the store's own push on (waits for
+    /// it, within the Redis budget, so this instance's next request is answered locally).
     async fn store_entry(
         &self,
         rule: &RouteRule,
         keys: &EntryKeys,
         generations: Bytes,
-        entry: &Entry,
+        entry: &Arc<Entry>,
         token: &str,
     ) {
         let Some(store) = self.inner.store.as_ref() else {
             return;
         };
         let lifetime = rule.ttl + rule.stale;
-        if let Err(e) = store
-            .store(keys, generations, entry.encode(), lifetime, token)
-            .await
-        {
+        // Before the call: the entry is fresh at least this long from here.
+        let fresh_until = Instant::now() + rule.ttl;
+        let own = self.inner.local.as_ref().and_then(|local| {
+            let markers = keys.markers();
+            let heard = local
+                .state()
+                .expect_own(keys, &markers, entry.clone(), fresh_until)?;
+            Some((local, markers, heard))
+        });
+        let markers = own.as_ref().map(|(_, markers, _)| markers);
+        let stored = store
+            .store(keys, generations, entry.encode(), lifetime, token, markers)
+            .await;
+        if let Err(e) = &stored {
             redis_error();
             tracing::debug!(error = %e, "response cache store failed");
+        }
+        let Some((local, markers, heard)) = own else {
+            return;
+        };
+        if matches!(stored, Ok(true)) {
+            // The pushes normally arrive with the reply; without them the copy is kept later.
+            let _ = tokio::time::timeout(store.budget(), heard).await;
+        } else {
+            local.state().forget_own(&markers);
         }
     }
 
@@ -429,7 +450,7 @@ impl ResponseCache {
     /// route carrying them. Failures are counted and logged; the write's answer stands.
     async fn invalidate_after(&self, method: &Method, req: &HttpRequest) {
         let inner = &self.inner;
-        let Some(store) = inner.store.as_ref() else {
+        let Some(invalidator) = inner.invalidator.as_ref() else {
             return;
         };
         let path = req.path();
@@ -451,13 +472,13 @@ impl ResponseCache {
                 }
             }
         }
-        let calls = per_route
-            .iter()
-            .zip(&inner.rules.routes)
-            .filter(|(tags, _)| !tags.is_empty())
-            .map(|(tags, route)| store.invalidate(&route.prefix, tags));
-        for result in futures::future::join_all(calls).await {
-            if let Err(e) = result {
+        if per_route.iter().all(Vec::is_empty) {
+            return;
+        }
+        // Together with the other writes that finish meanwhile: one call per route and batch.
+        let outcome = invalidator.invalidate(&per_route).await;
+        for (tags, result) in per_route.iter().zip(outcome.iter()) {
+            if let (false, Err(e)) = (tags.is_empty(), result) {
                 redis_error();
                 tracing::warn!(error = %e, path, "response cache invalidation failed; entries may stay until their TTL");
             }

@@ -16,6 +16,7 @@
 
 mod entry;
 mod flight;
+mod invalidator;
 mod key;
 mod local;
 mod metrics;
@@ -41,6 +42,8 @@ struct Inner {
     enabled: bool,
     /// `None` without a cluster: cached routes answer BYPASS.
     store: Option<store::Store>,
+    /// Batches writes' invalidations; `Some` with `store` when the cache is on and has routes.
+    invalidator: Option<invalidator::Invalidator>,
     /// `None` when `api.cache.local.enabled` is off or there is no cluster.
     local: Option<local::LocalTier>,
     rules: rules::Rules,
@@ -81,11 +84,23 @@ impl ResponseCache {
             }
             _ => None,
         };
+        let store = redis.map(|r| store::Store::new(r, settings.redis_timeout, keep));
+        let writes_invalidate = settings.enabled && !rules.routes.is_empty();
+        let invalidator = store.clone().filter(|_| writes_invalidate).map(|store| {
+            let routes = rules.routes.iter().map(|r| r.prefix.clone()).collect();
+            invalidator::Invalidator::start(
+                rules.routes.len(),
+                settings.redis_timeout,
+                invalidator::Generations { store, routes },
+            )
+        });
+        let invalidator = invalidator.transpose()?;
         Ok(Self {
             inner: Arc::new(Inner {
                 enabled: settings.enabled,
                 local,
-                store: redis.map(|r| store::Store::new(r, settings.redis_timeout, keep)),
+                store,
+                invalidator,
                 rules,
                 flights: flight::Flights::new(size(settings.max_inflight_keys)),
                 lock_timeout: settings.lock_timeout,

@@ -52,15 +52,24 @@ end
 return {entry, pttl, locked, gen}
 ";
 
-/// KEYS: entry, lock, tag generations. ARGV: generations seen by the lookup, entry bytes, PX,
-/// lock token (may be empty). Stores only if no tag was invalidated since the lookup (a response
-/// computed before a write must not outlive it), then releases the lock if it is still ours.
+/// KEYS: entry, lock, tag generations, then two markers when ARGV[5] is `1`. ARGV: generations
+/// seen by the lookup, entry bytes, PX, lock token (may be empty), marker flag. Stores only if no
+/// tag was invalidated since the lookup (a response computed before a write must not outlive it),
+/// then releases the lock if it is still ours. The markers (keys of their own, one under each
+/// tracked prefix, set and deleted at once) name the tracking pushes of this store: the local
+/// tier keeps its copy from those pushes on (see `local`).
 const STORE: &str = r"
+local last = #KEYS
+if ARGV[5] == '1' then last = last - 2 end
 local gens = {}
-for i = 3, #KEYS do gens[#gens + 1] = redis.call('GET', KEYS[i]) or '' end
+for i = 3, last do gens[#gens + 1] = redis.call('GET', KEYS[i]) or '' end
 local stored = 0
 if table.concat(gens, ',') == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1] .. '\n' .. ARGV[2], 'PX', ARGV[3])
+  for i = last + 1, #KEYS do
+    redis.call('SET', KEYS[i], '1', 'PX', 60000)
+    redis.call('DEL', KEYS[i])
+  end
   stored = 1
 end
 if ARGV[4] ~= '' and redis.call('GET', KEYS[2]) == ARGV[4] then redis.call('DEL', KEYS[2]) end
@@ -101,10 +110,30 @@ impl EntryKeys {
         self.keys.first().and_then(Key::as_str).unwrap_or_default()
     }
 
+    /// Keys of its own for one store of this entry: same slot, one under each tracked prefix.
+    pub fn markers(&self) -> Markers {
+        let entry = self.entry_key();
+        let id = ulid::Ulid::new();
+        // `rc:{<route>}:e:<sha1>`: the hash has no `:`.
+        let route = entry.rfind(":e:").map_or(entry, |end| &entry[..end]);
+        Markers {
+            entry: format!("{entry}~{id}"),
+            generation: format!("{route}:g:~own:{id}"),
+        }
+    }
+
     /// The keys of the tag generations the entry is stored under.
     pub fn generation_keys(&self) -> impl Iterator<Item = &[u8]> {
         self.keys.iter().skip(2).map(Key::as_bytes)
     }
+}
+
+/// The marker keys one store sets and deletes at once: the tracking pushes naming them are the
+/// ones of that store (see `local`).
+#[derive(Debug, Clone)]
+pub(crate) struct Markers {
+    pub entry: String,
+    pub generation: String,
 }
 
 /// The key of the entry `hash` of `route` (the local tier looks copies up by it).
@@ -130,6 +159,14 @@ pub(crate) fn is_generation_key(key: &[u8]) -> bool {
         .is_some_and(|end| key.get(end + 1..end + 4) == Some(b":g:".as_slice()))
 }
 
+/// Whether `key` is one of [`Markers`] (never an entry's key or generation).
+pub(crate) fn is_marker(key: &[u8]) -> bool {
+    key.iter().position(|&b| b == b'}').is_some_and(|end| {
+        let rest = key.get(end + 1..).unwrap_or_default();
+        rest.starts_with(b":g:~own:") || (rest.starts_with(b":e:") && rest.contains(&b'~'))
+    })
+}
+
 /// The generation keys `invalidate` sets for `tags` of `route` (dropped locally at once).
 pub(crate) fn generation_keys(route: &str, tags: &[String]) -> Vec<String> {
     tags.iter().map(|t| generation_key(route, t)).collect()
@@ -145,6 +182,7 @@ pub(crate) struct Lookup {
     pub generations: Bytes,
 }
 
+#[derive(Clone)]
 pub(crate) struct Store {
     redis: RedisCluster,
     budget: Duration,
@@ -206,7 +244,8 @@ impl Store {
     }
 
     /// Store `entry` for `lifetime` unless a tag changed since `generations`; releases `token`'s
-    /// lock. Returns whether it was stored.
+    /// lock; touches `markers` (from [`EntryKeys::markers`]) when it stores. Returns whether it
+    /// was stored.
     pub async fn store(
         &self,
         keys: &EntryKeys,
@@ -214,14 +253,21 @@ impl Store {
         entry: Vec<u8>,
         lifetime: Duration,
         token: &str,
+        markers: Option<&Markers>,
     ) -> Result<bool, RedisError> {
         let args: Vec<Value> = vec![
             Value::Bytes(generations),
             Value::Bytes(entry.into()),
             ms(lifetime).max(1).into(),
             token.into(),
+            if markers.is_some() { "1" } else { "0" }.into(),
         ];
-        let reply = self.eval(&STORE_SCRIPT, keys.keys.clone(), args).await?;
+        let mut all = keys.keys.clone();
+        if let Some(m) = markers {
+            all.push(m.entry.as_str().into());
+            all.push(m.generation.as_str().into());
+        }
+        let reply = self.eval(&STORE_SCRIPT, all, args).await?;
         Ok(reply.as_i64() == Some(1))
     }
 
@@ -233,9 +279,15 @@ impl Store {
             Vec::new(),
             Duration::from_millis(1),
             token,
+            None,
         )
         .await
         .map(drop)
+    }
+
+    /// How long one call may take.
+    pub fn budget(&self) -> Duration {
+        self.budget
     }
 
     /// Give `tags` of `route` a new generation.
@@ -291,5 +343,9 @@ mod tests {
         let [e, g] = tracked_prefixes("/api/queues");
         assert!(keys.entry_key().starts_with(&e));
         assert!(gens[0].starts_with(g.as_bytes()));
+        let m = keys.markers();
+        assert!(m.entry.starts_with(&e) && m.generation.starts_with(&g));
+        assert!(is_marker(m.entry.as_bytes()) && is_marker(m.generation.as_bytes()));
+        assert!(!is_marker(keys.entry_key().as_bytes()) && !is_marker(gens[0]));
     }
 }

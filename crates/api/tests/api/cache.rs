@@ -78,9 +78,12 @@ async fn item(probe: web::Data<Arc<Probe>>, req: HttpRequest) -> HttpResponse {
     }))
 }
 
+/// A new version, named in `x-version` (a read after this write must see it or a later one).
 async fn update(probe: web::Data<Arc<Probe>>) -> HttpResponse {
-    probe.version.fetch_add(1, Ordering::SeqCst);
-    HttpResponse::NoContent().finish()
+    let version = probe.version.fetch_add(1, Ordering::SeqCst) + 1;
+    HttpResponse::NoContent()
+        .insert_header(("x-version", version.to_string()))
+        .finish()
 }
 
 async fn teapot() -> HttpResponse {
@@ -522,6 +525,102 @@ async fn stale_while_revalidate_etag_head_invalidation_and_users() {
     // Huge query strings bypass the cache (no key, no memory).
     let long = format!("/t/items/3?q={}", "x".repeat(5000));
     assert_eq!(header(&route.get(&long, &[]).await, "x-cache"), "BYPASS");
+}
+
+#[tokio::test]
+async fn concurrent_writes_share_invalidation_calls_and_no_read_after_a_write_is_older() {
+    let cluster = RedisCluster::start();
+    let probe = Probe::new();
+    let route = Arc::new(spawn_route(&cluster, "shared", probe.clone()).await);
+    until_cached(&route, "/t/items/1").await;
+    let post = |route: Arc<TestRoute>| async move {
+        let req = route.http.post(format!("{}/t/items/1", route.base));
+        let r = within(BOUND, "POST", req.send()).await.unwrap();
+        assert_eq!(r.status(), 204);
+        header(&r, "x-version").parse::<usize>().unwrap()
+    };
+
+    // Writes only: their invalidations are the only script calls.
+    const WRITES: u64 = 200;
+    let before = script_calls(&cluster);
+    let writes: Vec<_> = (0..WRITES)
+        .map(|_| tokio::spawn(post(route.clone())))
+        .collect();
+    for w in writes {
+        within(BOUND, "a write", w).await.unwrap();
+    }
+    let calls = script_calls(&cluster) - before;
+    assert!(
+        (1..=WRITES / 2).contains(&calls),
+        "{calls} script calls for {WRITES} concurrent writes"
+    );
+
+    // Writes and reads interleaved: a read after a write answered sees that write (a write
+    // that joined the batch in flight could find an older answer stored under its new
+    // generation).
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let route = route.clone();
+            tokio::spawn(async move {
+                for _ in 0..5 {
+                    if i % 2 == 0 {
+                        let written = post(route.clone()).await;
+                        let r = route.get("/t/items/1", &[]).await;
+                        let seen: serde_json::Value = r.json().await.unwrap();
+                        let seen = seen["version"].as_u64().unwrap();
+                        assert!(
+                            seen >= written as u64,
+                            "read version {seen} after write {written} answered"
+                        );
+                    } else {
+                        assert_eq!(route.get("/t/items/1", &[]).await.status(), 200);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        within(BOUND, "writers and readers", t).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn the_get_after_a_miss_is_answered_locally_and_stays_coherent() {
+    let cluster = RedisCluster::start();
+    let probe = Probe::new();
+    let a = spawn_route(&cluster, "shared", probe.clone()).await;
+    let b = spawn_route(&cluster, "shared", probe.clone()).await;
+    // Both instances connected and tracking.
+    until_cached(&a, "/t/items/warm").await;
+    until_local_hit(|| a.get("/t/items/warm", &[]), &cluster).await;
+    until_local_hit(|| b.get("/t/items/warm", &[]), &cluster).await;
+    for id in 1..=3 {
+        let path = format!("/t/items/{id}");
+        let first = a.get(&path, &[]).await;
+        assert_eq!(header(&first, "x-cache"), "MISS");
+        // The miss's own store kept a copy: the second GET sends nothing to the cluster.
+        let before = script_calls(&cluster);
+        let second = a.get(&path, &[]).await;
+        assert_eq!(header(&second, "x-cache"), "HIT");
+        assert_eq!(
+            script_calls(&cluster),
+            before,
+            "GET #2 of {path} asked Redis"
+        );
+    }
+    // Still coherent: another instance's write drops the copy.
+    let post = b.http.post(format!("{}/t/items/1", b.base));
+    assert_eq!(
+        within(BOUND, "POST", post.send()).await.unwrap().status(),
+        204
+    );
+    let version = probe.version.load(Ordering::SeqCst);
+    eventually(BOUND, "A serves B's write", || async {
+        let r = a.get("/t/items/1", &[]).await;
+        let body: Option<serde_json::Value> = r.json().await.ok();
+        body.is_some_and(|v| v["version"] == version)
+    })
+    .await;
 }
 
 #[tokio::test]
