@@ -38,7 +38,8 @@
 //! `key_rate_per_ms`): `key:<k>:running` (set of ids holding the key's slots), `key:<k>:started`
 //! (zset: the key's rate window), `key:<k>:parked` (zset: ready jobs held back by the key's
 //! limit, at their ready score), `parked_keys` (zset: key → when to look at its parked jobs again,
-//! Redis ms; 0 once a job of it ended).
+//! Redis ms; 0 once a job of it ended). Parked jobs are pending: counted and listed
+//! (`list_parked.lua`) over the first [`PARKED_KEYS_READ`] parked keys.
 //! Meta fields of results and control: `result` (a done job's result JSON), `progress` (JSON
 //! `{percent, message}`), `cancel_requested` (ms: a cancel was asked for while a worker held it).
 //!
@@ -121,6 +122,8 @@ static DELETE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/delete.lua")));
 static PAUSE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../../lua/pause.lua")));
 static LIST: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../../lua/list.lua")));
+static LIST_PARKED: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/list_parked.lua")));
 static FETCH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../../lua/fetch.lua")));
 static FINISH: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/finish.lua")));
@@ -688,6 +691,32 @@ pub async fn list_page(
         .arg(cursor.map(|c| c.score.to_string()).unwrap_or_default())
         .arg(cursor.map(|c| c.id.as_str()).unwrap_or_default())
         .arg(limit)
+        .invoke_async(conn)
+        .await?;
+    Ok(flat
+        .chunks_exact(2)
+        .map(|p| (p[0].clone(), p[1].parse().unwrap_or(0.0)))
+        .collect())
+}
+
+/// Most limit keys whose parked jobs the pending count and listing read.
+pub const PARKED_KEYS_READ: usize = 1_000;
+
+/// One page of the jobs parked by their limit key, scored by due ms (their band taken off, as
+/// the ready ones in the pending listing), after `cursor` (`list_parked.lua`).
+pub async fn list_parked(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+    cursor: Option<&Cursor>,
+    limit: usize,
+) -> Result<Vec<(String, f64)>, JobQueueError> {
+    let flat: Vec<String> = LIST_PARKED
+        .key(&keys.parked_keys)
+        .key(&keys.limit_key)
+        .arg(cursor.map(|c| c.score.to_string()).unwrap_or_default())
+        .arg(cursor.map(|c| c.id.as_str()).unwrap_or_default())
+        .arg(limit)
+        .arg(PARKED_KEYS_READ)
         .invoke_async(conn)
         .await?;
     Ok(flat
