@@ -54,7 +54,9 @@
 //!   tests); the meta hash layout (`status` =
 //!   `Pending`, `Running`, `Done`, `Failed`, `Killed`; `locked_at` and `done_at` in seconds);
 //! - `register_worker.lua`, `keep_alive.lua` and `reenqueue_orphaned.lua` (run by `RedisStorage`
-//!   inside the worker's backend) hand orphans back to `active`, which `fetch.lua` takes first.
+//!   inside the worker's backend) hand orphans back to `active`, which `fetch.lua` takes first
+//!   (in a queue with per-key limits it moves them into `ready`, first in their priority band,
+//!   so they pass the same key check as every other job).
 //!
 //! ## Workarounds (upstream: github.com/apalis-dev/apalis-redis)
 //! 1. **Whole-second `run_at`, jobs fire up to ~1 s early** (`batch_push.lua`/`fetch_next.lua` use

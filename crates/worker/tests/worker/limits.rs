@@ -609,3 +609,68 @@ async fn parked_jobs_are_listed_as_pending() {
     expected.sort();
     assert_eq!(unique, expected);
 }
+
+/// An orphan handed back through apalis' active list (what `requeue_worker.lua` and apalis-redis'
+/// `reenqueue_orphaned.lua` both do) gets the per-key check: with `key_concurrency: 1`, the
+/// SIGKILLed worker's job does not run again while another job of its key runs on another worker,
+/// and neither is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requeued_orphan_waits_for_its_key() {
+    let redis = RedisServer::start();
+    let q = client(&redis);
+    let config = config_with_jobqueue("queues", "    - { name: orph, key_concurrency: 1 }\n");
+    let mut a = worker(&redis, "a", "orph", 2, Some(config.path())).await;
+    let first = q
+        .enqueue(
+            NewJob::delay_print("slow:1500:first")
+                .in_queue("orph")
+                .limit_key("k"),
+        )
+        .await
+        .unwrap()
+        .job_id;
+    eventually(Duration::from_secs(30), "a runs the first job", || async {
+        members(&redis, "{orph}:inflight:a") == [first.clone()]
+    })
+    .await;
+    a.kill();
+    // Registered while no worker lives: due in `ready` when the orphan comes back.
+    let second = q
+        .enqueue(
+            NewJob::delay_print("slow:1500:second")
+                .in_queue("orph")
+                .limit_key("k"),
+        )
+        .await
+        .unwrap()
+        .job_id;
+    // The dead worker's run handed back as both re-queue paths do (its key slot still names it).
+    redis.cli(&["SREM", "{orph}:inflight:a", &first]);
+    redis.cli(&["RPUSH", "{orph}:active", &first]);
+    redis.cli(&[
+        "HSET",
+        &format!("{{orph}}:meta:{first}"),
+        "status",
+        "Pending",
+    ]);
+    redis.cli(&[
+        "HDEL",
+        &format!("{{orph}}:meta:{first}"),
+        "locked_at",
+        "locked_by",
+    ]);
+    redis.cli(&["ZREM", "{orph}:workers", "a"]);
+    let _b = worker(&redis, "b", "orph", 4, Some(config.path())).await;
+    let _c = worker(&redis, "c", "orph", 4, Some(config.path())).await;
+    let orph = q.queue("orph").unwrap();
+    wait_done(&orph, 2, Duration::from_secs(60)).await;
+    let done = done_jobs(&orph).await;
+    let ids: Vec<&str> = done.iter().map(|j| j.job_id.as_str()).collect();
+    assert!(ids.contains(&first.as_str()) && ids.contains(&second.as_str()));
+    assert_eq!(
+        most_at_once(&done),
+        1,
+        "the orphan ran beside its key's other job: {done:?}"
+    );
+    assert_eq!(orph.stats().await.unwrap().running, 0);
+}
