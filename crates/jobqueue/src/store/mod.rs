@@ -40,6 +40,11 @@
 //! limit, at their ready score), `parked_keys` (zset: key → when to look at its parked jobs again,
 //! Redis ms; 0 once a job of it ended). Parked jobs are pending: counted and listed
 //! (`list_parked.lua`) over the first [`PARKED_KEYS_READ`] parked keys.
+//! A done job keeps only what its readers need (bytes per job until `done_retention`):
+//! `finish.lua` drops `done_at`, `job_type`, `next_run_ms`, `locked_by` (and `max_retry` when
+//! 0, which absent reads as), and moves a job JSON
+//! of at most 64 bytes from `data` into meta `data` (still a listpack); readers take `data`'s
+//! entry, else meta `data`, and the type from the JSON when meta has none.
 //! Meta fields of results and control: `result` (a done job's result JSON), `progress` (JSON
 //! `{percent, message}`), `cancel_requested` (ms: a cancel was asked for while a worker held it).
 //!
@@ -864,6 +869,7 @@ pub async fn finish(
         .key(keys.apalis.active_jobs_list())
         .key(&keys.limit_key)
         .key(&keys.parked_keys)
+        .key(keys.apalis.job_data_hash())
         .arg(now)
         .arg(now / 1000)
         .arg(ERRORS_KEPT)

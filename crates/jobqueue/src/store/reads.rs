@@ -53,9 +53,10 @@ pub async fn read_jobs(
     let raws: Vec<RawTuple> = pipe.query_async(c).await?;
     let mut raws: Vec<Raw> = raws
         .into_iter()
-        .map(|t| Raw {
+        .map(|mut t| Raw {
+            // a done job's short JSON lives in its meta (finish.lua)
+            data: t.1.or_else(|| t.0.remove("data")),
             meta: t.0,
-            data: t.1,
             delayed: t.2,
             retrying: t.3,
             apalis_scheduled: t.4,
