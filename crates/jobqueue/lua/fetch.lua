@@ -2,8 +2,9 @@
 -- → fetch_next → acquire_leases chain: four round trips and an O(length) LREM per job).
 -- Due jobs of {q}:delayed and {q}:retrying first move into {q}:ready, scored by priority band
 -- then due time (a delayed job never jumps ahead before it is due). Order taken: jobs handed back
--- to apalis' active list (orphans, older versions), then {q}:ready (higher priority first, FIFO
--- within a priority). Each taken job is in the worker's in-flight set, marked Running. The queue's
+-- to apalis' active list (orphans, older versions; with per-key limits they join {q}:ready first
+-- within their band, so the key check applies to them too), then {q}:ready (higher priority
+-- first, FIFO within a priority). Each taken job is in the worker's in-flight set, marked Running. The queue's
 -- limits ({q}:limits: `concurrency`, `rate_max` per `rate_per_ms`) are decided here, for all
 -- workers at once: at most `concurrency` jobs in the in-flight sets of the registered workers
 -- (whatever path re-queues a dead worker's jobs — ours or apalis-redis' own
@@ -140,6 +141,20 @@ if keyed then
         end
         if redis.call("exists", parked) == 0 then
             redis.call("zrem", KEYS[15], k)
+        end
+    end
+end
+
+-- Jobs handed back to apalis' active list (orphans re-queued by requeue_worker.lua or by
+-- apalis-redis' reenqueue_orphaned.lua; older versions) get the same per-key decision as any
+-- ready job: into ready, first within their priority band (due 0), even when nothing may start
+-- now. Without key limits they are taken straight from the list below.
+if keyed then
+    local back = redis.call("lpop", KEYS[2], PROMOTE)
+    if back then
+        for _, id in ipairs(back) do
+            local priority = tonumber(redis.call("hget", KEYS[5] .. ":" .. id, "priority")) or 5
+            redis.call("zadd", KEYS[10], (10 - priority) * BAND, id)
         end
     end
 end

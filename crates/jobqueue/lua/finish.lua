@@ -11,6 +11,7 @@
 -- (a recorded end leaves the in-flight set: that frees the job's concurrency slot)
 -- KEYS[15]: per-key prefix ({q}:key)  KEYS[16]: {q}:parked_keys: a job with a `limit_key` frees
 -- its key's slot, and that key's parked jobs are looked at again (score 0)
+-- KEYS[17]: {q}:data (a done job's short JSON moves into its meta `data`)
 -- ARGV[1]: now (ms)  ARGV[2]: now (s)  ARGV[3]: errors kept per job  ARGV[4]: history ttl (s)
 -- ARGV[5]: events kept (the stream's approximate MAXLEN; "0": no events)
 -- ARGV[6..]: groups of 7: id, kind (done|retry|dead|later|cancelled|progress), failures,
@@ -68,11 +69,29 @@ for i = 6, #ARGV, 7 do
         if kind == "done" then
             processed = processed + 1
             redis.call("zadd", KEYS[3], ARGV[1], id)
-            redis.call("hset", meta_key, "status", "Done", "done_at", ARGV[2])
+            redis.call("hset", meta_key, "status", "Done")
             if #ARGV[i + 6] > 0 then
                 redis.call("hset", meta_key, "result", ARGV[i + 6])
             end
             event(id, "done")
+            -- A done job is kept `done_retention` (bytes per job): drop what no reader of a done
+            -- job needs. Its time is its {q}:finished score (`done_at`: older versions, or a
+            -- failed run before), its type the one in its JSON, `next_run_ms` and `locked_by`
+            -- only matter while it waits or runs (`locked_at` stays: the start when no limit
+            -- stamped `started_ms`).
+            redis.call("hdel", meta_key, "done_at", "job_type", "next_run_ms", "locked_by")
+            if redis.call("hget", meta_key, "max_retry") == "0" then
+                -- absent reads as 0
+                redis.call("hdel", meta_key, "max_retry")
+            end
+            -- A short job JSON moves from {q}:data (~130 B per entry of that hashtable) into the
+            -- meta hash (its length plus a few bytes) when the hash stays a listpack: values up to
+            -- Redis' default hash-max-listpack-value, 64 bytes. Readers look in both.
+            local job = redis.call("hget", KEYS[17], id)
+            if job and #job <= 64 and #ARGV[i + 6] <= 64 then
+                redis.call("hset", meta_key, "data", job)
+                redis.call("hdel", KEYS[17], id)
+            end
         elseif kind == "cancelled" then
             redis.call("zadd", KEYS[10], ARGV[1], id)
             redis.call("hset", meta_key, "status", "Cancelled", "done_at", ARGV[2])

@@ -163,7 +163,11 @@ fn status_of(raw: &Raw, now: f64) -> JobStatus {
         _ if raw.retrying.is_some_and(|due| due > now) || raw.apalis_scheduled.is_some() => {
             JobStatus::Retrying
         }
-        _ if raw.delayed.is_some() || raw.retrying.is_some() || raw.ready.is_some() => {
+        _ if raw.delayed.is_some()
+            || raw.retrying.is_some()
+            || raw.ready.is_some()
+            || raw.parked.is_some() =>
+        {
             JobStatus::Pending
         }
         Some("Running") => JobStatus::Running,

@@ -38,7 +38,13 @@
 //! `key_rate_per_ms`): `key:<k>:running` (set of ids holding the key's slots), `key:<k>:started`
 //! (zset: the key's rate window), `key:<k>:parked` (zset: ready jobs held back by the key's
 //! limit, at their ready score), `parked_keys` (zset: key → when to look at its parked jobs again,
-//! Redis ms; 0 once a job of it ended).
+//! Redis ms; 0 once a job of it ended). Parked jobs are pending: counted and listed
+//! (`list_parked.lua`) over the first [`PARKED_KEYS_READ`] parked keys.
+//! A done job keeps only what its readers need (bytes per job until `done_retention`):
+//! `finish.lua` drops `done_at`, `job_type`, `next_run_ms`, `locked_by` (and `max_retry` when
+//! 0, which absent reads as), and moves a job JSON
+//! of at most 64 bytes from `data` into meta `data` (still a listpack); readers take `data`'s
+//! entry, else meta `data`, and the type from the JSON when meta has none.
 //! Meta fields of results and control: `result` (a done job's result JSON), `progress` (JSON
 //! `{percent, message}`), `cancel_requested` (ms: a cancel was asked for while a worker held it).
 //!
@@ -53,7 +59,9 @@
 //!   tests); the meta hash layout (`status` =
 //!   `Pending`, `Running`, `Done`, `Failed`, `Killed`; `locked_at` and `done_at` in seconds);
 //! - `register_worker.lua`, `keep_alive.lua` and `reenqueue_orphaned.lua` (run by `RedisStorage`
-//!   inside the worker's backend) hand orphans back to `active`, which `fetch.lua` takes first.
+//!   inside the worker's backend) hand orphans back to `active`, which `fetch.lua` takes first
+//!   (in a queue with per-key limits it moves them into `ready`, first in their priority band,
+//!   so they pass the same key check as every other job).
 //!
 //! ## Workarounds (upstream: github.com/apalis-dev/apalis-redis)
 //! 1. **Whole-second `run_at`, jobs fire up to ~1 s early** (`batch_push.lua`/`fetch_next.lua` use
@@ -121,6 +129,8 @@ static DELETE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/delete.lua")));
 static PAUSE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../../lua/pause.lua")));
 static LIST: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../../lua/list.lua")));
+static LIST_PARKED: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/list_parked.lua")));
 static FETCH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../../lua/fetch.lua")));
 static FINISH: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/finish.lua")));
@@ -696,6 +706,32 @@ pub async fn list_page(
         .collect())
 }
 
+/// Most limit keys whose parked jobs the pending count and listing read.
+pub const PARKED_KEYS_READ: usize = 1_000;
+
+/// One page of the jobs parked by their limit key, scored by due ms (their band taken off, as
+/// the ready ones in the pending listing), after `cursor` (`list_parked.lua`).
+pub async fn list_parked(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+    cursor: Option<&Cursor>,
+    limit: usize,
+) -> Result<Vec<(String, f64)>, JobQueueError> {
+    let flat: Vec<String> = LIST_PARKED
+        .key(&keys.parked_keys)
+        .key(&keys.limit_key)
+        .arg(cursor.map(|c| c.score.to_string()).unwrap_or_default())
+        .arg(cursor.map(|c| c.id.as_str()).unwrap_or_default())
+        .arg(limit)
+        .arg(PARKED_KEYS_READ)
+        .invoke_async(conn)
+        .await?;
+    Ok(flat
+        .chunks_exact(2)
+        .map(|p| (p[0].clone(), p[1].parse().unwrap_or(0.0)))
+        .collect())
+}
+
 /// A job [`fetch`] took for a worker: its id, stored JSON and the meta fields the runner reads.
 #[derive(Debug, Clone)]
 pub struct FetchedJob {
@@ -833,6 +869,7 @@ pub async fn finish(
         .key(keys.apalis.active_jobs_list())
         .key(&keys.limit_key)
         .key(&keys.parked_keys)
+        .key(keys.apalis.job_data_hash())
         .arg(now)
         .arg(now / 1000)
         .arg(ERRORS_KEPT)

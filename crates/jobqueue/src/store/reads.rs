@@ -1,7 +1,7 @@
 //! The store's reads for the inspector: one job's keys in one pipeline, counts from raw key
 //! sizes (apalis-redis' own stats are broken: workaround 7), listings by state, history.
 
-use super::{list_page, now_ms, Cursor, Keys, ERRORS_KEPT};
+use super::{list_page, list_parked, now_ms, Cursor, Keys, ERRORS_KEPT, PARKED_KEYS_READ};
 use crate::error::JobQueueError;
 use crate::types::{JobStatus, QueueStats};
 use redis::aio::ConnectionManager;
@@ -22,6 +22,8 @@ pub struct Raw {
     pub cancelled: Option<f64>,
     /// Its score in `ready` (due, waiting for a worker or a limit).
     pub ready: Option<f64>,
+    /// Its score in its limit key's `parked` set (due, held back by the key's limit).
+    pub parked: Option<f64>,
 }
 
 type RawTuple = (
@@ -49,11 +51,12 @@ pub async fn read_jobs(
         add_reads(&mut pipe, keys, id);
     }
     let raws: Vec<RawTuple> = pipe.query_async(c).await?;
-    Ok(raws
+    let mut raws: Vec<Raw> = raws
         .into_iter()
-        .map(|t| Raw {
+        .map(|mut t| Raw {
+            // a done job's short JSON lives in its meta (finish.lua)
+            data: t.1.or_else(|| t.0.remove("data")),
             meta: t.0,
-            data: t.1,
             delayed: t.2,
             retrying: t.3,
             apalis_scheduled: t.4,
@@ -63,8 +66,28 @@ pub async fn read_jobs(
             errors: t.8,
             cancelled: t.9,
             ready: t.10,
+            parked: None,
         })
-        .collect())
+        .collect();
+    // A job with a limit key found nowhere else may be parked by it: a second round trip, only
+    // for those.
+    let keyed: Vec<(usize, String)> = raws
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.ready.is_none() && r.delayed.is_none() && r.retrying.is_none())
+        .filter_map(|(i, r)| r.meta.get("limit_key").map(|k| (i, k.clone())))
+        .collect();
+    if !keyed.is_empty() {
+        let mut pipe = redis::pipe();
+        for (i, key) in &keyed {
+            pipe.zscore(format!("{}:{key}:parked", keys.limit_key), &ids[*i]);
+        }
+        let scores: Vec<Option<f64>> = pipe.query_async(c).await?;
+        for ((i, _), score) in keyed.into_iter().zip(scores) {
+            raws[i].parked = score;
+        }
+    }
+    Ok(raws)
 }
 
 fn add_reads(pipe: &mut redis::Pipeline, keys: &Keys, id: &str) {
@@ -101,7 +124,7 @@ pub async fn counts(c: &mut ConnectionManager, keys: &Keys) -> Result<QueueStats
         .zcard(&keys.cancelled)
         .zcard(&keys.ready)
         .zrange(k.workers_set(), 0, 999)
-        .zrange(&keys.parked_keys, 0, 999)
+        .zrange(&keys.parked_keys, 0, PARKED_KEYS_READ as isize - 1)
         .query_async(c)
         .await?;
     let parked_keys: Vec<String> =
@@ -192,6 +215,8 @@ pub async fn page_ids(
             let mut all = list_page(c, &keys.delayed, due, false, cursor, limit).await?;
             all.extend(list_page(c, &keys.retrying, due, false, cursor, limit).await?);
             all.extend(ready_page(c, keys, cursor, limit).await?);
+            // held back by their limit key (counted as pending too)
+            all.extend(list_parked(c, keys, cursor, limit).await?);
             let active: Vec<String> = redis::cmd("LRANGE")
                 .arg(keys.apalis.active_jobs_list())
                 .arg(0)

@@ -541,3 +541,136 @@ async fn webhooks_are_rate_limited_per_host() {
     );
     server.stop(true).await;
 }
+
+/// Jobs held back by their limit key (parked in `key:<k>:parked`) are pending: the pending
+/// listing shows them, paged, as many as the pending count says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_jobs_are_listed_as_pending() {
+    let redis = RedisServer::start();
+    let q = client(&redis);
+    let config = config_with_jobqueue("queues", "    - { name: park, key_concurrency: 1 }\n");
+    let mut jobs: Vec<NewJob> = (0..25)
+        .map(|i| {
+            NewJob::delay_print(format!("slow:120000:big-{i}"))
+                .in_queue("park")
+                .limit_key("big")
+        })
+        .collect();
+    // one of a lower priority, parked in another band (taken off in the listing, as for the
+    // ready ones)
+    jobs.push(
+        NewJob::delay_print("slow:120000:big-low")
+            .in_queue("park")
+            .limit_key("big")
+            .priority(2),
+    );
+    let ids: Vec<String> = q
+        .enqueue_batch(jobs)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.job_id)
+        .collect();
+    let _w = worker(&redis, "w1", "park", 4, Some(config.path())).await;
+    let park = q.queue("park").unwrap();
+    eventually(Duration::from_secs(30), "25 jobs parked", || async {
+        redis.cli(&["ZCARD", "{park}:key:big:parked"]).trim() == "25"
+    })
+    .await;
+    let stats = park.stats().await.unwrap();
+    assert_eq!((stats.running, stats.pending), (1, 25));
+    let mut listed = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = park
+            .list(JobStatus::Pending, None, 7, cursor.as_deref())
+            .await
+            .unwrap();
+        assert!(page.jobs.iter().all(|j| j.status == JobStatus::Pending));
+        listed.extend(page.jobs.into_iter().map(|j| j.job_id));
+        match page.next_cursor {
+            Some(next) if listed.len() <= ids.len() => cursor = Some(next),
+            _ => break,
+        }
+    }
+    assert_eq!(listed.len() as u64, stats.pending, "listed {listed:?}");
+    let mut unique = listed.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), listed.len(), "a job listed twice");
+    // the one running is not among them; all the others are
+    let running = park.list(JobStatus::Running, None, 10, None).await.unwrap();
+    assert_eq!(running.jobs.len(), 1);
+    let mut expected: Vec<String> = ids
+        .iter()
+        .filter(|id| **id != running.jobs[0].job_id)
+        .cloned()
+        .collect();
+    expected.sort();
+    assert_eq!(unique, expected);
+}
+
+/// An orphan handed back through apalis' active list (what `requeue_worker.lua` and apalis-redis'
+/// `reenqueue_orphaned.lua` both do) gets the per-key check: with `key_concurrency: 1`, the
+/// SIGKILLed worker's job does not run again while another job of its key runs on another worker,
+/// and neither is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requeued_orphan_waits_for_its_key() {
+    let redis = RedisServer::start();
+    let q = client(&redis);
+    let config = config_with_jobqueue("queues", "    - { name: orph, key_concurrency: 1 }\n");
+    let mut a = worker(&redis, "a", "orph", 2, Some(config.path())).await;
+    let first = q
+        .enqueue(
+            NewJob::delay_print("slow:1500:first")
+                .in_queue("orph")
+                .limit_key("k"),
+        )
+        .await
+        .unwrap()
+        .job_id;
+    eventually(Duration::from_secs(30), "a runs the first job", || async {
+        members(&redis, "{orph}:inflight:a") == [first.clone()]
+    })
+    .await;
+    a.kill();
+    // Registered while no worker lives: due in `ready` when the orphan comes back.
+    let second = q
+        .enqueue(
+            NewJob::delay_print("slow:1500:second")
+                .in_queue("orph")
+                .limit_key("k"),
+        )
+        .await
+        .unwrap()
+        .job_id;
+    // The dead worker's run handed back as both re-queue paths do (its key slot still names it).
+    redis.cli(&["SREM", "{orph}:inflight:a", &first]);
+    redis.cli(&["RPUSH", "{orph}:active", &first]);
+    redis.cli(&[
+        "HSET",
+        &format!("{{orph}}:meta:{first}"),
+        "status",
+        "Pending",
+    ]);
+    redis.cli(&[
+        "HDEL",
+        &format!("{{orph}}:meta:{first}"),
+        "locked_at",
+        "locked_by",
+    ]);
+    redis.cli(&["ZREM", "{orph}:workers", "a"]);
+    let _b = worker(&redis, "b", "orph", 4, Some(config.path())).await;
+    let _c = worker(&redis, "c", "orph", 4, Some(config.path())).await;
+    let orph = q.queue("orph").unwrap();
+    wait_done(&orph, 2, Duration::from_secs(60)).await;
+    let done = done_jobs(&orph).await;
+    let ids: Vec<&str> = done.iter().map(|j| j.job_id.as_str()).collect();
+    assert!(ids.contains(&first.as_str()) && ids.contains(&second.as_str()));
+    assert_eq!(
+        most_at_once(&done),
+        1,
+        "the orphan ran beside its key's other job: {done:?}"
+    );
+    assert_eq!(orph.stats().await.unwrap().running, 0);
+}

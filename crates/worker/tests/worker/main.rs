@@ -7,6 +7,7 @@ mod control;
 mod job_types;
 mod jobs;
 mod limits;
+mod memory;
 mod queues;
 mod schedules;
 mod security;
