@@ -4,6 +4,7 @@ pub mod bullmq;
 pub mod cache;
 pub mod enqueue;
 pub mod limiter;
+pub mod queues;
 pub mod reconnect;
 pub mod worker;
 
