@@ -43,6 +43,11 @@ pub async fn bench(plan: &Plan, out: Option<&Path>) -> anyhow::Result<Report> {
         let r = sections::queues::run(&stack, plan, &mut report).await;
         check(plan, &mut report, "queues", r)?;
     }
+    if plan.runs("events") {
+        report.gate(quiet::wait("section events (start)", plan.quiet_bound).await);
+        let r = sections::events::run(&stack, plan, &mut report).await;
+        check(plan, &mut report, "events", r)?;
+    }
     if plan.runs("bullmq") {
         report.gate(quiet::wait("section bullmq (start)", plan.quiet_bound).await);
         let ours = sections::bullmq::Ours {
