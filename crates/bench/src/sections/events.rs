@@ -1,4 +1,4 @@
-//! 8. Events and schedules (issue 21): the cost of the event stream (worker jobs/s with it on,
+//! Section 10, events and schedules (issue 21): the cost of the event stream (worker jobs/s with it on,
 //! at the default `events_max_len`, against `events_max_len: 0`), and schedule precision: a
 //! `*/1 * * * * *` schedule run for a few ticks, tick → job start.
 //!
@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 const SCHEDULE: &str = "bench-every-second";
 
 pub async fn run(stack: &Stack, plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
-    let s = "8 events";
+    let s = "10 events";
     let n = plan.jobs;
     let on = stack.settings()?;
     let default_queue = on.jobqueue.queue.clone();
@@ -61,7 +61,7 @@ fn ticks(plan: &Plan) -> usize {
 }
 
 async fn schedule_precision(stack: &Stack, plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
-    let s = "8 events";
+    let s = "10 events";
     let ticks = ticks(plan);
     stack.flush_jobqueue();
     let mut settings = stack.settings()?;

@@ -1,4 +1,4 @@
-//! 7. Named queues (issue 20): three weighted queues (6/3/1) drained together against one queue
+//! Section 9, named queues (issue 20): three weighted queues (6/3/1) drained together against one queue
 //! with the same number of jobs, and the cost of a per-queue `concurrency` limit set above the
 //! load. Jobs are `bench:noop` run by the worker library in this process (as the noop rows of
 //! sections/worker.rs), so queues and limits are plain `jobqueue` settings, changed in memory.
@@ -22,7 +22,7 @@ const WEIGHTED: [(&str, u32); 3] = [("bench-high", 6), ("bench-mid", 3), ("bench
 const LIMIT_ABOVE_LOAD: u32 = 2 * CONCURRENCY as u32;
 
 pub async fn run(stack: &Stack, plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
-    let s = "7 queues";
+    let s = "9 queues";
     let n = plan.jobs;
     let base = stack.settings()?;
     let default_queue = base.jobqueue.queue.clone();
