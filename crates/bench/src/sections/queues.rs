@@ -13,9 +13,12 @@ use cacheserver_config::{QueueSettings, Settings};
 use cacheserver_jobqueue::{store, JobQueue, NewJob, Registry};
 use cacheserver_worker::{Supervisor, WorkerOptions};
 use std::future::Future;
+use std::time::Duration;
 
 /// Concurrency of every run of this section (the worker rows' highest).
 pub const CONCURRENCY: usize = 64;
+/// How long `during` runs before the worker starts (see [`supervised`]).
+const WORKER_HEAD_START: Duration = Duration::from_millis(100);
 /// The weighted queues and their weights; jobs are split between them in the same proportion.
 const WEIGHTED: [(&str, u32); 3] = [("bench-high", 6), ("bench-mid", 3), ("bench-low", 1)];
 /// The limited queue's `concurrency`: above the load, so it only costs its bookkeeping.
@@ -99,8 +102,7 @@ fn one_free_queue(base: &Settings) -> Settings {
 
 /// On an empty Redis, store `k` due `bench:noop` jobs in each `(queue, k)`, then run one worker
 /// (in this process, at [`CONCURRENCY`], configured by `settings`) until all are recorded done.
-/// Each queue's completions are timed on the clock of [`drain`]; the queues drain at once, so the
-/// total rate is all jobs over the longest of their windows, and CPU per job is that window's.
+/// Timed on the clock of [`drain`], with the queues' completions added up.
 pub async fn drain_queues(
     stack: &Stack,
     settings: &Settings,
@@ -117,35 +119,14 @@ pub async fn drain_queues(
             NewJob::new(NOOP, serde_json::json!({})).in_queue(name)
         })
         .await?;
-        keys.push((store::completions_key(queue.keys()).to_owned(), k));
+        keys.push(store::completions_key(queue.keys()).to_owned());
     }
-    let port = stack.jobqueue.port();
-    let pids = [std::process::id()];
-    let drains = supervised(settings, registry, "bench-queues", async {
-        let each = keys
-            .iter()
-            .map(|(key, k)| drain::measure(port, key, *k, drain_bound(*k), &pids));
-        futures::future::try_join_all(each).await
-    })
-    .await??;
     let total: usize = queues.iter().map(|(_, k)| k).sum();
-    // (window s, jobs) of each queue; the longest window is the whole drain.
-    let (secs, jobs, drain) = drains
-        .iter()
-        .zip(queues)
-        .map(|(d, &(_, k))| (k as f64 / d.rate.max(1e-9), k as f64, *d))
-        .fold((0.0, 0.0, Drain::default()), |acc, x| {
-            if x.0 > acc.0 {
-                x
-            } else {
-                acc
-            }
-        });
-    Ok(Drain {
-        rate: total as f64 / secs.max(0.001),
-        worker_us: drain.worker_us * jobs / total as f64,
-        redis_us: drain.redis_us * jobs / total as f64,
-    })
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let pids = [std::process::id()];
+    let port = stack.jobqueue.port();
+    let measured = drain::measure_keys(port, &keys, total, drain_bound(total), &pids);
+    supervised(settings, registry, "bench-queues", measured).await?
 }
 
 /// Run a worker (the `Supervisor`, in this process, at [`CONCURRENCY`], with `registry`'s job
@@ -162,8 +143,14 @@ pub async fn supervised<T>(
     options.concurrency = CONCURRENCY;
     let worker = Supervisor::new(redis, &settings.jobqueue, options)?.with_registry(registry);
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let running = tokio::spawn(worker.run(stopped));
-    let out = during.await;
+    // `during` (the drain's pollers) gets a head start to connect: a small drain could otherwise
+    // be over before the first poll. Not in the figures: a drain's window opens at its first
+    // completion.
+    let start = async {
+        tokio::time::sleep(WORKER_HEAD_START).await;
+        tokio::spawn(worker.run(stopped))
+    };
+    let (out, running) = tokio::join!(during, start);
     let _ = stop.send(true);
     running.await?;
     Ok(out)
