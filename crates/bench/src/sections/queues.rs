@@ -146,11 +146,11 @@ pub async fn supervised<T>(
     // `during` (the drain's pollers) gets a head start to connect: a small drain could otherwise
     // be over before the first poll. Not in the figures: a drain's window opens at its first
     // completion.
-    let start = async {
+    let running = tokio::spawn(async move {
         tokio::time::sleep(WORKER_HEAD_START).await;
-        tokio::spawn(worker.run(stopped))
-    };
-    let (out, running) = tokio::join!(during, start);
+        worker.run(stopped).await
+    });
+    let out = during.await;
     let _ = stop.send(true);
     running.await?;
     Ok(out)
