@@ -4,7 +4,7 @@
 // Covers: register through the page → done; a failing job → dead with its error history; retry
 // one; bulk retry and bulk delete of selected dead jobs; tabs, pagination and the type filter;
 // cancel a scheduled job; pause → banner, a due job does not start, resume → it runs; the chart;
-// the page follows the queue's event stream.
+// the page follows the queue's event stream; the queue's limits and a job's limit key.
 // No sleeps: every wait is for something the page shows, and bounded.
 
 import { mkdirSync, copyFileSync, rmSync } from "node:fs";
@@ -117,6 +117,13 @@ async function steps(page, base, worker) {
     await page.goto(`${base}/`, { timeout: STEP_MS });
     await page.locator("#queue-name", { hasText: "dm-jobqueue" }).waitFor();
     await page.locator('#job-type option[value="demo:delay_print"]').waitFor({ state: "attached" });
+    // The queue's limits (none declared for it here): running against its concurrency, the
+    // waiting jobs, and each limit shown as such.
+    await page.locator('#queue-limits [data-limit="running"]', { hasText: /^\d+ \(no limit\)$/ }).waitFor();
+    for (const limit of ["rate_limit", "key_concurrency", "key_rate_limit"]) {
+      await page.locator(`#queue-limits [data-limit="${limit}"]`, { hasText: "no limit" }).waitFor();
+    }
+    await page.locator('#queue-limits [data-limit="waiting"]', { hasText: /^\d+$/ }).waitFor();
 
     // 1. Register through the page and see it done.
     const message = `hello from the e2e test ${Date.now()}`;
@@ -167,7 +174,7 @@ async function steps(page, base, worker) {
 
     // 5. Tabs + pagination (more jobs than a page) + type filter; cancel a scheduled job.
     const later = await registerBatch(base, Array.from({ length: 12 }, (_, i) => ({
-      type: "demo:delay_print", payload: { message: `later ${i}` }, delay_seconds: 3600,
+      type: "demo:delay_print", payload: { message: `later ${i}` }, delay_seconds: 3600, limit_key: `tenant-${i}`,
     })));
     await openTab(page, "scheduled");
     await page.selectOption("#page-size", "10");
@@ -213,6 +220,8 @@ async function steps(page, base, worker) {
     if ((await row(page, held).count()) !== 1 || worker.output.includes(pausedMessage)) {
       throw new Error("a job started while the queue was paused");
     }
+    const waiting = Number(await page.locator('#queue-limits [data-limit="waiting"]').textContent());
+    if (waiting < 1) throw new Error(`the held job is not counted as waiting: ${waiting}`);
     await shot(page, "jobs-page-paused.png");
     await expectAlert(page, () => page.click("#banner-resume"), "success", /resumed/);
     await page.locator("#paused-banner").waitFor({ state: "hidden" });
@@ -232,6 +241,7 @@ async function steps(page, base, worker) {
     await rowCount(page, 10); // 11 left, 10 a page
     await rows(page).first().locator("button.link").click();
     await page.locator('#detail [data-field="status"]', { hasText: "scheduled" }).waitFor();
+    await page.locator('#detail [data-field="limit_key"]', { hasText: /^tenant-\d+$/ }).waitFor();
     const dashboard = await shot(page, "jobs-dashboard.png");
     if (process.env.E2E_UPDATE_DOCS) copyFileSync(dashboard, path.join(ROOT, "docs", "jobs-dashboard.png"));
 

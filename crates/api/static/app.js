@@ -267,10 +267,27 @@ async function refreshQueues() {
   queue.counts = q.counts;
   setPaused(q.paused);
   $("queue-name").textContent = q.name;
+  renderLimits(q.limits);
   for (const el of document.querySelectorAll("[data-count]")) {
     const v = q.counts[el.dataset.count];
     el.textContent = v === undefined ? "–" : String(v);
   }
+}
+
+// The queue's limits shared by all workers (jobqueue.queues; null: none) and what they count.
+function renderLimits(limits) {
+  const l = limits || {};
+  const rate = (r) => (r ? `${r.max} per ${r.per_seconds} s` : "no limit");
+  const cells = {
+    running: l.concurrency == null ? `${l.running ?? 0} (no limit)` : `${l.running ?? 0} / ${l.concurrency}`,
+    waiting: String(l.waiting ?? 0),
+    rate_limit: rate(l.rate_limit),
+    key_concurrency: l.key_concurrency == null ? "no limit" : String(l.key_concurrency),
+    key_rate_limit: rate(l.key_rate_limit),
+  };
+  for (const dd of document.querySelectorAll("[data-limit]")) dd.textContent = cells[dd.dataset.limit];
+  const full = l.concurrency != null && (l.running ?? 0) >= l.concurrency;
+  $("queue-limits").classList.toggle("at-limit", full);
 }
 
 function setPaused(paused) {
@@ -587,6 +604,7 @@ function renderDetail(job) {
     attempts: String(job.attempts),
     max_retry: String(job.max_retry),
     priority: String(job.priority ?? 5),
+    limit_key: job.limit_key ?? "–",
     created_at: when(job.created_at),
     run_at: when(job.run_at),
     started_at: when(job.started_at),

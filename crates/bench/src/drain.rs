@@ -44,6 +44,18 @@ pub async fn measure(
     within: Duration,
     pids: &[u32],
 ) -> anyhow::Result<Drain> {
+    measure_keys(port, &[key], n, within, pids).await
+}
+
+/// [`measure`] for jobs spread over several queues drained at once: their completions added up.
+pub async fn measure_keys(
+    port: u16,
+    keys: &[&str],
+    n: usize,
+    within: Duration,
+    pids: &[u32],
+) -> anyhow::Result<Drain> {
+    let key = keys.join(" + ");
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
     let mut conn = client
         .get_multiplexed_async_connection()
@@ -52,7 +64,11 @@ pub async fn measure(
     let deadline = Instant::now() + within;
     let mut first: Option<Sample> = None;
     loop {
-        let done: usize = redis::cmd("ZCARD").arg(key).query_async(&mut conn).await?;
+        let mut done = 0;
+        for k in keys {
+            let count: usize = redis::cmd("ZCARD").arg(k).query_async(&mut conn).await?;
+            done += count;
+        }
         if done > 0 && (first.is_none() || done >= n) {
             let sample = Sample {
                 at: Instant::now(),

@@ -28,7 +28,8 @@ struct Args {
     /// Markdown file whose generated part is replaced (default docs/benchmarks.md; not in smoke).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Run only these sections (comma list of limiter, enqueue, worker, bullmq, cache, reconnect);
+    /// Run only these sections (comma list of limiter, enqueue, worker, queues,
+    /// events, bullmq, cache, reconnect);
     /// a partial run writes no docs unless `--out` is given.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,

@@ -38,6 +38,16 @@ pub async fn bench(plan: &Plan, out: Option<&Path>) -> anyhow::Result<Report> {
         let r = sections::worker::run(&stack, plan, &mut report, raw).await;
         worker = check(plan, &mut report, "worker", r)?;
     }
+    if plan.runs("queues") {
+        report.gate(quiet::wait("section queues (start)", plan.quiet_bound).await);
+        let r = sections::queues::run(&stack, plan, &mut report).await;
+        check(plan, &mut report, "queues", r)?;
+    }
+    if plan.runs("events") {
+        report.gate(quiet::wait("section events (start)", plan.quiet_bound).await);
+        let r = sections::events::run(&stack, plan, &mut report).await;
+        check(plan, &mut report, "events", r)?;
+    }
     if plan.runs("bullmq") {
         report.gate(quiet::wait("section bullmq (start)", plan.quiet_bound).await);
         let ours = sections::bullmq::Ours {

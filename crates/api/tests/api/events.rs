@@ -1,6 +1,7 @@
 //! Job events over SSE (`GET /api/queues/{queue}/events`, `GET /api/jobs/{id}/events`) with a
 //! real worker process: every state change arrives in order, a reconnect with `Last-Event-ID`
-//! misses none, open streams are capped and freed on disconnect, and `events_max_len: 0` writes
+//! misses none, a client that falls behind gets `lagged` and its stream ends, open streams are
+//! capped and freed on disconnect, and `events_max_len: 0` writes
 //! no stream (while `?wait=` still answers). Every wait is bounded.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -302,4 +303,109 @@ async fn events_max_len_0_writes_no_stream_and_wait_still_answers() {
             "{body}"
         );
     }
+}
+
+/// A client that stops reading while its queue's events pile up falls more than the feed's
+/// broadcast buffer ([`FEED_BUFFER`]) behind the queue's watcher: it gets `event: lagged` and
+/// its stream ends. The client is a raw socket with a small receive buffer that reads nothing
+/// after the headers, so the api can push only what the kernel's buffers hold (at most the
+/// send buffer's maximum, `tcp_wmem`) before it stops pulling the feed; enough events are
+/// registered to overflow that plus the buffer. A second, reading client on the same queue
+/// (same watcher) tells when the watcher has broadcast each batch.
+#[tokio::test]
+async fn a_client_that_falls_behind_gets_lagged_and_its_stream_ends() {
+    use cacheserver_jobqueue::{NewJob, FEED_BUFFER, MAX_BATCH};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let redis = RedisServer::start();
+    let app = spawn_app(&[
+        ("APP__API__RATE_LIMIT__ENABLED", "false"),
+        ("APP__API__RATE_LIMIT__STORAGE_TYPE", "memory"),
+        ("APP__CACHE_SERVER__REDIS__JOBQUEUE__ADDR", &redis.addr()),
+    ])
+    .await;
+    let addr: std::net::SocketAddr = app
+        .base
+        .trim_start_matches("http://")
+        .parse()
+        .expect("api address");
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut slow = socket.connect(addr).await.unwrap();
+    slow.write_all(
+        format!("GET {QUEUE_EVENTS} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    within(BOUND, "the slow client's response head", async {
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            slow.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+    })
+    .await;
+    let head = String::from_utf8_lossy(&head).into_owned();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut fast = SseReader::open(&app, QUEUE_EVENTS, None).await;
+
+    // A registered event's frame is well over 150 bytes (ids, queue, type, time as JSON).
+    let wmem_max: usize = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(2)?.parse().ok())
+        .unwrap_or(4 << 20);
+    let n = FEED_BUFFER + (wmem_max + (256 << 10)) / 150;
+    // One batch at a time, each seen by the reading client before the next: it stays well
+    // within the buffer, the slow one falls further behind with every batch.
+    for start in (0..n).step_by(MAX_BATCH) {
+        let jobs = (start..n.min(start + MAX_BATCH))
+            .map(|i| NewJob::delay_print(format!("lag {i}")))
+            .collect();
+        let stored = app.state.jobs.enqueue_batch(jobs).await.unwrap();
+        let last = stored.last().unwrap().job_id.clone();
+        within(
+            BOUND,
+            "the reading client sees the batch's last registration",
+            async {
+                loop {
+                    let sse = fast
+                        .next()
+                        .await
+                        .expect("the reading client's stream ended");
+                    assert_ne!(sse.event, "lagged", "the reading client lagged");
+                    if sse.data["job_id"] == last.as_str() {
+                        break;
+                    }
+                }
+            },
+        )
+        .await;
+    }
+
+    // Now the slow client reads: what the api wrote before it stopped, then `lagged`, then the end
+    // of the chunked body (the connection then closes: `Connection: close`).
+    let mut body = Vec::new();
+    within(BOUND, "the slow client's stream to end", async {
+        slow.read_to_end(&mut body).await.unwrap();
+    })
+    .await;
+    let body = String::from_utf8_lossy(&body);
+    let lagged = body
+        .find("event: lagged\n")
+        .unwrap_or_else(|| panic!("no lagged event in {} bytes", body.len()));
+    let after = &body[lagged..];
+    assert!(after.contains("reconnect with Last-Event-ID"), "{after}");
+    assert!(after.ends_with("\r\n0\r\n\r\n"), "not the end: {after}");
+    assert_eq!(
+        after.matches("\nevent: ").count(),
+        0,
+        "events after lagged: {after}"
+    );
+    let registered = body.matches("event: registered\n").count();
+    assert!(
+        registered < n,
+        "{registered} of {n} events reached the slow client"
+    );
 }

@@ -3,7 +3,9 @@
 pub mod bullmq;
 pub mod cache;
 pub mod enqueue;
+pub mod events;
 pub mod limiter;
+pub mod queues;
 pub mod reconnect;
 pub mod worker;
 

@@ -106,7 +106,7 @@ fn due_job(message: String, delay: Duration) -> NewJob {
 }
 
 /// Store jobs `0..n` made by `job`, [`MAX_BATCH`] per call.
-async fn enqueue_all(
+pub async fn enqueue_all(
     queue: &JobQueue,
     n: usize,
     job: impl Fn(usize) -> NewJob,

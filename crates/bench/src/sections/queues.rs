@@ -1,0 +1,157 @@
+//! Section 9, named queues (issue 20): three weighted queues (6/3/1) drained together against one queue
+//! with the same number of jobs, and the cost of a per-queue `concurrency` limit set above the
+//! load. Jobs are `bench:noop` run by the worker library in this process (as the noop rows of
+//! sections/worker.rs), so queues and limits are plain `jobqueue` settings, changed in memory.
+
+use crate::drain::{self, Drain};
+use crate::noop::{Noop, NOOP};
+use crate::report::Report;
+use crate::sections::worker::{drain_bound, enqueue_all};
+use crate::stack::Stack;
+use crate::Plan;
+use cacheserver_config::{QueueSettings, Settings};
+use cacheserver_jobqueue::{store, JobQueue, NewJob, Registry};
+use cacheserver_worker::{Supervisor, WorkerOptions};
+use std::future::Future;
+use std::time::Duration;
+
+/// Concurrency of every run of this section (the worker rows' highest).
+pub const CONCURRENCY: usize = 64;
+/// How long `during` runs before the worker starts (see [`supervised`]).
+const WORKER_HEAD_START: Duration = Duration::from_millis(100);
+/// The weighted queues and their weights; jobs are split between them in the same proportion.
+const WEIGHTED: [(&str, u32); 3] = [("bench-high", 6), ("bench-mid", 3), ("bench-low", 1)];
+/// The limited queue's `concurrency`: above the load, so it only costs its bookkeeping.
+const LIMIT_ABOVE_LOAD: u32 = 2 * CONCURRENCY as u32;
+
+pub async fn run(stack: &Stack, plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
+    let s = "9 queues";
+    let n = plan.jobs;
+    let base = stack.settings()?;
+    let default_queue = base.jobqueue.queue.clone();
+    let one = drain_queues(stack, &base, &[(default_queue.as_str(), n)]).await?;
+
+    let mut weighted = base.clone();
+    weighted.jobqueue.queues = WEIGHTED.iter().map(|&(q, w)| declared(q, w)).collect();
+    let total: u32 = WEIGHTED.iter().map(|(_, w)| w).sum();
+    let mut split: Vec<(&str, usize)> = WEIGHTED
+        .iter()
+        .map(|&(q, w)| (q, n * w as usize / total as usize))
+        .collect();
+    let rest = n - split.iter().map(|(_, k)| k).sum::<usize>();
+    split[0].1 += rest;
+    let three = drain_queues(stack, &weighted, &split).await?;
+    let ratio = three.rate / one.rate.max(1.0);
+    report.info(
+        s,
+        &format!("{n} jobs, c={CONCURRENCY}: one queue vs three weighted 6/3/1, jobs/s"),
+        format!(
+            "{:.0}/s ({}) vs {:.0}/s ({})",
+            one.rate,
+            one.cpu_cell(),
+            three.rate,
+            three.cpu_cell()
+        ),
+    );
+    report.goal(
+        s,
+        "three weighted queues drained together: total jobs/s ÷ one queue",
+        format!("{ratio:.2}"),
+        "≥ 0.90",
+        ratio >= 0.9,
+    );
+
+    let mut limited = base.clone();
+    let mut queue = declared("bench-limited", 1);
+    queue.concurrency = Some(LIMIT_ABOVE_LOAD);
+    limited.jobqueue.queues = vec![queue];
+    let free = drain_queues(stack, &one_free_queue(&base), &[("bench-free", n)]).await?;
+    let capped = drain_queues(stack, &limited, &[("bench-limited", n)]).await?;
+    let ratio = capped.rate / free.rate.max(1.0);
+    report.info(
+        s,
+        &format!("{n} jobs, c={CONCURRENCY}: no limit vs concurrency {LIMIT_ABOVE_LOAD}, jobs/s"),
+        format!("{:.0}/s vs {:.0}/s", free.rate, capped.rate),
+    );
+    report.info(
+        s,
+        "cost of a concurrency limit above the load: jobs/s with it ÷ without",
+        format!("{ratio:.2}"),
+    );
+    Ok(())
+}
+
+/// A declared queue without limits.
+fn declared(name: &str, weight: u32) -> QueueSettings {
+    QueueSettings {
+        name: name.to_owned(),
+        weight,
+        concurrency: None,
+        rate_limit: None,
+        key_concurrency: None,
+        key_rate_limit: None,
+    }
+}
+
+/// `base` with one declared queue `bench-free` and no limit (the limited run's peer).
+fn one_free_queue(base: &Settings) -> Settings {
+    let mut s = base.clone();
+    s.jobqueue.queues = vec![declared("bench-free", 1)];
+    s
+}
+
+/// On an empty Redis, store `k` due `bench:noop` jobs in each `(queue, k)`, then run one worker
+/// (in this process, at [`CONCURRENCY`], configured by `settings`) until all are recorded done.
+/// Timed on the clock of [`drain`], with the queues' completions added up.
+pub async fn drain_queues(
+    stack: &Stack,
+    settings: &Settings,
+    queues: &[(&str, usize)],
+) -> anyhow::Result<Drain> {
+    stack.flush_jobqueue();
+    let redis = &settings.cache_server.redis.jobqueue;
+    let registry = Registry::production(&settings.jobqueue).with(Noop);
+    let client = JobQueue::with_registry(redis, &settings.jobqueue, registry.clone())?;
+    let mut keys = Vec::new();
+    for &(name, k) in queues {
+        let queue = client.queue(name)?;
+        enqueue_all(&queue, k, |_| {
+            NewJob::new(NOOP, serde_json::json!({})).in_queue(name)
+        })
+        .await?;
+        keys.push(store::completions_key(queue.keys()).to_owned());
+    }
+    let total: usize = queues.iter().map(|(_, k)| k).sum();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let pids = [std::process::id()];
+    let port = stack.jobqueue.port();
+    let measured = drain::measure_keys(port, &keys, total, drain_bound(total), &pids);
+    supervised(settings, registry, "bench-queues", measured).await?
+}
+
+/// Run a worker (the `Supervisor`, in this process, at [`CONCURRENCY`], with `registry`'s job
+/// types and `settings`' queues, limits, events and schedules) while `during` runs; stop it after.
+pub async fn supervised<T>(
+    settings: &Settings,
+    registry: Registry,
+    name: &str,
+    during: impl Future<Output = T>,
+) -> anyhow::Result<T> {
+    let redis = &settings.cache_server.redis.jobqueue;
+    let mut options = WorkerOptions::from_settings(&settings.jobqueue);
+    options.name = name.to_owned();
+    options.concurrency = CONCURRENCY;
+    let worker = Supervisor::new(redis, &settings.jobqueue, options)?.with_registry(registry);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    // `during` (the drain's pollers) gets a head start to connect: a small drain could otherwise
+    // be over before the first poll. Not in the figures: a drain's window opens at its first
+    // completion.
+    let running = tokio::spawn(async move {
+        tokio::time::sleep(WORKER_HEAD_START).await;
+        worker.run(stopped).await
+    });
+    let out = during.await;
+    let _ = stop.send(true);
+    running.await?;
+    Ok(out)
+}
