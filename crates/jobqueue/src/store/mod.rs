@@ -700,10 +700,14 @@ pub async fn list_page(
         .arg(limit)
         .invoke_async(conn)
         .await?;
-    Ok(flat
-        .chunks_exact(2)
+    Ok(id_score_pairs(flat))
+}
+
+/// `[id, score, id, score, ...]` as a listing script returns it.
+fn id_score_pairs(flat: Vec<String>) -> Vec<(String, f64)> {
+    flat.chunks_exact(2)
         .map(|p| (p[0].clone(), p[1].parse().unwrap_or(0.0)))
-        .collect())
+        .collect()
 }
 
 /// Most limit keys whose parked jobs the pending count and listing read.
@@ -726,10 +730,7 @@ pub async fn list_parked(
         .arg(PARKED_KEYS_READ)
         .invoke_async(conn)
         .await?;
-    Ok(flat
-        .chunks_exact(2)
-        .map(|p| (p[0].clone(), p[1].parse().unwrap_or(0.0)))
-        .collect())
+    Ok(id_score_pairs(flat))
 }
 
 /// A job [`fetch`] took for a worker: its id, stored JSON and the meta fields the runner reads.
