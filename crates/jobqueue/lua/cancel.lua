@@ -14,6 +14,10 @@ local id = ARGV[1]
 local meta_key = KEYS[1] .. ":" .. id
 local status = redis.call("hget", meta_key, "status")
 if not status then
+    -- a done job keeps no status (finish.lua): its {q}:finished entry says it ended
+    if redis.call("zscore", KEYS[7], id) then
+        return -1
+    end
     return 0
 end
 if status == "Done" or status == "Killed" or status == "Cancelled"

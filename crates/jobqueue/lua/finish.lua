@@ -11,15 +11,15 @@
 -- (a recorded end leaves the in-flight set: that frees the job's concurrency slot)
 -- KEYS[15]: per-key prefix ({q}:key)  KEYS[16]: {q}:parked_keys: a job with a `limit_key` frees
 -- its key's slot, and that key's parked jobs are looked at again (score 0)
--- KEYS[17]: {q}:data (a done job's short JSON moves into its meta `data`)
+-- KEYS[17]: {q}:data (a done job's short JSON moves into its meta: see slim_done)
 -- ARGV[1]: now (ms)  ARGV[2]: now (s)  ARGV[3]: errors kept per job  ARGV[4]: history ttl (s)
 -- ARGV[5]: events kept (the stream's approximate MAXLEN; "0": no events)
 -- ARGV[6..]: groups of 7: id, kind (done|retry|dead|later|cancelled|progress), failures,
 --            next_run_ms, last_error, error entry (JSON), data (done: the result JSON or "";
 --            progress: the progress JSON)
--- Results and cancels: a done job keeps its result in meta `result`; `progress` entries (the
--- latest report per running job, coalesced by the worker) only update meta `progress` of a job
--- still in flight here; a job whose cancel was asked for (meta `cancel_requested`) ends
+-- Results and cancels: a done job keeps its result in meta (`o`, see slim_done); `progress`
+-- entries (the latest report per running job, coalesced by the worker) only update meta
+-- `progress` of a job still in flight here; a job whose cancel was asked for (meta `cancel_requested`) ends
 -- cancelled ({q}:cancelled) whatever its run did, unless it finished done. Each recorded end
 -- (done, retrying, dead, cancelled) and progress report is added to the {q}:events stream:
 -- `job_id`, `state`, `type`, `attempt` (the run it concerns), `time` (ms), progress: `progress`.
@@ -43,6 +43,66 @@ local function event(id, state, progress)
         redis.call("xadd", KEYS[11], "MAXLEN", "~", ARGV[5], "*", "job_id", id, "state", state,
             "type", m[1] or "", "attempt", attempt, "time", ARGV[1])
     end
+end
+-- A done job is kept `done_retention` (bytes per job): its meta is rewritten in the done layout,
+-- which `store/reads.rs` expands back. It keeps what a reader of a done job needs, under short
+-- names, times as offsets from its due time: `r` run_at_ms, `c` created_ms - r (absent: 0), `s`
+-- start - r (the start: `started_ms` of a limited queue, else `locked_at` in seconds), `o` its
+-- result, `d` its job JSON when short (moved out of {q}:data, ~130 B per entry of that
+-- hashtable), and any rarer field unchanged. Dropped: `status` (its {q}:finished entry says done),
+-- `job_type` (in its JSON), `next_run_ms`, `locked_by`, `done_at`, `max_retry` 0 (absent reads
+-- as 0). Short values keep the hash a listpack (Redis' default hash-max-listpack-value, 64 B):
+-- about 120 B for a short job instead of 180 B, one allocator size class less.
+local DROPPED = { status = true, job_type = true, next_run_ms = true, locked_by = true,
+    done_at = true, run_at_ms = true, created_ms = true, started_ms = true, locked_at = true }
+local function slim_done(meta_key, id, result)
+    local fields = redis.call("hgetall", meta_key)
+    local meta, kept = {}, {}
+    for j = 1, #fields, 2 do
+        local name, value = fields[j], fields[j + 1]
+        meta[name] = value
+        if not DROPPED[name] and not (name == "max_retry" and value == "0") then
+            table.insert(kept, name)
+            table.insert(kept, value)
+        end
+    end
+    local run_at = tonumber(meta.run_at_ms)
+    if not run_at then
+        -- not stored by our enqueue (apalis' own layout): only its state changes
+        redis.call("hset", meta_key, "status", "Done")
+        if #result > 0 then
+            redis.call("hset", meta_key, "result", result)
+        end
+        return
+    end
+    table.insert(kept, "r")
+    table.insert(kept, meta.run_at_ms)
+    local created = tonumber(meta.created_ms)
+    if created and created ~= run_at then
+        table.insert(kept, "c")
+        table.insert(kept, string.format("%d", created - run_at))
+    end
+    local start = tonumber(meta.started_ms)
+    if not start and tonumber(meta.locked_at) then
+        start = tonumber(meta.locked_at) * 1000
+    end
+    if start then
+        table.insert(kept, "s")
+        table.insert(kept, string.format("%d", start - run_at))
+    end
+    if #result > 0 then
+        table.insert(kept, "o")
+        table.insert(kept, result)
+    end
+    local job = redis.call("hget", KEYS[17], id)
+    if job and #job <= 64 and #result <= 64 then
+        table.insert(kept, "d")
+        table.insert(kept, job)
+        redis.call("hdel", KEYS[17], id)
+    end
+    -- one rewrite instead of an HDEL per dropped field and an HSET per renamed one
+    redis.call("del", meta_key)
+    redis.call("hset", meta_key, unpack(kept))
 end
 for i = 6, #ARGV, 7 do
     local id, kind = ARGV[i], ARGV[i + 1]
@@ -69,29 +129,8 @@ for i = 6, #ARGV, 7 do
         if kind == "done" then
             processed = processed + 1
             redis.call("zadd", KEYS[3], ARGV[1], id)
-            redis.call("hset", meta_key, "status", "Done")
-            if #ARGV[i + 6] > 0 then
-                redis.call("hset", meta_key, "result", ARGV[i + 6])
-            end
             event(id, "done")
-            -- A done job is kept `done_retention` (bytes per job): drop what no reader of a done
-            -- job needs. Its time is its {q}:finished score (`done_at`: older versions, or a
-            -- failed run before), its type the one in its JSON, `next_run_ms` and `locked_by`
-            -- only matter while it waits or runs (`locked_at` stays: the start when no limit
-            -- stamped `started_ms`).
-            redis.call("hdel", meta_key, "done_at", "job_type", "next_run_ms", "locked_by")
-            if redis.call("hget", meta_key, "max_retry") == "0" then
-                -- absent reads as 0
-                redis.call("hdel", meta_key, "max_retry")
-            end
-            -- A short job JSON moves from {q}:data (~130 B per entry of that hashtable) into the
-            -- meta hash (its length plus a few bytes) when the hash stays a listpack: values up to
-            -- Redis' default hash-max-listpack-value, 64 bytes. Readers look in both.
-            local job = redis.call("hget", KEYS[17], id)
-            if job and #job <= 64 and #ARGV[i + 6] <= 64 then
-                redis.call("hset", meta_key, "data", job)
-                redis.call("hdel", KEYS[17], id)
-            end
+            slim_done(meta_key, id, ARGV[i + 6])
         elseif kind == "cancelled" then
             redis.call("zadd", KEYS[10], ARGV[1], id)
             redis.call("hset", meta_key, "status", "Cancelled", "done_at", ARGV[2])

@@ -41,12 +41,14 @@
 //! Redis ms; 0 once a job of it ended). Parked jobs are pending: counted and listed
 //! (`list_parked.lua`) over the first [`PARKED_KEYS_READ`] parked keys.
 //! A done job keeps only what its readers need (bytes per job until `done_retention`):
-//! `finish.lua` drops `done_at`, `job_type`, `next_run_ms`, `locked_by` (and `max_retry` when
-//! 0, which absent reads as), and moves a job JSON
-//! of at most 64 bytes from `data` into meta `data` (still a listpack); readers take `data`'s
-//! entry, else meta `data`, and the type from the JSON when meta has none.
-//! Meta fields of results and control: `result` (a done job's result JSON), `progress` (JSON
-//! `{percent, message}`), `cancel_requested` (ms: a cancel was asked for while a worker held it).
+//! `finish.lua` rewrites its meta in the done layout — `r` (run_at_ms), `c` (created - r, absent:
+//! 0), `s` (start - r), `o` (result), `d` (its job JSON when at most 64 bytes, moved out of
+//! `data`), rarer fields unchanged; no `status` (its `finished` entry says done), `job_type` (in
+//! the JSON), `next_run_ms`, `locked_by`, `done_at`, `max_retry` 0. `reads.rs` expands it back;
+//! done jobs of older versions (long names, `status` `Done`) read the same.
+//! Meta fields of results and control: `result` (a done job's result JSON: `o` as stored),
+//! `progress` (JSON `{percent, message}`), `cancel_requested` (ms: a cancel was asked for while a
+//! worker held it).
 //!
 //! Outside any prefix: [`QUEUE_NAMES`] (a set of the queues other than the default that ever had
 //! a job, so `GET /api/queues` lists them; added to once per process and queue), and
@@ -1039,7 +1041,8 @@ pub async fn events_between(
 }
 
 /// For each of `ids`, whether it has ended (done, dead, cancelled, or gone): one pipeline of
-/// `HGET status` (what waiting falls back to when the event stream is off).
+/// `HGET status` (what waiting falls back to when the event stream is off). A done job keeps no
+/// status: absent reads as ended.
 pub async fn ended(
     conn: &mut ConnectionManager,
     keys: &Keys,

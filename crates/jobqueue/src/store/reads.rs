@@ -53,20 +53,23 @@ pub async fn read_jobs(
     let raws: Vec<RawTuple> = pipe.query_async(c).await?;
     let mut raws: Vec<Raw> = raws
         .into_iter()
-        .map(|mut t| Raw {
-            // a done job's short JSON lives in its meta (finish.lua)
-            data: t.1.or_else(|| t.0.remove("data")),
-            meta: t.0,
-            delayed: t.2,
-            retrying: t.3,
-            apalis_scheduled: t.4,
-            dead: t.5,
-            dead_at: t.6,
-            finished: t.7,
-            errors: t.8,
-            cancelled: t.9,
-            ready: t.10,
-            parked: None,
+        .map(|t| {
+            let mut meta = expand_done_layout(t.0);
+            Raw {
+                // a done job's short JSON lives in its meta (finish.lua)
+                data: t.1.or_else(|| meta.remove("data")),
+                meta,
+                delayed: t.2,
+                retrying: t.3,
+                apalis_scheduled: t.4,
+                dead: t.5,
+                dead_at: t.6,
+                finished: t.7,
+                errors: t.8,
+                cancelled: t.9,
+                ready: t.10,
+                parked: None,
+            }
         })
         .collect();
     // A job with a limit key found nowhere else may be parked by it: a second round trip, only
@@ -88,6 +91,29 @@ pub async fn read_jobs(
         }
     }
     Ok(raws)
+}
+
+/// A done job's meta as `finish.lua` (`slim_done`) rewrites it — short names, times as offsets
+/// from `r` — in the names every other state and older versions use. Other metas pass unchanged.
+fn expand_done_layout(mut meta: HashMap<String, String>) -> HashMap<String, String> {
+    let Some(run_at) = meta.get("r").and_then(|v| v.parse::<i64>().ok()) else {
+        return meta;
+    };
+    let mut offset = |short: &str| meta.remove(short).and_then(|v| v.parse::<i64>().ok());
+    let created = run_at + offset("c").unwrap_or(0);
+    let started = offset("s").map(|s| run_at + s);
+    meta.remove("r");
+    meta.insert("run_at_ms".into(), run_at.to_string());
+    meta.insert("created_ms".into(), created.to_string());
+    if let Some(started) = started {
+        meta.insert("started_ms".into(), started.to_string());
+    }
+    for (short, long) in [("o", "result"), ("d", "data")] {
+        if let Some(v) = meta.remove(short) {
+            meta.insert(long.into(), v);
+        }
+    }
+    meta
 }
 
 fn add_reads(pipe: &mut redis::Pipeline, keys: &Keys, id: &str) {
@@ -378,6 +404,34 @@ async fn running_ids(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_done_layout_reads_as_the_long_one() {
+        let short: HashMap<String, String> = [
+            ("r", "1000"),
+            ("c", "-5"),
+            ("s", "20"),
+            ("o", "{}"),
+            ("d", "{\"type\":\"x\"}"),
+            ("limit_key", "k"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .into();
+        let long = expand_done_layout(short);
+        let get = |k: &str| long.get(k).map(String::as_str);
+        assert_eq!(get("run_at_ms"), Some("1000"));
+        assert_eq!(get("created_ms"), Some("995"));
+        assert_eq!(get("started_ms"), Some("1020"));
+        assert_eq!(get("result"), Some("{}"));
+        assert_eq!(get("data"), Some("{\"type\":\"x\"}"));
+        assert_eq!(get("limit_key"), Some("k"));
+        assert_eq!(long.len(), 6);
+        // created == run_at is stored as no `c`; a pending job's meta is left alone
+        let equal = expand_done_layout([("r".to_owned(), "7".to_owned())].into());
+        assert_eq!(equal.get("created_ms").map(String::as_str), Some("7"));
+        let pending: HashMap<String, String> = [("run_at_ms".to_owned(), "7".to_owned())].into();
+        assert_eq!(expand_done_layout(pending.clone()), pending);
+    }
 
     #[test]
     fn merge_page_is_ordered_and_skips_up_to_the_cursor() {
