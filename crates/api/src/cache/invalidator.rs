@@ -2,13 +2,16 @@
 //! instead of one per route and write (64 writers on one queue used to make thousands of
 //! identical calls a second on the same generation keys).
 //!
-//! One task owns the batches and runs one at a time. A write whose change is done adds its tags
-//! to the *next* batch, the one that has not started, and waits for that batch to finish before
-//! it answers. Never to the batch in flight: its new generations may already be set, before the
-//! write's change, so a read in between could store the pre-write answer under them and serve it
-//! after the write answered. Tags of a batch are merged and deduplicated per route; a batch holds
-//! at most [`MAX_TAGS`] of them (a write that would pass that waits for the next batch), so
-//! nothing queues without bound: the batch in flight and the next one.
+//! One task owns the batches and starts the next one as soon as it has tags and fewer than
+//! [`IN_FLIGHT`] are in flight. A write whose change is done adds its tags to the *next* batch,
+//! the one that has not started, and waits for that batch to finish before it answers. Never to
+//! a batch in flight: its new generations may already be set, before the write's change, so a
+//! read in between could store the pre-write answer under them and serve it after the write
+//! answered. Batches in flight together are safe: each sets fresh generations, so whichever lands
+//! last, no answer read before a write's change is under the generation that follows it. Tags of
+//! a batch are merged and deduplicated per route; a batch holds at most [`MAX_TAGS`] of them (a
+//! write that would pass that waits for the next batch), so nothing queues without bound: the
+//! batches in flight and the next one.
 
 use super::store::Store;
 use crate::redis_cluster::RedisError;
@@ -16,10 +19,14 @@ use std::future::Future;
 use std::pin::pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{watch, Notify, Semaphore};
 
 /// Distinct tags (summed over routes) one batch carries at most.
 const MAX_TAGS: usize = 1024;
+/// Batches in flight at once. With one, a write waited for the batch in flight and then its own
+/// (up to two round trips; HTTP register at 0.78 of the cache off); with two, its batch mostly
+/// starts at once, and writes still merge while both are busy.
+pub(crate) const IN_FLIGHT: usize = 2;
 
 /// A batch's outcome, one result per route (`Ok` for the routes it had no tags for).
 pub(crate) type Outcome = Arc<[Result<(), Arc<RedisError>>]>;
@@ -89,14 +96,19 @@ impl Shared {
 /// The owner of the batches; its task ends when this is dropped.
 pub(crate) struct Invalidator {
     shared: Arc<Shared>,
-    /// How long a waiter waits at most: the batch in flight and its own, each a bounded call.
+    /// How long a waiter waits at most: a batch in flight and its own, each a bounded call.
     patience: Duration,
 }
 
 impl Invalidator {
-    /// Start the owner task for `routes` routes; `budget` bounds one Redis call. Fails outside a
-    /// tokio runtime.
-    pub fn start(routes: usize, budget: Duration, apply: impl Apply) -> Result<Self, String> {
+    /// Start the owner task for `routes` routes, `in_flight` batches at most at once ([`IN_FLIGHT`]
+    /// in the api); `budget` bounds one Redis call. Fails outside a tokio runtime.
+    pub fn start(
+        routes: usize,
+        budget: Duration,
+        in_flight: usize,
+        apply: impl Apply,
+    ) -> Result<Self, String> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| "the response cache starts inside a tokio runtime".to_owned())?;
         let shared = Arc::new(Shared {
@@ -108,7 +120,7 @@ impl Invalidator {
             started: Notify::new(),
             routes,
         });
-        runtime.spawn(run(shared.clone(), apply));
+        runtime.spawn(run(shared.clone(), in_flight.max(1), apply));
         Ok(Self {
             shared,
             patience: budget * 3,
@@ -173,34 +185,43 @@ impl Drop for Invalidator {
     }
 }
 
-/// Take the next batch whenever it has tags, one at a time: its routes' calls run together.
-async fn run(shared: Arc<Shared>, apply: impl Apply) {
+/// Take the next batch whenever it has tags and a slot is free; its routes' calls run together.
+async fn run(shared: Arc<Shared>, in_flight: usize, apply: impl Apply) {
+    let apply = Arc::new(apply);
+    let slots = Arc::new(Semaphore::new(in_flight));
     loop {
-        shared.wake.notified().await;
-        let batch = {
+        // A slot first: while every one is busy, writes keep merging into the next batch.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let batch = loop {
+            shared.wake.notified().await;
             let mut next = shared.next();
             if next.closed {
                 return;
             }
-            if next.batch.len == 0 {
-                continue;
+            if next.batch.len > 0 {
+                break std::mem::replace(&mut next.batch, Batch::new(shared.routes));
             }
-            std::mem::replace(&mut next.batch, Batch::new(shared.routes))
         };
         shared.started.notify_waiters();
-        let apply = &apply;
-        let calls = batch
-            .tags
-            .into_iter()
-            .enumerate()
-            .map(|(route, tags)| async move {
-                if tags.is_empty() {
-                    return Ok(());
-                }
-                apply.apply(route, tags).await.map_err(Arc::new)
-            });
-        let outcome: Outcome = futures::future::join_all(calls).await.into();
-        batch.done.send_replace(Some(outcome));
+        let apply = apply.clone();
+        tokio::spawn(async move {
+            let apply = &apply;
+            let calls = batch
+                .tags
+                .into_iter()
+                .enumerate()
+                .map(|(route, tags)| async move {
+                    if tags.is_empty() {
+                        return Ok(());
+                    }
+                    apply.apply(route, tags).await.map_err(Arc::new)
+                });
+            let outcome: Outcome = futures::future::join_all(calls).await.into();
+            batch.done.send_replace(Some(outcome));
+            drop(slot);
+        });
     }
 }
 
@@ -263,7 +284,7 @@ mod tests {
     #[tokio::test]
     async fn a_write_never_joins_the_batch_in_flight_and_waiting_ones_are_merged() {
         let g = gated();
-        let inv = Arc::new(Invalidator::start(2, Duration::from_secs(10), g.clone()).unwrap());
+        let inv = Arc::new(Invalidator::start(2, Duration::from_secs(10), 1, g.clone()).unwrap());
         let first = tokio::spawn({
             let inv = inv.clone();
             async move { inv.invalidate(&tags(&["a"], &[])).await }
@@ -330,7 +351,7 @@ mod tests {
 
     #[tokio::test]
     async fn every_waiter_of_a_failed_call_gets_its_error() {
-        let inv = Invalidator::start(2, Duration::from_secs(10), Failing).unwrap();
+        let inv = Invalidator::start(2, Duration::from_secs(10), IN_FLIGHT, Failing).unwrap();
         let (a, b) = (tags(&["a"], &["x"]), tags(&[], &["y"]));
         let (one, two) = tokio::join!(inv.invalidate(&a), inv.invalidate(&b));
         for outcome in [one, two] {
@@ -345,7 +366,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_batch_sends_the_next_write_to_the_one_after() {
         let g = gated();
-        let inv = Arc::new(Invalidator::start(1, Duration::from_secs(10), g.clone()).unwrap());
+        let inv = Arc::new(Invalidator::start(1, Duration::from_secs(10), 1, g.clone()).unwrap());
         let first = tokio::spawn({
             let inv = inv.clone();
             async move { inv.invalidate(&[vec!["0".to_owned()]]).await }
@@ -375,5 +396,48 @@ mod tests {
         assert_eq!(calls.len(), 3, "the extra tag went in a third batch");
         assert_eq!(calls[1].1.len(), MAX_TAGS);
         assert_eq!(calls[2].1, vec!["extra".to_owned()]);
+    }
+
+    #[tokio::test]
+    async fn with_two_in_flight_a_write_starts_its_batch_beside_a_slow_one() {
+        let g = gated();
+        let inv = Arc::new(Invalidator::start(1, Duration::from_secs(10), 2, g.clone()).unwrap());
+        let write = |tag: &'static str| {
+            let inv = inv.clone();
+            tokio::spawn(async move { inv.invalidate(&[vec![tag.to_owned()]]).await })
+        };
+        let first = write("a");
+        until("the first batch started", || {
+            g.started.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        let second = write("b");
+        until("the second batch started beside it", || {
+            g.started.load(Ordering::SeqCst) == 2
+        })
+        .await;
+        // Both slots busy: the next writes merge and wait for a slot.
+        let (third, fourth) = (write("c"), write("d"));
+        until("the next writes joined", || {
+            inv.shared.next().batch.len == 2
+        })
+        .await;
+        assert_eq!(g.started.load(Ordering::SeqCst), 2);
+        // The first finishes: its writer answers, and the merged batch takes the free slot while
+        // the second is still in flight.
+        g.gate.send_replace(1);
+        assert!(first.await.unwrap().iter().all(Result::is_ok));
+        until("the merged batch took the free slot", || {
+            g.started.load(Ordering::SeqCst) == 3
+        })
+        .await;
+        assert!(!second.is_finished());
+        g.gate.send_replace(usize::MAX);
+        for t in [second, third, fourth] {
+            assert!(t.await.unwrap().iter().all(Result::is_ok));
+        }
+        let calls = g.calls.lock().unwrap().clone();
+        assert_eq!(calls.len(), 3);
+        assert_eq!(calls[2].1, vec!["c".to_owned(), "d".to_owned()]);
     }
 }

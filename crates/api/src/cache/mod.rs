@@ -91,6 +91,7 @@ impl ResponseCache {
             invalidator::Invalidator::start(
                 rules.routes.len(),
                 settings.redis_timeout,
+                invalidator::IN_FLIGHT,
                 invalidator::Generations { store, routes },
             )
         });
