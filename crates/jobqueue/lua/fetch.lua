@@ -260,11 +260,10 @@ for i, id in ipairs(ids) do
     if data[i] then
         redis.call("sadd", KEYS[3], id)
         local meta_key = KEYS[5] .. ":" .. id
-        redis.call("hset", meta_key, "status", "Running", "locked_at", ARGV[4], "locked_by", ARGV[3])
-        if started_ms then
-            -- the start as the limits counted it (Redis' clock)
-            redis.call("hset", meta_key, "started_ms", started_ms)
-        end
+        -- `started_ms`: the start in ms (apalis' `locked_at` has whole seconds), as the limits
+        -- counted it (Redis' clock) in a limited queue, else the worker's clock
+        redis.call("hset", meta_key, "status", "Running", "locked_at", ARGV[4], "locked_by", ARGV[3],
+            "started_ms", started_ms or ARGV[1])
         if rate_max and rate_per then
             redis.call("zadd", KEYS[13], started_ms, id .. ":" .. started_ms)
             redis.call("pexpire", KEYS[13], rate_per)

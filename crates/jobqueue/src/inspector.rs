@@ -226,7 +226,7 @@ fn job_info(queue: &str, id: &str, raw: Raw, now: f64) -> Option<JobInfo> {
         timeout_seconds: (timeout_ms > 0).then(|| timeout_ms as f64 / 1000.0),
         run_at: ms_to_time(num("run_at_ms")),
         created_at: Some(num("created_ms")).filter(|&m| m > 0).map(ms_to_time),
-        // a limited queue records the start in ms (Redis' clock); else apalis' seconds
+        // the start in ms; jobs started by older versions have only apalis' seconds
         started_at: Some(num("started_ms"))
             .filter(|&m| m > 0)
             .or(seconds_ms(num("locked_at")))

@@ -33,7 +33,8 @@
 //! scored by Redis' `TIME` in ms), `limits` (hash `concurrency`, `rate_max`, `rate_per_ms`,
 //! written by workers from `jobqueue.queues`, read by `fetch.lua` and `GET /api/queues`). The
 //! concurrency slots in use are the jobs in the registered workers' `inflight:<worker>` sets.
-//! Meta `priority` (absent: 5) and `started_ms` (a limited queue's start, Redis' clock).
+//! Meta `priority` (absent: 5) and `started_ms` (the start in ms: Redis' clock in a limited
+//! queue, the worker's otherwise; jobs started by older versions have only `locked_at`, seconds).
 //! Per limit key (meta `limit_key`; `limits` fields `key_concurrency`, `key_rate_max`,
 //! `key_rate_per_ms`): `key:<k>:running` (set of ids holding the key's slots), `key:<k>:started`
 //! (zset: the key's rate window), `key:<k>:parked` (zset: ready jobs held back by the key's
