@@ -8,7 +8,7 @@
 
 use crate::noop::{Noop, NOOP};
 use crate::report::Report;
-use crate::sections::queues::{drain_queues, supervised, CONCURRENCY};
+use crate::sections::queues::{drain_queues, paired, supervised, CONCURRENCY};
 use crate::stack::Stack;
 use crate::stats;
 use crate::Plan;
@@ -26,27 +26,32 @@ pub async fn run(stack: &Stack, plan: &Plan, report: &mut Report) -> anyhow::Res
     let default_queue = on.jobqueue.queue.clone();
     let mut off = on.clone();
     off.jobqueue.events_max_len = 0;
-    let with = drain_queues(stack, &on, &[(default_queue.as_str(), n)]).await?;
-    let without = drain_queues(stack, &off, &[(default_queue.as_str(), n)]).await?;
-    let ratio = with.rate / without.rate.max(1.0);
+    let jobs = [(default_queue.as_str(), n)];
+    let pair = paired(
+        plan.rounds,
+        || drain_queues(stack, &off, &jobs),
+        || drain_queues(stack, &on, &jobs),
+    )
+    .await?;
     report.info(
         s,
         &format!(
-            "{n} jobs, c={CONCURRENCY}: event stream on (events_max_len {}) vs off, jobs/s",
-            on.jobqueue.events_max_len
+            "{n} jobs, c={CONCURRENCY}: event stream on (events_max_len {}) vs off, jobs/s{}",
+            on.jobqueue.events_max_len,
+            pair.rounds_note()
         ),
         format!(
             "{:.0}/s ({}) vs {:.0}/s ({})",
-            with.rate,
-            with.cpu_cell(),
-            without.rate,
-            without.cpu_cell()
+            pair.b.rate,
+            pair.b.cpu_cell(),
+            pair.a.rate,
+            pair.a.cpu_cell()
         ),
     );
     report.info(
         s,
         "cost of the event stream: jobs/s with it ÷ without",
-        format!("{ratio:.2}"),
+        pair.ratio_cell(),
     );
     schedule_precision(stack, plan, report).await
 }
