@@ -19,8 +19,9 @@
 --            progress: the progress JSON)
 -- Results and cancels: a done job keeps its result in meta (`o`, see slim_done); `progress`
 -- entries (the latest report per running job, coalesced by the worker) only update meta
--- `progress` of a job still in flight here; a job whose cancel was asked for (meta `cancel_requested`) ends
--- cancelled ({q}:cancelled) whatever its run did, unless it finished done. Each recorded end
+-- `progress` of a job still in flight here; a job whose cancel was asked for (meta
+-- `cancel_requested`) ends cancelled ({q}:cancelled) whatever its run did, unless it finished
+-- done. Each recorded end
 -- (done, retrying, dead, cancelled) and progress report is added to the {q}:events stream:
 -- `job_id`, `state`, `type`, `attempt` (the run it concerns), `time` (ms), progress: `progress`.
 -- Returns the number of results recorded.
@@ -47,7 +48,7 @@ end
 -- A done job is kept `done_retention` (bytes per job): its meta is rewritten in the done layout,
 -- which `store/reads.rs` expands back. It keeps what a reader of a done job needs, under short
 -- names, times as offsets from its due time: `r` run_at_ms, `c` created_ms - r (absent: 0), `s`
--- start - r (the start: `started_ms` of a limited queue, else `locked_at` in seconds), `o` its
+-- start - r (`started_ms`, or `locked_at` in seconds for a job an older version started), `o` its
 -- result, `d` its job JSON when short (moved out of {q}:data, ~130 B per entry of that
 -- hashtable), and any rarer field unchanged. Dropped: `status` (its {q}:finished entry says done),
 -- `job_type` (in its JSON), `next_run_ms`, `locked_by`, `done_at`, `max_retry` 0 (absent reads

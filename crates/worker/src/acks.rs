@@ -134,7 +134,7 @@ async fn write(store: &Store, worker: &str, batch: Vec<Finished>) {
     if batch.is_empty() {
         return;
     }
-    // One `finish.lua` call per queue (its keys share the queue's slot), in one pipeline's time.
+    // One `finish.lua` call per queue (its keys share the queue's slot).
     let mut by_queue: Vec<(store::Keys, Vec<Finished>)> = Vec::new();
     for result in batch {
         match by_queue.iter_mut().find(|(k, _)| k.queue == result.queue) {
@@ -151,10 +151,14 @@ async fn write(store: &Store, worker: &str, batch: Vec<Finished>) {
     // Retried without end: `Err` never comes back.
     let _ = (|| {
         let groups = by_queue.clone();
-        store.with_connection(WRITE_BUDGET, |mut c| async move {
-            for (keys, results) in groups.iter() {
-                store::finish(&mut c, keys, worker, results).await?;
-            }
+        store.with_connection(WRITE_BUDGET, |c| async move {
+            // Sent together on the multiplexed connection: a worker serving three queues pays
+            // one round trip per batch, not three in a row. A retry sends all again (harmless).
+            let calls = groups.iter().map(|(keys, results)| {
+                let mut c = c.clone();
+                async move { store::finish(&mut c, keys, worker, results).await }
+            });
+            futures::future::try_join_all(calls).await?;
             Ok(())
         })
     })
