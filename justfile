@@ -174,8 +174,8 @@ e2e:
     scripts/ensure-redis.sh
     scripts/ensure-test-tools.sh
     cargo build -p cacheserver-api --bin api -p cacheserver-worker --bin worker
-    # The scripts bound themselves (180 s, 120 s); the outer timeouts only guard against a hung node.
-    timeout 300 node e2e/jobs-page.test.mjs
+    # The scripts bound themselves (300 s, 120 s); the outer timeouts only guard against a hung node.
+    timeout 330 node e2e/jobs-page.test.mjs
     timeout 200 node e2e/redis-browser.test.mjs
 
 # Benchmarks on real processes (release builds, own Redis, wrk, BullMQ beside ours); writes docs/benchmarks.md (~5 min)

@@ -4,14 +4,20 @@
 // Covers: register through the page → done; a failing job → dead with its error history; retry
 // one; bulk retry and bulk delete of selected dead jobs; tabs, pagination and the type filter;
 // cancel a scheduled job; pause → banner, a due job does not start, resume → it runs; the chart;
-// the page follows the queue's event stream; the queue's limits and a job's limit key.
+// the page follows the queue's event stream; the queue's limits and a job's limit key; a second,
+// declared queue with limits picked in the page, a job registered into it with a priority.
 // No sleeps: every wait is for something the page shows, and bounded.
 
 import { mkdirSync, copyFileSync, rmSync } from "node:fs";
 import path from "node:path";
 import { ARTIFACTS, ROOT, STEP_MS, fatal, launchBrowser, log, runTest, waitFor } from "./lib.mjs";
 
-const WHOLE_TEST_MS = 270_000;
+const WHOLE_TEST_MS = 300_000;
+/** A queue declared in the stack's config, with limits the page shows. */
+const LIMITED = "e2e-limited";
+const QUEUES_CONFIG = `jobqueue:
+  queues:
+    - { name: ${LIMITED}, concurrency: 3, rate_limit: { max: 100, per: 1m }, key_concurrency: 2 }`;
 const CHART_MS = 90_000; // the page fetches the history about once a minute
 
 const row = (page, id) => page.locator(`#jobs-body tr[data-job-id="${id}"]`);
@@ -244,6 +250,28 @@ async function steps(page, base, worker) {
     await page.locator('#detail [data-field="limit_key"]', { hasText: /^tenant-\d+$/ }).waitFor();
     const dashboard = await shot(page, "jobs-dashboard.png");
     if (process.env.E2E_UPDATE_DOCS) copyFileSync(dashboard, path.join(ROOT, "docs", "jobs-dashboard.png"));
+    await page.click("#detail-close");
+
+    // 8. The declared queue, picked in the page: its limits; a job registered into it (the form's
+    //    queue follows the queue shown) with priority 7 runs there and is listed there only.
+    await page.selectOption("#queue-picker", LIMITED);
+    await page.locator("#queue-name", { hasText: LIMITED }).waitFor();
+    await page.locator('#queue-limits [data-limit="running"]', { hasText: /^\d+ \/ 3$/ }).waitFor();
+    await page.locator('#queue-limits [data-limit="rate_limit"]', { hasText: "100 per 60 s" }).waitFor();
+    await page.locator('#queue-limits [data-limit="key_concurrency"]', { hasText: /^2$/ }).waitFor();
+    if ((await page.inputValue("#job-queue")) !== LIMITED) throw new Error("the form's queue is not the queue shown");
+    await page.fill("#priority", "7");
+    const elsewhere = `in ${LIMITED} ${Date.now()}`;
+    const elsewhereId = await registerThroughPage(page, { message: elsewhere }, 0, 0);
+    await openTab(page, "done");
+    await rowShown(page, elsewhereId);
+    await waitFor("the other queue's printed line", () => worker.output.includes(elsewhere));
+    await row(page, elsewhereId).locator("button.link").click();
+    await page.locator('#detail [data-field="priority"]', { hasText: /^7$/ }).waitFor();
+    await page.selectOption("#queue-picker", "dm-jobqueue");
+    await page.locator("#queue-name", { hasText: "dm-jobqueue" }).waitFor();
+    await rowShown(page, held);
+    if ((await row(page, elsewhereId).count()) !== 0) throw new Error(`${elsewhereId} is listed in dm-jobqueue`);
 
     if (pageErrors.length) throw new Error(`errors in the page: ${pageErrors.join("; ")}`);
     if (limited.length) throw new Error(`the page was rate limited (429): ${limited.join(", ")}`);
@@ -252,4 +280,4 @@ async function steps(page, base, worker) {
   }
 }
 
-runTest("jobs page", scenario, WHOLE_TEST_MS);
+runTest("jobs page", scenario, WHOLE_TEST_MS, { config: QUEUES_CONFIG });

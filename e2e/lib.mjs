@@ -3,7 +3,7 @@
 // runner with a whole-test watchdog. Node's standard library and playwright-core only.
 
 import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { appendFileSync, cpSync, existsSync, mkdtempSync, rmSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -125,8 +125,19 @@ export function fatal(message) {
   return Object.assign(new Error(message), { fatal: true });
 }
 
-/** A redis-server, the api (limiter in memory, default limits) and a worker on free ports. */
-export async function startStack() {
+/** The repository's config with `extra` YAML appended to the test environment's overrides (for
+ *  what `APP__*` variables cannot say, such as the list `jobqueue.queues`); its root. */
+function configWith(extra) {
+  if (!extra) return path.join(ROOT, "config");
+  const root = tempDir("cacheserver-e2e-config-");
+  cpSync(path.join(ROOT, "config"), root, { recursive: true });
+  appendFileSync(path.join(root, "test", "config.yaml"), `\n${extra}\n`);
+  return root;
+}
+
+/** A redis-server, the api (limiter in memory, default limits) and a worker on free ports;
+ *  `config` is YAML added to the test environment's config file (both read it). */
+export async function startStack({ config } = {}) {
   for (const bin of [API_BIN, WORKER_BIN, CHROMIUM]) {
     if (!existsSync(bin)) throw new Error(`${bin} is missing (build with: just e2e)`);
   }
@@ -134,7 +145,7 @@ export async function startStack() {
   const [apiPort, healthPort] = [await freePort(), await freePort()];
   const env = {
     APP_ENV: "test",
-    APP_CONFIG_DIR: path.join(ROOT, "config"),
+    APP_CONFIG_DIR: configWith(config),
     APP__SERVER__HOST: "127.0.0.1",
     APP__SERVER__PORT: String(apiPort),
     APP__CACHE_SERVER__REDIS__JOBQUEUE__ADDR: `127.0.0.1:${redisPort}`,
@@ -208,7 +219,7 @@ export async function run(name, wholeMs, body) {
   process.exit(failed ? 1 : 0);
 }
 
-/** `run` with a fresh stack handed to `scenario({ base, worker })`. */
-export function runTest(name, scenario, wholeMs) {
-  return run(name, wholeMs, async () => scenario(await startStack()));
+/** `run` with a fresh stack (`stack`: [`startStack`]'s options) handed to `scenario({ base, worker })`. */
+export function runTest(name, scenario, wholeMs, stack = {}) {
+  return run(name, wholeMs, async () => scenario(await startStack(stack)));
 }

@@ -261,9 +261,11 @@ async function tick() {
 
 async function refreshQueues() {
   const data = await api("GET", "/api/queues");
-  const q = data.queues[0];
+  // The queue picked (by default the first: the default queue), while it is still listed.
+  const q = data.queues.find((x) => x.name === queue.name) || data.queues[0];
   if (!q) throw new Error("the api serves no queue");
-  queue.name = q.name;
+  if (q.name !== queue.name) showQueue(q.name, false);
+  fillQueuePickers(data.queues);
   queue.counts = q.counts;
   setPaused(q.paused);
   $("queue-name").textContent = q.name;
@@ -272,6 +274,38 @@ async function refreshQueues() {
     const v = q.counts[el.dataset.count];
     el.textContent = v === undefined ? "–" : String(v);
   }
+}
+
+// Every queue the api lists, in the picker (with its pending count and whether it is paused)
+// and in the register form's queue select (defaulting to the queue shown).
+function fillQueuePickers(queues) {
+  const picker = $("queue-picker");
+  const label = (q) => `${q.name} (${q.counts.pending ?? 0} pending${q.paused ? ", paused" : ""})`;
+  const names = queues.map((q) => q.name).join("\n");
+  if (picker.dataset.names !== names) {
+    picker.dataset.names = names;
+    picker.replaceChildren(...queues.map((q) => new Option(label(q), q.name)));
+    const form = $("job-queue");
+    const chosen = form.value;
+    form.replaceChildren(...queues.map((q) => new Option(q.name, q.name)));
+    form.value = queues.some((q) => q.name === chosen) ? chosen : queue.name;
+  } else {
+    queues.forEach((q, i) => (picker.options[i].text = label(q)));
+  }
+  picker.value = queue.name;
+}
+
+/** Show queue `name`: its counts, limits, jobs, history and event stream. */
+function showQueue(name, refresh = true) {
+  queue.name = name;
+  queue.counts = null;
+  timers.historyAt = 0;
+  if (events.source) events.source.close();
+  Object.assign(events, { source: null, live: false, stale: false, retryAt: 0 });
+  $("job-queue").value = name;
+  closeDetail();
+  if (refresh) resetView({});
+  else Object.assign(view, { cursors: [null], nextCursor: null, selected: new Set(), gen: view.gen + 1 });
 }
 
 // The queue's limits shared by all workers (jobqueue.queues; null: none) and what they count.
@@ -301,7 +335,7 @@ function setPaused(paused) {
 }
 
 async function refreshList() {
-  const params = new URLSearchParams({ state: view.state, limit: String(view.pageSize) });
+  const params = new URLSearchParams({ queue: queue.name, state: view.state, limit: String(view.pageSize) });
   if (view.type) params.set("type", view.type);
   const cursor = view.cursors[view.cursors.length - 1];
   if (cursor) params.set("cursor", cursor);
@@ -567,6 +601,7 @@ async function onRegister(event) {
     delay_seconds: Number($("delay").value),
     max_retry: Number($("max-retry").value),
     priority: Number($("priority").value),
+    queue: $("job-queue").value || queue.name,
   };
   act($("register"), async () => {
     const created = await api("POST", "/api/jobs", body);
@@ -732,6 +767,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("job-type").addEventListener("change", fillPayloadTemplate);
   $("alert").addEventListener("click", clearAlert);
   $("pause-toggle").addEventListener("click", togglePause);
+  $("queue-picker").addEventListener("change", (e) => showQueue(e.target.value));
   $("banner-resume").addEventListener("click", togglePause);
   $("detail-close").addEventListener("click", closeDetail);
   $("detail-retry").addEventListener("click", (e) => detailId && retryOne(detailId, e.currentTarget));
