@@ -36,17 +36,11 @@ pub async fn run(stack: &Stack, plan: &Plan, report: &mut Report) -> anyhow::Res
     report.info(
         s,
         &format!(
-            "{n} jobs, c={CONCURRENCY}: event stream on (events_max_len {}) vs off, jobs/s{}",
+            "{n} jobs, c={CONCURRENCY}: event stream off vs on (events_max_len {}), jobs/s{}",
             on.jobqueue.events_max_len,
             pair.rounds_note()
         ),
-        format!(
-            "{:.0}/s ({}) vs {:.0}/s ({})",
-            pair.b.rate,
-            pair.b.cpu_cell(),
-            pair.a.rate,
-            pair.a.cpu_cell()
-        ),
+        pair.rates_cell(),
     );
     report.info(
         s,

@@ -55,13 +55,7 @@ pub async fn run(stack: &Stack, plan: &Plan, report: &mut Report) -> anyhow::Res
             "{n} jobs, c={CONCURRENCY}: one queue vs three weighted 6/3/1, jobs/s{}",
             pair.rounds_note()
         ),
-        format!(
-            "{:.0}/s ({}) vs {:.0}/s ({})",
-            pair.a.rate,
-            pair.a.cpu_cell(),
-            pair.b.rate,
-            pair.b.cpu_cell()
-        ),
+        pair.rates_cell(),
     );
     report.goal(
         s,
@@ -89,13 +83,7 @@ pub async fn run(stack: &Stack, plan: &Plan, report: &mut Report) -> anyhow::Res
             "{n} jobs, c={CONCURRENCY}: no limit vs concurrency {LIMIT_ABOVE_LOAD}, jobs/s{}",
             pair.rounds_note()
         ),
-        format!(
-            "{:.0}/s ({}) vs {:.0}/s ({})",
-            pair.a.rate,
-            pair.a.cpu_cell(),
-            pair.b.rate,
-            pair.b.cpu_cell()
-        ),
+        pair.rates_cell(),
     );
     report.info(
         s,
@@ -121,6 +109,17 @@ impl Paired {
             0 | 1 => String::new(),
             n => format!(" (median of {n} interleaved rounds)"),
         }
+    }
+
+    /// `<a>/s (<a's CPU>) vs <b>/s (<b's CPU>)`: the median drains.
+    pub fn rates_cell(&self) -> String {
+        format!(
+            "{:.0}/s ({}) vs {:.0}/s ({})",
+            self.a.rate,
+            self.a.cpu_cell(),
+            self.b.rate,
+            self.b.cpu_cell()
+        )
     }
 
     /// The median ratio, with the rounds' range when there are several.
