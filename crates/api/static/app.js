@@ -304,8 +304,8 @@ function showQueue(name, refresh = true) {
   Object.assign(events, { source: null, live: false, stale: false, retryAt: 0 });
   $("job-queue").value = name;
   closeDetail();
-  if (refresh) resetView({});
-  else Object.assign(view, { cursors: [null], nextCursor: null, selected: new Set(), gen: view.gen + 1 });
+  clearView();
+  if (refresh) refreshSoon();
 }
 
 // The queue's limits shared by all workers (jobqueue.queues; null: none) and what they count.
@@ -521,8 +521,13 @@ function renderBulk() {
 }
 
 /** Tab, filter or page size changed: back to page one, nothing selected. */
-function resetView(changes) {
+/** Back to the first page with nothing selected; answers still in flight are dropped. */
+function clearView(changes = {}) {
   Object.assign(view, changes, { cursors: [null], nextCursor: null, selected: new Set(), gen: view.gen + 1 });
+}
+
+function resetView(changes) {
+  clearView(changes);
   refreshSoon();
 }
 
