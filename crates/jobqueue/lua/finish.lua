@@ -21,18 +21,20 @@
 -- entries (the latest report per running job, coalesced by the worker) only update meta
 -- `progress` of a job still in flight here; a job whose cancel was asked for (meta
 -- `cancel_requested`) ends cancelled ({q}:cancelled) whatever its run did, unless it finished
--- done. Each recorded end
--- (done, retrying, dead, cancelled) and progress report is added to the {q}:events stream:
--- `job_id`, `state`, `type`, `attempt` (the run it concerns), `time` (ms), progress: `progress`.
+-- done. Each recorded end (done, retrying, dead, cancelled) and progress report is added to the
+-- {q}:events stream: `job_id`, `state`, `type`, `attempt` (the run it concerns), `time` (ms),
+-- progress: `progress`.
 -- Returns the number of results recorded.
 local recorded, processed, failed, rescheduled = 0, 0, 0, 0
 local key_freed = false
-local function event(id, state, progress)
+-- `meta`: the job's meta hash as a table when the caller has read it already (done jobs)
+local function event(id, state, progress, meta)
     if ARGV[5] == "0" then
         return
     end
+    local m = meta and { meta.job_type, meta.failures }
+        or redis.call("hmget", KEYS[2] .. ":" .. id, "job_type", "failures")
     -- failures is already counted for a failed run; the run of any other is the next one
-    local m = redis.call("hmget", KEYS[2] .. ":" .. id, "job_type", "failures")
     local attempt = tonumber(m[2]) or 0
     if state ~= "retrying" and state ~= "dead" then
         attempt = attempt + 1
@@ -56,12 +58,11 @@ end
 -- about 120 B for a short job instead of 180 B, one allocator size class less.
 local DROPPED = { status = true, job_type = true, next_run_ms = true, locked_by = true,
     done_at = true, run_at_ms = true, created_ms = true, started_ms = true, locked_at = true }
-local function slim_done(meta_key, id, result)
-    local fields = redis.call("hgetall", meta_key)
-    local meta, kept = {}, {}
+-- `fields`: its HGETALL reply, `meta` the same as a table
+local function slim_done(meta_key, id, result, fields, meta)
+    local kept = {}
     for j = 1, #fields, 2 do
         local name, value = fields[j], fields[j + 1]
-        meta[name] = value
         if not DROPPED[name] and not (name == "max_retry" and value == "0") then
             table.insert(kept, name)
             table.insert(kept, value)
@@ -130,8 +131,14 @@ for i = 6, #ARGV, 7 do
         if kind == "done" then
             processed = processed + 1
             redis.call("zadd", KEYS[3], ARGV[1], id)
-            event(id, "done")
-            slim_done(meta_key, id, ARGV[i + 6])
+            -- one read of the meta serves the event and the rewrite
+            local fields = redis.call("hgetall", meta_key)
+            local meta = {}
+            for j = 1, #fields, 2 do
+                meta[fields[j]] = fields[j + 1]
+            end
+            event(id, "done", nil, meta)
+            slim_done(meta_key, id, ARGV[i + 6], fields, meta)
         elseif kind == "cancelled" then
             redis.call("zadd", KEYS[10], ARGV[1], id)
             redis.call("hset", meta_key, "status", "Cancelled", "done_at", ARGV[2])
