@@ -92,8 +92,8 @@ impl Picker {
         order
     }
 
-    /// The turn's outcome: `served` got jobs (`None`: no queue had any; the turn is undone),
-    /// `empty` were asked and had nothing due.
+    /// The turn's outcome: `served` got jobs (`None`: none had any), `empty` were asked and had
+    /// nothing due (with `None`: every queue). An empty queue's gain for the turn is undone.
     pub fn served(&mut self, served: Option<usize>, empty: &[usize], now: Instant) {
         for &i in empty {
             self.idle_since[i] = Some(now);
@@ -106,22 +106,13 @@ impl Picker {
                 self.credit[i] -= self.weights[i];
             }
         }
-        match served {
-            Some(i) => {
-                self.idle_since[i] = None;
-                let gained: i64 = (0..self.weights.len())
-                    .filter(|&j| self.gained[j])
-                    .map(|j| self.weights[j])
-                    .sum();
-                self.credit[i] -= gained;
-            }
-            None => {
-                for (j, gained) in self.gained.iter().enumerate() {
-                    if *gained {
-                        self.credit[j] -= self.weights[j];
-                    }
-                }
-            }
+        if let Some(i) = served {
+            self.idle_since[i] = None;
+            let gained: i64 = (0..self.weights.len())
+                .filter(|&j| self.gained[j])
+                .map(|j| self.weights[j])
+                .sum();
+            self.credit[i] -= gained;
         }
     }
 
@@ -184,7 +175,7 @@ impl Fetcher {
                 };
             }
             if let Ok(mut picker) = self.picker.lock() {
-                picker.served(served, &empty, Instant::now());
+                picker.served(served, &empty, now);
             }
             if !tasks.is_empty() {
                 return Ok(tasks);
