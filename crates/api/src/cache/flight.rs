@@ -1,7 +1,9 @@
 //! Single-flight within one api instance: concurrent requests for one key wait for the first
 //! (the leader) instead of each asking Redis or the handler. Bounded: beyond `capacity` keys in
 //! flight, requests go their own way. A leader that is dropped (client gone) releases its
-//! followers, who then answer on their own.
+//! followers, who then answer on their own. This instance's own writes end every flight
+//! ([`Flights::invalidate`]): a leader's lookup may predate the write, and a read that begins
+//! after the write answered must not get that older answer.
 
 use super::entry::Entry;
 use std::collections::HashMap;
@@ -23,9 +25,21 @@ pub(crate) enum Outcome {
 
 type Slot = watch::Receiver<Option<Outcome>>;
 
+/// A key's flight: its followers' slot and the id of its leader.
+struct Flight {
+    slot: Slot,
+    leader: u64,
+}
+
+#[derive(Default)]
+struct Map {
+    flights: HashMap<String, Flight>,
+    next_leader: u64,
+}
+
 #[derive(Clone)]
 pub(crate) struct Flights {
-    map: Arc<Mutex<HashMap<String, Slot>>>,
+    map: Arc<Mutex<Map>>,
     capacity: usize,
 }
 
@@ -48,30 +62,43 @@ impl Flights {
         let Ok(mut map) = self.map.lock() else {
             return Join::Full;
         };
-        if let Some(slot) = map.get(key) {
-            return Join::Follower(slot.clone());
+        if let Some(flight) = map.flights.get(key) {
+            return Join::Follower(flight.slot.clone());
         }
-        if map.len() >= self.capacity {
+        if map.flights.len() >= self.capacity {
             return Join::Full;
         }
-        let (tx, rx) = watch::channel(None);
-        map.insert(key.to_owned(), rx);
+        let (tx, slot) = watch::channel(None);
+        map.next_leader += 1;
+        let id = map.next_leader;
+        map.flights
+            .insert(key.to_owned(), Flight { slot, leader: id });
         Join::Leader(Leader {
             flights: self.clone(),
             key: key.to_owned(),
+            id,
             tx,
         })
     }
 
+    /// After this instance's write changed data (its invalidation is in Redis): requests from
+    /// now on lead flights of their own. Leaders in flight still answer the followers they have.
+    pub fn invalidate(&self) {
+        if let Ok(mut map) = self.map.lock() {
+            map.flights.clear();
+        }
+    }
+
     /// Keys in flight (tests and metrics).
     pub fn len(&self) -> usize {
-        self.map.lock().map(|m| m.len()).unwrap_or(0)
+        self.map.lock().map(|m| m.flights.len()).unwrap_or(0)
     }
 }
 
 pub(crate) struct Leader {
     flights: Flights,
     key: String,
+    id: u64,
     tx: watch::Sender<Option<Outcome>>,
 }
 
@@ -85,7 +112,14 @@ impl Leader {
 impl Drop for Leader {
     fn drop(&mut self) {
         if let Ok(mut map) = self.flights.map.lock() {
-            map.remove(&self.key);
+            // Not a later leader's flight of the same key (after `invalidate`).
+            if map
+                .flights
+                .get(&self.key)
+                .is_some_and(|f| f.leader == self.id)
+            {
+                map.flights.remove(&self.key);
+            }
         }
     }
 }
@@ -131,5 +165,27 @@ mod tests {
         };
         drop(leader);
         assert!(follow(slot, Duration::from_secs(5)).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn after_an_invalidation_a_request_leads_anew_and_the_old_leader_keeps_its_followers() {
+        let flights = Flights::new(10);
+        let Join::Leader(old) = flights.join("a") else {
+            panic!()
+        };
+        let Join::Follower(before) = flights.join("a") else {
+            panic!()
+        };
+        flights.invalidate();
+        let Join::Leader(new) = flights.join("a") else {
+            panic!("a request after the write must not get the older lookup's answer")
+        };
+        let waiter = tokio::spawn(follow(before, Duration::from_secs(5)));
+        old.publish(Outcome::Nothing);
+        assert!(matches!(waiter.await.unwrap(), Some(Outcome::Nothing)));
+        // The old leader is gone; the new flight is still joinable.
+        assert!(matches!(flights.join("a"), Join::Follower(_)));
+        drop(new);
+        assert_eq!(flights.len(), 0);
     }
 }

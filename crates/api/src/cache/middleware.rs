@@ -483,8 +483,10 @@ impl ResponseCache {
                 tracing::warn!(error = %e, path, "response cache invalidation failed; entries may stay until their TTL");
             }
         }
-        // After Redis has the new generations (a lookup from now on cannot refill an old
-        // copy), before the write answers: this instance's next read is not a local hit.
+        // After Redis has the new generations (a lookup from now on cannot find an old entry),
+        // before the write answers: this instance's next read neither follows a lookup that
+        // began before (a flight) nor is a local hit.
+        inner.flights.invalidate();
         if let Some(local) = &inner.local {
             let dropped: Vec<String> = per_route
                 .iter()
