@@ -1,4 +1,4 @@
-//! The cache key of a request: route pattern + normalised query + the key policy's value. Headers
+//! The cache key of a request: path + normalised query + the key policy's value. Headers
 //! the key does not name (`X-Forwarded-Host`, `Accept-Encoding`, ...) never change it, so they
 //! cannot poison an entry; a credential is hashed, never stored in clear.
 
@@ -21,28 +21,22 @@ pub(crate) enum Bypass {
     TagTooLong,
 }
 
-/// A request's place in the cache.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct RequestKey {
-    /// SHA-1 (hex) of everything the entry depends on.
-    pub hash: String,
-    /// Filled tags the entry carries.
-    pub tags: Vec<String>,
-}
-
 pub(crate) struct RequestParts<'a> {
-    pub pattern: &'a str,
     pub path: &'a str,
     pub query: &'a str,
     pub headers: &'a HeaderMap,
-    pub ip: IpAddr,
+    /// The client's address (only the `ip` key policy reads it).
+    pub ip: &'a dyn Fn() -> IpAddr,
 }
 
-pub(crate) fn build(
+/// SHA-1 (hex) of everything a request's entry depends on: the path (the route pattern follows
+/// from it), the normalised query and the key policy's value. No route matching: a local hit
+/// needs only this.
+pub(crate) fn hash(
     rule: &RouteRule,
     req: &RequestParts<'_>,
     max_query: usize,
-) -> Result<RequestKey, Bypass> {
+) -> Result<String, Bypass> {
     if req.query.len() > max_query {
         return Err(Bypass::QueryTooLong);
     }
@@ -55,7 +49,7 @@ pub(crate) fn build(
     }
     let identity = match &rule.key {
         CacheKey::Shared => "shared".to_owned(),
-        CacheKey::Ip => format!("ip:{}", req.ip),
+        CacheKey::Ip => format!("ip:{}", (req.ip)()),
         CacheKey::Header(name) => {
             // Every value of the header counts, so `A: x` and `A: x, A: y` differ.
             let values: Vec<&[u8]> = req
@@ -74,7 +68,18 @@ pub(crate) fn build(
             }
         }
     };
-    let params = path_params(req.pattern, req.path);
+    let material = format!(
+        "v2\n{}\n{}\n{identity}",
+        req.path,
+        normalized_query(req.query)
+    );
+    Ok(fred::util::sha1_hash(&material))
+}
+
+/// The tags an entry of `rule` carries, filled from the path matched by `pattern` (on a miss:
+/// the route's pattern costs a walk of actix' resource map).
+pub(crate) fn tags(rule: &RouteRule, pattern: &str, path: &str) -> Result<Vec<String>, Bypass> {
+    let params = path_params(pattern, path);
     let mut tags = Vec::with_capacity(rule.tags.len());
     for template in &rule.tags {
         if let Some(tag) = fill(template, &params) {
@@ -84,16 +89,7 @@ pub(crate) fn build(
             tags.push(tag);
         }
     }
-    let material = format!(
-        "v1\n{}\n{}\n{}\n{identity}",
-        req.pattern,
-        req.path,
-        normalized_query(req.query)
-    );
-    Ok(RequestKey {
-        hash: fred::util::sha1_hash(&material),
-        tags,
-    })
+    Ok(tags)
 }
 
 /// Decoded `name=value` pairs sorted, so `?b=2&a=1` and `?a=%31&b=2` share an entry.

@@ -53,29 +53,27 @@ pub async fn response_cache(req: ServiceRequest, next: Next<impl MessageBody + '
     if inner.store.is_none() {
         return pass(rule, next, req, CacheResult::Bypass).await;
     }
-    let pattern = req.match_pattern().unwrap_or_else(|| req.path().to_owned());
-    let peer = req
-        .peer_addr()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+    let client = || {
+        let peer = req
+            .peer_addr()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+        client_ip(peer, req.headers(), &inner.trusted_proxies)
+    };
     let parts = RequestParts {
-        pattern: &pattern,
         path: req.path(),
         query: req.query_string(),
         headers: req.headers(),
-        ip: client_ip(peer, req.headers(), &inner.trusted_proxies),
+        ip: &client,
     };
-    let request_key = match key::build(rule, &parts, inner.max_query_bytes) {
-        Ok(k) => k,
-        Err(why) => {
-            tracing::debug!(?why, path = req.path(), "response cache bypassed");
-            return pass(rule, next, req, CacheResult::Bypass).await;
-        }
+    let hash = match key::hash(rule, &parts, inner.max_query_bytes) {
+        Ok(hash) => hash,
+        Err(why) => return bypass(rule, next, req, why).await,
     };
     let refresh = key::wants_refresh(req.headers());
     if let Some(local) = inner.local.as_ref().filter(|_| !refresh) {
         // The hit path: no Redis round trip, one key built.
         let now = Instant::now();
-        let key = entry_key(&rule.prefix, &request_key.hash);
+        let key = entry_key(&rule.prefix, &hash);
         if let Some(copy) = local.state().get(&key, now) {
             if copy.entry.matches_vary(req.headers()) {
                 rule.counters.local_hits.increment(1);
@@ -84,7 +82,12 @@ pub async fn response_cache(req: ServiceRequest, next: Next<impl MessageBody + '
             }
         }
     }
-    let keys = EntryKeys::new(&rule.prefix, &request_key.hash, &request_key.tags);
+    let pattern = req.match_pattern();
+    let tags = match key::tags(rule, pattern.as_deref().unwrap_or(req.path()), req.path()) {
+        Ok(tags) => tags,
+        Err(why) => return bypass(rule, next, req, why).await,
+    };
+    let keys = EntryKeys::new(&rule.prefix, &hash, &tags);
     if refresh {
         return cache.refresh(rule, &keys, next, req).await;
     }
@@ -509,6 +512,17 @@ fn publish(leader: &mut Option<Leader>, outcome: Outcome) {
     if let Some(leader) = leader.take() {
         leader.publish(outcome);
     }
+}
+
+/// A request the cache does not serve (see [`key::Bypass`]).
+async fn bypass<B: MessageBody + 'static>(
+    rule: &RouteRule,
+    next: Next<B>,
+    req: ServiceRequest,
+    why: key::Bypass,
+) -> Answer {
+    tracing::debug!(?why, path = req.path(), "response cache bypassed");
+    pass(rule, next, req, CacheResult::Bypass).await
 }
 
 /// The handler's answer, untouched but for `X-Cache`.
