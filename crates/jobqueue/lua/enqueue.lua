@@ -60,23 +60,27 @@ for i = 2, #ARGV, 11 do
     else
         if redis.call("hsetnx", KEYS[1], id, ARGV[i + 1]) == 1 then
             -- Only what is read back (a field costs ~20 B per job); absent means 0 / none.
-            local meta_key = KEYS[2] .. ":" .. id
-            redis.call("hset", meta_key, "status", "Pending", "run_at_ms", ARGV[i + 2],
-                "next_run_ms", ARGV[i + 2], "max_retry", ARGV[i + 3], "created_ms", ARGV[i + 4],
-                "job_type", ARGV[i + 6])
+            local meta = { "status", "Pending", "run_at_ms", ARGV[i + 2], "next_run_ms", ARGV[i + 2],
+                "max_retry", ARGV[i + 3], "created_ms", ARGV[i + 4], "job_type", ARGV[i + 6] }
             if ARGV[i + 5] ~= "0" then
-                redis.call("hset", meta_key, "timeout_ms", ARGV[i + 5])
+                table.insert(meta, "timeout_ms")
+                table.insert(meta, ARGV[i + 5])
             end
             if #unique_key > 0 then
-                redis.call("hset", meta_key, "unique_key", unique_key)
+                table.insert(meta, "unique_key")
+                table.insert(meta, unique_key)
             end
             if #ARGV[i + 10] > 0 then
-                redis.call("hset", meta_key, "limit_key", ARGV[i + 10])
+                table.insert(meta, "limit_key")
+                table.insert(meta, ARGV[i + 10])
             end
             local priority = tonumber(ARGV[i + 9])
             if priority ~= 5 then
-                redis.call("hset", meta_key, "priority", priority)
+                table.insert(meta, "priority")
+                table.insert(meta, priority)
             end
+            -- one write of the meta hash, whatever options the job has
+            redis.call("hset", KEYS[2] .. ":" .. id, unpack(meta))
             if ARGV[1] ~= "0" then
                 redis.call("xadd", KEYS[9], "MAXLEN", "~", ARGV[1], "*", "job_id", id,
                     "state", "registered", "type", ARGV[i + 6], "attempt", 0, "time", ARGV[i + 4])

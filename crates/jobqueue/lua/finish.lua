@@ -116,7 +116,18 @@ for i = 6, #ARGV, 7 do
         end
     elseif redis.call("srem", KEYS[1], id) == 1 then
         recorded = recorded + 1
-        local limit_key = redis.call("hget", meta_key, "limit_key")
+        -- a done job's meta is read whole once: its limit key, its done event and the rewrite
+        local fields, meta, limit_key
+        if kind == "done" then
+            fields = redis.call("hgetall", meta_key)
+            meta = {}
+            for j = 1, #fields, 2 do
+                meta[fields[j]] = fields[j + 1]
+            end
+            limit_key = meta.limit_key
+        else
+            limit_key = redis.call("hget", meta_key, "limit_key")
+        end
         if limit_key then
             local base = KEYS[15] .. ":" .. limit_key
             redis.call("srem", base .. ":running", id)
@@ -131,12 +142,6 @@ for i = 6, #ARGV, 7 do
         if kind == "done" then
             processed = processed + 1
             redis.call("zadd", KEYS[3], ARGV[1], id)
-            -- one read of the meta serves the event and the rewrite
-            local fields = redis.call("hgetall", meta_key)
-            local meta = {}
-            for j = 1, #fields, 2 do
-                meta[fields[j]] = fields[j + 1]
-            end
             event(id, "done", nil, meta)
             slim_done(meta_key, id, ARGV[i + 6], fields, meta)
         elseif kind == "cancelled" then
