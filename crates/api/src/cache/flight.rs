@@ -1,9 +1,9 @@
 //! Single-flight within one api instance: concurrent requests for one key wait for the first
 //! (the leader) instead of each asking Redis or the handler. Bounded: beyond `capacity` keys in
 //! flight, requests go their own way. A leader that is dropped (client gone) releases its
-//! followers, who then answer on their own. This instance's own writes end every flight
-//! ([`Flights::invalidate`]): a leader's lookup may predate the write, and a read that begins
-//! after the write answered must not get that older answer.
+//! followers, who then answer on their own. This instance's own writes end the flights of the
+//! routes they invalidate ([`Flights::invalidate`]): a leader's lookup may predate the write, and
+//! a read that begins after the write answered must not get that older answer.
 
 use super::entry::Entry;
 use std::collections::HashMap;
@@ -81,11 +81,13 @@ impl Flights {
         })
     }
 
-    /// After this instance's write changed data (its invalidation is in Redis): requests from
-    /// now on lead flights of their own. Leaders in flight still answer the followers they have.
-    pub fn invalidate(&self) {
+    /// After this instance's write changed data (its invalidation is in Redis): requests for
+    /// keys starting with one of `prefixes` (the entry keys of the routes it invalidated) lead
+    /// flights of their own from now on. Leaders in flight still answer the followers they have.
+    pub fn invalidate(&self, prefixes: &[String]) {
         if let Ok(mut map) = self.map.lock() {
-            map.flights.clear();
+            map.flights
+                .retain(|key, _| !prefixes.iter().any(|p| key.starts_with(p.as_str())));
         }
     }
 
@@ -170,22 +172,29 @@ mod tests {
     #[tokio::test]
     async fn after_an_invalidation_a_request_leads_anew_and_the_old_leader_keeps_its_followers() {
         let flights = Flights::new(10);
-        let Join::Leader(old) = flights.join("a") else {
+        let Join::Leader(old) = flights.join("r1:a") else {
             panic!()
         };
-        let Join::Follower(before) = flights.join("a") else {
+        let Join::Follower(before) = flights.join("r1:a") else {
             panic!()
         };
-        flights.invalidate();
-        let Join::Leader(new) = flights.join("a") else {
+        let Join::Leader(other) = flights.join("r2:a") else {
+            panic!()
+        };
+        flights.invalidate(&["r1:".to_owned()]);
+        let Join::Leader(new) = flights.join("r1:a") else {
             panic!("a request after the write must not get the older lookup's answer")
         };
+        assert!(
+            matches!(flights.join("r2:a"), Join::Follower(_)),
+            "a route the write did not invalidate keeps its flight"
+        );
         let waiter = tokio::spawn(follow(before, Duration::from_secs(5)));
         old.publish(Outcome::Nothing);
         assert!(matches!(waiter.await.unwrap(), Some(Outcome::Nothing)));
         // The old leader is gone; the new flight is still joinable.
-        assert!(matches!(flights.join("a"), Join::Follower(_)));
-        drop(new);
+        assert!(matches!(flights.join("r1:a"), Join::Follower(_)));
+        drop((new, other));
         assert_eq!(flights.len(), 0);
     }
 }

@@ -489,7 +489,13 @@ impl ResponseCache {
         // After Redis has the new generations (a lookup from now on cannot find an old entry),
         // before the write answers: this instance's next read neither follows a lookup that
         // began before (a flight) nor is a local hit.
-        inner.flights.invalidate();
+        let routes: Vec<String> = per_route
+            .iter()
+            .zip(&inner.rules.routes)
+            .filter(|(tags, _)| !tags.is_empty())
+            .map(|(_, route)| entry_key(&route.prefix, ""))
+            .collect();
+        inner.flights.invalidate(&routes);
         if let Some(local) = &inner.local {
             let dropped: Vec<String> = per_route
                 .iter()
