@@ -520,12 +520,12 @@ function renderBulk() {
   all.indeterminate = n > 0 && n < view.jobs.length;
 }
 
-/** Tab, filter or page size changed: back to page one, nothing selected. */
 /** Back to the first page with nothing selected; answers still in flight are dropped. */
 function clearView(changes = {}) {
   Object.assign(view, changes, { cursors: [null], nextCursor: null, selected: new Set(), gen: view.gen + 1 });
 }
 
+/** Tab, filter or page size changed: back to page one, nothing selected, and refresh. */
 function resetView(changes) {
   clearView(changes);
   refreshSoon();

@@ -20,6 +20,11 @@ pub fn q(values: &[f64], q: f64) -> f64 {
     quantile(values, q).unwrap_or(0.0)
 }
 
+/// The smallest value; infinity when empty.
+pub fn min(values: &[f64]) -> f64 {
+    values.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
 pub fn max(values: &[f64]) -> f64 {
     values.iter().copied().fold(0.0, f64::max)
 }

@@ -87,8 +87,9 @@ impl Picker {
                 self.credit[i] += self.weights[i];
             }
         }
-        // Most credit first, ties in the configured order; recently idle queues last.
-        order.sort_by_key(|&i| (self.idle(i, now), std::cmp::Reverse(self.credit[i])));
+        // Most credit first, ties in the configured order; recently idle queues (those that
+        // gained nothing this turn) last.
+        order.sort_by_key(|&i| (!self.gained[i], std::cmp::Reverse(self.credit[i])));
         order
     }
 

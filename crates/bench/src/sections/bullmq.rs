@@ -366,10 +366,7 @@ fn pair_row(report: &mut Report, measure: &str, pairs: &[Pair]) {
     };
     let ratios: Vec<f64> = pairs.iter().map(Pair::ratio).collect();
     let median = (!ratios.is_empty()).then(|| stats::median(&ratios));
-    let (lo, hi) = (
-        ratios.iter().copied().fold(f64::INFINITY, f64::min),
-        stats::max(&ratios),
-    );
+    let (lo, hi) = (stats::min(&ratios), stats::max(&ratios));
     let busy = pairs.iter().filter(|p| p.busy).count();
     let mut measure = measure.to_owned();
     if busy > 0 {
@@ -396,8 +393,7 @@ fn timely_rows(report: &mut Report, plan: &Plan, peer: &Peer, ours: Option<&Work
         plan.timely_jobs, plan.timely_max_delay
     );
     let mine = ours.map(|w| w.late_ms.as_slice());
-    let earliest = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
-    let (theirs, m) = (earliest(&peer.late_ms), mine.map(earliest));
+    let (theirs, m) = (stats::min(&peer.late_ms), mine.map(stats::min));
     report.compare(
         &format!("{what}, earliest (never early: ≥ 0)"),
         (ms(theirs), cell(m, ms)),

@@ -127,8 +127,7 @@ impl Paired {
         if self.ratios.len() < 2 {
             return format!("{:.2}", self.ratio);
         }
-        let lo = self.ratios.iter().copied().fold(f64::INFINITY, f64::min);
-        let hi = stats::max(&self.ratios);
+        let (lo, hi) = (stats::min(&self.ratios), stats::max(&self.ratios));
         format!("{:.2} (rounds {lo:.2}–{hi:.2})", self.ratio)
     }
 }

@@ -271,7 +271,7 @@ async fn timeliness(
 fn timeliness_rows(report: &mut Report, late: &[f64], jobs: usize, max_delay: usize) {
     let s = "5 timely";
     let (min, p50, p99, max) = (
-        late.iter().copied().fold(f64::INFINITY, f64::min),
+        stats::min(late),
         stats::q(late, 0.5),
         stats::q(late, 0.99),
         stats::max(late),
