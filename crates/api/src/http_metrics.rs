@@ -8,6 +8,8 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::middleware::Next;
+use actix_web::{HttpMessage, HttpRequest};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Route label of requests that matched no route (404 from the default service).
@@ -20,13 +22,14 @@ pub async fn record(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
     let method = method_label(req.method());
-    // Resolved from the app's resource map, so it is known before routing and survives errors.
-    let route = req.match_pattern().unwrap_or_else(|| UNMATCHED.to_owned());
     let result = next.call(req).await;
-    let status = match &result {
-        Ok(response) => response.status(),
-        Err(error) => error.as_response_error().status_code(),
+    // Our middleware turn failures into responses, so an `Err` (which no longer carries the
+    // request) is never expected here.
+    let (status, route) = match &result {
+        Ok(response) => (response.status(), route_pattern(response.request())),
+        Err(error) => (error.as_response_error().status_code(), None),
     };
+    let route = route.unwrap_or_else(|| UNMATCHED.to_owned());
     let labels = [
         ("method", method.to_owned()),
         ("route", route),
@@ -36,6 +39,22 @@ pub async fn record(
     metrics::histogram!("http_request_duration_seconds", &labels[..2])
         .record(started.elapsed().as_secs_f64());
     result
+}
+
+/// The route pattern of a request answered before routing reached its resource (the response
+/// cache's hits), set by whoever answered it.
+#[derive(Debug, Clone)]
+pub struct MatchedRoute(pub Arc<str>);
+
+/// The route pattern `req` was answered for, read after routing: then actix keeps the matched
+/// resource and this is a lookup. Without one (routing did not reach a resource), actix walks
+/// the resource map through every dynamic route's regex, so a middleware that answers early
+/// says the route with [`MatchedRoute`].
+pub fn route_pattern(req: &HttpRequest) -> Option<String> {
+    if let Some(MatchedRoute(route)) = req.extensions().get::<MatchedRoute>() {
+        return Some(route.to_string());
+    }
+    req.match_pattern()
 }
 
 /// Known methods by name; anything else is one label so clients cannot create new series.

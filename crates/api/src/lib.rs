@@ -11,6 +11,7 @@ pub mod error;
 pub mod http_metrics;
 pub mod ratelimit;
 pub mod redis_cluster;
+pub mod request_span;
 pub mod routes;
 pub mod startup;
 pub mod state;

@@ -5,6 +5,7 @@ use crate::cache::ResponseCache;
 use crate::error::{json_error_handler, path_error_handler, query_error_handler};
 use crate::ratelimit::{Clock, Limiter};
 use crate::redis_cluster::RedisCluster;
+use crate::request_span::RequestSpan;
 use crate::routes;
 use crate::state::AppState;
 use actix_web::dev::Server;
@@ -159,7 +160,7 @@ fn serve(
             ))
             // Innermost wrap runs last: metrics see the final status, tracing sees everything.
             .wrap(from_fn(crate::http_metrics::record))
-            .wrap(TracingLogger::default())
+            .wrap(TracingLogger::<RequestSpan>::new())
             .app_data(
                 web::JsonConfig::default()
                     .limit(MAX_BODY_BYTES)

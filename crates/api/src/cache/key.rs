@@ -5,6 +5,7 @@
 use super::rules::{fill, path_params, RouteRule};
 use actix_web::http::header::{HeaderMap, AUTHORIZATION, CACHE_CONTROL, PRAGMA};
 use cacheserver_config::CacheKey;
+use sha1::{Digest, Sha1};
 use std::net::IpAddr;
 
 /// Longest filled tag; longer path params make the request bypass the cache.
@@ -43,13 +44,24 @@ pub(crate) fn hash(
     if directives(req.headers).any(|d| d == "no-store") {
         return Err(Bypass::NoStore);
     }
-    let keyed_on_authorization = rule.key == CacheKey::Header("authorization".into());
+    let keyed_on_authorization =
+        matches!(&rule.key, CacheKey::Header(name) if name == "authorization");
     if req.headers.contains_key(AUTHORIZATION) && !keyed_on_authorization {
         return Err(Bypass::Authorization);
     }
-    let identity = match &rule.key {
-        CacheKey::Shared => "shared".to_owned(),
-        CacheKey::Ip => format!("ip:{}", (req.ip)()),
+    // Fed in pieces, the same bytes as "v2\n<path>\n<query>\n<identity>": no string is built
+    // on the hit path.
+    let mut material = Sha1::new();
+    material.update(b"v2\n");
+    material.update(req.path.as_bytes());
+    material.update(b"\n");
+    if !req.query.is_empty() {
+        material.update(normalized_query(req.query).as_bytes());
+    }
+    material.update(b"\n");
+    match &rule.key {
+        CacheKey::Shared => material.update(b"shared"),
+        CacheKey::Ip => material.update(format!("ip:{}", (req.ip)()).as_bytes()),
         CacheKey::Header(name) => {
             // Every value of the header counts, so `A: x` and `A: x, A: y` differ.
             let values: Vec<&[u8]> = req
@@ -58,22 +70,26 @@ pub(crate) fn hash(
                 .map(|v| v.as_bytes())
                 .collect();
             if values.is_empty() {
-                "anonymous".to_owned()
+                material.update(b"anonymous");
             } else {
                 let joined = values.join(&b'\n');
-                format!(
-                    "h:{}",
-                    fred::util::sha1_hash(&String::from_utf8_lossy(&joined))
-                )
+                let credential = fred::util::sha1_hash(&String::from_utf8_lossy(&joined));
+                material.update(b"h:");
+                material.update(credential.as_bytes());
             }
         }
-    };
-    let material = format!(
-        "v2\n{}\n{}\n{identity}",
-        req.path,
-        normalized_query(req.query)
-    );
-    Ok(fred::util::sha1_hash(&material))
+    }
+    Ok(lower_hex(&material.finalize()))
+}
+
+fn lower_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        hex.push(char::from(DIGITS[usize::from(b >> 4)]));
+        hex.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    hex
 }
 
 /// The tags an entry of `rule` carries, filled from the path matched by `pattern` (on a miss:
@@ -128,6 +144,48 @@ fn directives(headers: &HeaderMap) -> impl Iterator<Item = String> + '_ {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// The key is the SHA-1 of "v2\n<path>\n<normalised query>\n<identity>" (instances of
+    /// different builds share entries as long as this holds).
+    #[test]
+    fn the_key_hashes_path_query_and_identity() {
+        let rules = |key: &str| {
+            let route = serde_json::json!({"path_prefix": "/api/queues", "ttl": "1s", "key": key});
+            let settings: cacheserver_config::CacheSettings =
+                serde_json::from_value(serde_json::json!({ "routes": [route] })).unwrap();
+            super::super::rules::Rules::new(&settings).unwrap()
+        };
+        let ip = || IpAddr::from([10, 0, 0, 7]);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            actix_web::http::header::HeaderName::from_static("x-user"),
+            actix_web::http::header::HeaderValue::from_static("alice"),
+        );
+        let parts = |query| RequestParts {
+            path: "/api/queues",
+            query,
+            headers: &headers,
+            ip: &ip,
+        };
+        let q = normalized_query("b=2&a=1");
+        let alice = format!("h:{}", fred::util::sha1_hash("alice"));
+        for (key, query, identity) in [
+            ("shared", "", "shared".to_owned()),
+            ("shared", "b=2&a=1", "shared".to_owned()),
+            ("ip", "", "ip:10.0.0.7".to_owned()),
+            ("header:X-User", "b=2&a=1", alice),
+            ("header:X-Other", "", "anonymous".to_owned()),
+        ] {
+            let rules = rules(key);
+            let expected_query = if query.is_empty() { "" } else { q.as_str() };
+            let material = format!("v2\n/api/queues\n{expected_query}\n{identity}");
+            assert_eq!(
+                hash(&rules.routes[0], &parts(query), 2048).unwrap(),
+                fred::util::sha1_hash(&material),
+                "{key} {query}"
+            );
+        }
+    }
 
     #[test]
     fn query_is_sorted_and_decoded() {

@@ -51,6 +51,8 @@ const MAX_OWN: usize = 1024;
 pub(crate) struct LocalEntry {
     pub entry: Arc<Entry>,
     pub fresh_until: Instant,
+    /// The route pattern it answers (see [`EntryKeys::pattern`]).
+    pub pattern: Option<Arc<str>>,
     /// Generation keys the entry was stored under.
     generation_keys: Box<[Box<[u8]>]>,
     bytes: usize,
@@ -417,6 +419,7 @@ fn copy_of(keys: &EntryKeys, entry: Arc<Entry>, fresh_until: Instant) -> Arc<Loc
     Arc::new(LocalEntry {
         entry,
         fresh_until,
+        pattern: keys.pattern().cloned(),
         generation_keys,
         bytes,
     })
@@ -452,7 +455,7 @@ mod tests {
     fn serves_only_while_verified_fresh_and_not_raced() {
         let tier = LocalTier::new(100, 1 << 20, 1024);
         let s = tier.state();
-        let keys = EntryKeys::new("/r", "h", &["t".into()]);
+        let keys = EntryKeys::new("/r", "h", &["t".into()], None);
         let now = Instant::now();
         assert!(s.ticket(now).is_none(), "not verified yet");
         verified(&tier);
@@ -545,7 +548,7 @@ mod tests {
         let tier = LocalTier::new(100, 1 << 20, 1024);
         verified(&tier);
         let s = tier.state();
-        let keys = EntryKeys::new("/r", "h", &["t".into()]);
+        let keys = EntryKeys::new("/r", "h", &["t".into()], None);
         let key = keys.entry_key().to_owned();
         let generation = "rc:{/r}:g:t";
         let fresh = || Instant::now() + Duration::from_secs(10);
@@ -615,7 +618,7 @@ mod tests {
         verified(&tier);
         let s = tier.state();
         for i in 0..1000 {
-            let keys = EntryKeys::new("/r", &i.to_string(), &[]);
+            let keys = EntryKeys::new("/r", &i.to_string(), &[], None);
             let ticket = s.ticket(Instant::now()).unwrap();
             s.fill(
                 ticket,

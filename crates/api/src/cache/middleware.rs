@@ -10,6 +10,7 @@ use super::metrics::{invalidated, redis_error, CacheResult};
 use super::rules::{fill, path_params, RouteRule};
 use super::store::{entry_key, generation_keys, EntryKeys};
 use super::ResponseCache;
+use crate::http_metrics::MatchedRoute;
 use crate::ratelimit::client_ip;
 use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -19,7 +20,7 @@ use actix_web::http::header::{
 use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::web::Bytes;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use std::net::{IpAddr, Ipv4Addr};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -78,16 +79,24 @@ pub async fn response_cache(req: ServiceRequest, next: Next<impl MessageBody + '
             if copy.entry.matches_vary(req.headers()) {
                 rule.counters.local_hits.increment(1);
                 let fresh_for = copy.fresh_until.saturating_duration_since(now);
-                return Ok(answer(req, rule, &copy.entry, CacheResult::Hit, fresh_for));
+                let pattern = copy.pattern.as_ref();
+                return Ok(answer(
+                    req,
+                    rule,
+                    &copy.entry,
+                    CacheResult::Hit,
+                    fresh_for,
+                    pattern,
+                ));
             }
         }
     }
-    let pattern = req.match_pattern();
+    let pattern: Option<Arc<str>> = req.match_pattern().map(Arc::from);
     let tags = match key::tags(rule, pattern.as_deref().unwrap_or(req.path()), req.path()) {
         Ok(tags) => tags,
         Err(why) => return bypass(rule, next, req, why).await,
     };
-    let keys = EntryKeys::new(&rule.prefix, &hash, &tags);
+    let keys = EntryKeys::new(&rule.prefix, &hash, &tags, pattern);
     if refresh {
         return cache.refresh(rule, &keys, next, req).await;
     }
@@ -103,7 +112,7 @@ pub async fn response_cache(req: ServiceRequest, next: Next<impl MessageBody + '
                 } else {
                     CacheResult::Hit
                 };
-                Ok(answer(req, rule, &entry, result, fresh_for))
+                Ok(answer(req, rule, &entry, result, fresh_for, keys.pattern()))
             }
             // The leader had nothing to share (not cacheable, Redis down) or went away.
             _ => pass(rule, next, req, CacheResult::Miss).await,
@@ -167,7 +176,15 @@ impl ResponseCache {
                             stale: false,
                         },
                     );
-                    return Ok(answer(req, rule, &entry, CacheResult::Hit, fresh_for));
+                    let pattern = keys.pattern();
+                    return Ok(answer(
+                        req,
+                        rule,
+                        &entry,
+                        CacheResult::Hit,
+                        fresh_for,
+                        pattern,
+                    ));
                 }
                 publish(
                     &mut leader,
@@ -185,6 +202,7 @@ impl ResponseCache {
                         &entry,
                         CacheResult::Stale,
                         Duration::ZERO,
+                        keys.pattern(),
                     ));
                 }
                 return Ok(self.serve_stale_and_refresh(
@@ -544,14 +562,20 @@ async fn pass<B: MessageBody + 'static>(
     Ok(res)
 }
 
+/// An answer from the cache; the request never reached routing, so it says its route pattern
+/// for the request metrics and span.
 fn answer(
     req: ServiceRequest,
     rule: &RouteRule,
     entry: &Entry,
     result: CacheResult,
     fresh_for: Duration,
+    pattern: Option<&Arc<str>>,
 ) -> ServiceResponse<BoxBody> {
     rule.counters.count(result);
+    if let Some(pattern) = pattern {
+        req.extensions_mut().insert(MatchedRoute(pattern.clone()));
+    }
     let response = render(req.headers(), rule, entry, result, fresh_for);
     req.into_response(response)
 }
@@ -564,15 +588,17 @@ fn render(
     result: CacheResult,
     fresh_for: Duration,
 ) -> HttpResponse {
+    // Headers go straight into the map (the builder would convert and check each again).
     let not_modified = entry.not_modified(request_headers.get(IF_NONE_MATCH));
-    let mut builder = if not_modified {
-        HttpResponse::build(StatusCode::NOT_MODIFIED)
+    let mut response = if not_modified {
+        HttpResponse::new(StatusCode::NOT_MODIFIED)
     } else {
-        HttpResponse::build(entry.status)
+        HttpResponse::with_body(entry.status, BoxBody::new(entry.body.clone()))
     };
+    let headers = response.headers_mut();
     if !not_modified {
         for (name, value) in &entry.headers {
-            builder.append_header((name.clone(), value.clone()));
+            headers.append(name.clone(), value.clone());
         }
     }
     let age = rule.ttl.saturating_sub(fresh_for).as_secs();
@@ -581,19 +607,14 @@ fn render(
     } else {
         "private"
     };
-    builder
-        .insert_header((ETAG, entry.etag.clone()))
-        .insert_header((AGE, age))
-        .insert_header((
-            CACHE_CONTROL,
-            format!("{visibility}, max-age={}", fresh_for.as_secs()),
-        ))
-        .insert_header((X_CACHE, result.header()));
-    if not_modified {
-        builder.finish()
-    } else {
-        builder.body(entry.body.clone())
+    let cache_control = format!("{visibility}, max-age={}", fresh_for.as_secs());
+    headers.insert(ETAG, entry.etag.clone());
+    headers.insert(AGE, HeaderValue::from(age));
+    if let Ok(value) = HeaderValue::try_from(cache_control) {
+        headers.insert(CACHE_CONTROL, value);
     }
+    headers.insert(X_CACHE, HeaderValue::from_static(result.header()));
+    response
 }
 
 fn mark(headers: &mut HeaderMap, result: CacheResult) {

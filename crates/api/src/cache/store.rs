@@ -16,6 +16,7 @@ use super::entry::Entry;
 use crate::redis_cluster::{ClusterScript, RedisCluster, RedisError};
 use actix_web::web::Bytes;
 use fred::types::{Key, Value};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// KEYS: entry, lock, tag generations. ARGV: stale window (ms), `1` to skip the entry (refresh),
@@ -90,15 +91,22 @@ static INVALIDATE_SCRIPT: ClusterScript = ClusterScript::new("cache invalidate",
 #[derive(Debug, Clone)]
 pub(crate) struct EntryKeys {
     keys: Vec<Key>,
+    /// The route pattern the entry answers (`/api/queues/{queue}/history`), when actix knows
+    /// one: answers from the cache carry it to the request metrics (see [`crate::http_metrics::MatchedRoute`]).
+    pattern: Option<Arc<str>>,
 }
 
 impl EntryKeys {
-    pub fn new(route: &str, hash: &str, tags: &[String]) -> Self {
+    pub fn new(route: &str, hash: &str, tags: &[String], pattern: Option<Arc<str>>) -> Self {
         let mut keys = Vec::with_capacity(2 + tags.len());
         keys.push(entry_key(route, hash).into());
         keys.push(format!("rc:{{{route}}}:l:{hash}").into());
         keys.extend(tags.iter().map(|t| generation_key(route, t).into()));
-        Self { keys }
+        Self { keys, pattern }
+    }
+
+    pub fn pattern(&self) -> Option<&Arc<str>> {
+        self.pattern.as_ref()
     }
 
     /// The entry's key (tests and `redis-cli` users look for it).
@@ -334,7 +342,7 @@ mod tests {
 
     #[test]
     fn key_kinds() {
-        let keys = EntryKeys::new("/api/queues", "abc", &["queue:a".into()]);
+        let keys = EntryKeys::new("/api/queues", "abc", &["queue:a".into()], None);
         assert_eq!(keys.entry_key(), "rc:{/api/queues}:e:abc");
         let gens: Vec<&[u8]> = keys.generation_keys().collect();
         assert_eq!(gens, vec![b"rc:{/api/queues}:g:queue:a".as_slice()]);

@@ -309,7 +309,13 @@ async fn seed_procedure_on_our_routes_miss_hit_write_miss_and_ttl() {
     .await;
     // The local tier too, once its tracking connections are back and verified.
     until_local_hit(|| app.get("/api/queues"), &cluster).await;
+    until_local_hit(|| app.get(history), &cluster).await;
     let metrics = app.get("/metrics").await.text().await.unwrap();
+    // Answers from the cache are labelled with their route pattern, never the path.
+    let pattern =
+        r#"http_requests_total{method="GET",route="/api/queues/{queue}/history",status="200"}"#;
+    assert!(metrics.contains(pattern), "{metrics}");
+    assert!(!metrics.contains(r#"route="/api/queues/dm-jobqueue/history""#));
     assert!(metrics.contains("cache_requests_total{route=\"/api/queues\",result=\"hit\"}"));
     assert!(metrics.contains("cache_local_hits_total{route=\"/api/queues\"}"));
     assert!(metrics.contains("cache_local_tracking 1"));
