@@ -31,6 +31,9 @@ pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
 type Answer = Result<ServiceResponse<BoxBody>, actix_web::Error>;
 
+/// The hit path awaits nothing. The paths that call Redis are boxed: their futures are KBs
+/// (fred's), and inlined they would make every request's future as large (actix boxes it:
+/// a large allocation and copy per request, hits included).
 pub async fn response_cache(req: ServiceRequest, next: Next<impl MessageBody + 'static>) -> Answer {
     let cache = req
         .app_data::<web::Data<ResponseCache>>()
@@ -43,7 +46,7 @@ pub async fn response_cache(req: ServiceRequest, next: Next<impl MessageBody + '
     if [Method::POST, Method::PUT, Method::PATCH, Method::DELETE].contains(&method) {
         let res = next.call(req).await?;
         if res.status().is_success() {
-            cache.invalidate_after(&method, res.request()).await;
+            Box::pin(cache.invalidate_after(&method, res.request())).await;
         }
         return Ok(res.map_into_boxed_body());
     }
@@ -98,7 +101,7 @@ pub async fn response_cache(req: ServiceRequest, next: Next<impl MessageBody + '
     };
     let keys = EntryKeys::new(&rule.prefix, &hash, &tags, pattern);
     if refresh {
-        return cache.refresh(rule, &keys, next, req).await;
+        return Box::pin(cache.refresh(rule, &keys, next, req)).await;
     }
     match inner.flights.join(&keys.entry()) {
         Join::Follower(slot) => match follow(slot, inner.lock_timeout).await {
@@ -117,8 +120,8 @@ pub async fn response_cache(req: ServiceRequest, next: Next<impl MessageBody + '
             // The leader had nothing to share (not cacheable, Redis down) or went away.
             _ => pass(rule, next, req, CacheResult::Miss).await,
         },
-        Join::Leader(leader) => cache.lead(rule, &keys, Some(leader), next, req).await,
-        Join::Full => cache.lead(rule, &keys, None, next, req).await,
+        Join::Leader(leader) => Box::pin(cache.lead(rule, &keys, Some(leader), next, req)).await,
+        Join::Full => Box::pin(cache.lead(rule, &keys, None, next, req)).await,
     }
 }
 
