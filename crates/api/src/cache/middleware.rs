@@ -610,7 +610,14 @@ fn render(
     } else {
         "private"
     };
-    let cache_control = format!("{visibility}, max-age={}", fresh_for.as_secs());
+    let mut cache_control = String::with_capacity(32);
+    for part in [
+        visibility,
+        ", max-age=",
+        itoa::Buffer::new().format(fresh_for.as_secs()),
+    ] {
+        cache_control.push_str(part);
+    }
     headers.insert(ETAG, entry.etag.clone());
     headers.insert(AGE, HeaderValue::from(age));
     if let Ok(value) = HeaderValue::try_from(cache_control) {

@@ -146,7 +146,12 @@ pub(crate) struct Markers {
 
 /// The key of the entry `hash` of `route` (the local tier looks copies up by it).
 pub(crate) fn entry_key(route: &str, hash: &str) -> String {
-    format!("rc:{{{route}}}:e:{hash}")
+    // Built on every hit: pushes, not `format!` (whose machinery cost as much as the lookup).
+    let mut key = String::with_capacity(route.len() + hash.len() + 8);
+    for part in ["rc:{", route, "}:e:", hash] {
+        key.push_str(part);
+    }
+    key
 }
 
 fn generation_key(route: &str, tag: &str) -> String {
