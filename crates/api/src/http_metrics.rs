@@ -9,6 +9,9 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, HttpRequest};
+use fnv::FnvHashMap;
+use metrics::{Counter, Histogram};
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -29,16 +32,76 @@ pub async fn record(
         Ok(response) => (response.status(), route_pattern(response.request())),
         Err(error) => (error.as_response_error().status_code(), None),
     };
-    let route = route.unwrap_or_else(|| UNMATCHED.to_owned());
-    let labels = [
-        ("method", method.to_owned()),
-        ("route", route),
-        ("status", status.as_u16().to_string()),
-    ];
-    metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels[..2])
-        .record(started.elapsed().as_secs_f64());
+    let route = route.as_deref().unwrap_or(UNMATCHED);
+    let elapsed = started.elapsed().as_secs_f64();
+    SERIES.with_borrow_mut(|series| series.record(method, route, status.as_u16(), elapsed));
     result
+}
+
+thread_local! {
+    /// This worker thread's handles, so the registry lookup (labels built, hashed, compared) is
+    /// paid once per series instead of per request. Bounded: routes are patterns, and methods
+    /// and statuses few.
+    static SERIES: RefCell<Series> = RefCell::default();
+}
+
+#[derive(Default)]
+struct Series {
+    by_route: FnvHashMap<Box<str>, Vec<Handles>>,
+}
+
+struct Handles {
+    method: &'static str,
+    status: u16,
+    requests: Counter,
+    duration: Histogram,
+}
+
+impl Series {
+    fn record(&mut self, method: &'static str, route: &str, status: u16, seconds: f64) {
+        if !self.by_route.contains_key(route) {
+            self.by_route.insert(route.into(), Vec::new());
+        }
+        let Some(handles) = self.by_route.get_mut(route) else {
+            return;
+        };
+        match handles
+            .iter()
+            .find(|h| h.method == method && h.status == status)
+        {
+            Some(h) => h.record(seconds),
+            None => {
+                let h = Handles::new(method, route, status);
+                h.record(seconds);
+                handles.push(h);
+            }
+        }
+    }
+}
+
+impl Handles {
+    fn new(method: &'static str, route: &str, status: u16) -> Self {
+        Self {
+            method,
+            status,
+            requests: metrics::counter!(
+                "http_requests_total",
+                "method" => method,
+                "route" => route.to_owned(),
+                "status" => status.to_string()
+            ),
+            duration: metrics::histogram!(
+                "http_request_duration_seconds",
+                "method" => method,
+                "route" => route.to_owned()
+            ),
+        }
+    }
+
+    fn record(&self, seconds: f64) {
+        self.requests.increment(1);
+        self.duration.record(seconds);
+    }
 }
 
 /// The route pattern of a request answered before routing reached its resource (the response
