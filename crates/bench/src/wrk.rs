@@ -19,6 +19,8 @@ pub struct WrkResult {
     pub requests: u64,
     pub non_2xx: u64,
     pub socket_errors: u64,
+    /// wrk's own CPU over the load, in cores: near 1, the load generator is the limit.
+    pub cores: f64,
 }
 
 /// One wrk load: `conns` connections, one thread pinned to one core, `script` from `bench/`.
@@ -36,10 +38,12 @@ pub fn run(
         let path = crate::workspace_root().join("bench").join(script);
         cmd.arg("-s").arg(path);
     }
+    let before = children_cpu_secs();
     let output = cmd
         .arg(url)
         .output()
         .context("run wrk (apt-get install -y wrk)")?;
+    let wrk_cpu = children_cpu_secs() - before;
     let text = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
         bail!(
@@ -47,7 +51,19 @@ pub fn run(
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    parse(&text).with_context(|| format!("unexpected wrk output:\n{text}"))
+    let mut result = parse(&text).with_context(|| format!("unexpected wrk output:\n{text}"))?;
+    result.cores = wrk_cpu / duration.as_secs_f64().max(1.0);
+    Ok(result)
+}
+
+/// CPU seconds of this process' children that ended and were waited for: across one wrk run,
+/// wrk's (the bench's other children, servers, live on until the end).
+fn children_cpu_secs() -> f64 {
+    use nix::sys::resource::{getrusage, UsageWho};
+    getrusage(UsageWho::RUSAGE_CHILDREN).map_or(0.0, |usage| {
+        let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+        secs(usage.user_time()) + secs(usage.system_time())
+    })
 }
 
 pub fn parse(text: &str) -> anyhow::Result<WrkResult> {

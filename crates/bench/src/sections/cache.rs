@@ -91,6 +91,14 @@ pub async fn run(stack: &Stack, plan: &Plan, report: &mut Report) -> anyhow::Res
             off_r.api_us, on_r.api_us, ping_r.api_us, on_r.cluster_us
         ),
     );
+    report.info(
+        SECTION,
+        "load generator (wrk, one thread) CPU in cores: cache off / cached / ping",
+        format!(
+            "{:.2} / {:.2} / {:.2}",
+            off_r.wrk.cores, on_r.wrk.cores, ping_r.wrk.cores
+        ),
+    );
     let hits = prometheus_sum(stack, &on, "cache_requests_total", "result=\"hit\"").await;
     let all = prometheus_sum(stack, &on, "cache_requests_total", "route=\"/api/queues\"").await;
     report.info(
