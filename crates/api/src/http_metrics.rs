@@ -59,23 +59,19 @@ struct Handles {
 
 impl Series {
     fn record(&mut self, method: &'static str, route: &str, status: u16, seconds: f64) {
-        if !self.by_route.contains_key(route) {
-            self.by_route.insert(route.into(), Vec::new());
-        }
-        let Some(handles) = self.by_route.get_mut(route) else {
+        let known = self.by_route.get(route).and_then(|handles| {
+            handles
+                .iter()
+                .find(|h| h.method == method && h.status == status)
+        });
+        if let Some(h) = known {
+            h.record(seconds);
             return;
-        };
-        match handles
-            .iter()
-            .find(|h| h.method == method && h.status == status)
-        {
-            Some(h) => h.record(seconds),
-            None => {
-                let h = Handles::new(method, route, status);
-                h.record(seconds);
-                handles.push(h);
-            }
         }
+        // A series this thread has not recorded yet: once per series.
+        let h = Handles::new(method, route, status);
+        h.record(seconds);
+        self.by_route.entry(route.into()).or_default().push(h);
     }
 }
 
