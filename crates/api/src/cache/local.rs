@@ -23,14 +23,21 @@
 //! stored under the same generations (as valid), or one expired, evicted or deleted by hand at
 //! that instant (the copy then lives out its fresh time).
 //!
-//! A push for an entry key drops that copy; one for a generation key drops every copy stored
+//! A push for an entry key drops that copy; one for a generation key retires every copy stored
 //! under it; a lost tracking connection, a reconnect, a topology change or a lagging listener
 //! drops everything (and the tier stays off until tracking is verified again). The api's own
-//! invalidations drop copies before the write's response is sent.
+//! invalidations retire copies before the write's response is sent.
+//!
+//! Retiring is O(1) in the number of copies (the issue's rule for tag invalidation): each
+//! generation key has a local version, bumped when the key changes, and a copy remembers the
+//! versions it was made under; a copy whose versions moved on is never served and goes when it
+//! is next asked for or evicted. (Scanning the copies on every write made a write cost O(copies):
+//! 10,000 copies of other tags took HTTP register from ~20k to 6k/s.)
 
 use super::entry::Entry;
 use super::store::{is_generation_key, is_marker, EntryKeys, Markers};
 use cacheserver_redis::tracking::{Tracking, TrackingEvent};
+use fnv::FnvHashMap;
 use fred::types::Key;
 use quick_cache::sync::{Cache, DefaultLifecycle};
 use quick_cache::{DefaultHashBuilder, OptionsBuilder, Weighter};
@@ -48,14 +55,86 @@ const OVERHEAD_BYTES: usize = 256;
 /// Own stores waiting for their push at most (beyond, a store keeps no copy).
 const MAX_OWN: usize = 1024;
 
+/// Generation versions kept before the first sweep of those no copy refers to.
+const MIN_GENERATIONS: usize = 1024;
+
+/// A tag generation key and its local version: bumped whenever the key changes (its push, or
+/// the api's own invalidation), so copies made under an older version are retired.
+struct Generation {
+    key: Box<[u8]>,
+    version: AtomicU64,
+}
+
 pub(crate) struct LocalEntry {
     pub entry: Arc<Entry>,
     pub fresh_until: Instant,
     /// The route pattern it answers (see [`EntryKeys::pattern`]).
     pub pattern: Option<Arc<str>>,
-    /// Generation keys the entry was stored under.
-    generation_keys: Box<[Box<[u8]>]>,
+    /// The generations the entry was stored under, with their versions when the copy was made.
+    generations: Box<[(Arc<Generation>, u64)]>,
     bytes: usize,
+}
+
+impl LocalEntry {
+    /// None of its generations changed since the copy was made.
+    fn is_current(&self) -> bool {
+        self.generations
+            .iter()
+            .all(|(g, version)| g.version.load(Ordering::SeqCst) == *version)
+    }
+}
+
+/// The versions of the generation keys copies refer to. Bounded: keys no copy refers to any
+/// more (evicted, dropped) are swept once the map has doubled since the last sweep.
+struct Generations {
+    map: FnvHashMap<Box<[u8]>, Arc<Generation>>,
+    sweep_at: usize,
+}
+
+impl Generations {
+    fn new() -> Self {
+        Self {
+            map: FnvHashMap::default(),
+            sweep_at: MIN_GENERATIONS,
+        }
+    }
+
+    /// `keys` with their current versions (created at 0 when new).
+    fn current<'a>(
+        &mut self,
+        keys: impl Iterator<Item = &'a [u8]>,
+    ) -> Box<[(Arc<Generation>, u64)]> {
+        let handles: Box<[(Arc<Generation>, u64)]> = keys
+            .map(|key| {
+                let g = match self.map.get(key) {
+                    Some(g) => Arc::clone(g),
+                    None => {
+                        let g = Arc::new(Generation {
+                            key: key.into(),
+                            version: AtomicU64::new(0),
+                        });
+                        self.map.insert(key.into(), Arc::clone(&g));
+                        g
+                    }
+                };
+                let version = g.version.load(Ordering::SeqCst);
+                (g, version)
+            })
+            .collect();
+        if self.map.len() >= self.sweep_at {
+            // Only the map holds it: no copy refers to it, and a new copy starts a new one.
+            self.map.retain(|_, g| Arc::strong_count(g) > 1);
+            self.sweep_at = (self.map.len() * 2).max(MIN_GENERATIONS);
+        }
+        handles
+    }
+
+    /// Retire the copies made under `key` (none refer to a key the map does not hold).
+    fn bump(&self, key: &[u8]) {
+        if let Some(g) = self.map.get(key) {
+            g.version.fetch_add(1, Ordering::SeqCst);
+        }
+    }
 }
 
 /// Weight = bytes, but at least `max_bytes / max_entries`: the cache holds at most
@@ -103,6 +182,7 @@ pub(crate) struct LocalState {
     generation_epoch: AtomicU64,
     /// Own stores waiting for their pushes (at most [`MAX_OWN`]).
     own: Mutex<Vec<OwnStore>>,
+    generations: Mutex<Generations>,
     /// Tracking verified until `base + valid_until` ms; 0: not verified.
     valid_until: AtomicU64,
     base: Instant,
@@ -154,6 +234,7 @@ impl LocalTier {
                 epoch: AtomicU64::new(0),
                 generation_epoch: AtomicU64::new(0),
                 own: Mutex::new(Vec::new()),
+                generations: Mutex::new(Generations::new()),
                 valid_until: AtomicU64::new(0),
                 base: Instant::now(),
             }),
@@ -205,7 +286,7 @@ impl LocalState {
             return None;
         }
         let hit = self.entries.get(key)?;
-        if hit.fresh_until > now {
+        if hit.fresh_until > now && hit.is_current() {
             Some(hit)
         } else {
             self.entries.remove(key);
@@ -230,7 +311,7 @@ impl LocalState {
         fresh_for: Duration,
     ) {
         let key = keys.entry_key();
-        let copy = copy_of(keys, entry, started + fresh_for);
+        let copy = self.copy_of(keys, entry, started + fresh_for);
         self.entries.insert(key.into(), copy);
         // After the insert: an invalidation bumps the epoch before it drops copies, so either
         // it sees this copy or this check sees its bump.
@@ -261,7 +342,7 @@ impl LocalState {
         let (kept, heard) = tokio::sync::oneshot::channel();
         own.push(OwnStore {
             key: keys.entry_key().into(),
-            copy: copy_of(keys, entry, fresh_until),
+            copy: self.copy_of(keys, entry, fresh_until),
             markers: markers.clone(),
             epoch,
             seen_entry: false,
@@ -281,16 +362,22 @@ impl LocalState {
         self.own.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Drop copies stored under these generation keys (the api's own invalidation, before the
-    /// write answers).
+    /// Retire copies stored under these generation keys (the api's own invalidation, before
+    /// the write answers).
     pub fn drop_generations(&self, generation_keys: &[String]) {
         self.generation_epoch.fetch_add(1, Ordering::SeqCst);
         self.epoch.fetch_add(1, Ordering::SeqCst);
-        self.entries.retain(|_, v| {
-            !v.generation_keys
-                .iter()
-                .any(|g| generation_keys.iter().any(|k| k.as_bytes() == &**g))
-        });
+        let generations = self.generations();
+        for key in generation_keys {
+            generations.bump(key.as_bytes());
+        }
+    }
+
+    fn generations(&self) -> MutexGuard<'_, Generations> {
+        // Nothing panics while holding it.
+        self.generations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn drop_all(&self) {
@@ -300,9 +387,9 @@ impl LocalState {
         self.entries.clear();
     }
 
-    /// Entries held now (tests, metrics).
+    /// Copies that may still be served (tests): held, and none of their generations changed.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.iter().filter(|(_, v)| v.is_current()).count()
     }
 
     fn apply(&self, event: TrackingEvent) {
@@ -310,23 +397,15 @@ impl LocalState {
             TrackingEvent::Invalidate(keys) => {
                 super::metrics::local_invalidations(keys.len());
                 self.epoch.fetch_add(1, Ordering::SeqCst);
-                let mut generations: Vec<&[u8]> = Vec::new();
                 for key in &keys {
                     let bytes = key.as_bytes();
                     if is_marker(bytes) {
-                        // An own store's marker: no copy is stored under it (no scan).
+                        // An own store's marker: no copy is stored under it.
                     } else if is_generation_key(bytes) {
-                        generations.push(bytes);
+                        self.generations().bump(bytes);
                     } else if let Ok(k) = std::str::from_utf8(bytes) {
                         self.entries.remove(k);
                     }
-                }
-                if !generations.is_empty() {
-                    self.entries.retain(|_, v| {
-                        !v.generation_keys
-                            .iter()
-                            .any(|g| generations.contains(&&**g))
-                    });
                 }
                 self.keep_own(&keys);
             }
@@ -364,7 +443,7 @@ impl LocalState {
         let mut ready = Vec::new();
         for mut s in std::mem::take(&mut *own) {
             let entry_changed = named(s.key.as_bytes());
-            let generation_changed = s.copy.generation_keys.iter().any(|g| named(g));
+            let generation_changed = s.copy.generations.iter().any(|(g, _)| named(&g.key));
             if named(s.markers.entry.as_bytes()) {
                 s.seen_entry = true;
             } else if s.seen_entry && entry_changed {
@@ -390,7 +469,19 @@ impl LocalState {
             if s.copy.fresh_until <= now {
                 continue;
             }
-            self.entries.insert(s.key.clone(), s.copy);
+            // The generation pushes applied so far are from before the store (it checked the
+            // generations): the copy holds from today's versions on.
+            let versions = self
+                .generations()
+                .current(s.copy.generations.iter().map(|(g, _)| &*g.key));
+            let copy = Arc::new(LocalEntry {
+                entry: Arc::clone(&s.copy.entry),
+                fresh_until: s.copy.fresh_until,
+                pattern: s.copy.pattern.clone(),
+                generations: versions,
+                bytes: s.copy.bytes,
+            });
+            self.entries.insert(s.key.clone(), copy);
             // After the insert, as in `fill`: the api's own invalidation (another task) bumps
             // the generation epoch before it drops copies.
             if s.epoch == self.generation_epoch.load(Ordering::SeqCst)
@@ -404,25 +495,33 @@ impl LocalState {
     }
 }
 
-fn copy_of(keys: &EntryKeys, entry: Arc<Entry>, fresh_until: Instant) -> Arc<LocalEntry> {
-    let key = keys.entry_key();
-    let generation_keys: Box<[Box<[u8]>]> = keys.generation_keys().map(Box::from).collect();
-    let bytes = entry.body.len()
-        + entry
-            .headers
-            .iter()
-            .map(|(n, v)| n.as_str().len() + v.len())
-            .sum::<usize>()
-        + key.len()
-        + generation_keys.iter().map(|g| g.len()).sum::<usize>()
-        + OVERHEAD_BYTES;
-    Arc::new(LocalEntry {
-        entry,
-        fresh_until,
-        pattern: keys.pattern().cloned(),
-        generation_keys,
-        bytes,
-    })
+impl LocalState {
+    /// A copy of `entry` under `keys`' generations at their current versions.
+    fn copy_of(
+        &self,
+        keys: &EntryKeys,
+        entry: Arc<Entry>,
+        fresh_until: Instant,
+    ) -> Arc<LocalEntry> {
+        let key = keys.entry_key();
+        let generations = self.generations().current(keys.generation_keys());
+        let bytes = entry.body.len()
+            + entry
+                .headers
+                .iter()
+                .map(|(n, v)| n.as_str().len() + v.len())
+                .sum::<usize>()
+            + key.len()
+            + generations.iter().map(|(g, _)| g.key.len()).sum::<usize>()
+            + OVERHEAD_BYTES;
+        Arc::new(LocalEntry {
+            entry,
+            fresh_until,
+            pattern: keys.pattern().cloned(),
+            generations,
+            bytes,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -610,6 +709,50 @@ mod tests {
         s.apply(TrackingEvent::Down);
         assert!(heard.try_recv().is_err(), "forgotten");
         assert!(s.expect_own(&keys, &m, entry(), fresh()).is_none());
+    }
+
+    #[test]
+    fn an_invalidation_retires_only_its_copies_and_versions_stay_bounded() {
+        let tier = LocalTier::new(20_000, 1 << 30, 1024);
+        verified(&tier);
+        let s = tier.state();
+        let fill = |hash: &str, tag: &str| {
+            let keys = EntryKeys::new("/r", hash, &[tag.into()], None);
+            let ticket = s.ticket(Instant::now()).unwrap();
+            s.fill(
+                ticket,
+                &keys,
+                entry(),
+                Instant::now(),
+                Duration::from_secs(60),
+            );
+            keys.entry_key().to_owned()
+        };
+        let kept = fill("kept", "other");
+        let users: Vec<String> = (0..5000)
+            .map(|i| fill(&i.to_string(), &format!("user:{i}")))
+            .collect();
+        assert_eq!(s.len(), 5001);
+        // The api's own write and another instance's push each retire their tag's copy alone.
+        s.drop_generations(&["rc:{/r}:g:user:7".into()]);
+        s.apply(TrackingEvent::Invalidate(vec!["rc:{/r}:g:user:8".into()]));
+        assert!(s.get(&users[7], Instant::now()).is_none());
+        assert!(s.get(&users[8], Instant::now()).is_none());
+        assert!(s.get(&users[9], Instant::now()).is_some());
+        assert!(s.get(&kept, Instant::now()).is_some());
+        assert_eq!(s.len(), 4999);
+        // A copy made after the invalidation is served again.
+        let again = fill("7", "user:7");
+        assert!(s.get(&again, Instant::now()).is_some());
+
+        // Versions of generations no copy refers to any more are swept.
+        s.apply(TrackingEvent::Down);
+        verified(&tier);
+        for i in 0..50_000 {
+            fill("churn", &format!("t:{i}"));
+        }
+        let held = s.generations().map.len();
+        assert!(held <= 2 * MIN_GENERATIONS, "{held} versions held");
     }
 
     #[test]
