@@ -5,9 +5,9 @@
 #
 # Usage: scripts/start-redis.sh {start|stop|status|reset}
 #
-# With a Docker engine (`docker info` answers) it drives docker-compose.redis.yml; otherwise it
-# runs native, daemonized redis-server processes (installing the redis-server package when
-# missing). Native layout, relative to the repo root:
+# With a Docker engine (`docker info` answers) it drives docker-compose.redis.yml, unless nodes it
+# started natively still run; otherwise it runs native, daemonized redis-server processes
+# (installing the redis-server package when missing). Native layout, relative to the repo root:
 #   redis/data/jobqueue, redis/data/cluster-<port>   data (AOF, RDB, nodes-<port>.conf)
 #   redis/run/redis-<port>.pid                        pidfiles
 #   redis/logs/redis-<port>.log                       logs
@@ -126,6 +126,15 @@ pid_alive() {
 }
 
 cluster_field() { rcli "$1" cluster info | sed -n "s/^$2://p" || true; }
+
+# True while a node this script started natively runs (a live pidfile under redis/run).
+native_running() {
+    local f
+    for f in "$RUN_DIR"/redis-*.pid; do
+        pid_alive "$f" && return 0
+    done
+    return 1
+}
 
 # start_node PORT [extra redis-server args...]
 start_node() {
@@ -474,6 +483,12 @@ use_docker() {
             ;;
         auto)
             command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1 || return 1
+            # Nodes started natively before a Docker engine came up stay native: stop must stop
+            # them, start reuses them (containers would find their ports taken).
+            if native_running; then
+                log "native nodes started by this script are running (redis/run/*.pid); staying native"
+                return 1
+            fi
             if ! detect_compose; then
                 log "a Docker engine answers but no 'docker compose'/docker-compose; using native redis-server"
                 return 1
