@@ -77,8 +77,9 @@ impl RouteCounters {
     }
 }
 
-pub(crate) fn invalidated(template: &str) {
-    metrics::counter!("cache_invalidations_total", "tag" => template.to_owned()).increment(1);
+/// `cache_invalidations_total{tag}` of a write rule's tag template, looked up once.
+pub(crate) fn invalidations(template: &str) -> Counter {
+    metrics::counter!("cache_invalidations_total", "tag" => template.to_owned())
 }
 
 pub(crate) fn local_invalidations(keys: usize) {

@@ -6,7 +6,7 @@
 use super::entry::Entry;
 use super::flight::{follow, Join, Leader, Outcome};
 use super::key::{self, RequestParts};
-use super::metrics::{invalidated, redis_error, CacheResult};
+use super::metrics::{redis_error, CacheResult};
 use super::rules::{fill, path_params, RouteRule};
 use super::store::{entry_key, generation_keys, EntryKeys};
 use super::ResponseCache;
@@ -486,7 +486,7 @@ impl ResponseCache {
                 let Some(value) = fill(&tag.template, &params) else {
                     continue;
                 };
-                invalidated(&tag.template);
+                tag.invalidations.increment(1);
                 for &route in &tag.routes {
                     if let Some(tags) = per_route.get_mut(route) {
                         if !tags.contains(&value) {

@@ -30,6 +30,8 @@ impl RouteRule {
 pub(crate) struct WriteTag {
     pub template: String,
     pub routes: Vec<usize>,
+    /// Writes that dropped this tag.
+    pub invalidations: metrics::Counter,
 }
 
 pub(crate) struct WriteRule {
@@ -77,6 +79,7 @@ impl Rules {
                     .iter()
                     .map(|t| WriteTag {
                         template: t.clone(),
+                        invalidations: super::metrics::invalidations(t),
                         routes: routes
                             .iter()
                             .enumerate()
