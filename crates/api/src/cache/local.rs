@@ -544,6 +544,18 @@ mod tests {
         )
     }
 
+    /// Fill a copy of `keys` fresh for `secs`, with a ticket taken just before.
+    fn fill(s: &LocalState, keys: &EntryKeys, secs: u64) {
+        let ticket = s.ticket(Instant::now()).unwrap();
+        s.fill(
+            ticket,
+            keys,
+            entry(),
+            Instant::now(),
+            Duration::from_secs(secs),
+        );
+    }
+
     fn verified(tier: &LocalTier) {
         tier.state.apply(TrackingEvent::Verified {
             until: Instant::now() + Duration::from_secs(60),
@@ -558,14 +570,7 @@ mod tests {
         let now = Instant::now();
         assert!(s.ticket(now).is_none(), "not verified yet");
         verified(&tier);
-        let ticket = s.ticket(Instant::now()).unwrap();
-        s.fill(
-            ticket,
-            &keys,
-            entry(),
-            Instant::now(),
-            Duration::from_secs(10),
-        );
+        fill(s, &keys, 10);
         assert!(s.get(keys.entry_key(), Instant::now()).is_some());
         // Past its fresh time.
         assert!(s
@@ -585,37 +590,16 @@ mod tests {
         assert!(s.get(keys.entry_key(), Instant::now()).is_none());
 
         // A generation push drops copies stored under it; an entry push drops that entry.
-        let ticket = s.ticket(Instant::now()).unwrap();
-        s.fill(
-            ticket,
-            &keys,
-            entry(),
-            Instant::now(),
-            Duration::from_secs(10),
-        );
+        fill(s, &keys, 10);
         assert_eq!(s.len(), 1);
         s.apply(TrackingEvent::Invalidate(vec!["rc:{/r}:g:t".into()]));
         assert_eq!(s.len(), 0);
-        let ticket = s.ticket(Instant::now()).unwrap();
-        s.fill(
-            ticket,
-            &keys,
-            entry(),
-            Instant::now(),
-            Duration::from_secs(10),
-        );
+        fill(s, &keys, 10);
         s.apply(TrackingEvent::Invalidate(vec![keys.entry_key().into()]));
         assert_eq!(s.len(), 0);
 
         // Down: everything dropped, nothing served or filled until verified again.
-        let ticket = s.ticket(Instant::now()).unwrap();
-        s.fill(
-            ticket,
-            &keys,
-            entry(),
-            Instant::now(),
-            Duration::from_secs(10),
-        );
+        fill(s, &keys, 10);
         s.apply(TrackingEvent::Down);
         assert_eq!(s.len(), 0);
         assert!(s.ticket(Instant::now()).is_none());
@@ -630,14 +614,7 @@ mod tests {
 
         // The api's own invalidation.
         verified(&tier);
-        let ticket = s.ticket(Instant::now()).unwrap();
-        s.fill(
-            ticket,
-            &keys,
-            entry(),
-            Instant::now(),
-            Duration::from_secs(10),
-        );
+        fill(s, &keys, 10);
         s.drop_generations(&["rc:{/r}:g:t".into()]);
         assert_eq!(s.len(), 0);
     }
@@ -718,14 +695,7 @@ mod tests {
         let s = tier.state();
         let fill = |hash: &str, tag: &str| {
             let keys = EntryKeys::new("/r", hash, &[tag.into()], None);
-            let ticket = s.ticket(Instant::now()).unwrap();
-            s.fill(
-                ticket,
-                &keys,
-                entry(),
-                Instant::now(),
-                Duration::from_secs(60),
-            );
+            fill(s, &keys, 60);
             keys.entry_key().to_owned()
         };
         let kept = fill("kept", "other");
@@ -762,14 +732,7 @@ mod tests {
         let s = tier.state();
         for i in 0..1000 {
             let keys = EntryKeys::new("/r", &i.to_string(), &[], None);
-            let ticket = s.ticket(Instant::now()).unwrap();
-            s.fill(
-                ticket,
-                &keys,
-                entry(),
-                Instant::now(),
-                Duration::from_secs(10),
-            );
+            fill(s, &keys, 10);
         }
         assert!(s.len() <= 40, "{}", s.len());
     }
