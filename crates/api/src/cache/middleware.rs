@@ -323,6 +323,10 @@ impl ResponseCache {
         next: Next<B>,
         req: ServiceRequest,
     ) -> ServiceResponse<BoxBody> {
+        // The answer goes out before the refresh reaches routing: it says its pattern, as `answer`.
+        if let Some(pattern) = keys.pattern() {
+            req.extensions_mut().insert(MatchedRoute(pattern.clone()));
+        }
         let http_req = req.request().clone();
         let (sent, wait_sent) = tokio::sync::oneshot::channel::<()>();
         let response = render(
