@@ -160,10 +160,12 @@ type Entries = Cache<
     DefaultLifecycle<Box<str>, Arc<LocalEntry>>,
 >;
 
-/// A copy of what this instance is storing, kept once the store's own pushes have come.
+/// What this instance is storing: its copy is made (at the generations' versions of then) once
+/// the store's own pushes have come.
 struct OwnStore {
-    key: Box<str>,
-    copy: Arc<LocalEntry>,
+    keys: EntryKeys,
+    entry: Arc<Entry>,
+    fresh_until: Instant,
     markers: Markers,
     /// `generation_epoch` when the store began.
     epoch: u64,
@@ -341,8 +343,9 @@ impl LocalState {
         }
         let (kept, heard) = tokio::sync::oneshot::channel();
         own.push(OwnStore {
-            key: keys.entry_key().into(),
-            copy: self.copy_of(keys, entry, fresh_until),
+            keys: keys.clone(),
+            entry,
+            fresh_until,
             markers: markers.clone(),
             epoch,
             seen_entry: false,
@@ -442,8 +445,8 @@ impl LocalState {
         let named = |k: &[u8]| keys.iter().any(|x| x.as_bytes() == k);
         let mut ready = Vec::new();
         for mut s in std::mem::take(&mut *own) {
-            let entry_changed = named(s.key.as_bytes());
-            let generation_changed = s.copy.generations.iter().any(|(g, _)| named(&g.key));
+            let entry_changed = named(s.keys.entry_key().as_bytes());
+            let generation_changed = s.keys.generation_keys().any(named);
             if named(s.markers.entry.as_bytes()) {
                 s.seen_entry = true;
             } else if s.seen_entry && entry_changed {
@@ -466,22 +469,13 @@ impl LocalState {
         drop(own);
         let now = Instant::now();
         for s in ready {
-            if s.copy.fresh_until <= now {
+            if s.fresh_until <= now {
                 continue;
             }
             // The generation pushes applied so far are from before the store (it checked the
             // generations): the copy holds from today's versions on.
-            let versions = self
-                .generations()
-                .current(s.copy.generations.iter().map(|(g, _)| &*g.key));
-            let copy = Arc::new(LocalEntry {
-                entry: Arc::clone(&s.copy.entry),
-                fresh_until: s.copy.fresh_until,
-                pattern: s.copy.pattern.clone(),
-                generations: versions,
-                bytes: s.copy.bytes,
-            });
-            self.entries.insert(s.key.clone(), copy);
+            let copy = self.copy_of(&s.keys, s.entry, s.fresh_until);
+            self.entries.insert(s.keys.entry_key().into(), copy);
             // After the insert, as in `fill`: the api's own invalidation (another task) bumps
             // the generation epoch before it drops copies.
             if s.epoch == self.generation_epoch.load(Ordering::SeqCst)
@@ -489,7 +483,7 @@ impl LocalState {
             {
                 let _ = s.kept.send(());
             } else {
-                self.entries.remove(&*s.key);
+                self.entries.remove(s.keys.entry_key());
             }
         }
     }
