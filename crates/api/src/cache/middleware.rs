@@ -323,10 +323,8 @@ impl ResponseCache {
         next: Next<B>,
         req: ServiceRequest,
     ) -> ServiceResponse<BoxBody> {
-        // The answer goes out before the refresh reaches routing: it says its pattern, as `answer`.
-        if let Some(pattern) = keys.pattern() {
-            req.extensions_mut().insert(MatchedRoute(pattern.clone()));
-        }
+        // The answer goes out before the refresh reaches routing.
+        say_route(&req, keys.pattern());
         let http_req = req.request().clone();
         let (sent, wait_sent) = tokio::sync::oneshot::channel::<()>();
         let response = render(
@@ -580,11 +578,17 @@ fn answer(
     pattern: Option<&Arc<str>>,
 ) -> ServiceResponse<BoxBody> {
     rule.counters.count(result);
+    say_route(&req, pattern);
+    let response = render(req.headers(), rule, entry, result, fresh_for);
+    req.into_response(response)
+}
+
+/// Tell the request metrics and span the route pattern of a request answered before routing
+/// reached its resource.
+fn say_route(req: &ServiceRequest, pattern: Option<&Arc<str>>) {
     if let Some(pattern) = pattern {
         req.extensions_mut().insert(MatchedRoute(pattern.clone()));
     }
-    let response = render(req.headers(), rule, entry, result, fresh_for);
-    req.into_response(response)
 }
 
 /// An answer from `entry`: 304 when `If-None-Match` names it, else the stored response.
