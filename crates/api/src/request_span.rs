@@ -6,8 +6,8 @@
 //! logged after they are set is `tracing-actix-web`'s error event, which follows a failure. For
 //! a request that succeeded, no layer here would ever read them, and each `record` is not free:
 //! the JSON formatter parses and re-serialises the span's fields on every call. Four of them
-//! per request took ~30 % off `GET /api/ping` at `info` with JSON logs (docs/benchmarks.md,
-//! fix 10). A layer that exports spans (OpenTelemetry) needs them on every request: record them
+//! per request cost `GET /api/ping` about a tenth of its throughput at `info` with JSON logs
+//! (docs/benchmarks.md, fix 10). A layer that exports spans (OpenTelemetry) needs them on every request: record them
 //! in [`RequestSpan::on_request_end`] unconditionally when adding one.
 //!
 //! The route pattern is read when the request ends, not at its start: actix knows the matched
